@@ -1,0 +1,9 @@
+"""rarelearn: active learning of neural-network potentials through rare events.
+
+Units inside the package: eV, Å, fs (kcal/mol only in reports).
+"""
+import os as _os
+
+_os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+__version__ = "0.1.0"
