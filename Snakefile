@@ -1,0 +1,26 @@
+# rarelearn: active learning of a neural-network potential through a rare event.
+# This file only wires: config, validation, the stages, and the final targets.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+import os
+
+if not config:
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/reference.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/label.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        campaign_evaluations,
+        "results/summary.csv",
+    default_target: True

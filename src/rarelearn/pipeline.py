@@ -1,0 +1,541 @@
+"""One function per workflow step: paths and config sections in, files out.
+
+The Snakemake scripts in ``workflow/scripts`` are thin adapters onto these; every
+step can also be called from Python (tests do). Every output is written atomically,
+so a killed job leaves nothing that looks finished.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .dataset import Frames, atomic_path, merge_frames, read_frames, write_frames
+from .evaluation import barrier_record, delta_record
+from .units import EV_PER_KCAL_MOL
+
+__all__ = [
+    "setup_logging",
+    "write_json",
+    "read_json",
+    "prepare_molecule",
+    "load_prepared_molecule",
+    "reference_md",
+    "smd_replica",
+    "reference_barrier",
+    "initial_dataset",
+    "train_member_step",
+    "best_model_step",
+    "uq_step",
+    "select_step",
+    "label_step",
+    "merge_step",
+    "evaluate_step",
+    "summary_step",
+]
+
+log = logging.getLogger("rarelearn")
+
+
+# ------------------------------------------------------------------ plumbing
+def setup_logging(path=None, threads: int | None = None) -> logging.Logger:
+    """Send the package's log to ``path`` (and stderr); pin thread counts for the job."""
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        try:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        except ImportError:  # pragma: no cover
+            pass
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+    return log
+
+
+def write_json(path, data) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1, default=_json_default)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def read_json(path) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _progress(message: str) -> None:
+    log.info(message)
+
+
+# ------------------------------------------------------------------ reference
+def prepare_molecule(molecule_cfg: dict, labeller_cfg: dict, out_xyz, out_atom_energies) -> None:
+    """Build/read the molecule (relaxed with the labeller) and the isolated-atom energies."""
+    from ase.io import write
+
+    from .labellers import make_labeller
+    from .molecules import load_molecule
+
+    spec = {k: v for k, v in molecule_cfg.items() if k != "elements" and v is not None}
+    if molecule_cfg.get("structure"):
+        spec.pop("alkane", None)
+    else:
+        spec.pop("structure", None)
+        spec.pop("pull", None)
+    mol = load_molecule(spec, elements=molecule_cfg["elements"])
+    atoms = mol.atoms.copy()
+    atoms.info = {"name": mol.name, "pull1": " ".join(map(str, mol.group1)),
+                  "pull2": " ".join(map(str, mol.group2))}
+    with atomic_path(out_xyz) as tmp:
+        write(tmp, atoms, format="extxyz")
+    labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
+    energies = labeller.isolated_atom_energies(list(molecule_cfg["elements"]))
+    write_json(out_atom_energies, {"labeller": labeller.name, "unit": "eV", "energies": energies})
+    log.info("molecule %s: %d atoms, pulled groups %s and %s", mol.name, len(atoms), mol.group1, mol.group2)
+
+
+def load_prepared_molecule(path):
+    """(atoms, group1, group2) from the file :func:`prepare_molecule` wrote."""
+    from ase.io import read
+
+    atoms = read(path, format="extxyz")
+    g1 = [int(x) for x in str(atoms.info["pull1"]).split()]
+    g2 = [int(x) for x in str(atoms.info["pull2"]).split()]
+    atoms.calc = None
+    return atoms, g1, g2
+
+
+def _protocol(smd_cfg: dict):
+    from .dynamics import SMDProtocol
+
+    return SMDProtocol(**smd_cfg)
+
+
+def reference_md(molecule_xyz, reference_cfg: dict, smd_cfg: dict, labeller_cfg: dict, out) -> Frames:
+    """The labelled equilibrium set: NVT MD with the labeller (source ``md``)."""
+    from .dynamics import run_md
+    from .labellers import make_labeller
+
+    atoms, _, _ = load_prepared_molecule(molecule_xyz)
+    labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
+    t0 = time.time()
+    frames = run_md(atoms, labeller.calculator(), temperature_K=reference_cfg["md_temperature_K"],
+                    n_frames=reference_cfg["md_frames"], timestep_fs=smd_cfg["timestep_fs"],
+                    seed=reference_cfg["md_seed"], record_every=reference_cfg["md_record_every"],
+                    equilibration_steps=reference_cfg["md_equilibration_steps"],
+                    thermostat="berendsen", label_as=labeller.name, progress=_progress)
+    frames.source[:] = "md"
+    frames.iteration[:] = -1
+    frames.attrs["wall_seconds"] = time.time() - t0
+    write_frames(out, frames)
+    log.info("reference MD: %d frames (%s) in %.1f s", len(frames), frames.attrs.get("stop_reason"),
+             time.time() - t0)
+    return frames
+
+
+def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict | None = None,
+                ensemble_path=None, best_json=None) -> Frames:
+    """One SMD replica, driven either by the labeller (reference, frames labelled) or by the
+    best member of an ensemble (iteration, frames unlabelled)."""
+    from .dynamics import run_smd
+
+    atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
+    if labeller_cfg is not None:
+        from .labellers import make_labeller
+
+        labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
+        calc, label_as, driver = labeller.calculator(), labeller.name, labeller.name
+    else:
+        from .model import NNPCalculator, load_ensemble
+
+        ens = load_ensemble(ensemble_path)
+        ens.check_elements(atoms.numbers)
+        best = int(read_json(best_json)["best_member"])
+        calc, label_as, driver = NNPCalculator(ens, member=best), None, f"nnp member {best}"
+    t0 = time.time()
+    frames = run_smd(atoms, calc, g1, g2, _protocol(smd_cfg), seed=int(seed), label_as=label_as,
+                     progress=_progress)
+    frames.source[:] = "smd"
+    frames.attrs["driver"] = driver
+    frames.attrs["wall_seconds"] = time.time() - t0
+    write_frames(out, frames)
+    log.info("SMD seed %d with %s: %d frames, %s, %.1f s", seed, driver, len(frames),
+             frames.attrs.get("stop_reason"), time.time() - t0)
+    return frames
+
+
+def _barrier_of(paths: Sequence) -> dict:
+    from .barrier import activation_energy
+
+    values, dists, reasons = [], [], []
+    for p in paths:
+        fr = read_frames(p)
+        if len(fr) == 0:
+            raise ValueError(f"{p}: SMD replica has no frames; cannot compute its barrier")
+        ea, d = activation_energy(fr.extras["work"], fr.extras["spring_distance"])
+        values.append(ea)
+        dists.append(d)
+        reasons.append(fr.attrs.get("stop_reason", "unknown"))
+    rec = barrier_record(values, dists)
+    rec["stop_reasons"] = reasons
+    rec["replicas"] = [str(p) for p in paths]
+    return rec
+
+
+def reference_barrier(replica_paths: Sequence, out) -> dict:
+    """E_a of the reference: mean ± standard error over the replicas (eV)."""
+    rec = _barrier_of(replica_paths)
+    write_json(out, rec)
+    log.info("reference E_a = %.4f ± %.4f eV over %d replicas", rec["ea_mean"], rec["ea_stderr"],
+             rec["n_replicas"])
+    return rec
+
+
+# ------------------------------------------------------------------ training
+def initial_dataset(md_path, out) -> None:
+    """Iteration 0 trains on the usable frames of the reference MD set."""
+    frames = read_frames(md_path)
+    ok = frames.subset(frames.ok)
+    write_frames(out, ok)
+    log.info("iteration 0 data set: %d of %d MD frames usable", len(ok), len(frames))
+
+
+def _spec(model_cfg: dict, elements: Sequence[str], atom_energies: dict) -> dict:
+    return {"elements": list(elements),
+            "hidden": {e: list(model_cfg["hidden"][e]) for e in elements},
+            "self_energies": {e: float(atom_energies[e]) for e in elements},
+            "activation": "gelu"}
+
+
+def _train_config(training_cfg: dict):
+    from .training import TrainConfig
+
+    keys = ("epochs", "batch_size", "lr", "force_weight", "train_fraction",
+            "early_stopping_patience", "lr_patience")
+    return TrainConfig(**{k: training_cfg[k] for k in keys})
+
+
+def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_cfg: dict,
+                      elements: Sequence[str], iteration: int, member: int, out_model, out_info,
+                      previous_dir=None) -> dict:
+    """Train ensemble member ``member`` of iteration ``iteration``; write its model and split."""
+    from .model import save_ensemble
+    from .training import inherited_split, random_split, seed_for, train_member
+
+    frames = read_frames(data_path)
+    atom_e = read_json(atom_energies_json)["energies"]
+    spec = _spec(model_cfg, elements, atom_e)
+    cfg = _train_config(training_cfg)
+    seed = seed_for(iteration, member) + int(training_cfg.get("seed", 0))
+    hashes = frames.hashes
+    init_state = None
+    split_kind = "random"
+    if iteration > 0 and previous_dir is not None:
+        prev = Path(previous_dir)
+        if training_cfg["split"] == "inherited":
+            best = int(read_json(prev / "best.json")["best_member"])
+            pinfo = read_json(prev / "models" / f"member_{best}.json")
+            train_idx, val_idx = inherited_split(pinfo["train_hashes"], pinfo["val_hashes"], hashes, seed,
+                                                 cfg.train_fraction)
+            split_kind = f"inherited from iteration {iteration - 1} member {best}"
+        if training_cfg["warm_start"]:
+            import torch
+
+            blob = torch.load(prev / "models" / f"member_{member}.pt", weights_only=True)
+            init_state = blob["members"][0]
+    if split_kind == "random":
+        train_idx, val_idx = random_split(len(frames), seed, cfg.train_fraction)
+    log.info("iteration %d member %d: %d frames, split %s (%d train / %d val), seed %d", iteration, member,
+             len(frames), split_kind, len(train_idx), len(val_idx), seed)
+    state, history = train_member(frames, train_idx, val_idx, spec, cfg, seed=seed, init_state=init_state,
+                                  log=log.info)
+    save_ensemble(out_model, [state], spec, meta={"iteration": iteration, "member": member, "seed": seed})
+    info = {"iteration": iteration, "member": member, "seed": seed, "split": split_kind,
+            "train_hashes": [str(h) for h in hashes[np.asarray(train_idx, dtype=int)]],
+            "val_hashes": [str(h) for h in hashes[np.asarray(val_idx, dtype=int)]],
+            "history": history}
+    write_json(out_info, info)
+    return info
+
+
+def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -> dict:
+    """Join the members into one ensemble file; the best member has the lowest force MAE
+    over the whole data set (train + validation)."""
+    import torch
+
+    from .model import load_ensemble, save_ensemble
+    from .training import best_member
+
+    states, spec = [], None
+    for p in member_paths:
+        blob = torch.load(p, weights_only=True)
+        spec = blob["spec"]
+        states.extend(blob["members"])
+    save_ensemble(out_ensemble, states, spec, meta={"members": [str(p) for p in member_paths]})
+    ens = load_ensemble(out_ensemble)
+    frames = read_frames(data_path)
+    k, maes = best_member(ens, frames)
+    rec = {"best_member": int(k), "force_mae": [float(m) for m in maes], "unit": "eV/Å"}
+    write_json(out_best, rec)
+    log.info("best member %d (force MAE %s eV/Å)", k, ", ".join(f"{m:.4f}" for m in maes))
+    return rec
+
+
+# ------------------------------------------------------------------ sampling
+def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) -> None:
+    """Every member's energy on every SMD frame; σ per frame; μ+nσ threshold per replica."""
+    import h5py
+
+    from .model import load_ensemble
+    from .uq import member_energies, sigma, threshold
+
+    ens = load_ensemble(ensemble_path)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["units"] = "eV"
+        for p in replica_paths:
+            fr = read_frames(p)
+            g = h5.create_group(Path(p).stem)
+            if len(fr) == 0:
+                g.create_dataset("energies", data=np.zeros((ens.n_members, 0)))
+                g.create_dataset("sigma", data=np.zeros(0))
+                g.attrs["threshold"] = np.inf
+                continue
+            e = member_energies(ens, fr)
+            s = sigma(e)
+            thr = threshold(s, n_first=selection_cfg["uq_first_steps"], n_sigma=selection_cfg["n_sigma"])
+            g.create_dataset("energies", data=e)
+            g.create_dataset("sigma", data=s)
+            g.attrs["threshold"] = thr
+            log.info("%s: σ mean %.4f eV, threshold %.4f eV, %d frames above", Path(p).stem, s.mean(), thr,
+                     int((s > thr).sum()))
+
+
+def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
+                out_dir) -> dict:
+    """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
+
+    Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
+    An empty selection writes no batch and is recorded as such.
+    """
+    import h5py
+
+    from .barrier import break_index
+    from .selection import augment, select_frames
+
+    per_replica, picked = [], []
+    with h5py.File(uq_path, "r") as h5:
+        for p in replica_paths:
+            fr = read_frames(p)
+            g = h5[Path(p).stem]
+            s, thr, e = g["sigma"][()], float(g.attrs["threshold"]), g["energies"][()]
+            if len(fr) == 0:
+                per_replica.append({"replica": Path(p).stem, "candidates": 0, "kept": 0})
+                continue
+            bi = break_index(fr)
+            idx = select_frames(s, thr, fr.extras["spring_distance"], e.mean(axis=0), bi,
+                                max_post_break=selection_cfg["max_post_break"], max_frames=None,
+                                min_distance_gap=selection_cfg["min_distance_gap"],
+                                min_energy_gap=selection_cfg["min_energy_gap_kcal"] * EV_PER_KCAL_MOL)
+            sub = fr.subset(np.asarray(idx, dtype=int))
+            sub.extras = {"uq_sigma": s[np.asarray(idx, dtype=int)]}
+            picked.append(sub)
+            per_replica.append({"replica": Path(p).stem, "candidates": int((s > thr).sum()),
+                                "kept": len(idx), "threshold": thr, "break_index": bi,
+                                "indices": [int(i) for i in idx]})
+    kept = Frames.concatenate(picked) if picked else None
+    if kept is not None and selection_cfg["max_frames"] is not None and len(kept) > selection_cfg["max_frames"]:
+        keep = np.unique(np.linspace(0, len(kept) - 1, selection_cfg["max_frames"]).round().astype(int))
+        kept = kept.subset(keep)
+    n_kept = 0 if kept is None else len(kept)
+    if n_kept:
+        kept.source[:] = "al"
+        kept.iteration[:] = iteration
+        kept.status[:] = "unlabelled"
+        kept.energy[:] = np.nan
+        kept.forces[:] = np.nan
+        kept.labeller[:] = ""
+        noisy = augment(kept, n_copies=selection_cfg["augment_copies"],
+                        amplitude=selection_cfg["augment_amplitude"],
+                        seed=selection_cfg["seed"] + 7919 * iteration) if selection_cfg["augment_copies"] else None
+        if noisy is not None and len(noisy):
+            noisy.iteration[:] = iteration
+            noisy.extras = {"uq_sigma": np.full(len(noisy), np.nan)}
+            new = Frames.concatenate([kept, noisy])
+        else:
+            new = kept
+        new.extras = {}
+    else:
+        new = None
+    out_dir = Path(out_dir)
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    n_batches = 0
+    if new is not None:
+        for b, start in enumerate(range(0, len(new), batch_size)):
+            write_frames(tmp_dir / f"batch_{b:04d}.h5", new.subset(slice(start, start + batch_size)))
+            n_batches += 1
+    summary = {"iteration": iteration, "selected": n_kept,
+               "augmented": 0 if new is None else len(new) - n_kept,
+               "total_new": 0 if new is None else len(new), "batches": n_batches,
+               "empty": n_kept == 0, "replicas": per_replica}
+    write_json(tmp_dir / "selection.json", summary)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp_dir, out_dir)
+    if n_kept == 0:
+        log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",
+                    iteration)
+    else:
+        log.info("iteration %d: selected %d frames + %d augmented, %d label batches", iteration, n_kept,
+                 summary["augmented"], n_batches)
+    return summary
+
+
+# ------------------------------------------------------------------ labelling
+def label_step(batch_path, labeller_cfg: dict, out) -> Frames:
+    """Label one batch; frames that fail are kept with status ``failed``."""
+    from .labellers import make_labeller
+
+    frames = read_frames(batch_path)
+    labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
+    t0 = time.time()
+    labelled = labeller.label(frames)
+    labelled.attrs["label_seconds"] = time.time() - t0
+    write_frames(out, labelled)
+    n_failed = int((labelled.status == "failed").sum())
+    log.info("labelled %d frames with %s in %.1f s, %d failed", len(labelled), labeller.name,
+             time.time() - t0, n_failed)
+    return labelled
+
+
+def merge_step(data_path, labelled_paths: Sequence, iteration: int, out, out_info) -> dict:
+    """Append the labelled frames to the data set; drop failed labels and duplicates."""
+    base = read_frames(data_path)
+    new_parts = [read_frames(p) for p in labelled_paths]
+    n_new = sum(len(p) for p in new_parts)
+    n_failed = sum(int((p.status == "failed").sum()) for p in new_parts)
+    label_seconds = sum(float(p.attrs.get("label_seconds", 0.0)) for p in new_parts)
+    merged, counts = merge_frames([base] + new_parts, only_ok=True)
+    merged.attrs = {"iteration": iteration}
+    write_frames(out, merged)
+    info = {"iteration": iteration, "previous_frames": len(base), "labelled": n_new, "failed_labels": n_failed,
+            "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
+            "label_seconds": label_seconds,
+            "selected": int(sum((p.source == "al").sum() for p in new_parts)),
+            "augmented": int(sum((p.source == "augment").sum() for p in new_parts))}
+    if n_new and n_failed == n_new:
+        log.warning("iteration %d: all %d labels failed; the data set is unchanged", iteration, n_new)
+        info["all_labels_failed"] = True
+    write_json(out_info, info)
+    log.info("merge: %d + %d labelled (%d failed) -> %d frames", len(base), n_new, n_failed, len(merged))
+    return info
+
+
+# ------------------------------------------------------------------ evaluation
+def _benchmark_seconds(iteration: int, root="logs/benchmarks") -> float:
+    total = 0.0
+    for f in glob.glob(os.path.join(root, f"iter_{iteration:03d}", "*.tsv")):
+        try:
+            with open(f) as fh:
+                lines = fh.read().splitlines()
+            total += float(lines[1].split("\t")[0])
+        except (IndexError, ValueError, OSError):
+            continue
+    return total
+
+
+def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
+                  ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out) -> dict:
+    """ΔE_a of this iteration's SMD replicas against the reference; errors on unseen frames."""
+    from .model import load_ensemble
+    from .training import evaluate_errors
+
+    nnp = _barrier_of(replica_paths)
+    ref = read_json(reference_json)
+    rec = {"iteration": iteration}
+    rec.update({f"nnp_{k}": v for k, v in nnp.items() if k != "replicas"})
+    rec.update({f"ref_{k}": ref[k] for k in ("ea_mean", "ea_stderr", "n_replicas", "break_distance_mean")})
+    rec.update(delta_record(nnp, ref))
+    ens = load_ensemble(ensemble_path)
+    unseen = Frames.concatenate([read_frames(p) for p in unseen_paths])
+    unseen = unseen.subset(unseen.ok)
+    errs = evaluate_errors(ens, unseen)
+    rec.update({"unseen_frames": len(unseen), "unseen_energy_mae": errs["energy_mae"],
+                "unseen_force_mae": errs["force_mae"]})
+    best = read_json(best_json)
+    rec["best_member"] = best["best_member"]
+    members = []
+    for p in member_infos:
+        h = read_json(p)["history"]
+        members.append({k: h.get(k) for k in ("train_energy_mae", "val_energy_mae", "train_force_mae",
+                                               "val_force_mae", "best_epoch", "seconds")})
+    rec["members"] = members
+    for key in ("train_energy_mae", "val_energy_mae"):
+        vals = [m[key] for m in members if m.get(key) is not None]
+        rec[f"mean_{key}"] = float(np.mean(vals)) if vals else float("nan")
+    merge = read_json(merge_json)
+    rec.update({"frames_selected": merge["selected"], "frames_augmented": merge["augmented"],
+                "labels_failed": merge["failed_labels"], "frames_added": merge["added"],
+                "dataset_frames": merge["total_frames"], "label_seconds": merge["label_seconds"],
+                "all_labels_failed": bool(merge.get("all_labels_failed", False)),
+                "empty_selection": merge["labelled"] == 0})
+    rec["wall_seconds"] = _benchmark_seconds(iteration)
+    write_json(out, rec)
+    log.info("iteration %d: E_a %.4f ± %.4f eV vs reference %.4f ± %.4f eV: |ΔE_a| = %.2f ± %.2f kcal/mol; "
+             "unseen energy MAE %.4f eV", iteration, nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"],
+             ref["ea_stderr"], rec["abs_delta_ea_kcal"], rec["delta_ea_stderr_kcal"], errs["energy_mae"])
+    return rec
+
+
+SUMMARY_COLUMNS = [
+    "iteration", "nnp_ea_mean", "nnp_ea_stderr", "nnp_n_replicas", "ref_ea_mean", "ref_ea_stderr",
+    "ref_n_replicas", "delta_ea", "delta_ea_stderr", "abs_delta_ea_kcal", "delta_ea_stderr_kcal",
+    "nnp_break_distance_mean", "ref_break_distance_mean", "unseen_energy_mae", "unseen_force_mae",
+    "mean_train_energy_mae", "mean_val_energy_mae", "frames_selected", "frames_augmented",
+    "labels_failed", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
+    "empty_selection", "all_labels_failed",
+]
+
+
+def summary_step(evaluation_paths: Sequence, out, reference_md_frames: int | None = None) -> "object":
+    """One row per iteration (``results/summary.csv``)."""
+    import pandas as pd
+
+    rows = []
+    labels_total = reference_md_frames or 0
+    for p in evaluation_paths:
+        ev = read_json(p)
+        labels_total += ev["frames_selected"] + ev["frames_augmented"]
+        row = {c: ev.get(c) for c in SUMMARY_COLUMNS if c != "labels_total"}
+        row["labels_total"] = labels_total
+        for k, m in enumerate(ev.get("members", [])):
+            row[f"member{k}_train_energy_mae"] = m.get("train_energy_mae")
+            row[f"member{k}_val_energy_mae"] = m.get("val_energy_mae")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    return df

@@ -1,0 +1,30 @@
+# Labelling (one job per batch of selected frames) and the merge into the next data set.
+
+
+rule label:
+    input:
+        "results/iter_{iteration}/selected/batch_{batch}.h5",
+    output:
+        "results/iter_{iteration}/labelled/batch_{batch}.h5",
+    params:
+        labeller=config["labeller"],
+    threads: 1
+    log:
+        "logs/iter_{iteration}/label_{batch}.log",
+    benchmark:
+        "logs/benchmarks/iter_{iteration}/label_{batch}.tsv"
+    script:
+        "../scripts/label.py"
+
+
+rule merge:
+    input:
+        data=training_data,
+        labelled=labelled_batches,
+    output:
+        merged="results/iter_{iteration}/merged.h5",
+        info="results/iter_{iteration}/merge.json",
+    log:
+        "logs/iter_{iteration}/merge.log",
+    script:
+        "../scripts/merge.py"

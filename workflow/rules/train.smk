@@ -1,0 +1,50 @@
+# Training: one job per ensemble member, then the ensemble and its best member.
+
+
+rule initial_dataset:
+    input:
+        "results/reference/md.h5",
+    output:
+        "results/iter_000/dataset.h5",
+    log:
+        "logs/iter_000/dataset.log",
+    script:
+        "../scripts/initial_dataset.py"
+
+
+rule train:
+    input:
+        data=training_data,
+        atom_energies=ATOM_ENERGIES,
+        previous=previous_iteration_models,
+    output:
+        model="results/iter_{iteration}/models/member_{member}.pt",
+        info="results/iter_{iteration}/models/member_{member}.json",
+    params:
+        model=config["model"],
+        training=config["training"],
+        elements=config["molecule"]["elements"],
+    threads: 2
+    resources:
+        gpu=0,
+    log:
+        "logs/iter_{iteration}/train_{member}.log",
+    benchmark:
+        "logs/benchmarks/iter_{iteration}/train_{member}.tsv"
+    script:
+        "../scripts/train.py"
+
+
+rule best_model:
+    input:
+        data=training_data,
+        members=iteration_members,
+        infos=iteration_member_infos,
+    output:
+        ensemble="results/iter_{iteration}/ensemble.pt",
+        best="results/iter_{iteration}/best.json",
+    threads: 1
+    log:
+        "logs/iter_{iteration}/best_model.log",
+    script:
+        "../scripts/best_model.py"

@@ -1,0 +1,5 @@
+"""Snakemake adapter: label one batch with the reference method."""
+from rarelearn.pipeline import label_step, setup_logging
+
+setup_logging(snakemake.log[0], snakemake.threads)
+label_step(snakemake.input[0], snakemake.params.labeller, snakemake.output[0])

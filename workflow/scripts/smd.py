@@ -1,0 +1,10 @@
+"""Snakemake adapter: one SMD replica (reference: labeller-driven; iteration: best member)."""
+from rarelearn.pipeline import setup_logging, smd_replica
+
+setup_logging(snakemake.log[0], snakemake.threads)
+if "ensemble" in snakemake.input.keys():
+    smd_replica(snakemake.input.molecule, snakemake.params.smd, snakemake.params.seed, snakemake.output[0],
+                ensemble_path=snakemake.input.ensemble, best_json=snakemake.input.best)
+else:
+    smd_replica(snakemake.input.molecule, snakemake.params.smd, snakemake.params.seed, snakemake.output[0],
+                labeller_cfg=snakemake.params.labeller)

@@ -1,0 +1,7 @@
+"""Snakemake adapter: the campaign's summary table."""
+from rarelearn.dataset import read_frames
+from rarelearn.pipeline import setup_logging, summary_step
+
+setup_logging(snakemake.log[0])
+summary_step(list(snakemake.input.evaluations), snakemake.output[0],
+             reference_md_frames=len(read_frames(snakemake.input.md)))

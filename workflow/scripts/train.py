@@ -1,0 +1,12 @@
+"""Snakemake adapter: train one ensemble member."""
+import os
+
+from rarelearn.pipeline import setup_logging, train_member_step
+
+setup_logging(snakemake.log[0], snakemake.threads)
+iteration = int(snakemake.wildcards.iteration)
+previous = os.path.dirname(snakemake.input.previous[0]) if snakemake.input.previous else None
+train_member_step(snakemake.input.data, snakemake.input.atom_energies, snakemake.params.model,
+                  snakemake.params.training, snakemake.params.elements, iteration,
+                  int(snakemake.wildcards.member), snakemake.output.model, snakemake.output.info,
+                  previous_dir=previous)
