@@ -28,6 +28,7 @@ wildcard_constraints:
 MEMBERS = list(range(config["model"]["members"]))
 REPLICAS = [f"{r:02d}" for r in range(config["reference"]["replicas"])]
 MAE_REPLICAS = REPLICAS[: config["evaluation"]["mae_replicas"]]
+ENV = "../../environment.yml"
 MOLECULE = "results/reference/molecule.xyz"
 ATOM_ENERGIES = "results/reference/atom_energies.json"
 

@@ -3,6 +3,8 @@
 
 
 checkpoint evaluate:
+    conda:
+        ENV
     input:
         replicas=iteration_replicas,
         reference="results/reference/barrier.json",

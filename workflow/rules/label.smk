@@ -2,6 +2,8 @@
 
 
 rule label:
+    conda:
+        ENV
     input:
         "results/iter_{iteration}/selected/batch_{batch}.h5",
     output:
@@ -18,6 +20,8 @@ rule label:
 
 
 rule merge:
+    conda:
+        ENV
     input:
         data=training_data,
         labelled=labelled_batches,

@@ -2,6 +2,8 @@
 
 
 rule reference_molecule:
+    conda:
+        ENV
     output:
         molecule=MOLECULE,
         atom_energies=ATOM_ENERGIES,
@@ -15,6 +17,8 @@ rule reference_molecule:
 
 
 rule reference_md:
+    conda:
+        ENV
     input:
         molecule=MOLECULE,
     output:
@@ -33,6 +37,8 @@ rule reference_md:
 
 
 rule reference_smd:
+    conda:
+        ENV
     input:
         molecule=MOLECULE,
     output:
@@ -51,6 +57,8 @@ rule reference_smd:
 
 
 rule reference_barrier:
+    conda:
+        ENV
     input:
         reference_replicas,
     output:

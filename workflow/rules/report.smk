@@ -2,6 +2,8 @@
 
 
 rule summary:
+    conda:
+        ENV
     input:
         evaluations=campaign_evaluations,
         md="results/reference/md.h5",

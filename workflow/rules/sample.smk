@@ -2,6 +2,8 @@
 
 
 rule smd:
+    conda:
+        ENV
     input:
         molecule=MOLECULE,
         ensemble="results/iter_{iteration}/ensemble.pt",
@@ -21,6 +23,8 @@ rule smd:
 
 
 rule uq:
+    conda:
+        ENV
     input:
         ensemble="results/iter_{iteration}/ensemble.pt",
         replicas=iteration_replicas,
@@ -36,6 +40,8 @@ rule uq:
 
 
 checkpoint select:
+    conda:
+        ENV
     input:
         uq="results/iter_{iteration}/uq.h5",
         replicas=iteration_replicas,

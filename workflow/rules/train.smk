@@ -2,6 +2,8 @@
 
 
 rule initial_dataset:
+    conda:
+        ENV
     input:
         "results/reference/md.h5",
     output:
@@ -13,6 +15,8 @@ rule initial_dataset:
 
 
 rule train:
+    conda:
+        ENV
     input:
         data=training_data,
         atom_energies=ATOM_ENERGIES,
@@ -36,6 +40,8 @@ rule train:
 
 
 rule best_model:
+    conda:
+        ENV
     input:
         data=training_data,
         members=iteration_members,

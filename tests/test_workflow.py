@@ -1,0 +1,191 @@
+"""The workflow end to end on a tiny campaign (butane, small networks, 2 iterations).
+
+These run Snakemake as a user does (a subprocess in a fresh directory) and check
+the files of every stage, kill -9 and resume, raising max_iterations, dry-runs
+and bad configs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from rarelearn.dataset import read_frames
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir, *args, configfile=TINY, timeout=900):
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(configfile), "--cores", "2",
+           "--nocolor", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_config(path, **overrides):
+    cfg = yaml.safe_load(TINY.read_text())
+    for dotted, value in overrides.items():
+        node = cfg
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def jobs_run(stdout: str) -> dict:
+    """Rule -> count from Snakemake's 'Job stats' table(s) in a run's output."""
+    counts: dict[str, int] = {}
+    lines = stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "Job stats:":
+            for row in lines[i + 3:]:
+                parts = row.split()
+                if len(parts) != 2 or not parts[1].isdigit():
+                    break
+                if parts[0] != "total":
+                    counts[parts[0]] = counts.get(parts[0], 0) + int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def campaign(tmp_path_factory):
+    """The tiny campaign, run once to the end."""
+    wd = tmp_path_factory.mktemp("campaign")
+    t0 = time.time()
+    res = snakemake(wd)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    print(f"tiny campaign took {time.time() - t0:.0f} s")
+    return wd
+
+
+def test_dry_run_shows_plan_up_to_first_checkpoint(tmp_path):
+    res = snakemake(tmp_path, "-n")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    counts = jobs_run(out)
+    # reference stage, training of every member, SMD of every replica, UQ and the selection checkpoint
+    assert counts["reference_smd"] == 2
+    assert counts["train"] == 2
+    assert counts["smd"] == 2
+    for rule in ("reference_molecule", "reference_md", "reference_barrier", "best_model", "uq", "select"):
+        assert counts[rule] == 1, rule
+    assert "checkpoint" in out
+    dag = snakemake(tmp_path, "--dag")
+    assert dag.returncode == 0 and "digraph" in dag.stdout
+
+
+def test_every_stage_writes_its_files(campaign):
+    r = campaign / "results"
+    ref = json.loads((r / "reference" / "barrier.json").read_text())
+    assert ref["n_replicas"] == 2 and ref["ea_mean"] > 0 and np.isfinite(ref["ea_stderr"])
+    md = read_frames(r / "reference" / "md.h5")
+    assert len(md) == 60 and md.ok.all()
+    for i in (0, 1):
+        it = r / f"iter_{i:03d}"
+        for k in (0, 1):
+            assert (it / "models" / f"member_{k}.pt").stat().st_size > 0
+            info = json.loads((it / "models" / f"member_{k}.json").read_text())
+            assert set(info["train_hashes"]).isdisjoint(info["val_hashes"])
+        best = json.loads((it / "best.json").read_text())
+        assert best["best_member"] in (0, 1)
+        for rep in ("00", "01"):
+            smd = read_frames(it / "smd" / f"replica_{rep}.h5")
+            assert len(smd) > 0 and "work" in smd.extras
+        sel = json.loads((it / "selected" / "selection.json").read_text())
+        batches = sorted((it / "selected").glob("batch_*.h5"))
+        assert len(batches) == sel["batches"]
+        assert len(list((it / "labelled").glob("batch_*.h5"))) == sel["batches"]
+        merge = json.loads((it / "merge.json").read_text())
+        merged = read_frames(it / "merged.h5")
+        assert len(merged) == merge["total_frames"] == merge["previous_frames"] + merge["added"]
+        assert merged.ok.all()
+        ev = json.loads((it / "evaluation.json").read_text())
+        assert ev["iteration"] == i and np.isfinite(ev["abs_delta_ea_kcal"])
+        assert ev["frames_added"] == merge["added"]
+    # iteration 1 trains on what iteration 0 merged
+    prev = read_frames(r / "iter_000" / "merged.h5")
+    info = json.loads((r / "iter_001" / "models" / "member_0.json").read_text())
+    assert len(info["train_hashes"]) + len(info["val_hashes"]) == len(prev)
+    summary = pd.read_csv(r / "summary.csv")
+    assert list(summary["iteration"]) == [0, 1]
+    for col in ("abs_delta_ea_kcal", "delta_ea_stderr_kcal", "unseen_energy_mae", "labels_total"):
+        assert summary[col].notna().all(), col
+    # logs for every job
+    assert (campaign / "logs" / "iter_001" / "train_1.log").read_text().strip()
+
+
+def test_rerun_does_nothing_and_raising_max_iterations_runs_only_new(campaign, tmp_path):
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    res = snakemake(wd, "-n")
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
+    cfg = write_config(tmp_path / "more.yaml", **{"campaign.max_iterations": 3})
+    before = {p: p.stat().st_mtime for p in (wd / "results").rglob("*") if p.is_file()}
+    res = snakemake(wd, configfile=cfg)
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert "reference_smd" not in counts and "reference_md" not in counts
+    assert counts.get("train", 0) == 2  # only iteration 2's members
+    assert (wd / "results" / "iter_002" / "evaluation.json").exists()
+    changed = [p for p, m in before.items() if p.exists() and p.stat().st_mtime != m]
+    assert changed == [wd / "results" / "summary.csv"], changed
+
+
+def test_kill_and_resume(tmp_path):
+    """kill -9 of Snakemake and its jobs in the middle; the rerun finishes without redoing work."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(TINY), "--cores", "2", "--nocolor"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    marker = tmp_path / "results" / "iter_000" / "models"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (marker.exists() and any(marker.glob("member_*.pt"))):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p: p.stat().st_mtime for p in (tmp_path / "results").rglob("*.h5")}
+    done.update({p: p.stat().st_mtime for p in (tmp_path / "results").rglob("*.json")})
+    assert any("reference" in str(p) for p in done)
+    # nothing half-written under a final name: every h5 present reads back
+    for p in done:
+        if p.suffix == ".h5" and "uq" not in p.name:
+            read_frames(p)
+    res = snakemake(tmp_path, "--rerun-incomplete")
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert "reference_molecule" not in counts and "reference_md" not in counts
+    for p, m in done.items():
+        assert p.stat().st_mtime == m, f"{p} was redone"
+    assert (tmp_path / "results" / "summary.csv").exists()
+
+
+@pytest.mark.parametrize("override, culprit", [
+    ({"training.epoch": 3}, "training.epoch"),
+    ({"model.members": "three"}, "model.members"),
+    ({"model.members": -1}, "model.members"),
+    ({"labeller.name": "dft-magic"}, "labeller.name"),
+    ({"molecule.structure": "missing.xyz", "molecule.pull": [[0], [1]]}, "molecule.structure"),
+])
+def test_bad_config_stops_at_load(tmp_path, override, culprit):
+    cfg = write_config(tmp_path / "bad.yaml", **override)
+    res = snakemake(tmp_path, "-n", configfile=cfg)
+    assert res.returncode != 0
+    err = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("config error:")]
+    assert len(err) == 1 and culprit in err[0], res.stdout + res.stderr
+    assert not (tmp_path / "results").exists()
