@@ -23,4 +23,5 @@ rule all:
     input:
         campaign_evaluations,
         "results/summary.csv",
+        expand("results/figures/{figure}.png", figure=FIGURES),
     default_target: True

@@ -468,10 +468,12 @@ def _benchmark_seconds(iteration: int, root="logs/benchmarks") -> float:
 
 
 def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
-                  ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out) -> dict:
+                  ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out,
+                  out_predictions=None) -> dict:
     """ΔE_a of this iteration's SMD replicas against the reference; errors on unseen frames."""
     from .model import load_ensemble
     from .training import evaluate_errors
+    from .uq import member_energies
 
     nnp = _barrier_of(replica_paths)
     ref = read_json(reference_json)
@@ -483,8 +485,14 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
     unseen = Frames.concatenate([read_frames(p) for p in unseen_paths])
     unseen = unseen.subset(unseen.ok)
     errs = evaluate_errors(ens, unseen)
-    rec.update({"unseen_frames": len(unseen), "unseen_energy_mae": errs["energy_mae"],
+    predicted = member_energies(ens, unseen).mean(axis=0)
+    rec.update({"unseen_frames": len(unseen),
+                "unseen_energy_mae": float(np.abs(predicted - unseen.energy).mean()),
                 "unseen_force_mae": errs["force_mae"]})
+    if out_predictions is not None:
+        write_json(out_predictions, {"unit": "eV", "reference_energy": unseen.energy,
+                                     "predicted_energy": predicted,
+                                     "spring_distance": unseen.extras.get("spring_distance")})
     best = read_json(best_json)
     rec["best_member"] = best["best_member"]
     members = []

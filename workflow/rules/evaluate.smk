@@ -3,8 +3,6 @@
 
 
 checkpoint evaluate:
-    conda:
-        ENV
     input:
         replicas=iteration_replicas,
         reference="results/reference/barrier.json",
@@ -16,6 +14,9 @@ checkpoint evaluate:
         merge="results/iter_{iteration}/merge.json",
     output:
         json="results/iter_{iteration}/evaluation.json",
+        predictions="results/iter_{iteration}/unseen_predictions.json",
+    conda:
+        ENV
     threads: 1
     log:
         "logs/iter_{iteration}/evaluate.log",

@@ -1,0 +1,168 @@
+"""The campaign's figures (the paper's Figs. 3, 5, 6 and SI Fig. S1, for the user's own run).
+
+Every function reads the workflow's files and writes one PNG. Energies are shown in
+eV or kcal/mol as labelled on the axes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .dataset import atomic_path, read_frames  # noqa: E402
+from .units import KCAL_MOL_PER_EV  # noqa: E402
+
+__all__ = [
+    "plot_work_curves",
+    "plot_barrier_error",
+    "plot_mae",
+    "plot_parity",
+    "plot_uq",
+    "plot_label_efficiency",
+    "make_figures",
+]
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def _curve(frames):
+    return frames.extras["spring_distance"], frames.extras["work"]
+
+
+def plot_work_curves(reference_replicas: Sequence, iteration_replicas: dict, out) -> Path:
+    """Work W(spring distance) of every iteration's replicas over the reference (Fig. 3a)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for k, p in enumerate(reference_replicas):
+        d, w = _curve(read_frames(p))
+        ax.plot(d, w, color="black", lw=2.0, alpha=0.8, label="reference" if k == 0 else None)
+    iters = sorted(iteration_replicas)
+    cmap = plt.get_cmap("viridis", max(len(iters), 2))
+    for j, i in enumerate(iters):
+        for k, p in enumerate(iteration_replicas[i]):
+            d, w = _curve(read_frames(p))
+            ax.plot(d, w, color=cmap(j), lw=1.0, alpha=0.7, label=f"iteration {i}" if k == 0 else None)
+    ax.set_xlabel("spring distance (Å)")
+    ax.set_ylabel("work W (eV)")
+    ax.set_title("SMD work curves: potential vs reference")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out)
+
+
+def plot_barrier_error(summary, out, target_kcal: float = 1.0) -> Path:
+    """|ΔE_a| per iteration with its standard error and the target line (Fig. 3b, 5)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    ax.errorbar(summary["iteration"], summary["abs_delta_ea_kcal"], yerr=summary["delta_ea_stderr_kcal"],
+                marker="o", capsize=3, label="|ΔE_a| ± standard error")
+    ax.axhline(target_kcal, color="red", ls="--", label=f"{target_kcal:g} kcal/mol")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("|ΔE_a| (kcal/mol)")
+    ax.set_title("Barrier error against the reference")
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def plot_mae(summary, out) -> Path:
+    """Train/validation energy MAE and the MAE on unseen reference SMD frames (Fig. 3c, 3d)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    k = KCAL_MOL_PER_EV
+    ax.plot(summary["iteration"], summary["mean_train_energy_mae"] * k, "o-", label="train (mean of members)")
+    ax.plot(summary["iteration"], summary["mean_val_energy_mae"] * k, "s-", label="validation")
+    ax.plot(summary["iteration"], summary["unseen_energy_mae"] * k, "^-", label="unseen reference SMD")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("energy MAE (kcal/mol)")
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def plot_parity(prediction_files: dict, out) -> Path:
+    """NNP vs reference energies on the unseen frames, first vs last iteration (Fig. 6)."""
+    iters = sorted(prediction_files)
+    chosen = [iters[0]] + ([iters[-1]] if len(iters) > 1 else [])
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 4.0), squeeze=False)
+    for ax, i in zip(axes[0], chosen):
+        with open(prediction_files[i]) as fh:
+            pred = json.load(fh)
+        ref = np.asarray(pred["reference_energy"])
+        nnp = np.asarray(pred["predicted_energy"])
+        e0 = ref.min()
+        ax.scatter(ref - e0, nnp - e0, s=3, alpha=0.5)
+        lim = [min((ref - e0).min(), (nnp - e0).min()), max((ref - e0).max(), (nnp - e0).max())]
+        ax.plot(lim, lim, "k--", lw=1)
+        mae = np.abs(nnp - ref).mean() * KCAL_MOL_PER_EV
+        ax.set_title(f"iteration {i}: MAE {mae:.2f} kcal/mol")
+        ax.set_xlabel("reference energy (eV, shifted)")
+        ax.set_ylabel("potential energy (eV, shifted)")
+    return _save(fig, out)
+
+
+def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> Path:
+    """σ of the ensemble along each iteration's first SMD replica, with the μ+3σ threshold and
+    the frames selected (SI Fig. S1)."""
+    import h5py
+
+    iters = sorted(uq_files)
+    fig, axes = plt.subplots(len(iters), 1, figsize=(6.4, 2.2 * len(iters)), squeeze=False, sharex=True)
+    for ax, i in zip(axes[:, 0], iters):
+        first = Path(replica_files[i][0]).stem
+        fr = read_frames(replica_files[i][0])
+        with h5py.File(uq_files[i], "r") as h5:
+            s = h5[first]["sigma"][()]
+            thr = float(h5[first].attrs["threshold"])
+        with open(selection_files[i]) as fh:
+            sel = json.load(fh)
+        idx = next((r.get("indices", []) for r in sel["replicas"] if r["replica"] == first), [])
+        d = fr.extras["spring_distance"]
+        ax.plot(d, s, lw=0.8, label="σ")
+        ax.axhline(thr, color="red", ls="--", lw=1, label="μ+3σ")
+        if idx:
+            ax.plot(d[idx], s[idx], "o", ms=3, color="orange", label="selected")
+        ax.set_ylabel("σ (eV)")
+        ax.set_title(f"iteration {i}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("spring distance (Å)")
+    return _save(fig, out)
+
+
+def plot_label_efficiency(summary, out, target_kcal: float = 1.0) -> Path:
+    """Reference labels spent vs |ΔE_a|: the label-efficiency curve."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    ax.errorbar(summary["labels_total"], summary["abs_delta_ea_kcal"], yerr=summary["delta_ea_stderr_kcal"],
+                marker="o", capsize=3)
+    ax.axhline(target_kcal, color="red", ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("reference labels spent")
+    ax.set_ylabel("|ΔE_a| (kcal/mol)")
+    return _save(fig, out)
+
+
+def make_figures(summary_csv, reference_replicas: Sequence, iteration_dirs: Sequence, out_dir) -> list[Path]:
+    """Every figure of the campaign into ``out_dir``; returns the paths."""
+    import pandas as pd
+
+    summary = pd.read_csv(summary_csv)
+    out_dir = Path(out_dir)
+    its = {int(Path(d).name.split("_")[1]): Path(d) for d in iteration_dirs}
+    replicas = {i: sorted((d / "smd").glob("replica_*.h5")) for i, d in its.items()}
+    return [
+        plot_work_curves(reference_replicas, replicas, out_dir / "work_curves.png"),
+        plot_barrier_error(summary, out_dir / "barrier_error.png"),
+        plot_mae(summary, out_dir / "mae.png"),
+        plot_parity({i: d / "unseen_predictions.json" for i, d in its.items()}, out_dir / "parity.png"),
+        plot_uq({i: d / "uq.h5" for i, d in its.items()},
+                {i: d / "selected" / "selection.json" for i, d in its.items()}, replicas, out_dir / "uq.png"),
+        plot_label_efficiency(summary, out_dir / "label_efficiency.png"),
+    ]
