@@ -241,7 +241,8 @@ def load_molecule(spec: dict, elements: list[str] | None = None,
         Either ``{"alkane": n}`` (optional ``"relax": bool``, default True; optional
         ``"pull"`` overriding the terminal carbons ``[[0], [n-1]]``), or
         ``{"structure": path, "pull": [[i, ...], [j, ...]]}`` with 0-based atom
-        indices, each group non-empty, the two disjoint; optional ``"name"``.
+        indices, each group non-empty, the two disjoint; optional ``"name"``;
+        ``"relax"`` is accepted and ignored for a structure (used as given).
         The structure file may be any format ``ase.io.read`` reads; of a
         multi-frame file the last frame is taken (ASE's default). It is treated
         as an isolated molecule (``pbc`` is switched off).
@@ -283,10 +284,10 @@ def load_molecule(spec: dict, elements: list[str] | None = None,
         where = f"molecule {name}"
         pull = spec.get("pull", atoms.info["pull_groups"])
     else:
-        unknown = sorted(set(spec) - {"structure", "pull", "name"})
+        unknown = sorted(set(spec) - {"structure", "pull", "name", "relax"})
         if unknown:
             raise MoleculeError(f"molecule spec: unknown key(s) {unknown} for a structure "
-                                "(allowed: structure, pull, name)")
+                                "(allowed: structure, pull, name; relax is accepted and ignored)")
         path = Path(spec["structure"]).expanduser()
         if base_dir is not None and not path.is_absolute():
             path = Path(base_dir) / path
