@@ -1,0 +1,436 @@
+"""Hyperactive learning (HAL): uncertainty-biased sampling with a committee.
+
+After van der Oord, Sachs, Kovács, Ortner & Csányi (2022), "Hyperactive learning
+for data-driven interatomic potentials". Units: eV, Å.
+
+The committee is any ASE calculator that, after ``calc.calculate(atoms, properties,
+system_changes)``, holds
+
+* ``calc.results["energies"]``      (K,)      member energies, eV
+* ``calc.results["member_forces"]`` (K, N, 3) member forces, eV/Å
+
+(``rarelearn.model.NNPCalculator`` does, when ``"member_forces"`` is among the
+requested properties, which :class:`HALCalculator` always asks for.)
+
+Biased potential (paper eq. 1, 9, 10)::
+
+    E_HAL = Ē − τ σ,      σ² = (1/K) Σ_k (E_k − Ē)²          (ddof = 0)
+    F_HAL = −∇E_HAL = F̄ + τ ∇σ
+    ∇σ² = (2/K) Σ_k (E_k − Ē)(∇E_k − ∇Ē) = (2/K) Σ_k (E_k − Ē)(F̄ − F_k)
+    ∇σ  = ∇σ² / (2σ)
+
+Adaptive bias strength (paper eq. 12): with a relative strength τ_r (0.05–0.25)
+the τ used at step n is::
+
+    τ_n = τ_r · Σ_{m=n−w}^{n−1} ‖F̄_m‖ / Σ_{m=n−w}^{n−1} ‖∇σ_m‖
+
+over the previous ``window`` = w steps (the current step is *not* included, so τ
+is a constant within a step and F_HAL is exactly −∇E_HAL). ‖·‖ is, by default,
+the Frobenius norm of the whole (N, 3) array of one step,
+sqrt(Σ_i Σ_α X_iα²) (``norm="frobenius"``); ``norm="atomwise"`` uses the sum of
+the per-atom Euclidean norms Σ_i ‖X_i‖ instead. Both are the same ratio up to how
+single large atoms weigh in; the paper does not say which it uses. During the
+first ``burn_in`` steps (default: ``window``) τ = 0: plain MD that only records
+the norms.
+
+Stop-and-label criterion (paper eq. 6–8): relative force uncertainty per atom::
+
+    f_i = (1/K) Σ_k ‖F_i^k − F̄_i‖ / (‖F̄_i‖ + ε),     ε ≈ 0.2 eV/Å
+
+trigger when max_i softmax(f)_i > s_tol (0.5), or when max_i f_i > f_tol.
+
+:class:`HALCalculator` is an ordinary ASE calculator (energy and forces computed
+together in one call, so one MD step is one committee evaluation). It can be
+combined with a steering spring through ``ase.calculators.mixing.SumCalculator``;
+the shared properties there are ``energy`` and ``forces`` (and ``free_energy``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+__all__ = [
+    "COMMITTEE_PROPERTIES",
+    "HALCalculator",
+    "HALError",
+    "HALRecord",
+    "StopCriterion",
+    "committee_stats",
+    "max_softmax",
+    "max_stop",
+    "relative_force_uncertainty",
+    "softmax_stop",
+]
+
+#: Properties asked of the committee calculator on every step.
+COMMITTEE_PROPERTIES = ("energy", "forces", "energies", "member_forces")
+
+_NORMS = ("frobenius", "atomwise")
+
+
+class HALError(ValueError):
+    """Bad HAL parameters or a committee calculator that does not fill the results contract."""
+
+
+# ---------------------------------------------------------------------- committee statistics
+def _check_committee_arrays(energies, forces) -> tuple[np.ndarray, np.ndarray]:
+    e = np.asarray(energies, dtype=np.float64)
+    f = np.asarray(forces, dtype=np.float64)
+    if e.ndim != 1 or e.size == 0:
+        raise HALError(f"member energies must have shape (K,), got {e.shape}")
+    if f.ndim != 3 or f.shape[0] != e.shape[0] or f.shape[2] != 3:
+        raise HALError(f"member forces must have shape (K={e.shape[0]}, N, 3), got {f.shape}")
+    return e, f
+
+
+def committee_stats(energies, forces) -> dict:
+    """Committee mean, spread and the gradient of the spread.
+
+    Parameters
+    ----------
+    energies : (K,) member energies, eV
+    forces : (K, N, 3) member forces (= −∇E_k), eV/Å
+
+    Returns
+    -------
+    dict with
+      mean_energy : float, Ē (eV)
+      sigma : float, σ = std of the member energies, ddof=0 (eV)
+      mean_forces : (N, 3), F̄ (eV/Å)
+      grad_sigma : (N, 3), ∇σ = ∇σ²/(2σ) with ∇σ² = (2/K) Σ_k (E_k − Ē)(F̄ − F_k) (eV/Å).
+          Zero where σ = 0 (K = 1 or identical members), where σ is not differentiable.
+          For σ > 0, |∇σ| ≤ rms_k |F_k − F̄| (Cauchy–Schwarz), so it stays bounded as σ → 0.
+    """
+    e, f = _check_committee_arrays(energies, forces)
+    k = e.shape[0]
+    mean_e = float(e.mean())
+    d = e - mean_e
+    sigma = float(np.sqrt(np.mean(d * d)))
+    mean_f = f.mean(axis=0)
+    grad_sigma2 = (2.0 / k) * np.einsum("k,kia->ia", d, mean_f[None] - f)
+    if sigma > 0.0 and np.isfinite(sigma):
+        grad_sigma = grad_sigma2 / (2.0 * sigma)
+    else:
+        grad_sigma = np.zeros_like(mean_f)
+    return {"mean_energy": mean_e, "sigma": sigma, "mean_forces": mean_f, "grad_sigma": grad_sigma}
+
+
+# ---------------------------------------------------------------------- stop criterion
+def relative_force_uncertainty(forces, eps: float = 0.2) -> np.ndarray:
+    """Per-atom relative force uncertainty f_i (paper eq. 6).
+
+    f_i = mean_k ‖F_i^k − F̄_i‖ / (‖F̄_i‖ + eps); forces (K, N, 3) in eV/Å, eps in eV/Å.
+    Returns (N,).
+    """
+    f = np.asarray(forces, dtype=np.float64)
+    if f.ndim != 3 or f.shape[2] != 3 or f.shape[0] == 0:
+        raise HALError(f"member forces must have shape (K, N, 3), got {f.shape}")
+    if not eps > 0.0:
+        raise HALError(f"eps must be > 0 eV/Å, got {eps}")
+    mean_f = f.mean(axis=0)
+    spread = np.linalg.norm(f - mean_f[None], axis=2).mean(axis=0)
+    return spread / (np.linalg.norm(mean_f, axis=1) + eps)
+
+
+def max_softmax(f) -> float:
+    """max_i exp(f_i) / Σ_j exp(f_j), computed stably. 1/N when all f_i are equal."""
+    f = np.asarray(f, dtype=np.float64).ravel()
+    if f.size == 0:
+        raise HALError("softmax of an empty array")
+    z = np.exp(f - f.max())
+    return float(z.max() / z.sum())
+
+
+def softmax_stop(f, s_tol: float = 0.5) -> bool:
+    """Paper eq. 8: True when max_i softmax(f)_i > s_tol.
+
+    Note: with N atoms the smallest possible value is 1/N, so a 1-atom system always
+    triggers and a 2-atom system triggers as soon as f differ at all (s_tol = 0.5).
+    """
+    return max_softmax(f) > s_tol
+
+
+def max_stop(f, f_tol: float) -> bool:
+    """Paper eq. 7: True when max_i f_i > f_tol."""
+    f = np.asarray(f, dtype=np.float64)
+    if f.size == 0:
+        raise HALError("max of an empty array")
+    return bool(f.max() > f_tol)
+
+
+@dataclass(frozen=True)
+class StopCriterion:
+    """Stop-and-label rule on the committee's member forces.
+
+    kind : "softmax" (max_i softmax(f)_i > tol, default tol 0.5) or "max" (max_i f_i > tol)
+    tol : the tolerance (s_tol or f_tol); None → 0.5 for "softmax" (required for "max")
+    eps : regulariser ε of f_i, eV/Å
+    """
+
+    kind: str = "softmax"
+    tol: float | None = None
+    eps: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("softmax", "max"):
+            raise HALError(f"unknown stop criterion kind {self.kind!r}; known: 'softmax', 'max'")
+        if self.tol is None:
+            if self.kind == "max":
+                raise HALError("stop criterion kind 'max' needs a tolerance f_tol")
+            object.__setattr__(self, "tol", 0.5)
+        if not np.isfinite(self.tol):
+            raise HALError(f"stop tolerance must be finite, got {self.tol}")
+        if not self.eps > 0.0:
+            raise HALError(f"eps must be > 0 eV/Å, got {self.eps}")
+
+    def score(self, forces) -> float:
+        """The value compared with ``tol``: max softmax(f) or max f."""
+        f = relative_force_uncertainty(forces, self.eps)
+        return max_softmax(f) if self.kind == "softmax" else float(f.max())
+
+    def score_from_f(self, f) -> float:
+        f = np.asarray(f, dtype=np.float64)
+        return max_softmax(f) if self.kind == "softmax" else float(f.max())
+
+    def __call__(self, forces) -> bool:
+        """True when the configuration with member forces (K, N, 3) should be labelled."""
+        return bool(self.score(forces) > self.tol)
+
+
+# ---------------------------------------------------------------------- calculator
+@dataclass
+class HALRecord:
+    """One HAL step (one committee evaluation)."""
+
+    step: int
+    tau: float  # τ used at this step, eV/eV (dimensionless)
+    sigma: float  # σ, eV
+    mean_energy: float  # Ē, eV
+    hal_energy: float  # Ē − τσ, eV
+    mean_force_norm: float  # ‖F̄‖ (see module doc for the norm), eV/Å
+    grad_sigma_norm: float  # ‖∇σ‖, eV/Å
+    f_max: float  # max_i f_i
+    softmax_max: float  # max_i softmax(f)_i
+    stop: bool | None = field(default=None)  # the stop criterion's verdict, when one is set
+
+
+class HALCalculator(Calculator):
+    """Biased committee calculator: E_HAL = Ē − τσ, F_HAL = F̄ + τ∇σ.
+
+    Parameters
+    ----------
+    committee : ASE calculator filling ``results["energies"]`` (K,) and
+        ``results["member_forces"]`` (K, N, 3) (see module doc)
+    tau : fixed bias strength τ ≥ 0 (eV per eV of σ: dimensionless)
+    tau_rel : relative bias strength τ_r ≥ 0 (paper: 0.05–0.25) → adaptive τ.
+        Give exactly one of ``tau`` and ``tau_rel``.
+    window : number of previous steps the adaptive τ averages over (paper: 100)
+    burn_in : steps at τ = 0 before the adaptive τ starts (default: ``window``);
+        with burn_in < window the first adaptive steps use the history there is
+    tau_max : optional upper bound on the adaptive τ
+    norm : "frobenius" (default) or "atomwise", the per-step norm ‖·‖ of the adaptive τ
+    eps : ε of the relative force uncertainty recorded per step, eV/Å (default: the
+        stop criterion's, else 0.2)
+    stop : optional :class:`StopCriterion`; its verdict is stored in ``results["stop"]``
+        and in the history
+
+    Results (all computed together on every new configuration)
+    -------
+    energy, free_energy : E_HAL, eV
+    forces : F_HAL, (N, 3) eV/Å
+    energies : (K,) member energies; member_forces : (K, N, 3)
+    sigma : σ, eV; tau : τ used at this step
+    mean_energy : Ē; mean_forces : F̄; grad_sigma : ∇σ
+    rel_force_uncertainty : f_i (N,); stop : bool (only with ``stop``)
+
+    ``history`` holds one :class:`HALRecord` per step (not cleared by ASE's
+    ``reset()``; use :meth:`clear_history`). Asking for energy and then forces of the
+    same configuration is one step. τ of a step depends only on earlier steps.
+    """
+
+    implemented_properties = [
+        "energy", "forces", "energies", "sigma", "tau",
+        "free_energy", "member_forces", "mean_energy", "mean_forces", "grad_sigma",
+        "rel_force_uncertainty", "stop",
+    ]
+    default_parameters: dict = {}
+
+    def __init__(self, committee, tau: float | None = None, tau_rel: float | None = None,
+                 window: int = 100, burn_in: int | None = None, tau_max: float | None = None,
+                 norm: str = "frobenius", eps: float | None = None,
+                 stop: StopCriterion | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if committee is None or not hasattr(committee, "calculate"):
+            raise HALError("committee must be an ASE calculator (with a calculate method)")
+        if (tau is None) == (tau_rel is None):
+            raise HALError("give exactly one of tau (fixed) and tau_rel (adaptive)")
+        if isinstance(window, bool) or int(window) != window or window < 1:
+            raise HALError(f"window must be a positive integer, got {window!r}")
+        if burn_in is None:
+            burn_in = window
+        if isinstance(burn_in, bool) or int(burn_in) != burn_in or burn_in < 0:
+            raise HALError(f"burn_in must be an integer >= 0, got {burn_in!r}")
+        if norm not in _NORMS:
+            raise HALError(f"unknown norm {norm!r}; known: {', '.join(_NORMS)}")
+        if tau_max is not None and not (np.isfinite(tau_max) and tau_max >= 0):
+            raise HALError(f"tau_max must be finite and >= 0, got {tau_max}")
+        if stop is not None and not isinstance(stop, StopCriterion):
+            raise HALError(f"stop must be a StopCriterion, got {type(stop).__name__}")
+        if eps is None:
+            eps = stop.eps if stop is not None else 0.2
+        if not eps > 0.0:
+            raise HALError(f"eps must be > 0 eV/Å, got {eps}")
+        self.committee = committee
+        self.window = int(window)
+        self.burn_in = int(burn_in)
+        self.tau_max = None if tau_max is None else float(tau_max)
+        self.norm = norm
+        self.eps = float(eps)
+        self.stop = stop
+        self.history: list[HALRecord] = []
+        self._tau_fixed: float | None = None
+        self._tau_rel: float | None = None
+        if tau is not None:
+            self.tau = tau
+        else:
+            self.tau_rel = tau_rel
+
+    # ------------------------------------------------------------------ τ control
+    @staticmethod
+    def _check_strength(name: str, value) -> float:
+        value = float(value)
+        if not (np.isfinite(value) and value >= 0.0):
+            raise HALError(f"{name} must be finite and >= 0, got {value}")
+        return value
+
+    @property
+    def adaptive(self) -> bool:
+        return self._tau_rel is not None
+
+    @property
+    def tau_rel(self) -> float | None:
+        """τ_r of the adaptive mode (None in fixed mode). Setting it switches to adaptive τ."""
+        return self._tau_rel
+
+    @tau_rel.setter
+    def tau_rel(self, value: float) -> None:
+        self._tau_rel = self._check_strength("tau_rel", value)
+        self._tau_fixed = None
+
+    @property
+    def tau(self) -> float:
+        """τ the next step will use. Setting it switches to a fixed τ."""
+        return self.next_tau()
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        self._tau_fixed = self._check_strength("tau", value)
+        self._tau_rel = None
+
+    def _norm(self, x: np.ndarray) -> float:
+        if self.norm == "frobenius":
+            return float(np.sqrt(np.sum(x * x)))
+        return float(np.linalg.norm(x, axis=1).sum())
+
+    def next_tau(self) -> float:
+        """τ for the next step, from the history of the previous ``window`` steps only."""
+        if self._tau_fixed is not None:
+            return self._tau_fixed
+        n = len(self.history)
+        if n == 0 or n < self.burn_in:
+            return 0.0
+        recent = self.history[-self.window:]
+        f_sum = sum(r.mean_force_norm for r in recent)
+        g_sum = sum(r.grad_sigma_norm for r in recent)
+        if not g_sum > 0.0:
+            return 0.0
+        tau = self._tau_rel * f_sum / g_sum
+        if self.tau_max is not None:
+            tau = min(tau, self.tau_max)
+        return float(tau)
+
+    @property
+    def last_tau(self) -> float | None:
+        """τ used at the latest step (None before the first)."""
+        return self.history[-1].tau if self.history else None
+
+    def clear_history(self) -> None:
+        """Forget the recorded steps (the adaptive τ starts a new burn-in)."""
+        self.history = []
+
+    def history_arrays(self) -> dict[str, np.ndarray]:
+        """The history as one array per :class:`HALRecord` field."""
+        names = list(HALRecord.__dataclass_fields__)
+        if not self.history:
+            return {k: np.zeros(0) for k in names}
+        rows = [asdict(r) for r in self.history]
+        out = {}
+        for k in names:
+            vals = [r[k] for r in rows]
+            if k == "stop":
+                out[k] = np.array([bool(v) if v is not None else False for v in vals])
+            elif k == "step":
+                out[k] = np.array(vals, dtype=np.int64)
+            else:
+                out[k] = np.array(vals, dtype=np.float64)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def _committee_results(self, atoms) -> tuple[np.ndarray, np.ndarray]:
+        c = self.committee
+        c.calculate(atoms, list(COMMITTEE_PROPERTIES), all_changes)
+        res = getattr(c, "results", {})
+        missing = [k for k in ("energies", "member_forces") if k not in res]
+        if missing:
+            raise HALError(
+                f"committee calculator {type(c).__name__} did not fill results {missing}; "
+                "HAL needs results['energies'] (K,) and results['member_forces'] (K, N, 3)")
+        e, f = _check_committee_arrays(res["energies"], res["member_forces"])
+        if f.shape[1] != len(atoms):
+            raise HALError(f"committee member forces cover {f.shape[1]} atoms, the system has {len(atoms)}")
+        return e, f
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        if not system_changes and "tau" in self.results:
+            return  # same configuration, everything already computed: still the same step
+        super().calculate(atoms, properties, system_changes)
+        tau = self.next_tau()  # from earlier steps only: constant within this step
+        energies, mforces = self._committee_results(self.atoms)
+        st = committee_stats(energies, mforces)
+        sigma, grad_sigma = st["sigma"], st["grad_sigma"]
+        e_hal = st["mean_energy"] - tau * sigma
+        f_hal = st["mean_forces"] + tau * grad_sigma
+        f_rel = relative_force_uncertainty(mforces, self.eps)
+        verdict = None
+        if self.stop is not None:
+            f_stop = f_rel if self.stop.eps == self.eps else relative_force_uncertainty(mforces, self.stop.eps)
+            verdict = bool(self.stop.score_from_f(f_stop) > self.stop.tol)
+        self.results = {
+            "energy": float(e_hal),
+            "free_energy": float(e_hal),
+            "forces": f_hal,
+            "energies": energies.copy(),
+            "member_forces": mforces.copy(),
+            "sigma": float(sigma),
+            "tau": float(tau),
+            "mean_energy": st["mean_energy"],
+            "mean_forces": st["mean_forces"],
+            "grad_sigma": grad_sigma,
+            "rel_force_uncertainty": f_rel,
+        }
+        if verdict is not None:
+            self.results["stop"] = verdict
+        self.history.append(HALRecord(
+            step=len(self.history),
+            tau=float(tau),
+            sigma=float(sigma),
+            mean_energy=st["mean_energy"],
+            hal_energy=float(e_hal),
+            mean_force_norm=self._norm(st["mean_forces"]),
+            grad_sigma_norm=self._norm(grad_sigma),
+            f_max=float(f_rel.max()) if f_rel.size else 0.0,
+            softmax_max=max_softmax(f_rel) if f_rel.size else 0.0,
+            stop=verdict,
+        ))
