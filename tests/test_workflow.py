@@ -95,7 +95,7 @@ def test_every_stage_writes_its_files(campaign):
     ref = json.loads((r / "reference" / "barrier.json").read_text())
     assert ref["n_replicas"] == 2 and ref["ea_mean"] > 0 and np.isfinite(ref["ea_stderr"])
     md = read_frames(r / "reference" / "md.h5")
-    assert len(md) == 60 and md.ok.all()
+    assert len(md) == 100 and md.ok.all()
     for i in (0, 1):
         it = r / f"iter_{i:03d}"
         for k in (0, 1):

@@ -187,21 +187,28 @@ def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict 
     return frames
 
 
-def _barrier_of(paths: Sequence) -> dict:
+def _barrier_of(paths: Sequence, allow_empty: bool = False) -> dict:
+    """E_a statistics over SMD replica files. A replica that stopped before the pull began
+    (no frames) has no barrier: it is left out and listed in ``failed_replicas``; with
+    ``allow_empty`` False (reference runs) it is an error instead."""
     from .barrier import activation_energy
 
-    values, dists, reasons = [], [], []
+    values, dists, reasons, failed = [], [], [], []
     for p in paths:
         fr = read_frames(p)
+        reasons.append(fr.attrs.get("stop_reason", "unknown"))
         if len(fr) == 0:
-            raise ValueError(f"{p}: SMD replica has no frames; cannot compute its barrier")
+            if not allow_empty:
+                raise ValueError(f"{p}: SMD replica has no frames ({reasons[-1]}); cannot compute its barrier")
+            failed.append(str(p))
+            continue
         ea, d = activation_energy(fr.extras["work"], fr.extras["spring_distance"])
         values.append(ea)
         dists.append(d)
-        reasons.append(fr.attrs.get("stop_reason", "unknown"))
     rec = barrier_record(values, dists)
     rec["stop_reasons"] = reasons
     rec["replicas"] = [str(p) for p in paths]
+    rec["failed_replicas"] = failed
     return rec
 
 
@@ -223,10 +230,30 @@ def initial_dataset(md_path, out) -> None:
     log.info("iteration 0 data set: %d of %d MD frames usable", len(ok), len(frames))
 
 
-def _spec(model_cfg: dict, elements: Sequence[str], atom_energies: dict) -> dict:
+def fitted_self_energies(atom_energies: dict, frames: Frames) -> dict:
+    """Self energies per element (eV): the labeller's isolated-atom energies plus one common
+    per-atom shift that makes the mean residual energy of ``frames`` zero.
+
+    The isolated atoms alone leave the whole atomisation energy (tens of eV) for the networks
+    to learn; a single composition cannot separate H from C by a linear fit, so the shift is
+    shared by all atoms.
+    """
+    ok = frames.ok
+    base = sum(float(atom_energies[_symbol(z)]) for z in frames.numbers)
+    shift = float(np.mean(frames.energy[ok]) - base) / frames.n_atoms if ok.any() else 0.0
+    return {e: float(v) + shift for e, v in atom_energies.items()}
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[int(z)]
+
+
+def _spec(model_cfg: dict, elements: Sequence[str], self_energies: dict) -> dict:
     return {"elements": list(elements),
             "hidden": {e: list(model_cfg["hidden"][e]) for e in elements},
-            "self_energies": {e: float(atom_energies[e]) for e in elements},
+            "self_energies": {e: float(self_energies[e]) for e in elements},
             "activation": "gelu"}
 
 
@@ -240,14 +267,18 @@ def _train_config(training_cfg: dict):
 
 def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_cfg: dict,
                       elements: Sequence[str], iteration: int, member: int, out_model, out_info,
-                      previous_dir=None) -> dict:
-    """Train ensemble member ``member`` of iteration ``iteration``; write its model and split."""
+                      previous_dir=None, base_data_path=None) -> dict:
+    """Train ensemble member ``member`` of iteration ``iteration``; write its model and split.
+
+    Self energies are fitted on ``base_data_path`` (iteration 0's data set), so they are the
+    same in every iteration."""
     from .model import save_ensemble
     from .training import inherited_split, random_split, seed_for, train_member
 
     frames = read_frames(data_path)
     atom_e = read_json(atom_energies_json)["energies"]
-    spec = _spec(model_cfg, elements, atom_e)
+    base = frames if base_data_path is None else read_frames(base_data_path)
+    spec = _spec(model_cfg, elements, fitted_self_energies(atom_e, base))
     cfg = _train_config(training_cfg)
     seed = seed_for(iteration, member) + int(training_cfg.get("seed", 0))
     hashes = frames.hashes
@@ -475,7 +506,7 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
     from .training import evaluate_errors
     from .uq import member_energies
 
-    nnp = _barrier_of(replica_paths)
+    nnp = _barrier_of(replica_paths, allow_empty=True)
     ref = read_json(reference_json)
     rec = {"iteration": iteration}
     rec.update({f"nnp_{k}": v for k, v in nnp.items() if k != "replicas"})

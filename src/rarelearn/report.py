@@ -38,6 +38,9 @@ def _save(fig, path) -> Path:
 
 
 def _curve(frames):
+    """(spring distance, work) of an SMD replica; empty arrays for a run that stopped before the pull."""
+    if len(frames) == 0 or "work" not in frames.extras:
+        return np.zeros(0), np.zeros(0)
     return frames.extras["spring_distance"], frames.extras["work"]
 
 
@@ -119,6 +122,10 @@ def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> 
     for ax, i in zip(axes[:, 0], iters):
         first = Path(replica_files[i][0]).stem
         fr = read_frames(replica_files[i][0])
+        if len(fr) == 0:
+            ax.set_title(f"iteration {i}: replica {first} stopped before the pull ({fr.attrs.get('stop_reason')})",
+                         fontsize=8)
+            continue
         with h5py.File(uq_files[i], "r") as h5:
             s = h5[first]["sigma"][()]
             thr = float(h5[first].attrs["threshold"])

@@ -19,6 +19,7 @@ rule train:
         ENV
     input:
         data=training_data,
+        base="results/iter_000/dataset.h5",
         atom_energies=ATOM_ENERGIES,
         previous=previous_iteration_models,
     output:

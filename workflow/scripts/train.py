@@ -9,4 +9,4 @@ previous = os.path.dirname(snakemake.input.previous[0]) if snakemake.input.previ
 train_member_step(snakemake.input.data, snakemake.input.atom_energies, snakemake.params.model,
                   snakemake.params.training, snakemake.params.elements, iteration,
                   int(snakemake.wildcards.member), snakemake.output.model, snakemake.output.info,
-                  previous_dir=previous)
+                  previous_dir=previous, base_data_path=snakemake.input.base)
