@@ -1,0 +1,155 @@
+"""Cost of the LAMMPS steered-MD engine next to the bare calculator.
+
+1. Runs an SMD of hexane with tblite GFN2-xTB through ``rarelearn.dynamics.run_smd``
+   (``--steps`` pull steps, a few relax steps) and times it per step.
+2. Replays exactly the recorded positions, in order, through a fresh GFN2-xTB
+   calculator (energy + forces per call, same SCF restarts as in MD) and times it.
+3. Runs the same SMD with a trivial numpy calculator (harmonic bonds) to show the
+   engine's own per-step cost (LAMMPS + callback + checks + recording).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/smd_overhead.py [--steps 300] [--repeat 2]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from rarelearn.dynamics import SMDProtocol, run_smd
+
+
+def hexane() -> Atoms:
+    """All-trans hexane (C6H14), ideal zig-zag geometry; carbons are atoms 0..5."""
+    cc, ch, angle = 1.53, 1.09, np.radians(112.0)
+    tet = np.radians(109.47)
+    n = 6
+    c = np.array([[i * cc * np.sin(angle / 2), (i % 2) * cc * np.cos(angle / 2), 0.0] for i in range(n)])
+    hs = []
+    z = np.array([0.0, 0.0, 1.0])
+    for i in range(n):
+        nbr = [j for j in (i - 1, i + 1) if 0 <= j < n]
+        u = [(c[j] - c[i]) / np.linalg.norm(c[j] - c[i]) for j in nbr]
+        if len(u) == 2:  # CH2: in the plane of the bisector and the normal
+            b = -(u[0] + u[1])
+            b /= np.linalg.norm(b)
+            half = tet / 2
+            for s in (1, -1):
+                hs.append(c[i] + ch * (np.cos(half) * b + s * np.sin(half) * z))
+        else:  # CH3, staggered: the in-plane H anti to the next-but-one carbon
+            j = nbr[0]
+            k = j + (j - i)
+            a = u[0]
+            w = c[k] - c[j]
+            e1 = -(w - np.dot(w, a) * a)
+            e1 /= np.linalg.norm(e1)
+            e2 = np.cross(a, e1)
+            for phi in (0.0, 2 * np.pi / 3, 4 * np.pi / 3):
+                d = np.cos(tet) * a + np.sin(tet) * (np.cos(phi) * e1 + np.sin(phi) * e2)
+                hs.append(c[i] + ch * d)
+    return Atoms("C6H14", positions=np.vstack([c, np.array(hs)]))
+
+
+class HarmonicBonds(Calculator):
+    """Cheap stand-in potential: harmonic springs on the starting bonds (eV, Å)."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, pairs, r0, k=20.0):
+        super().__init__()
+        self.pairs, self.r0, self.k = pairs, r0, k
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        x = self.atoms.positions
+        d = x[self.pairs[:, 1]] - x[self.pairs[:, 0]]
+        r = np.linalg.norm(d, axis=1)
+        g = (self.k * (r - self.r0) / r)[:, None] * d
+        f = np.zeros_like(x)
+        np.add.at(f, self.pairs[:, 0], g)
+        np.add.at(f, self.pairs[:, 1], -g)
+        self.results = {"energy": float(0.5 * self.k * ((r - self.r0) ** 2).sum()), "forces": f}
+
+
+def timed(calc):
+    """Wrap ``calc.calculate`` to accumulate the time spent inside the calculator."""
+    calc.seconds = 0.0
+    calc.ncalls = 0
+    inner = calc.calculate
+
+    def calculate(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            calc.seconds += time.perf_counter() - t0
+            calc.ncalls += 1
+
+    calc.calculate = calculate
+    return calc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=300, help="pull steps per SMD")
+    ap.add_argument("--relax", type=int, default=20, help="relax steps before the pull")
+    ap.add_argument("--repeat", type=int, default=2, help="repetitions (best is reported)")
+    args = ap.parse_args()
+
+    from ase.optimize import BFGS
+    from tblite.ase import TBLite
+
+    from rarelearn.geometry import covalent_bonds
+
+    atoms = hexane()
+    atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    BFGS(atoms, logfile=None).run(fmax=0.05, steps=200)
+    atoms = Atoms(atoms.numbers, atoms.positions)
+    n_steps = args.relax + args.steps
+    proto = SMDProtocol(relax_steps=args.relax, pull_steps=args.steps, velocity=1.0, record_every=1)
+
+    smd_per_step, bare_per_call, engine_per_step, inside = [], [], [], []
+    for rep in range(args.repeat):
+        calc = timed(TBLite(method="GFN2-xTB", verbosity=0))
+        t0 = time.perf_counter()
+        fr = run_smd(atoms, calc, [0], [5], proto, seed=rep)
+        t_smd = time.perf_counter() - t0
+        calls = fr.attrs["calculator_calls"]
+        smd_per_step.append(t_smd / n_steps)
+        inside.append((t_smd - calc.seconds) / n_steps)
+
+        # replay the pull frames in order through a fresh calculator (bare cost per call)
+        replay = TBLite(method="GFN2-xTB", verbosity=0)
+        a = atoms.copy()
+        a.calc = replay
+        t0 = time.perf_counter()
+        for pos in fr.positions:
+            a.positions = pos
+            a.get_potential_energy()
+            a.get_forces()
+        bare_per_call.append((time.perf_counter() - t0) / len(fr))
+
+        pairs = covalent_bonds(atoms.numbers, atoms.positions)
+        r0 = np.linalg.norm(atoms.positions[pairs[:, 1]] - atoms.positions[pairs[:, 0]], axis=1)
+        t0 = time.perf_counter()
+        fh = run_smd(atoms, HarmonicBonds(pairs, r0), [0], [5], proto, seed=rep)
+        engine_per_step.append((time.perf_counter() - t0) / (fh.attrs["relax_steps_done"] + fh.attrs["steps_done"]))
+        print(f"rep {rep}: SMD {t_smd:.2f} s for {n_steps} steps ({calls} calculator calls, "
+              f"stop: {fr.attrs['stop_reason']}), {calc.seconds / calc.ncalls * 1e3:.2f} ms/call inside it; "
+              f"replay {bare_per_call[-1] * 1e3:.2f} ms/call")
+
+    smd, bare, eng, outside = min(smd_per_step), min(bare_per_call), min(engine_per_step), min(inside)
+    print(f"hexane C6H14, GFN2-xTB (tblite), {n_steps} steps ({args.relax} relax + {args.steps} pull), best of {args.repeat}")
+    print(f"bare calculator (energy+forces):  {bare * 1e3:7.3f} ms/call")
+    print(f"LAMMPS SMD with that calculator:  {smd * 1e3:7.3f} ms/step  (incl. LAMMPS setup)")
+    print(f"overhead:                         {100 * (smd - bare) / bare:6.1f} %")
+    print(f"time outside the calculator:      {outside * 1e3:7.3f} ms/step  ({100 * outside / bare:.1f} % of a call)")
+    print(f"engine alone (harmonic stand-in): {eng * 1e3:7.3f} ms/step")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Activation energy from an SMD work curve, and its statistics over replicas.
+
+Units: eV, Å.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .dataset import Frames
+from .geometry import DEFAULT_BOND_SCALE, fragment_counts
+
+__all__ = ["activation_energy", "ReplicaSummary", "summarize", "delta", "break_index"]
+
+
+def activation_energy(work: Sequence[float], spring_distance: Sequence[float]) -> tuple[float, float]:
+    """E_a as the maximum of the spring's work, and where it was reached.
+
+    Parameters
+    ----------
+    work : (F,) accumulated work W of the spring along the pull, eV
+    spring_distance : (F,) centre-of-mass distance of the pulled groups, Å
+
+    Returns
+    -------
+    (E_a, break_distance) : max W (eV) and the spring distance at that frame (Å);
+        the first frame wins on ties. Non-finite W values are ignored.
+
+    Raises
+    ------
+    ValueError
+        on empty input, mismatched lengths, or no finite work value.
+    """
+    w = np.asarray(work, dtype=np.float64).reshape(-1)
+    d = np.asarray(spring_distance, dtype=np.float64).reshape(-1)
+    if w.shape != d.shape:
+        raise ValueError(f"work and spring_distance differ in length ({w.size} vs {d.size})")
+    finite = np.isfinite(w)
+    if not finite.any():
+        raise ValueError("no finite work values: cannot compute an activation energy")
+    i = int(np.argmax(np.where(finite, w, -np.inf)))
+    return float(w[i]), float(d[i])
+
+
+@dataclass
+class ReplicaSummary:
+    """Mean and spread of one quantity over independent replicas.
+
+    Attributes
+    ----------
+    mean : arithmetic mean
+    stderr : standard error of the mean, std(ddof=1)/sqrt(n); NaN for n = 1 (one replica
+        says nothing about the spread — NaN keeps that visible instead of a false 0)
+    std : sample standard deviation (ddof=1); NaN for n = 1
+    n : number of replicas
+    values : the replica values
+    """
+
+    mean: float
+    stderr: float
+    std: float
+    n: int
+    values: list = field(default_factory=list)
+
+
+def summarize(values: Sequence[float]) -> ReplicaSummary:
+    """:class:`ReplicaSummary` of replica values (e.g. E_a in eV). Empty input: NaNs, n = 0."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = int(v.size)
+    if n == 0:
+        return ReplicaSummary(math.nan, math.nan, math.nan, 0, [])
+    mean = float(v.mean())
+    if n == 1:
+        return ReplicaSummary(mean, math.nan, math.nan, 1, [float(x) for x in v])
+    std = float(v.std(ddof=1))
+    return ReplicaSummary(mean, std / math.sqrt(n), std, n, [float(x) for x in v])
+
+
+def delta(nnp: ReplicaSummary, ref: ReplicaSummary) -> tuple[float, float]:
+    """Difference of means and its standard error.
+
+    Returns
+    -------
+    (nnp.mean − ref.mean, sqrt(se_nnp² + se_ref²)). The error is NaN if either side has
+    no standard error (a single replica); see ``evaluation.delta_record`` for the
+    workflow's convention of counting a missing side as 0.
+    """
+    return float(nnp.mean - ref.mean), float(math.sqrt(nnp.stderr ** 2 + ref.stderr ** 2))
+
+
+def break_index(frames: Frames, scale: float = DEFAULT_BOND_SCALE, min_frames: int = 1) -> int | None:
+    """First frame at which the molecule has come apart.
+
+    Parameters
+    ----------
+    frames : SMD frames (positions, Å)
+    scale : bond criterion, see :mod:`.geometry` (1.3: C–C counts as broken beyond 1.98 Å;
+        under GFN2-xTB that is close to the maximum of the pull force)
+    min_frames : the split (≥ 2 fragments) must last this many consecutive frames
+
+    Returns
+    -------
+    Index of the first frame of the first run of ``min_frames`` consecutive frames with
+    ≥ 2 covalently connected fragments, or None if the molecule never splits.
+    """
+    if len(frames) == 0:
+        return None
+    split = fragment_counts(frames.numbers, frames.positions, scale) >= 2
+    if min_frames <= 1:
+        idx = np.flatnonzero(split)
+        return int(idx[0]) if idx.size else None
+    run = 0
+    for i, s in enumerate(split):
+        run = run + 1 if s else 0
+        if run >= min_frames:
+            return i - min_frames + 1
+    return None

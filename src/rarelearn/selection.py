@@ -1,0 +1,136 @@
+"""Choosing the frames to label: UQ candidates, similarity screening, caps, augmentation.
+
+Steps (2.3.3-2.3.4 of the paper, numbers from METHOD.md):
+
+1. candidates: frames whose ensemble σ exceeds the threshold, in time order;
+2. screening, walking the candidates in time order: a frame is kept only if it
+   differs from **every** frame kept so far by more than ``min_distance_gap``
+   (0.01 Å) in spring distance **and** by more than ``min_energy_gap``
+   (1 kcal/mol = 0.0433641 eV) in predicted energy;
+3. at most ``max_post_break`` (50) kept frames at or after the bond break -- the first
+   ones in time order (``post_break="first"``, what the time-ordered walk of the paper
+   gives), or spread evenly over the post-break kept frames (``post_break="even"``);
+4. optional overall cap ``max_frames``: kept frames spread evenly over the kept list
+   (``np.linspace`` over their positions), so the cap thins the selection rather than
+   cutting off the end of the pull;
+5. augmentation: ``n_copies`` copies of each kept frame with uniform noise in
+   [−amplitude, +amplitude] Å on every coordinate, unlabelled.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .dataset import STATUS_UNLABELLED, Frames
+from .units import EV_PER_KCAL_MOL
+
+__all__ = ["DEFAULT_ENERGY_GAP", "screen", "select_frames", "augment"]
+
+#: 1 kcal/mol in eV, the default energy gap of the screening.
+DEFAULT_ENERGY_GAP: float = EV_PER_KCAL_MOL
+
+
+def screen(candidates_in_time_order, spring_distance, energy, min_distance_gap: float = 0.01,
+           min_energy_gap: float = DEFAULT_ENERGY_GAP) -> np.ndarray:
+    """Similarity screening of candidate frames.
+
+    Parameters
+    ----------
+    candidates_in_time_order : (C,) int frame indices, in the order to walk them
+    spring_distance : (F,) Å, per frame of the whole run (indexed by the candidates)
+    energy : (F,) eV, predicted energy per frame of the whole run (indexed by the candidates)
+    min_distance_gap : Å; a kept frame must differ by more than this from every kept frame
+    min_energy_gap : eV; ... and by more than this in energy
+
+    Returns
+    -------
+    (M,) int64 kept frame indices, a subsequence of the candidates.
+    """
+    cand = np.asarray(candidates_in_time_order, dtype=np.int64).reshape(-1)
+    d = np.asarray(spring_distance, dtype=np.float64).reshape(-1)
+    e = np.asarray(energy, dtype=np.float64).reshape(-1)
+    if min_distance_gap < 0 or min_energy_gap < 0:
+        raise ValueError("screening gaps must be >= 0")
+    if cand.size and (cand.min() < 0 or cand.max() >= min(len(d), len(e))):
+        raise IndexError("candidate index out of range of spring_distance/energy")
+    kept: list[int] = []
+    kd = np.empty(len(cand))
+    ke = np.empty(len(cand))
+    for c in cand:
+        m = len(kept)
+        if m == 0 or np.all((np.abs(kd[:m] - d[c]) > min_distance_gap)
+                            & (np.abs(ke[:m] - e[c]) > min_energy_gap)):
+            kd[m], ke[m] = d[c], e[c]
+            kept.append(int(c))
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _even(n: int, k: int) -> np.ndarray:
+    """k positions spread evenly over range(n) (all of them if k >= n)."""
+    if k >= n:
+        return np.arange(n)
+    if k <= 0:
+        return np.arange(0)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def select_frames(sigma, thr: float, spring_distance, predicted_energy, break_index: int | None,
+                  max_post_break: int | None = 50, max_frames: int | None = None,
+                  min_distance_gap: float = 0.01, min_energy_gap: float = DEFAULT_ENERGY_GAP,
+                  post_break: str = "first") -> np.ndarray:
+    """Frames of one SMD run to label.
+
+    Parameters
+    ----------
+    sigma : (F,) ensemble σ per frame, eV
+    thr : UQ threshold, eV; candidates have σ > thr
+    spring_distance : (F,) Å
+    predicted_energy : (F,) eV (e.g. the ensemble-mean energy)
+    break_index : first frame at/after the bond break, or None (no break)
+    max_post_break : most kept frames at or after ``break_index`` (None: no cap)
+    max_frames : overall cap, applied last, spread evenly over the kept frames (None: no cap)
+    min_distance_gap, min_energy_gap : screening gaps, Å and eV
+    post_break : "first" (the first ``max_post_break`` in time order) or "even"
+
+    Returns
+    -------
+    (M,) int64 frame indices in time order; may be empty.
+    """
+    s = np.asarray(sigma, dtype=np.float64).reshape(-1)
+    if post_break not in ("first", "even"):
+        raise ValueError(f"post_break must be 'first' or 'even', got {post_break!r}")
+    cand = np.flatnonzero(s > thr)
+    kept = screen(cand, spring_distance, predicted_energy, min_distance_gap, min_energy_gap)
+    if break_index is not None and max_post_break is not None:
+        pre = kept[kept < break_index]
+        post = kept[kept >= break_index]
+        if len(post) > max_post_break:
+            post = post[:max_post_break] if post_break == "first" else post[_even(len(post), max_post_break)]
+        kept = np.concatenate([pre, post])
+    if max_frames is not None and len(kept) > max_frames:
+        kept = kept[_even(len(kept), int(max_frames))]
+    return np.sort(kept).astype(np.int64)
+
+
+def augment(frames: Frames, n_copies: int = 2, amplitude: float = 0.05, seed: int = 0) -> Frames:
+    """Noisy copies of every frame (2.3.4).
+
+    Each frame gets ``n_copies`` copies, in order (frame 0 copy 0, frame 0 copy 1, frame 1
+    copy 0, ...), each coordinate displaced by independent uniform noise in
+    [−amplitude, +amplitude] Å. The copies are unlabelled (energy and forces NaN, status
+    "unlabelled", labeller ""), source "augment", the iteration of their parent; extras
+    are the parent's values (they describe the parent, not the displaced copy) plus
+    ``augment_parent`` (index of the parent in ``frames``). The originals are not included.
+    """
+    if n_copies < 0:
+        raise ValueError(f"n_copies must be >= 0, got {n_copies}")
+    if amplitude < 0:
+        raise ValueError(f"amplitude must be >= 0, got {amplitude}")
+    parent = np.repeat(np.arange(len(frames)), n_copies)
+    rng = np.random.default_rng(seed)
+    pos = frames.positions[parent] + rng.uniform(-amplitude, amplitude, size=(len(parent), frames.n_atoms, 3))
+    extras = {k: v[parent] for k, v in frames.extras.items()}
+    extras["augment_parent"] = parent.astype(np.float64)
+    return Frames(numbers=frames.numbers.copy(), positions=pos, energy=np.full(len(parent), np.nan),
+                  forces=np.full((len(parent), frames.n_atoms, 3), np.nan), source="augment",
+                  iteration=frames.iteration[parent], labeller="", status=STATUS_UNLABELLED,
+                  extras=extras, attrs=dict(frames.attrs))

@@ -1,0 +1,147 @@
+"""UQ (σ, threshold), similarity screening, post-break cap, augmentation: known answers."""
+import numpy as np
+import pytest
+
+from rarelearn.dataset import Frames
+from rarelearn.selection import DEFAULT_ENERGY_GAP, augment, screen, select_frames
+from rarelearn.uq import member_energies, sigma, threshold
+
+
+# ------------------------------------------------------------------ σ and threshold
+def test_threshold_known_values():
+    s = np.array([1.0, 2.0, 3.0, 4.0, 100.0, 200.0])
+    # first 4: mean 2.5, std (ddof 0) sqrt(1.25)
+    assert threshold(s, n_first=4, n_sigma=3.0) == pytest.approx(2.5 + 3 * np.sqrt(1.25))
+    assert threshold(s, n_first=4, n_sigma=1.0) == pytest.approx(2.5 + np.sqrt(1.25))
+    # fewer values than n_first: all are used
+    assert threshold(s, n_first=1000) == pytest.approx(s.mean() + 3 * s.std())
+    # a constant series gives its value
+    assert threshold(np.full(10, 0.2)) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_threshold_rejects_nonpositive_nsigma(bad):
+    with pytest.raises(ValueError):
+        threshold(np.ones(5), n_sigma=bad)
+
+
+def test_threshold_rejects_empty_and_nan():
+    with pytest.raises(ValueError):
+        threshold(np.array([]))
+    with pytest.raises(ValueError):
+        threshold(np.array([1.0, np.nan]))
+
+
+def test_sigma_is_numpy_std():
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(5, 40))
+    np.testing.assert_allclose(sigma(e), np.std(e, axis=0), rtol=0, atol=0)
+    assert sigma(np.ones((1, 3))).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError):
+        sigma(np.ones(3))
+
+
+def test_sigma_of_ensemble_predictions():
+    from rarelearn.model import EnsembleModel, build_ani, make_spec
+
+    import torch
+
+    torch.manual_seed(0)
+    spec = make_spec(["H", "C"], {"H": [8], "C": [8]}, {"H": -10.7, "C": -48.8})
+    ens = EnsembleModel(build_ani(spec["elements"], spec["hidden"], spec["self_energies"], n_members=3), spec)
+    rng = np.random.default_rng(0)
+    base = np.array([[0, 0, 0], [1.53, 0, 0], [-0.4, 1.0, 0], [-0.4, -0.5, 0.9], [-0.4, -0.5, -0.9],
+                     [1.93, 1.0, 0], [1.93, -0.5, 0.9], [1.93, -0.5, -0.9]])
+    fr = Frames(numbers=[6, 6, 1, 1, 1, 1, 1, 1], positions=base + rng.uniform(-0.1, 0.1, (7, 8, 3)))
+    e = member_energies(ens, fr)
+    assert e.shape == (3, 7)
+    np.testing.assert_array_equal(sigma(e), np.std(e, axis=0))
+    # each member alone agrees with the ensemble's member row
+    np.testing.assert_allclose(member_energies(ens.member(1), fr)[0], e[1], atol=1e-4)
+
+
+# ------------------------------------------------------------------ screening
+def test_screen_hand_built_series():
+    d = np.array([6.50, 6.505, 6.52, 6.54, 6.60, 6.70, 6.80])
+    e = np.array([0.00, 0.10, 0.01, 0.20, 0.21, 0.40, 0.05])
+    kept = screen(np.arange(7), d, e, min_distance_gap=0.01, min_energy_gap=0.0433641)
+    # 0 kept; 1: distance gap 0.005 too small; 2: energy gap 0.01 too small;
+    # 3: differs from 0 in both; 4: energy 0.01 from frame 3; 5: differs from 0 and 3;
+    # 6: energy 0.05 from frame 0 -> kept (both gaps exceeded for every kept frame)
+    assert kept.tolist() == [0, 3, 5, 6]
+
+
+def test_screen_gap_must_be_exceeded_for_every_kept_frame():
+    d = np.array([1.0, 2.0, 3.0])
+    e = np.array([0.0, 1.0, 1.02])  # frame 2 close in energy to frame 1 only
+    assert screen([0, 1, 2], d, e, 0.01, 0.0433641).tolist() == [0, 1]
+    # candidates are global indices; walking order is the given order
+    assert screen([2, 0], d, e, 0.01, 0.0433641).tolist() == [2, 0]
+    assert screen([], d, e).tolist() == []
+
+
+def test_default_energy_gap_is_one_kcal_mol():
+    assert DEFAULT_ENERGY_GAP == pytest.approx(0.0433641, abs=1e-7)
+
+
+def test_select_frames_threshold_and_post_break_cap():
+    n = 200
+    s = np.zeros(n)
+    s[10:200:2] = 1.0  # candidates 10, 12, ..., 198
+    d = np.linspace(6.5, 9.5, n)
+    e = np.arange(n) * 0.1  # every candidate differs enough
+    idx = select_frames(s, 0.5, d, e, break_index=100, max_post_break=5)
+    pre = [i for i in range(10, 100, 2)]
+    assert idx.tolist() == pre + [100, 102, 104, 106, 108]
+    even = select_frames(s, 0.5, d, e, break_index=100, max_post_break=5, post_break="even")
+    assert even[:len(pre)].tolist() == pre and len(even) == len(pre) + 5
+    assert even[len(pre)] == 100 and even[-1] == 198
+    # no break: no cap
+    assert len(select_frames(s, 0.5, d, e, break_index=None)) == 95
+    # overall cap spreads evenly over the kept frames, time order
+    capped = select_frames(s, 0.5, d, e, break_index=None, max_frames=10)
+    assert len(capped) == 10 and capped[0] == 10 and capped[-1] == 198
+    assert np.all(np.diff(capped) > 0)
+    # nothing above threshold: empty, valid
+    assert select_frames(s, 2.0, d, e, break_index=100).size == 0
+
+
+def test_select_frames_deterministic():
+    rng = np.random.default_rng(1)
+    s, d, e = rng.random(500), np.linspace(6.5, 9.5, 500), rng.random(500)
+    a = select_frames(s, 0.7, d, e, 300, max_post_break=10)
+    b = select_frames(s, 0.7, d, e, 300, max_post_break=10)
+    assert np.array_equal(a, b)
+    assert (a >= 300).sum() <= 10
+
+
+# ------------------------------------------------------------------ augmentation
+def _frames(f=4, n=5):
+    rng = np.random.default_rng(0)
+    return Frames(numbers=[6] + [1] * (n - 1), positions=rng.normal(size=(f, n, 3)),
+                  energy=rng.normal(size=f), forces=rng.normal(size=(f, n, 3)),
+                  extras={"spring_distance": np.arange(f, dtype=float)}, iteration=3)
+
+
+def test_augment_count_bounds_and_labels():
+    fr = _frames()
+    aug = augment(fr, n_copies=2, amplitude=0.05, seed=7)
+    assert len(aug) == 8
+    parent = np.repeat(np.arange(4), 2)
+    delta = aug.positions - fr.positions[parent]
+    assert np.abs(delta).max() <= 0.05
+    assert np.abs(delta).max() > 0.04  # uses the range
+    assert np.all(delta != 0)
+    assert np.isnan(aug.energy).all() and np.isnan(aug.forces).all()
+    assert set(aug.status) == {"unlabelled"} and set(aug.source) == {"augment"}
+    assert not aug.ok.any()
+    assert aug.iteration.tolist() == [3] * 8
+    assert aug.extras["augment_parent"].tolist() == parent.tolist()
+    assert aug.extras["spring_distance"].tolist() == parent.astype(float).tolist()
+    # originals not included, input untouched
+    assert np.isfinite(fr.energy).all()
+    # same seed -> same copies; another seed -> other copies
+    np.testing.assert_array_equal(augment(fr, 2, 0.05, seed=7).positions, aug.positions)
+    assert not np.allclose(augment(fr, 2, 0.05, seed=8).positions, aug.positions)
+    assert len(augment(fr, n_copies=0)) == 0
+    assert len(augment(fr, n_copies=3, amplitude=0.1, seed=1)) == 12
