@@ -446,14 +446,101 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
 
 
 # ------------------------------------------------------------------ labelling
-def label_step(batch_path, labeller_cfg: dict, out) -> Frames:
-    """Label one batch; frames that fail are kept with status ``failed``."""
+def _label_one_in_child(labeller, positions, numbers, conn) -> None:  # pragma: no cover - child process
+    from ase import Atoms
+
+    try:
+        e, f = labeller.single_point(Atoms(numbers=numbers, positions=positions, pbc=False))
+        conn.send(("ok", float(e), np.asarray(f)))
+    except Exception as exc:
+        conn.send(("failed", f"{type(exc).__name__}: {exc}", None))
+    finally:
+        conn.close()
+
+
+def label_isolated(labeller, frames: Frames, timeout_s: float | None) -> Frames:
+    """Label frame by frame, each in its own child process with a wall-time limit.
+
+    A frame whose calculation crashes the process, or runs past ``timeout_s``, is recorded
+    as ``failed`` with the reason; the others are labelled as usual.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    out = frames.subset(np.arange(len(frames)))
+    n = len(out)
+    out.energy = np.full(n, np.nan)
+    out.forces = np.full((n, out.n_atoms, 3), np.nan)
+    out.status = np.array(["failed"] * n, dtype=object)
+    out.labeller = np.array([labeller.name] * n, dtype=object)
+    seconds = np.zeros(n)
+    reasons = []
+    for i in range(n):
+        parent, child = ctx.Pipe(duplex=False)
+        t0 = time.perf_counter()
+        proc = ctx.Process(target=_label_one_in_child, args=(labeller, out.positions[i], out.numbers, child))
+        proc.start()
+        child.close()
+        msg, timed_out = None, not parent.poll(timeout_s)
+        if not timed_out:
+            try:
+                msg = parent.recv()
+            except EOFError:  # the child died without answering
+                msg = None
+        proc.join(0 if timed_out else 5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        parent.close()
+        seconds[i] = time.perf_counter() - t0
+        if msg is None:
+            reason = (f"timed out after {timeout_s} s" if timed_out
+                      else f"labeller process died (exit code {proc.exitcode})")
+            reasons.append((i, reason))
+            log.warning("%s: frame %d failed: %s", labeller.name, i, reason)
+        elif msg[0] == "ok":
+            out.energy[i], out.forces[i], out.status[i] = msg[1], msg[2], "ok"
+        else:
+            reasons.append((i, msg[1]))
+            log.warning("%s: frame %d failed: %s", labeller.name, i, msg[1])
+    out.extras["label_seconds"] = seconds
+    out.attrs["failures"] = [f"frame {i}: {r}" for i, r in reasons]
+    return out
+
+
+#: Closest approach (Å) below which a labelled frame is refused as unphysical, whatever the
+#: labeller returned (GFN2-xTB converges to +25 000 eV for two atoms 0.01 Å apart).
+MIN_LABEL_DISTANCE = 0.5
+
+
+def label_step(batch_path, labeller_cfg: dict, out, attempt: int = 1, frame_timeout_s: float | None = None) -> Frames:
+    """Label one batch; frames that fail are kept with status ``failed``.
+
+    On a retry (``attempt`` > 1, after the job died or ran out of time) every frame is
+    labelled in its own process with ``frame_timeout_s``, so one bad frame cannot take the
+    batch down again.
+    """
+    from .geometry import min_pair_distance
     from .labellers import make_labeller
 
     frames = read_frames(batch_path)
     labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
     t0 = time.time()
-    labelled = labeller.label(frames)
+    if attempt > 1:
+        log.warning("attempt %d: labelling frame by frame in child processes (timeout %s s)", attempt,
+                    frame_timeout_s)
+        labelled = label_isolated(labeller, frames, frame_timeout_s)
+    else:
+        labelled = labeller.label(frames)
+    if len(labelled):
+        dmin = np.atleast_1d(min_pair_distance(labelled.positions))
+        bad = (dmin < MIN_LABEL_DISTANCE) & (labelled.status == "ok")
+        for i in np.flatnonzero(bad):
+            log.warning("frame %d refused: atoms %.3f Å apart (< %.1f Å), label not physical", i, dmin[i],
+                        MIN_LABEL_DISTANCE)
+        labelled.status[bad] = "failed"
+        labelled.energy[bad] = np.nan
+        labelled.forces[bad] = np.nan
     labelled.attrs["label_seconds"] = time.time() - t0
     write_frames(out, labelled)
     n_failed = int((labelled.status == "failed").sum())

@@ -10,6 +10,8 @@ rule label:
         "results/iter_{iteration}/labelled/batch_{batch}.h5",
     params:
         labeller=config["labeller"],
+        frame_timeout_s=config["labelling"]["frame_timeout_s"],
+    retries: 2
     threads: 1
     log:
         "logs/iter_{iteration}/label_{batch}.log",
