@@ -1,0 +1,1085 @@
+"""SchNet ensembles (the paper's second model family, 2.3.5) and a C–C bond-breaking report.
+
+SchNet members are ``torch_geometric.nn.models.SchNet`` with the sizes of the paper's
+Table 2 (128 features and filters, 25 Gaussians, 3 interactions, cutoff 5 Å). The
+neighbour search is :class:`CdistInteractionGraph` (``torch.cdist`` within each
+molecule), so neither ``torch-cluster`` nor ``pyg-lib`` is needed. Everything that
+leaves this module is in eV, Å and eV/Å; the networks predict the energy minus the
+per-element self energies of the spec, which are added back in float64, as in
+:mod:`rarelearn.model`.
+
+:class:`SchNetEnsemble` has the methods of :class:`rarelearn.model.EnsembleModel`
+(``n_members``, ``elements``, ``check_elements``, ``energies``, ``energies_forces``,
+``member``), so :mod:`rarelearn.uq`, :func:`rarelearn.training.best_member` and
+:func:`rarelearn.training.evaluate_errors` take it as they are.
+:class:`rarelearn.model.NNPCalculator` does not (it checks for an ``EnsembleModel`` and
+evaluates TorchANI internals): use :class:`SchNetCalculator`, which gives the same
+results (energy, forces, energies, energy_std, member_forces), or :func:`make_calculator`.
+
+Model file (``format = "rarelearn-schnet"``, ``version = 1``)
+-------------------------------------------------------------
+Laid out like the ANI file, readable with ``torch.load(path, weights_only=True)``::
+
+    {"format": "rarelearn-schnet", "version": 1,
+     "spec": {"family": "schnet", "elements": [...], "self_energies": {el: eV},
+              "hidden_channels": 128, "num_filters": 128, "num_interactions": 3,
+              "num_gaussians": 25, "cutoff": 5.0},
+     "members": [state_dict, ...],   # torch_geometric SchNet state dicts
+     "meta": {...}}
+
+Training (eq. 4 of the paper)
+-----------------------------
+``L = ρ · MSE(E) + (1 − ρ) · MSE(F)`` with ρ = 0.1, MSE(E) the mean squared energy error
+per frame (eV²) and MSE(F) the mean squared force error per Cartesian component
+((eV/Å)²). Adam (lr 5e-4), ``ReduceLROnPlateau`` on the validation loss (factor 0.8,
+patience 5, min lr 1e-6); training stops when the learning rate reaches its minimum or
+after ``epochs``; the parameters kept are those of the epoch with the lowest validation
+loss. See :class:`SchNetTrainConfig` and :func:`train_schnet_member`.
+
+Bond report
+-----------
+:func:`cc_bond_report` follows the C–C bonds of a reference structure along any
+trajectory (ANI or SchNet SMD) and flags the failures of the paper's Fig. 4b: more than
+two fragments, and a C–C bond broken other than the one being stretched.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+from ase.data import atomic_numbers as _ATOMIC_NUMBERS
+from ase.data import chemical_symbols as _SYMBOLS
+from ase.data import covalent_radii as _COVALENT_RADII
+
+from .dataset import Frames
+from .geometry import DEFAULT_BOND_SCALE, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
+from .model import ModelError, _check_elements, _plain, _state_plain
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "FAMILY",
+    "TABLE2",
+    "RHO",
+    "make_schnet_spec",
+    "CdistInteractionGraph",
+    "build_schnet",
+    "SchNetEnsemble",
+    "SchNetCalculator",
+    "save_schnet",
+    "load_schnet",
+    "load_model",
+    "save_model",
+    "make_calculator",
+    "SchNetTrainConfig",
+    "train_schnet_member",
+    "cc_bond_report",
+]
+
+FORMAT = "rarelearn-schnet"
+FORMAT_VERSION = 1
+FAMILY = "schnet"
+#: Architecture of the paper's Table 2 (cutoff in Å).
+TABLE2: dict[str, Any] = {"hidden_channels": 128, "num_filters": 128, "num_interactions": 3,
+                          "num_gaussians": 25, "cutoff": 5.0}
+#: Energy weight ρ of the loss, eq. 4.
+RHO = 0.1
+#: SchNet's embedding covers atomic numbers below this.
+_MAX_Z = 100
+
+_INSTALL_HINT = "SchNet needs torch-geometric: pip install torch-geometric==2.8.1 (it leaves torch alone)"
+
+
+# ---------------------------------------------------------------------- spec
+def make_schnet_spec(elements: Sequence[str], self_energies: dict[str, float] | None,
+                     hidden_channels: int = 128, num_filters: int = 128, num_interactions: int = 3,
+                     num_gaussians: int = 25, cutoff: float = 5.0) -> dict:
+    """Complete, validated SchNet spec (the ``"spec"`` entry of a model file).
+
+    Parameters
+    ----------
+    elements : element symbols the model covers (e.g. ``["H", "C"]``)
+    self_energies : energy per element added to the network's output, eV (required for all)
+    hidden_channels, num_filters, num_interactions, num_gaussians : sizes (Table 2 defaults)
+    cutoff : interaction cutoff, Å
+
+    Returns
+    -------
+    dict with keys family ("schnet"), elements, self_energies (eV), and the five sizes.
+    """
+    els = _check_elements(elements)
+    too_heavy = [e for e in els if _ATOMIC_NUMBERS[e] >= _MAX_Z]
+    if too_heavy:
+        raise ValueError(f"SchNet's embedding covers Z < {_MAX_Z}; got {', '.join(too_heavy)}")
+    if self_energies is None:
+        raise ValueError("self_energies (eV per element) are required")
+    missing = [e for e in els if e not in self_energies]
+    if missing:
+        raise ValueError(f"self energies missing for {', '.join(missing)}")
+    se = {e: float(self_energies[e]) for e in els}
+    if not all(math.isfinite(v) for v in se.values()):
+        raise ValueError(f"self energies must be finite: {se}")
+    sizes = {"hidden_channels": int(hidden_channels), "num_filters": int(num_filters),
+             "num_interactions": int(num_interactions), "num_gaussians": int(num_gaussians)}
+    bad = {k: v for k, v in sizes.items() if v < 1}
+    if bad or sizes["num_gaussians"] < 2 or sizes["hidden_channels"] < 2:
+        raise ValueError(f"SchNet sizes must be positive (>= 2 Gaussians and channels): {sizes}")
+    cutoff = float(cutoff)
+    if not (math.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"cutoff must be a positive length in Å, got {cutoff}")
+    return {"family": FAMILY, "elements": els, "self_energies": se, **sizes, "cutoff": cutoff}
+
+
+def _complete_spec(spec: dict) -> dict:
+    """:func:`make_schnet_spec` from a spec dict (a missing family counts as SchNet)."""
+    family = spec.get("family", FAMILY)
+    if family != FAMILY:
+        raise ValueError(f"spec is for model family {family!r}, not {FAMILY!r}")
+    return make_schnet_spec(spec["elements"], spec.get("self_energies"),
+                            **{k: spec[k] for k in TABLE2 if spec.get(k) is not None})
+
+
+# ---------------------------------------------------------------------- network
+class CdistInteractionGraph(torch.nn.Module):
+    """SchNet neighbour search without torch-cluster: all pairs closer than ``cutoff``
+    within each molecule, found with ``torch.cdist`` (no parameters, no buffers).
+
+    ``forward(pos (A, 3), batch (A,)) -> (edge_index (2, E), edge_weight (E,))`` is the
+    contract of ``SchNet(interaction_graph=...)``; both directions of every pair are
+    listed, no self pairs, and there is no cap on the number of neighbours.
+    ``edge_weight`` (Å) is differentiable with respect to ``pos``; the search is not.
+    """
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+
+    def half_pairs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pairs i < j of B molecules of n atoms each, x (B, n, 3) -> (i, j), indices into
+        x.view(-1, 3), ordered by molecule, then i, then j."""
+        n = x.shape[1]
+        with torch.no_grad():
+            d = torch.cdist(x.detach(), x.detach(), compute_mode="donot_use_mm_for_euclid_dist")
+            mask = (d < self.cutoff) & torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
+            f, i, j = mask.nonzero(as_tuple=True)
+            return f * n + i, f * n + j
+
+    def pairs(self, x: torch.Tensor) -> torch.Tensor:
+        """Edges (both directions) of B molecules of n atoms, x (B, n, 3) -> (2, E)."""
+        i, j = self.half_pairs(x)
+        return torch.stack([torch.cat([i, j]), torch.cat([j, i])])
+
+    def half_edges(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, n, 3) -> (i, j, d): pairs i < j and their distances (E/2,) Å, differentiable in x."""
+        i, j = self.half_pairs(x)
+        flat = x.reshape(-1, 3)
+        return i, j, (flat.index_select(0, i) - flat.index_select(0, j)).norm(dim=-1)
+
+    def forward(self, pos: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_atoms = pos.shape[0]
+        with torch.no_grad():
+            if n_atoms == 0:
+                idx = torch.zeros((2, 0), dtype=torch.long, device=pos.device)
+            else:
+                counts = torch.bincount(batch)
+                counts = counts[counts > 0]
+                ordered = bool((batch[1:] >= batch[:-1]).all()) if n_atoms > 1 else True
+                if ordered and bool((counts == counts[0]).all()):
+                    idx = self.pairs(pos.detach().view(len(counts), int(counts[0]), 3))
+                else:  # molecules of different sizes, or unordered: one molecule at a time
+                    parts = []
+                    for m in torch.unique(batch):
+                        atoms = torch.nonzero(batch == m).flatten()
+                        local = self.pairs(pos.detach()[atoms].unsqueeze(0))
+                        parts.append(atoms[local])
+                    idx = torch.cat(parts, dim=1)
+        return idx, (pos.index_select(0, idx[0]) - pos.index_select(0, idx[1])).norm(dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"cutoff={self.cutoff}"
+
+
+def build_schnet(spec: dict):
+    """One member: ``torch_geometric.nn.models.SchNet`` with the spec's sizes and a
+    :class:`CdistInteractionGraph`. Weights come from torch's global random state.
+
+    ``net(z (A,), pos (A, 3), batch (A,))`` returns (molecules, 1) energies in eV
+    **without** the self energies.
+    """
+    try:
+        from torch_geometric.nn.models import SchNet
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(_INSTALL_HINT) from exc
+    spec = _complete_spec(spec)
+    return SchNet(hidden_channels=spec["hidden_channels"], num_filters=spec["num_filters"],
+                  num_interactions=spec["num_interactions"], num_gaussians=spec["num_gaussians"],
+                  cutoff=spec["cutoff"], interaction_graph=CdistInteractionGraph(spec["cutoff"]),
+                  readout="add")
+
+
+def _net_energy(net, z: torch.Tensor, i: torch.Tensor, j: torch.Tensor, d: torch.Tensor,
+                b: int, n: int) -> torch.Tensor:
+    """``SchNet.forward`` (sum readout; no mean, std, atomref) on precomputed pairs -> (b,) eV.
+
+    Parameters: z (b·n,) atomic numbers; i, j (P,) atom index pairs i < j within each
+    molecule; d (P,) their distances, Å. The same arithmetic as ``net(z, pos, batch)``
+    (checked in the tests), rearranged for speed: the filter W(d_ij) = nn(rbf(d_ij)) · C(d_ij)
+    of each interaction is computed once per pair and used for both directions, i → j and
+    j → i (half the filter-network work of PyG's edge list), and the K members of an
+    ensemble share one neighbour search.
+    """
+    cut = 0.5 * (torch.cos(d * (math.pi / net.cutoff)) + 1.0)
+    rbf = net.distance_expansion(d)
+    h = net.embedding(z)
+    for block in net.interactions:
+        conv = block.conv
+        w = conv.nn(rbf) * cut.unsqueeze(-1)
+        x = conv.lin1(h)
+        agg = torch.zeros_like(x).index_add(0, j, x.index_select(0, i) * w).index_add(0, i, x.index_select(0, j) * w)
+        h = h + block.lin(block.act(conv.lin2(agg)))
+    h = net.lin2(net.act(net.lin1(h)))
+    return h.view(b, n).sum(dim=1)
+
+
+def _as_numbers(numbers) -> np.ndarray:
+    return np.asarray(numbers, dtype=np.int64).reshape(-1)
+
+
+def _positions(numbers: np.ndarray, positions) -> np.ndarray:
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim == 2:
+        pos = pos[None]
+    if pos.ndim != 3 or pos.shape[1:] != (numbers.shape[0], 3):
+        raise ValueError(f"positions must be (F, {numbers.shape[0]}, 3), got {pos.shape}")
+    return pos
+
+
+# ---------------------------------------------------------------------- ensemble
+class SchNetEnsemble:
+    """K SchNet members sharing a spec (sizes, cutoff, self energies); numpy in, numpy out.
+
+    Duck-types :class:`rarelearn.model.EnsembleModel`: energies are (K, F) eV with the
+    self energies added in float64, forces (K, F, N, 3) eV/Å from autograd.
+
+    Parameters
+    ----------
+    nets : K ``torch_geometric`` SchNet modules built by :func:`build_schnet`
+    spec : the model spec (:func:`make_schnet_spec`)
+    meta : metadata from the model file
+    source : file it was read from (for error messages), or None
+    """
+
+    def __init__(self, nets: Sequence, spec: dict, meta: dict | None = None, source: str | None = None) -> None:
+        if len(nets) < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self.spec = _complete_spec(spec)
+        self.nets = torch.nn.ModuleList(list(nets)).eval()
+        for p in self.nets.parameters():
+            p.requires_grad_(False)
+        self.meta = dict(meta or {})
+        self.source = source
+        self.graph = CdistInteractionGraph(self.spec["cutoff"])
+        self._sae = {_ATOMIC_NUMBERS[e]: float(self.spec["self_energies"][e]) for e in self.spec["elements"]}
+        self._z: dict[bytes, torch.Tensor] = {}
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_states(cls, spec: dict, states: Sequence[dict], meta: dict | None = None,
+                    source: str | None = None) -> "SchNetEnsemble":
+        """Ensemble from member state dicts (SchNet ``state_dict()`` keys, strict)."""
+        spec = _complete_spec(spec)
+        nets = []
+        for st in states:
+            net = build_schnet(spec)
+            net.load_state_dict(st)
+            nets.append(net)
+        return cls(nets, spec, meta, source)
+
+    def member_states(self) -> list[dict]:
+        """State dicts (CPU copies) of the members, in order."""
+        return [_state_plain(net.state_dict()) for net in self.nets]
+
+    def save(self, path, meta: dict | None = None) -> Path:
+        """Write with :func:`save_schnet` (meta defaults to ``self.meta``)."""
+        return save_schnet(path, self.member_states(), self.spec, self.meta if meta is None else meta)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def family(self) -> str:
+        return FAMILY
+
+    @property
+    def n_members(self) -> int:
+        return len(self.nets)
+
+    @property
+    def elements(self) -> list[str]:
+        return list(self.spec["elements"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.nets.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.nets.parameters()).dtype
+
+    def __repr__(self) -> str:
+        src = f", source={self.source!r}" if self.source else ""
+        return f"SchNetEnsemble(n_members={self.n_members}, elements={self.elements}{src})"
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "SchNetEnsemble":
+        """Move to ``device`` and/or cast to ``dtype`` (e.g. torch.float64), in place; returns self."""
+        self.nets.to(device=None if device is None else torch.device(device), dtype=dtype)
+        self._z.clear()
+        return self
+
+    def member(self, k: int) -> "SchNetEnsemble":
+        """A one-member ensemble holding (a copy of) member ``k``, on the same device and dtype."""
+        if not -self.n_members <= k < self.n_members:
+            raise IndexError(f"member {k} out of range for an ensemble of {self.n_members}")
+        k = k % self.n_members
+        sub = SchNetEnsemble.from_states(self.spec, [self.member_states()[k]],
+                                         meta=dict(self.meta, member_of=self.source, member_index=k),
+                                         source=self.source)
+        return sub.to(self.device, self.dtype)
+
+    def check_elements(self, numbers) -> None:
+        """Raise :class:`ModelError` if the structure has elements the model does not cover."""
+        have = set(self.elements)
+        z = sorted(set(_as_numbers(numbers).tolist()))
+        syms = [_SYMBOLS[i] if 0 <= i < len(_SYMBOLS) else str(i) for i in z]
+        missing = [s for s in syms if s not in have]
+        if missing:
+            where = f"{self.source}: " if self.source else ""
+            raise ModelError(f"{where}model covers {', '.join(self.elements)}; structure has "
+                             f"{', '.join(missing)}")
+
+    def self_energy(self, numbers) -> float:
+        """Sum of the self energies of ``numbers``, eV."""
+        self.check_elements(numbers)
+        return float(sum(self._sae[int(z)] for z in _as_numbers(numbers)))
+
+    # ------------------------------------------------------------ evaluation
+    def _numbers_tensor(self, numbers: np.ndarray, b: int) -> torch.Tensor:
+        key = numbers.tobytes() + str(self.device).encode() + str(b).encode()
+        z = self._z.get(key)
+        if z is None:
+            if len(self._z) > 64:
+                self._z.clear()
+            z = torch.as_tensor(numbers, dtype=torch.long, device=self.device).repeat(b)
+            self._z[key] = z
+        return z
+
+    def member_energies_torch(self, numbers: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        """Member energies without self energies, (K, B) eV, differentiable in x (B, N, 3)."""
+        b, n = x.shape[0], x.shape[1]
+        z = self._numbers_tensor(numbers, b)
+        i, j, d = self.graph.half_edges(x)
+        return torch.stack([_net_energy(net, z, i, j, d, b, n) for net in self.nets])
+
+    def energies(self, numbers, positions, batch_size: int = 256) -> np.ndarray:
+        """Member energies.
+
+        Parameters
+        ----------
+        numbers : (N,) atomic numbers
+        positions : (F, N, 3) or (N, 3) Å
+        batch_size : frames per network call
+
+        Returns
+        -------
+        (K, F) float64 eV (self energies added in float64)
+        """
+        numbers = _as_numbers(numbers)
+        shift = self.self_energy(numbers)
+        pos = _positions(numbers, positions)
+        out = np.empty((self.n_members, pos.shape[0]), dtype=np.float64)
+        with torch.no_grad():
+            for start in range(0, pos.shape[0], batch_size):
+                x = torch.as_tensor(pos[start:start + batch_size], dtype=self.dtype, device=self.device)
+                e = self.member_energies_torch(numbers, x)
+                out[:, start:start + x.shape[0]] = e.double().cpu().numpy()
+        return out + shift
+
+    def energies_forces(self, numbers, positions, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Member energies and forces (autograd).
+
+        Returns
+        -------
+        E : (K, F) float64 eV
+        F : (K, F, N, 3) float64 eV/Å
+        """
+        numbers = _as_numbers(numbers)
+        shift = self.self_energy(numbers)
+        pos = _positions(numbers, positions)
+        f, n, k = pos.shape[0], pos.shape[1], self.n_members
+        e_out = np.empty((k, f), dtype=np.float64)
+        f_out = np.empty((k, f, n, 3), dtype=np.float64)
+        for start in range(0, f, batch_size):
+            x = torch.as_tensor(pos[start:start + batch_size], dtype=self.dtype, device=self.device)
+            x.requires_grad_(True)
+            with torch.enable_grad():
+                e = self.member_energies_torch(numbers, x)
+                for m in range(k):
+                    g, = torch.autograd.grad(e[m].sum(), x, retain_graph=m < k - 1)
+                    f_out[m, start:start + x.shape[0]] = -g.double().cpu().numpy()
+            e_out[:, start:start + x.shape[0]] = e.detach().double().cpu().numpy()
+        return e_out + shift, f_out
+
+
+# ---------------------------------------------------------------------- ASE
+class SchNetCalculator(Calculator):
+    """ASE calculator for a :class:`SchNetEnsemble` (or a SchNet model file).
+
+    The results contract of :class:`rarelearn.model.NNPCalculator`:
+
+    energy : float, eV (ensemble mean, or member ``member``)
+    forces : (N, 3) eV/Å
+    energies : (K,) member energies, eV
+    energy_std : float, standard deviation of the member energies (ddof=0), eV
+    member_forces : (K, N, 3) eV/Å, when asked for (``calc.get_property("member_forces", atoms)``)
+
+    Parameters
+    ----------
+    model : SchNetEnsemble, or path of a SchNet model file
+    member : None: energy and forces are the ensemble mean; int k: those of member k only
+    device : optional torch device to move the model to
+    """
+
+    implemented_properties = ["energy", "forces", "energies", "energy_std", "member_forces"]
+    default_parameters: dict = {}
+
+    def __init__(self, model, member: int | None = None, device=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(model, SchNetEnsemble):
+            model = load_schnet(model)
+        if device is not None:
+            model.to(device)
+        if member is not None and not 0 <= int(member) < model.n_members:
+            raise ModelError(f"member {member} out of range: the ensemble has {model.n_members} members")
+        self.model = model
+        self.member = None if member is None else int(member)
+        self._numbers_key: bytes | None = None
+        self._shift = 0.0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        numbers = np.asarray(self.atoms.numbers, dtype=np.int64)
+        key = numbers.tobytes()
+        if key != self._numbers_key:
+            self._shift = self.model.self_energy(numbers)  # checks the elements
+            self._numbers_key = key
+        m = self.model
+        x = torch.as_tensor(self.atoms.positions, dtype=m.dtype, device=m.device).unsqueeze(0)
+        want_forces = "forces" in properties
+        want_members = "member_forces" in properties
+        with torch.set_grad_enabled(want_forces or want_members):
+            if want_forces or want_members:
+                x.requires_grad_(True)
+            e = m.member_energies_torch(numbers, x)[:, 0]  # (K,) eV
+            if want_members:
+                fm = []
+                for j in range(e.shape[0]):
+                    g, = torch.autograd.grad(e[j], x, retain_graph=j < e.shape[0] - 1)
+                    fm.append(-g[0])
+                fmem = torch.stack(fm).double().cpu().numpy()
+                self.results["member_forces"] = fmem
+                if want_forces:
+                    self.results["forces"] = (fmem.mean(axis=0) if self.member is None
+                                              else fmem[self.member].copy())
+            elif want_forces:
+                target = e.mean() if self.member is None else e[self.member]
+                g, = torch.autograd.grad(target, x)
+                self.results["forces"] = -g[0].double().cpu().numpy()
+        energies = e.detach().double().cpu().numpy() + self._shift
+        self.results["energies"] = energies
+        self.results["energy"] = float(energies.mean() if self.member is None else energies[self.member])
+        self.results["free_energy"] = self.results["energy"]
+        self.results["energy_std"] = float(energies.std()) if energies.size > 1 else 0.0
+
+
+# ---------------------------------------------------------------------- files
+def _atomic_save(blob: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_schnet(path, states: Sequence[dict], spec: dict, meta: dict | None = None) -> Path:
+    """Write a SchNet model file atomically (temporary file in the same folder, then rename).
+
+    Parameters
+    ----------
+    path : output file (``.pt``)
+    states : one SchNet state dict per member (tensors on any device)
+    spec : model spec (:func:`make_schnet_spec`), completed and validated here
+    meta : free-form metadata (str/int/float/bool/None/list/dict; numpy scalars converted)
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    path = Path(path)
+    states = list(states)
+    if not states:
+        raise ValueError("an ensemble needs at least one member")
+    spec = _complete_spec(spec)
+    for k, st in enumerate(states):
+        try:
+            build_schnet(spec).load_state_dict(st)
+        except RuntimeError as exc:
+            raise ModelError(f"{path}: member {k} does not match the SchNet spec: {exc}") from exc
+    blob = {"format": FORMAT, "version": FORMAT_VERSION, "spec": _plain(spec, "spec"),
+            "members": [_state_plain(st) for st in states], "meta": _plain(meta or {}, "meta")}
+    _atomic_save(blob, path)
+    return path
+
+
+def _read_blob(path: Path) -> Any:
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle of other objects, ...
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ModelError(f"{path}: not a readable rarelearn model file (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {first}") from exc
+
+
+def load_schnet(path, device: str | torch.device | None = None) -> SchNetEnsemble:
+    """Read a model file written by :func:`save_schnet` (``torch.load(weights_only=True)``).
+
+    Raises
+    ------
+    ModelError
+        naming the file when it is missing, truncated, not a rarelearn SchNet model (an
+        ANI file included), of another format version, or its members do not match its spec.
+    """
+    path = Path(path)
+    blob = _read_blob(path)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        hint = " (an ANI model: read it with rarelearn.model.load_ensemble)" if found == "rarelearn-ani" else ""
+        raise ModelError(f"{path}: not a rarelearn SchNet model file (format {found!r}, "
+                         f"expected {FORMAT!r}){hint}")
+    if blob.get("version") != FORMAT_VERSION:
+        raise ModelError(f"{path}: SchNet model file version {blob.get('version')!r}, this rarelearn "
+                         f"reads version {FORMAT_VERSION}")
+    try:
+        spec = _complete_spec(blob["spec"])
+        states = list(blob["members"])
+        meta = dict(blob.get("meta") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: incomplete or invalid SchNet model file: {exc}") from exc
+    if not states:
+        raise ModelError(f"{path}: model file has no members")
+    try:
+        model = SchNetEnsemble.from_states(spec, states, meta=meta, source=str(path))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: members do not match the SchNet spec: {exc}") from exc
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def load_model(path, device: str | torch.device | None = None):
+    """Either family from its format tag: :class:`SchNetEnsemble` for "rarelearn-schnet",
+    :class:`rarelearn.model.EnsembleModel` for "rarelearn-ani" (anything else: ModelError)."""
+    path = Path(path)
+    blob = _read_blob(path)
+    fmt = blob.get("format") if isinstance(blob, dict) else None
+    if fmt == FORMAT:
+        return load_schnet(path, device)
+    from .model import load_ensemble
+
+    return load_ensemble(path, device)
+
+
+def save_model(path, states: Sequence[dict], spec: dict, meta: dict | None = None) -> Path:
+    """:func:`save_schnet` when ``spec["family"] == "schnet"``, else
+    :func:`rarelearn.model.save_ensemble` (ANI; a spec without a family is ANI here)."""
+    if spec.get("family", "ani") == FAMILY:
+        return save_schnet(path, states, spec, meta)
+    from .model import save_ensemble
+
+    ani_spec = {k: v for k, v in spec.items() if k != "family"}
+    return save_ensemble(path, list(states), ani_spec, meta)
+
+
+def make_calculator(model, member: int | None = None, device=None) -> Calculator:
+    """The ASE calculator of either family: :class:`SchNetCalculator` or
+    :class:`rarelearn.model.NNPCalculator` (``model``: an ensemble or a model file)."""
+    from .model import EnsembleModel, NNPCalculator
+
+    if not isinstance(model, (SchNetEnsemble, EnsembleModel)):
+        model = load_model(model)
+    if isinstance(model, SchNetEnsemble):
+        return SchNetCalculator(model, member=member, device=device)
+    return NNPCalculator(model, member=member, device=device)
+
+
+# ---------------------------------------------------------------------- training
+@dataclass
+class SchNetTrainConfig:
+    """The paper's SchNet recipe (2.3.5); defaults are the paper's numbers.
+
+    Attributes
+    ----------
+    epochs : at most this many passes over the training frames (300)
+    batch_size : frames per step (64; the paper does not give one), shuffled every epoch
+    lr : initial learning rate of Adam (5e-4)
+    rho : energy weight ρ of eq. 4 (0.1); the force weight is 1 − ρ
+    lr_factor, lr_patience, min_lr : ReduceLROnPlateau on the validation loss (0.8, 5, 1e-6)
+    stop_at_min_lr : stop once the learning rate has reached ``min_lr`` (True)
+    early_stopping_patience : also stop after this many epochs without a better
+        validation loss (None: never; not in the paper)
+    train_fraction : share of frames for training in a random split (0.8)
+    device : "auto" (cuda if available), "cpu", "cuda", ...
+    threads : torch CPU threads during training (None: leave as is)
+    eval_batch_size : frames per evaluation chunk
+    log_every : fraction of the epochs between progress lines (0.1; 0: quiet)
+    """
+
+    epochs: int = 300
+    batch_size: int = 64
+    lr: float = 5e-4
+    rho: float = RHO
+    lr_factor: float = 0.8
+    lr_patience: int = 5
+    min_lr: float = 1e-6
+    stop_at_min_lr: bool = True
+    early_stopping_patience: int | None = None
+    train_fraction: float = 0.8
+    device: str = "auto"
+    threads: int | None = None
+    eval_batch_size: int = 256
+    log_every: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.rho <= 1.0:
+            raise ValueError(f"rho must be in [0, 1], got {self.rho}")
+        if not self.lr > 0 or not self.min_lr >= 0:
+            raise ValueError(f"lr must be > 0 and min_lr >= 0, got {self.lr}, {self.min_lr}")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
+        if self.lr_patience < 0:
+            raise ValueError(f"lr_patience must be >= 0, got {self.lr_patience}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+
+    #: settings taken over from a :class:`rarelearn.training.TrainConfig`
+    SHARED = ("epochs", "batch_size", "train_fraction", "early_stopping_patience", "device", "threads",
+              "eval_batch_size", "log_every")
+
+    @classmethod
+    def from_train_config(cls, cfg, **overrides) -> "SchNetTrainConfig":
+        """The SchNet recipe with the run settings (:attr:`SHARED`) of an ANI ``TrainConfig``.
+
+        The ANI optimiser settings (``lr``, ``force_weight`` α of eq. 3, ``lr_*``) are
+        not taken over: eq. 4 and the SchNet schedule differ. Pass ``overrides`` to change them.
+        """
+        names = {f.name for f in fields(cls)}
+        kw = {k: getattr(cfg, k) for k in cls.SHARED if hasattr(cfg, k)}
+        bad = set(overrides) - names
+        if bad:
+            raise TypeError(f"unknown SchNetTrainConfig field(s): {', '.join(sorted(bad))}")
+        kw.update(overrides)
+        return cls(**kw)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _ok_indices(frames: Frames, idx, log: Callable, what: str) -> np.ndarray:
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(frames)):
+        raise IndexError(f"{what} indices out of range for {len(frames)} frames")
+    ok = frames.ok[idx]
+    if not ok.all():
+        log(f"skipping {int((~ok).sum())} {what} frame(s) that are not labelled ok")
+    return idx[ok]
+
+
+class _SchNetData:
+    """Labelled frames on the device: positions, residual energies (reference minus the
+    self energies, eV), forces; the loss of eq. 4 and chunked evaluation."""
+
+    def __init__(self, frames: Frames, rows: np.ndarray, spec: dict, device: torch.device, rho: float) -> None:
+        syms = [_SYMBOLS[int(z)] for z in frames.numbers]
+        missing = sorted(set(syms) - set(spec["elements"]), key=syms.index)
+        if missing:
+            raise ValueError(f"model covers {', '.join(spec['elements'])}; structure has {', '.join(missing)}")
+        shift = sum(spec["self_energies"][s] for s in syms)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.n = frames.n_atoms
+        self.device = device
+        self.rho = float(rho)
+        self.z1 = torch.as_tensor(frames.numbers, dtype=torch.long, device=device)
+        self.pos = torch.as_tensor(frames.positions[self.rows], dtype=torch.float32, device=device)
+        self.energy = torch.as_tensor(frames.energy[self.rows] - shift, dtype=torch.float32, device=device)
+        self.forces = torch.as_tensor(frames.forces[self.rows], dtype=torch.float32, device=device)
+        self.graph = CdistInteractionGraph(spec["cutoff"])
+        self._pos_of = {int(r): i for i, r in enumerate(self.rows)}
+
+    def local(self, frame_idx: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor([self._pos_of[int(i)] for i in frame_idx], dtype=torch.long, device=self.device)
+
+    def predict(self, net, rows: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies (B,) eV without self energies and forces (B, N, 3) eV/Å of cache rows."""
+        b = int(rows.shape[0])
+        x = self.pos.index_select(0, rows).requires_grad_(True)
+        i, j, d = self.graph.half_edges(x)
+        e = _net_energy(net, self.z1.repeat(b), i, j, d, b, self.n)
+        g, = torch.autograd.grad(e.sum(), x, create_graph=create_graph)
+        return e, -g
+
+    def loss(self, e: torch.Tensor, f: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        de = e - self.energy.index_select(0, rows)
+        df = f - self.forces.index_select(0, rows)
+        return self.rho * (de * de).mean() + (1.0 - self.rho) * (df * df).mean()
+
+    def evaluate(self, net, rows: torch.Tensor, chunk: int) -> dict:
+        """Loss (eq. 4) and errors over ``rows`` (no parameter gradients)."""
+        n = int(rows.shape[0])
+        if n == 0:
+            nan = float("nan")
+            return {"loss": nan, "energy_mse": nan, "energy_mae": nan, "force_mse": nan, "force_mae": nan, "n": 0}
+        s_se = s_ae = s_fse = s_fae = 0.0
+        for start in range(0, n, chunk):
+            r = rows[start:start + chunk]
+            with torch.enable_grad():
+                e, f = self.predict(net, r, create_graph=False)
+            de = (e.detach() - self.energy.index_select(0, r)).double()
+            df = (f.detach() - self.forces.index_select(0, r)).double()
+            s_se += float((de ** 2).sum())
+            s_ae += float(de.abs().sum())
+            s_fse += float((df ** 2).mean(dim=(1, 2)).sum())
+            s_fae += float(df.abs().mean(dim=(1, 2)).sum())
+        e_mse, f_mse = s_se / n, s_fse / n
+        return {"loss": self.rho * e_mse + (1.0 - self.rho) * f_mse, "energy_mse": e_mse,
+                "energy_mae": s_ae / n, "force_mse": f_mse, "force_mae": s_fae / n, "n": n}
+
+
+def _state_copy(net) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def train_schnet_member(frames: Frames, train_idx, val_idx, spec: dict, cfg=None, seed: int = 0,
+                        init_state: dict | None = None,
+                        log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """Train one SchNet member on energies and forces with the paper's recipe (eq. 4).
+
+    Parameters
+    ----------
+    frames : the whole data set (one molecule); only frames with ``frames.ok`` are used
+    train_idx, val_idx : frame indices into ``frames`` (non-ok frames are skipped)
+    spec : SchNet spec (:func:`make_schnet_spec`; self energies in eV)
+    cfg : :class:`SchNetTrainConfig`; a :class:`rarelearn.training.TrainConfig` gives
+        only its run settings (:meth:`SchNetTrainConfig.from_train_config`); None: defaults
+    seed : initial weights and shuffling (same seed, data, config and threads on a CPU →
+        the same parameters); the global RNG is left alone
+    init_state : SchNet state dict to start from (warm start)
+    log : called with a progress line about every ``cfg.log_every`` of the epochs
+
+    Returns
+    -------
+    state : SchNet state dict (CPU tensors) of the epoch with the lowest validation loss
+        (the lowest training-set loss when there is no validation frame)
+    history : dict (JSON-serialisable), the keys of :func:`rarelearn.training.train_member`:
+        per epoch ``epoch_train_loss``, ``epoch_val_loss`` (eq. 4), ``epoch_val_energy_mse``
+        (eV²), ``epoch_val_energy_mae`` (eV), ``epoch_lr``; for the kept parameters
+        ``best_epoch``, ``best_val_loss``, ``best_val_energy_mse``, ``train_energy_mae``,
+        ``val_energy_mae`` (eV), ``train_force_mae``, ``val_force_mae`` (eV/Å per component),
+        ``train_energy_rmse``, ``val_energy_rmse``; ``initial_val_loss`` (before training),
+        ``n_train``, ``n_val``, ``epochs_run``, ``stop_reason``, ``seconds``,
+        ``seconds_per_epoch``, ``seed``, ``device``, ``family``, ``config``.
+    """
+    t0 = time.perf_counter()
+    if cfg is None:
+        cfg = SchNetTrainConfig()
+    elif not isinstance(cfg, SchNetTrainConfig):
+        cfg = SchNetTrainConfig.from_train_config(cfg)
+    spec = _complete_spec(spec)
+    tr = _ok_indices(frames, train_idx, log, "training")
+    va = _ok_indices(frames, val_idx, log, "validation")
+    if len(tr) == 0:
+        raise ValueError("no usable (status ok, finite labels) training frames")
+    with _threads(cfg.threads):
+        device = _device(cfg.device)
+        data = _SchNetData(frames, np.unique(np.concatenate([tr, va])), spec, device, cfg.rho)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            net = build_schnet(spec)
+        if init_state is not None:
+            net.load_state_dict(init_state)
+        net.to(device)
+        tr_rows, va_rows = data.local(tr), data.local(va)
+        n_tr = int(tr_rows.shape[0])
+        sel_rows, select_on = (va_rows, "val") if len(va_rows) else (tr_rows, "train")
+        if select_on == "train":
+            log("no validation frames: keeping the parameters with the lowest training-set loss")
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
+                                                           patience=cfg.lr_patience, min_lr=cfg.min_lr)
+        gen = torch.Generator().manual_seed(int(seed))
+        net.eval()
+        ev0 = data.evaluate(net, sel_rows, cfg.eval_batch_size)
+        hist: dict[str, Any] = {"epoch_train_loss": [], "epoch_val_loss": [], "epoch_val_energy_mse": [],
+                                "epoch_val_energy_mae": [], "epoch_lr": []}
+        best_loss, best_epoch, best_state = ev0["loss"], 0, _state_copy(net)
+        every = max(1, int(round(cfg.epochs * cfg.log_every))) if cfg.log_every > 0 else 0
+        stop_reason, epochs_run = "epochs", 0
+        t_train = time.perf_counter()
+        for epoch in range(1, cfg.epochs + 1):
+            net.train()
+            order = tr_rows[torch.randperm(n_tr, generator=gen).to(device)]
+            s_loss = 0.0
+            for start in range(0, n_tr, cfg.batch_size):
+                rows = order[start:start + cfg.batch_size]
+                e, f = data.predict(net, rows, create_graph=True)
+                loss = data.loss(e, f, rows)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                s_loss += float(loss.detach()) * rows.shape[0]
+            net.eval()
+            ev = data.evaluate(net, sel_rows, cfg.eval_batch_size)
+            lr = opt.param_groups[0]["lr"]
+            nan = float("nan")
+            hist["epoch_train_loss"].append(s_loss / n_tr)
+            hist["epoch_val_loss"].append(ev["loss"] if select_on == "val" else nan)
+            hist["epoch_val_energy_mse"].append(ev["energy_mse"] if select_on == "val" else nan)
+            hist["epoch_val_energy_mae"].append(ev["energy_mae"] if select_on == "val" else nan)
+            hist["epoch_lr"].append(lr)
+            epochs_run = epoch
+            if ev["loss"] < best_loss:
+                best_loss, best_epoch, best_state = ev["loss"], epoch, _state_copy(net)
+            if every and (epoch % every == 0 or epoch == 1 or epoch == cfg.epochs):
+                spe = (time.perf_counter() - t_train) / epoch
+                log(f"schnet seed {seed} epoch {epoch}/{cfg.epochs}: train loss {s_loss / n_tr:.4g}, "
+                    f"{select_on} loss {ev['loss']:.4g}, {select_on} E MAE {ev['energy_mae'] * 1000:.2f} meV, "
+                    f"F MAE {ev['force_mae']:.4f} eV/Å, best epoch {best_epoch}, lr {lr:.2g}, {spe:.2f} s/epoch")
+            sched.step(ev["loss"])
+            if cfg.early_stopping_patience is not None and epoch - best_epoch >= cfg.early_stopping_patience:
+                stop_reason = "early stopping"
+                log(f"schnet seed {seed}: early stop at epoch {epoch} (best {best_epoch})")
+                break
+            if cfg.stop_at_min_lr and opt.param_groups[0]["lr"] <= cfg.min_lr * (1 + 1e-9):
+                stop_reason = "minimum learning rate"
+                log(f"schnet seed {seed}: learning rate at its minimum, stop at epoch {epoch}")
+                break
+        train_seconds = time.perf_counter() - t_train
+        net.load_state_dict(best_state)
+        net.eval()
+        ev_tr = data.evaluate(net, tr_rows, cfg.eval_batch_size)
+        ev_va = data.evaluate(net, va_rows, cfg.eval_batch_size)
+    hist.update({
+        "family": FAMILY,
+        "best_epoch": best_epoch,
+        "best_val_loss": best_loss if select_on == "val" else float("nan"),
+        "best_val_energy_mse": ev_va["energy_mse"],
+        "initial_val_loss": ev0["loss"] if select_on == "val" else float("nan"),
+        "selected_on": select_on,
+        "train_energy_mae": ev_tr["energy_mae"], "train_force_mae": ev_tr["force_mae"],
+        "train_energy_rmse": math.sqrt(ev_tr["energy_mse"]),
+        "val_energy_mae": ev_va["energy_mae"], "val_force_mae": ev_va["force_mae"],
+        "val_energy_rmse": math.sqrt(ev_va["energy_mse"]) if ev_va["n"] else float("nan"),
+        "n_train": n_tr, "n_val": int(va_rows.shape[0]), "epochs_run": epochs_run, "stop_reason": stop_reason,
+        "seed": int(seed), "device": str(device),
+        "seconds_per_epoch": train_seconds / max(epochs_run, 1),
+        "seconds": time.perf_counter() - t0,
+        "warm_start": init_state is not None, "config": asdict(cfg),
+    })
+    state = {k: v.detach().cpu().clone() for k, v in best_state.items()}
+    return state, hist
+
+
+# ---------------------------------------------------------------------- bond report
+def _first(mask: np.ndarray) -> int | None:
+    w = np.flatnonzero(mask)
+    return int(w[0]) if w.size else None
+
+
+def _load_path_bonds(numbers, reference_positions: np.ndarray, pulled: tuple[int, int],
+                     pairs: np.ndarray, scale: float) -> np.ndarray:
+    """(M,) bool: bond m of ``pairs`` lies on the shortest bond path between the pulled atoms
+    in the reference structure (all bonds, H included, count as edges)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import shortest_path
+
+    n = len(numbers)
+    allb = covalent_bonds(numbers, reference_positions, scale)
+    g = coo_matrix((np.ones(len(allb)), (allb[:, 0], allb[:, 1])), shape=(n, n)).tocsr() if len(allb) \
+        else coo_matrix((n, n)).tocsr()
+    i, j = pulled
+    _, pred = shortest_path(g, directed=False, unweighted=True, indices=[i], return_predecessors=True)
+    on_path = set()
+    node = j
+    while node != i and node >= 0:
+        prev = int(pred[0, node])
+        if prev < 0:
+            return np.zeros(len(pairs), dtype=bool)  # pulled atoms not connected
+        on_path.add((min(prev, node), max(prev, node)))
+        node = prev
+    return np.array([(int(a), int(b)) in on_path for a, b in pairs], dtype=bool)
+
+
+def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int] | None = None,
+                   expected_bond: Sequence[int] | None = None, scale: float = DEFAULT_BOND_SCALE) -> dict:
+    """C–C bonds along a trajectory and flags for unphysical bond breaking (any model family).
+
+    The C–C bonds followed are those of ``reference_positions``
+    (:func:`rarelearn.geometry.bonds_of_elements`); a bond counts as broken above
+    ``break_length = scale · 2 r_C`` (1.3 × 1.52 = 1.98 Å by default).
+
+    The **stretched bond** is ``expected_bond`` when given; else, of the C–C bonds broken
+    in the last frame, the one whose final broken stretch began first (the bond the pull
+    broke; a tie goes to the longest in the last frame); with none broken in the last
+    frame, the longest there (the most strained one).
+
+    Flags per frame:
+
+    * ``multi_fragment`` — more than 2 fragments (:func:`rarelearn.geometry.fragment_counts`,
+      all atoms): the molecule came apart in more than the two pieces one dissociation makes.
+    * ``wrong_bond_broken`` — a C–C bond other than the stretched one is above the break
+      length; or the stretched bond is above it although it is not on the load path, the
+      shortest bond path between the two ``pulled`` atoms in the reference structure.
+
+    Decision: when no ``expected_bond`` is given, whichever single load-path C–C bond
+    breaks is accepted. Pulling butane by C0 and C3 may break C1–C2 or a terminal C–C
+    bond; the reference method (GFN2-xTB or DFTB) itself breaks different bonds in
+    different runs, so this function does not call one of them wrong. To require a
+    particular bond (for example the one the reference SMD broke), pass ``expected_bond``.
+    A second C–C bond that goes beyond the break length, even briefly and even if it
+    reforms (two long C–C bonds, Fig. 4b iii of the paper), is flagged.
+
+    Parameters
+    ----------
+    numbers : (N,) atomic numbers
+    positions : (F, N, 3) or (N, 3) Å
+    reference_positions : (N, 3) Å, intact molecule that defines the bonds
+    pulled : (i, j) atom indices of the pulled atoms (e.g. the terminal carbons); None: no
+        load-path check
+    expected_bond : (a, b) the C–C bond that should break, or None
+    scale : bond criterion (see :mod:`rarelearn.geometry`)
+
+    Returns
+    -------
+    dict with
+        bonds (M, 2) int: the reference C–C bonds (i < j); bond_lengths (F, M) Å;
+        break_length float Å; broken (F, M) bool; n_fragments (F,) int;
+        pulled_distance (F,) Å or None; on_load_path (M,) bool (all True without ``pulled``);
+        stretched_bond (a, b) or None (no C–C bond); stretched_index int or None;
+        multi_fragment (F,) bool; wrong_bond_broken (F,) bool;
+        first_break, first_multi_fragment, first_wrong_bond_broken: int frame index or None
+        (first_break: first frame with the stretched bond above the break length);
+        summary: the scalars above plus n_frames and max_fragments, as JSON types.
+    """
+    z = _as_numbers(numbers)
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim == 2:
+        pos = pos[None]
+    ref = np.asarray(reference_positions, dtype=np.float64).reshape(-1, 3)
+    if pos.ndim != 3 or pos.shape[1:] != (len(z), 3) or ref.shape != (len(z), 3):
+        raise ValueError(f"positions must be (F, {len(z)}, 3) and reference_positions ({len(z)}, 3); "
+                         f"got {pos.shape} and {ref.shape}")
+    n_frames = pos.shape[0]
+    pairs = bonds_of_elements(z, ref, ("C", "C"), scale)
+    lengths = bond_lengths(z, pos, reference_bonds=pairs) if len(pairs) else np.zeros((n_frames, 0))
+    break_len = float(scale * 2.0 * _COVALENT_RADII[6])
+    broken = lengths > break_len
+    frags = fragment_counts(z, pos, scale) if n_frames else np.zeros(0, dtype=np.int64)
+
+    if pulled is not None:
+        pi, pj = (int(v) for v in pulled)
+        if not (0 <= pi < len(z) and 0 <= pj < len(z)) or pi == pj:
+            raise ValueError(f"pulled must be two different atom indices below {len(z)}, got {pulled}")
+        on_path = _load_path_bonds(z, ref, (pi, pj), pairs, scale)
+        pulled_distance = np.linalg.norm(pos[:, pi] - pos[:, pj], axis=-1)
+    else:
+        on_path = np.ones(len(pairs), dtype=bool)
+        pulled_distance = None
+
+    s_idx = None
+    if expected_bond is not None:
+        a, b = sorted(int(v) for v in expected_bond)
+        hit = np.flatnonzero((pairs[:, 0] == a) & (pairs[:, 1] == b)) if len(pairs) else np.zeros(0, int)
+        if not hit.size:
+            raise ValueError(f"expected_bond {tuple(expected_bond)} is not a C–C bond of the reference structure")
+        s_idx = int(hit[0])
+    elif len(pairs) and n_frames:
+        end_broken = np.flatnonzero(broken[-1])
+        if end_broken.size:  # the bond of the final break: the earliest start of a run broken to the end
+            starts = []
+            for m in end_broken:
+                intact = np.flatnonzero(~broken[:, m])
+                starts.append(int(intact[-1]) + 1 if intact.size else 0)
+            starts = np.array(starts)
+            cand = end_broken[starts == starts.min()]
+            s_idx = int(cand[np.argmax(lengths[-1, cand])])
+        else:
+            s_idx = int(np.argmax(lengths[-1]))
+
+    wrong = np.zeros(n_frames, dtype=bool)
+    if s_idx is not None:
+        others = broken.copy()
+        others[:, s_idx] = False
+        wrong = others.any(axis=1)
+        if not on_path[s_idx]:
+            wrong |= broken[:, s_idx]
+    multi = frags > 2
+    first_break = _first(broken[:, s_idx]) if s_idx is not None else None
+    stretched = (int(pairs[s_idx, 0]), int(pairs[s_idx, 1])) if s_idx is not None else None
+    out = {
+        "bonds": pairs, "bond_lengths": lengths, "break_length": break_len, "broken": broken,
+        "n_fragments": frags, "pulled_distance": pulled_distance, "on_load_path": on_path,
+        "stretched_bond": stretched, "stretched_index": s_idx,
+        "multi_fragment": multi, "wrong_bond_broken": wrong,
+        "first_break": first_break, "first_multi_fragment": _first(multi),
+        "first_wrong_bond_broken": _first(wrong),
+    }
+    out["summary"] = {
+        "n_frames": int(n_frames), "break_length": break_len,
+        "stretched_bond": list(stretched) if stretched else None,
+        "stretched_on_load_path": bool(on_path[s_idx]) if s_idx is not None else None,
+        "first_break": first_break, "first_multi_fragment": out["first_multi_fragment"],
+        "first_wrong_bond_broken": out["first_wrong_bond_broken"],
+        "max_fragments": int(frags.max()) if n_frames else 0,
+    }
+    return out
