@@ -169,12 +169,12 @@ def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict 
         labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
         calc, label_as, driver = labeller.calculator(), labeller.name, labeller.name
     else:
-        from .model import NNPCalculator, load_ensemble
+        from .schnet import load_model, make_calculator
 
-        ens = load_ensemble(ensemble_path)
+        ens = load_model(ensemble_path)
         ens.check_elements(atoms.numbers)
         best = int(read_json(best_json)["best_member"])
-        calc, label_as, driver = NNPCalculator(ens, member=best), None, f"nnp member {best}"
+        calc, label_as, driver = make_calculator(ens, member=best), None, f"nnp member {best}"
     t0 = time.time()
     frames = run_smd(atoms, calc, g1, g2, _protocol(smd_cfg), seed=int(seed), label_as=label_as,
                      progress=_progress)
@@ -251,6 +251,10 @@ def _symbol(z: int) -> str:
 
 
 def _spec(model_cfg: dict, elements: Sequence[str], self_energies: dict) -> dict:
+    if model_cfg.get("family", "ani") == "schnet":
+        from .schnet import make_schnet_spec
+
+        return make_schnet_spec(list(elements), {e: float(self_energies[e]) for e in elements})
     return {"elements": list(elements),
             "hidden": {e: list(model_cfg["hidden"][e]) for e in elements},
             "self_energies": {e: float(self_energies[e]) for e in elements},
@@ -272,7 +276,7 @@ def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_c
 
     Self energies are fitted on ``base_data_path`` (iteration 0's data set), so they are the
     same in every iteration."""
-    from .model import save_ensemble
+    from .schnet import save_model, train_schnet_member
     from .training import inherited_split, random_split, seed_for, train_member
 
     frames = read_frames(data_path)
@@ -301,9 +305,9 @@ def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_c
         train_idx, val_idx = random_split(len(frames), seed, cfg.train_fraction)
     log.info("iteration %d member %d: %d frames, split %s (%d train / %d val), seed %d", iteration, member,
              len(frames), split_kind, len(train_idx), len(val_idx), seed)
-    state, history = train_member(frames, train_idx, val_idx, spec, cfg, seed=seed, init_state=init_state,
-                                  log=log.info)
-    save_ensemble(out_model, [state], spec, meta={"iteration": iteration, "member": member, "seed": seed})
+    train = train_schnet_member if spec.get("family") == "schnet" else train_member
+    state, history = train(frames, train_idx, val_idx, spec, cfg, seed=seed, init_state=init_state, log=log.info)
+    save_model(out_model, [state], spec, meta={"iteration": iteration, "member": member, "seed": seed})
     info = {"iteration": iteration, "member": member, "seed": seed, "split": split_kind,
             "train_hashes": [str(h) for h in hashes[np.asarray(train_idx, dtype=int)]],
             "val_hashes": [str(h) for h in hashes[np.asarray(val_idx, dtype=int)]],
@@ -317,7 +321,7 @@ def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -
     over the whole data set (train + validation)."""
     import torch
 
-    from .model import load_ensemble, save_ensemble
+    from .schnet import load_model, save_model
     from .training import best_member
 
     states, spec = [], None
@@ -325,8 +329,8 @@ def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -
         blob = torch.load(p, weights_only=True)
         spec = blob["spec"]
         states.extend(blob["members"])
-    save_ensemble(out_ensemble, states, spec, meta={"members": [str(p) for p in member_paths]})
-    ens = load_ensemble(out_ensemble)
+    save_model(out_ensemble, states, spec, meta={"members": [str(p) for p in member_paths]})
+    ens = load_model(out_ensemble)
     frames = read_frames(data_path)
     k, maes = best_member(ens, frames)
     rec = {"best_member": int(k), "force_mae": [float(m) for m in maes], "unit": "eV/Å"}
@@ -340,10 +344,10 @@ def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) ->
     """Every member's energy on every SMD frame; σ per frame; μ+nσ threshold per replica."""
     import h5py
 
-    from .model import load_ensemble
+    from .schnet import load_model
     from .uq import member_energies, sigma, threshold
 
-    ens = load_ensemble(ensemble_path)
+    ens = load_model(ensemble_path)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["units"] = "eV"
         for p in replica_paths:
@@ -585,11 +589,28 @@ def _benchmark_seconds(iteration: int, root="logs/benchmarks") -> float:
     return total
 
 
+def bond_flags(molecule_xyz, replica_paths: Sequence) -> list[dict]:
+    """Per replica: C–C bond/fragment report of the SMD (paper's SchNet failure mode):
+    more than two pieces, or a C–C bond other than the stretched one broken."""
+    from .schnet import cc_bond_report
+
+    atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
+    out = []
+    for p in replica_paths:
+        fr = read_frames(p)
+        if len(fr) == 0 or "C" not in atoms.get_chemical_symbols():
+            out.append({"replica": Path(p).stem, "n_frames": len(fr)})
+            continue
+        rep = cc_bond_report(fr.numbers, fr.positions, atoms.positions, pulled=(g1[0], g2[0]))
+        out.append({"replica": Path(p).stem, **rep["summary"]})
+    return out
+
+
 def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
                   ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out,
-                  out_predictions=None) -> dict:
+                  out_predictions=None, molecule_xyz=None) -> dict:
     """ΔE_a of this iteration's SMD replicas against the reference; errors on unseen frames."""
-    from .model import load_ensemble
+    from .schnet import load_model
     from .training import evaluate_errors
     from .uq import member_energies
 
@@ -599,7 +620,7 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
     rec.update({f"nnp_{k}": v for k, v in nnp.items() if k != "replicas"})
     rec.update({f"ref_{k}": ref[k] for k in ("ea_mean", "ea_stderr", "n_replicas", "break_distance_mean")})
     rec.update(delta_record(nnp, ref))
-    ens = load_ensemble(ensemble_path)
+    ens = load_model(ensemble_path)
     unseen = Frames.concatenate([read_frames(p) for p in unseen_paths])
     unseen = unseen.subset(unseen.ok)
     errs = evaluate_errors(ens, unseen)
@@ -629,6 +650,11 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
                 "all_labels_failed": bool(merge.get("all_labels_failed", False)),
                 "empty_selection": merge["labelled"] == 0})
     rec["wall_seconds"] = _benchmark_seconds(iteration)
+    if molecule_xyz is not None:
+        flags = bond_flags(molecule_xyz, replica_paths)
+        rec["bond_report"] = flags
+        rec["replicas_multi_fragment"] = sum(f.get("first_multi_fragment") is not None for f in flags)
+        rec["replicas_wrong_bond_broken"] = sum(f.get("first_wrong_bond_broken") is not None for f in flags)
     write_json(out, rec)
     log.info("iteration %d: E_a %.4f ± %.4f eV vs reference %.4f ± %.4f eV: |ΔE_a| = %.2f ± %.2f kcal/mol; "
              "unseen energy MAE %.4f eV", iteration, nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"],
@@ -642,7 +668,7 @@ SUMMARY_COLUMNS = [
     "nnp_break_distance_mean", "ref_break_distance_mean", "unseen_energy_mae", "unseen_force_mae",
     "mean_train_energy_mae", "mean_val_energy_mae", "frames_selected", "frames_augmented",
     "labels_failed", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
-    "empty_selection", "all_labels_failed",
+    "empty_selection", "all_labels_failed", "replicas_multi_fragment", "replicas_wrong_bond_broken",
 ]
 
 

@@ -12,6 +12,7 @@ checkpoint evaluate:
         infos=iteration_member_infos,
         uq="results/iter_{iteration}/uq.h5",
         merge="results/iter_{iteration}/merge.json",
+        molecule=MOLECULE,
     output:
         json="results/iter_{iteration}/evaluation.json",
         predictions="results/iter_{iteration}/unseen_predictions.json",

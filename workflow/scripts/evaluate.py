@@ -5,4 +5,4 @@ setup_logging(snakemake.log[0], snakemake.threads)
 evaluate_step(int(snakemake.wildcards.iteration), list(snakemake.input.replicas), snakemake.input.reference,
               list(snakemake.input.unseen), snakemake.input.ensemble, snakemake.input.best,
               list(snakemake.input.infos), snakemake.input.uq, snakemake.input.merge, snakemake.output.json,
-              out_predictions=snakemake.output.predictions)
+              out_predictions=snakemake.output.predictions, molecule_xyz=snakemake.input.molecule)
