@@ -368,6 +368,16 @@ def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) ->
                      int((s > thr).sum()))
 
 
+def blowup_frames(frames: Frames, lookback: int | None) -> list[int]:
+    """For an SMD that the blow-up check stopped: the frame ``lookback`` recorded frames before
+    the stop (the configuration the potential was driving towards its failure), to be labelled
+    whatever its UQ. Empty for a completed run or ``lookback`` None."""
+    reason = str(frames.attrs.get("stop_reason", "completed"))
+    if lookback is None or len(frames) == 0 or reason == "completed":
+        return []
+    return [max(len(frames) - 1 - int(lookback), 0)]
+
+
 def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
                 out_dir) -> dict:
     """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
@@ -394,11 +404,15 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                                 max_post_break=selection_cfg["max_post_break"], max_frames=None,
                                 min_distance_gap=selection_cfg["min_distance_gap"],
                                 min_energy_gap=selection_cfg["min_energy_gap_kcal"] * EV_PER_KCAL_MOL)
-            sub = fr.subset(np.asarray(idx, dtype=int))
+            idx = np.asarray(idx, dtype=int)
+            forced = blowup_frames(fr, selection_cfg.get("blowup_lookback", 10))
+            idx = np.union1d(idx, forced).astype(int)
+            sub = fr.subset(idx)
             sub.extras = {"uq_sigma": s[np.asarray(idx, dtype=int)]}
             picked.append(sub)
             per_replica.append({"replica": Path(p).stem, "candidates": int((s > thr).sum()),
                                 "kept": len(idx), "threshold": thr, "break_index": bi,
+                                "stop_reason": fr.attrs.get("stop_reason"), "blowup_frames": forced,
                                 "indices": [int(i) for i in idx]})
     kept = Frames.concatenate(picked) if picked else None
     if kept is not None and selection_cfg["max_frames"] is not None and len(kept) > selection_cfg["max_frames"]:

@@ -33,6 +33,11 @@ MOLECULE = "results/reference/molecule.xyz"
 ATOM_ENERGIES = "results/reference/atom_energies.json"
 
 
+def attempt_number(wildcards, attempt):
+    """Which try of a job this is (1 = first); a retried label job isolates its frames."""
+    return attempt
+
+
 def replica_seed(wildcards):
     """Velocity seed of an SMD replica: the same for the reference and every iteration."""
     return config["reference"]["smd_seed"] + int(wildcards.replica)

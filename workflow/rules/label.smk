@@ -13,6 +13,8 @@ rule label:
         frame_timeout_s=config["labelling"]["frame_timeout_s"],
     retries: 2
     threads: 1
+    resources:
+        attempt=attempt_number,
     log:
         "logs/iter_{iteration}/label_{batch}.log",
     benchmark:

@@ -2,5 +2,5 @@
 from rarelearn.pipeline import label_step, setup_logging
 
 setup_logging(snakemake.log[0], snakemake.threads)
-label_step(snakemake.input[0], snakemake.params.labeller, snakemake.output[0], attempt=snakemake.attempt,
+label_step(snakemake.input[0], snakemake.params.labeller, snakemake.output[0], attempt=snakemake.resources.attempt,
            frame_timeout_s=snakemake.params.frame_timeout_s)
