@@ -92,3 +92,9 @@ def test_yaml_is_read_safely(tmp_path):
 
     with pytest.raises(yaml.YAMLError):
         load_yaml(p)
+
+
+def test_key_order_does_not_matter():
+    a = validate_config({"smd": {"pull_steps": 10, "relax_steps": 5}, "model": {"members": 2}})
+    b = validate_config({"model": {"members": 2}, "smd": {"relax_steps": 5, "pull_steps": 10}})
+    assert repr(a) == repr(b)

@@ -49,7 +49,7 @@ def write_config(path, **overrides):
 
 
 def jobs_run(stdout: str) -> dict:
-    """Rule -> count from Snakemake's 'Job stats' table(s) in a run's output."""
+    """Rule -> count from the first 'Job stats' table of a run's output (the plan)."""
     counts: dict[str, int] = {}
     lines = stdout.splitlines()
     for i, line in enumerate(lines):
@@ -60,6 +60,7 @@ def jobs_run(stdout: str) -> dict:
                     break
                 if parts[0] != "total":
                     counts[parts[0]] = counts.get(parts[0], 0) + int(parts[1])
+            break
     return counts
 
 

@@ -171,7 +171,17 @@ def validate_config(config: dict | None, schema_path=None, base_dir=None, check_
     _check_model(full)
     if check_labeller:
         _check_labeller(full)
-    return full
+    return _canonical(full)
+
+
+def _canonical(value):
+    """Keys sorted at every level, so that Snakemake's params (and hence its rerun decisions)
+    do not depend on the order keys were written in the YAML file."""
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def _main(argv=None) -> int:  # pragma: no cover - thin CLI
