@@ -135,6 +135,9 @@ def main(argv=None) -> int:
         print(f"speed-up of fused over naive: {results['speedup']:.2f}x "
               f"(fused precompute {results['fused']['precompute_seconds']:.1f} s, shared by all members)")
     if args.json:
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
     return 0

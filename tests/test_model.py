@@ -11,6 +11,16 @@ from rarelearn.model import (DEFAULT_HIDDEN, EnsembleModel, ModelError, NNPCalcu
 from rarelearn.training import TrainConfig, random_split, train_member
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These models are small: one thread is as fast as two and immune to a busy second core."""
+    import torch as _torch
+
+    old = _torch.get_num_threads()
+    _torch.set_num_threads(1)
+    yield
+    _torch.set_num_threads(old)
+
 @pytest.fixture(scope="session")
 def labelled():
     """300 GFN2-xTB frames of ethane (random perturbations of MD snapshots) + atom energies."""
@@ -52,8 +62,8 @@ def trained(labelled, tmp_path_factory):
     states, hists = [], []
     for k in range(2):
         tr, va = random_split(len(fr), seed=k)
-        st, h = train_member(fr, tr, va, spec, TrainConfig(epochs=12, batch_size=32, lr=1e-3, log_every=0),
-                             seed=k, log=lambda m: None)
+        cfg = TrainConfig(epochs=12, batch_size=32, lr=1e-3, log_every=0, threads=1)
+        st, h = train_member(fr, tr, va, spec, cfg, seed=k, log=lambda m: None)
         states.append(st)
         hists.append(h)
     path = tmp_path_factory.mktemp("model") / "ens.pt"
@@ -148,8 +158,11 @@ def test_model_errors_name_file_and_elements(trained, tmp_path):
     ens = load_ensemble(path)
     with pytest.raises(ModelError, match=r"model covers H, C; structure has O"):
         ens.check_elements([6, 1, 8, 1])
+    from ase import Atoms
+
+    water_ish = Atoms("COH2", positions=np.eye(4, 3) * 1.2)
     with pytest.raises(ModelError, match="structure has O"):
-        NNPCalculator(ens).get_potential_energy(__import__("ase").Atoms("COH2", positions=np.eye(4, 3) * 1.2))
+        NNPCalculator(ens).get_potential_energy(water_ish)
     with pytest.raises(ModelError, match="no such model file"):
         load_ensemble(tmp_path / "missing.pt")
     other = tmp_path / "other.pt"

@@ -214,8 +214,11 @@ def _plain(obj: Any, where: str = "meta") -> Any:
         return obj.detach().cpu().clone()
     if isinstance(obj, np.generic):  # before float: np.float64 is a float subclass
         return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return type(obj)(obj) if obj is not None else None
+    if obj is None:
+        return None
+    for kind in (bool, int, float, str):  # plain builtins (not subclasses such as enums)
+        if isinstance(obj, kind):
+            return kind(obj)
     if isinstance(obj, np.ndarray):
         return [_plain(x, where) for x in obj.tolist()]
     if isinstance(obj, Path):
@@ -453,7 +456,8 @@ class EnsembleModel:
         sub = EnsembleModel.from_states(self.spec, [self.member_states()[k]],
                                         meta=dict(self.meta, member_of=self.source, member_index=k),
                                         source=self.source)
-        return sub.to(self.device)
+        sub.module.to(device=self.device, dtype=self.dtype)
+        return sub
 
     def check_elements(self, numbers) -> None:
         """Raise :class:`ModelError` if the structure has elements the model does not cover."""

@@ -361,7 +361,8 @@ class _Data:
         pos = np.ascontiguousarray(frames.positions[self.rows][:, perm])
         self.coords = torch.as_tensor(pos, dtype=torch.float32, device=device)
         self.energy = torch.as_tensor(frames.energy[self.rows] - shift, dtype=torch.float32, device=device)
-        self.forces = torch.as_tensor(np.ascontiguousarray(frames.forces[self.rows][:, perm]), dtype=torch.float32, device=device)
+        self.forces = torch.as_tensor(np.ascontiguousarray(frames.forces[self.rows][:, perm]), dtype=torch.float32,
+                                      device=device)
         self.aevc = _aev_computer(len(els)).to(device)
         self.elem1 = torch.as_tensor(elem_np, device=device).view(1, -1)
         d = int(self.aevc.out_dim)
