@@ -190,3 +190,31 @@ def test_bad_config_stops_at_load(tmp_path, override, culprit):
     err = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("config error:")]
     assert len(err) == 1 and culprit in err[0], res.stdout + res.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model.family": "schnet", "training.lr": 0.0005},
+    {"sampler.kind": "smd+hal", "sampler.tau_rel": 0.1, "sampler.window": 20},
+], ids=["schnet", "smd+hal"])
+def test_other_model_family_and_sampler_run_end_to_end(campaign, tmp_path, overrides):
+    """SchNet (issue 10) and the HAL-biased pull (issue 9) through the same DAG; the
+    reference stage of the finished campaign is reused, everything after it is redone."""
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    cfg = write_config(tmp_path / "variant.yaml", **{"campaign.max_iterations": 1, **overrides})
+    ref_before = (wd / "results" / "reference" / "barrier.json").stat().st_mtime
+    res = snakemake(wd, configfile=cfg)
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert "reference_smd" not in counts and counts["train"] == 2
+    assert (wd / "results" / "reference" / "barrier.json").stat().st_mtime == ref_before
+    ev = json.loads((wd / "results" / "iter_000" / "evaluation.json").read_text())
+    assert "bond_report" in ev and len(ev["bond_report"]) == 2
+    smd = read_frames(wd / "results" / "iter_000" / "smd" / "replica_00.h5")
+    if "model.family" in overrides:
+        import torch
+
+        blob = torch.load(wd / "results" / "iter_000" / "ensemble.pt", weights_only=True)
+        assert blob["format"] == "rarelearn-schnet"
+    else:
+        assert smd.attrs["driver"].startswith("HAL-biased committee")

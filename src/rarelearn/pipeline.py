@@ -157,9 +157,14 @@ def reference_md(molecule_xyz, reference_cfg: dict, smd_cfg: dict, labeller_cfg:
 
 
 def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict | None = None,
-                ensemble_path=None, best_json=None) -> Frames:
+                ensemble_path=None, best_json=None, sampler: dict | None = None) -> Frames:
     """One SMD replica, driven either by the labeller (reference, frames labelled) or by the
-    best member of an ensemble (iteration, frames unlabelled)."""
+    potential (iteration, frames unlabelled).
+
+    With ``sampler["kind"] == "smd"`` (the paper) the potential is the best member. With
+    ``"smd+hal"`` it is the whole committee with the hyperactive-learning bias
+    E − τσ (adaptive τ from ``tau_rel`` over ``window`` steps), which drives the pull towards
+    configurations the committee disagrees on; the SMD spring is added by the engine."""
     from .dynamics import run_smd
 
     atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
@@ -175,11 +180,20 @@ def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict 
         ens.check_elements(atoms.numbers)
         best = int(read_json(best_json)["best_member"])
         calc, label_as, driver = make_calculator(ens, member=best), None, f"nnp member {best}"
+        if sampler and sampler.get("kind", "smd") == "smd+hal":
+            from .hal import HALCalculator
+
+            calc = HALCalculator(make_calculator(ens), tau_rel=float(sampler["tau_rel"]),
+                                 window=int(sampler["window"]))
+            driver = f"HAL-biased committee (tau_rel {sampler['tau_rel']})"
     t0 = time.time()
     frames = run_smd(atoms, calc, g1, g2, _protocol(smd_cfg), seed=int(seed), label_as=label_as,
                      progress=_progress)
     frames.source[:] = "smd"
     frames.attrs["driver"] = driver
+    if hasattr(calc, "history_arrays"):
+        hist = calc.history_arrays()
+        frames.attrs["hal_tau_final"] = float(hist["tau"][-1]) if len(hist["tau"]) else 0.0
     frames.attrs["wall_seconds"] = time.time() - t0
     write_frames(out, frames)
     log.info("SMD seed %d with %s: %d frames, %s, %.1f s", seed, driver, len(frames),

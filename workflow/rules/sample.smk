@@ -13,6 +13,7 @@ rule smd:
     params:
         smd=config["smd"],
         seed=replica_seed,
+        sampler=config["sampler"],
     threads: 1
     log:
         "logs/iter_{iteration}/smd_{replica}.log",

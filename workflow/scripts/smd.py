@@ -4,7 +4,8 @@ from rarelearn.pipeline import setup_logging, smd_replica
 setup_logging(snakemake.log[0], snakemake.threads)
 if "ensemble" in snakemake.input.keys():
     smd_replica(snakemake.input.molecule, snakemake.params.smd, snakemake.params.seed, snakemake.output[0],
-                ensemble_path=snakemake.input.ensemble, best_json=snakemake.input.best)
+                ensemble_path=snakemake.input.ensemble, best_json=snakemake.input.best,
+                sampler=snakemake.params.sampler)
 else:
     smd_replica(snakemake.input.molecule, snakemake.params.smd, snakemake.params.seed, snakemake.output[0],
                 labeller_cfg=snakemake.params.labeller)
