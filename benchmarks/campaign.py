@@ -1,0 +1,58 @@
+"""Run (or read) a campaign and print, per iteration, |ΔE_a| in kcal/mol with its standard
+error, labels spent so far and the iteration's summed job wall time; then the totals.
+
+    python benchmarks/campaign.py --workdir /tmp/hexane                  # default config
+    python benchmarks/campaign.py --workdir /tmp/hexane --config my.yaml
+    python benchmarks/campaign.py --workdir /tmp/hexane --no-run         # only report
+
+Run on demand; not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True, type=Path)
+    p.add_argument("--config", type=Path, default=None)
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--no-run", action="store_true")
+    args = p.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    wall = None
+    if not args.no_run:
+        cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"),
+               "--cores", str(args.cores), "--nocolor"]
+        if args.config:
+            cmd += ["--configfile", str(args.config.resolve())]
+        t0 = time.time()
+        with open(args.workdir / "campaign.log", "w") as log:
+            rc = subprocess.call(cmd, cwd=args.workdir, stdout=log, stderr=subprocess.STDOUT)
+        wall = time.time() - t0
+        if rc:
+            print(f"snakemake failed (exit {rc}); see {args.workdir / 'campaign.log'}")
+            return rc
+    df = pd.read_csv(args.workdir / "results" / "summary.csv")
+    print(f"{'iter':>4} {'|dEa| kcal/mol':>15} {'± SE':>6} {'labels':>7} {'wall s':>7} {'unseen E MAE meV':>17}")
+    for _, r in df.iterrows():
+        print(f"{int(r.iteration):>4} {r.abs_delta_ea_kcal:>15.2f} {r.delta_ea_stderr_kcal:>6.2f} "
+              f"{int(r.labels_total):>7} {r.wall_seconds:>7.0f} {1000 * r.unseen_energy_mae:>17.1f}")
+    print(f"total: {len(df)} iterations, {int(df.labels_total.iloc[-1])} labels, "
+          f"summed job time {df.wall_seconds.sum():.0f} s"
+          + (f", campaign wall time {wall:.0f} s" if wall is not None else ""))
+    best = df.abs_delta_ea_kcal.min()
+    print(f"best |dEa| = {best:.2f} kcal/mol at iteration {int(df.iteration[df.abs_delta_ea_kcal.idxmin()])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
