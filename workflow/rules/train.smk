@@ -29,7 +29,7 @@ rule train:
         model=config["model"],
         training=config["training"],
         elements=config["molecule"]["elements"],
-    threads: 2
+    threads: 1
     resources:
         gpu=0,
     log:
