@@ -220,3 +220,33 @@ def test_other_model_family_and_sampler_run_end_to_end(campaign, tmp_path, overr
         assert blob["format"] == "rarelearn-schnet"
     else:
         assert smd.attrs["driver"].startswith("HAL-biased committee")
+
+
+def test_summary_columns_match_evaluations_and_report_builds(campaign, tmp_path):
+    r = campaign / "results"
+    summary = pd.read_csv(r / "summary.csv")
+    for col in ("nnp_ea_mean", "nnp_ea_stderr", "nnp_n_replicas", "ref_ea_mean", "ref_ea_stderr",
+                "abs_delta_ea_kcal", "delta_ea_stderr_kcal", "nnp_break_distance_mean", "unseen_energy_mae",
+                "unseen_force_mae", "mean_train_energy_mae", "mean_val_energy_mae", "member0_val_energy_mae",
+                "frames_selected", "frames_augmented", "labels_failed", "labels_total", "wall_seconds",
+                "label_seconds"):
+        assert col in summary.columns, col
+    for _, row in summary.iterrows():
+        ev = json.loads((r / f"iter_{int(row.iteration):03d}" / "evaluation.json").read_text())
+        for col in ("ref_ea_mean", "delta_ea", "unseen_energy_mae", "frames_selected", "frames_augmented"):
+            if ev[col] is None or (isinstance(ev[col], float) and np.isnan(ev[col])):
+                assert np.isnan(row[col])
+            else:
+                assert row[col] == pytest.approx(ev[col]), col
+    md = read_frames(r / "reference" / "md.h5")
+    added = summary.frames_selected + summary.frames_augmented
+    assert list(summary.labels_total) == list(len(md) + added.cumsum())
+    for fig in ("work_curves", "barrier_error", "mae", "parity", "uq", "label_efficiency"):
+        png = r / "figures" / f"{fig}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, fig
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    res = snakemake(wd, "--report", "report.html")
+    assert res.returncode == 0, res.stderr[-3000:]
+    html = (wd / "report.html").read_text(errors="replace")
+    assert "barrier_error.png" in html
