@@ -19,6 +19,17 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Light steps run where Snakemake runs, not as cluster jobs.
+localrules:
+    reference_molecule,
+    reference_barrier,
+    initial_dataset,
+    select,
+    merge,
+    summary,
+    figures,
+
+
 rule all:
     input:
         campaign_evaluations,

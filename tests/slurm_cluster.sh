@@ -3,7 +3,7 @@
 # for trying `snakemake --profile slurm` on a workstation.
 #
 #   bash tests/slurm_cluster.sh start    # install what is missing, start, wait until idle
-#   bash tests/slurm_cluster.sh status   # exit 0 when every daemon is up and the node is idle
+#   bash tests/slurm_cluster.sh status   # exit 0 when every daemon is up and the node answers
 #   bash tests/slurm_cluster.sh stop     # stop exactly the daemons that `start` started
 #
 # Runs as root, non-interactively (CI), on Debian/Ubuntu. What it sets up:
@@ -249,6 +249,7 @@ start_munge() {
     wait_for 20 "munge" munge_ok || die "munged does not answer (see /var/log/munge/munged.log)"
 }
 
+# shellcheck disable=SC2120  # (called with arguments through wait_for)
 mysql_root() { mariadb --no-defaults --protocol=socket -S "$STATE/run/mysqld.sock" -uroot "$@"; }
 
 start_mariadb() {
@@ -279,6 +280,7 @@ start_mariadb() {
     }
     local pass
     pass=$(<"$STATE/etc/db.pass")
+    # shellcheck disable=SC2119
     mysql_root <<EOF
 CREATE DATABASE IF NOT EXISTS slurm_acct_db;
 CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass';

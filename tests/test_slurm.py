@@ -42,8 +42,14 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def _cluster_script(action: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(CLUSTER_SCRIPT), action], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+    cmd = ["bash", str(CLUSTER_SCRIPT), action]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return subprocess.CompletedProcess(cmd, 124, out + f"\n(timed out after {timeout} s)", err)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +63,8 @@ def slurm_env():
     res = _cluster_script("start")
     print(f"\n[slurm] cluster start: {time.time() - t0:.1f} s\n{res.stdout}")
     if res.returncode != 0:
-        _cluster_script("stop", timeout=300)
+        if not was_up:
+            _cluster_script("stop", timeout=300)
         pytest.fail(f"tests/slurm_cluster.sh start failed (rc {res.returncode}):\n"
                     f"{res.stdout[-6000:]}\n{res.stderr[-6000:]}", pytrace=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
@@ -253,7 +260,7 @@ def test_slurm_run_completes_in_sacct_and_equals_local_run(runs, slurm_env):
         if rule in ("reference_smd", "smd", "label"):
             assert cpus == "1", (rule, cpus)
     rules_run = set(slurm_ids.values())
-    assert "train" in rules_run and "evaluate" in rules_run, rules_run
+    assert {"train", "smd"} <= rules_run, rules_run
 
     # same results as the local run with the same seeds
     ref = json.loads((local_run / "results" / "reference" / "barrier.json").read_text())

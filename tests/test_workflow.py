@@ -167,6 +167,8 @@ def test_kill_and_resume(tmp_path):
     for p in done:
         if p.suffix == ".h5" and "uq" not in p.name:
             read_frames(p)
+    unlock = snakemake(tmp_path, "--unlock")  # the killed run's lock stays behind, as for a user
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
     res = snakemake(tmp_path, "--rerun-incomplete")
     assert res.returncode == 0, res.stderr[-4000:]
     counts = jobs_run(res.stdout + res.stderr)
