@@ -44,7 +44,6 @@ two fragments, and a C–C bond broken other than the one being stretched.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import tempfile
@@ -63,6 +62,7 @@ from ase.data import covalent_radii as _COVALENT_RADII
 from .dataset import Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
 from .model import ModelError, _check_elements, _plain, _state_plain
+from .training import _device, _ok_indices, _threads
 
 __all__ = [
     "FORMAT",
@@ -705,35 +705,6 @@ class SchNetTrainConfig:
             raise TypeError(f"unknown SchNetTrainConfig field(s): {', '.join(sorted(bad))}")
         kw.update(overrides)
         return cls(**kw)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@contextlib.contextmanager
-def _threads(n: int | None):
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _ok_indices(frames: Frames, idx, log: Callable, what: str) -> np.ndarray:
-    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= len(frames)):
-        raise IndexError(f"{what} indices out of range for {len(frames)} frames")
-    ok = frames.ok[idx]
-    if not ok.all():
-        log(f"skipping {int((~ok).sum())} {what} frame(s) that are not labelled ok")
-    return idx[ok]
 
 
 class _SchNetData:
