@@ -6,6 +6,7 @@ and bad configs.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -145,8 +146,9 @@ def test_rerun_does_nothing_and_raising_max_iterations_runs_only_new(campaign, t
     assert "reference_smd" not in counts and "reference_md" not in counts
     assert counts.get("train", 0) == 2  # only iteration 2's members
     assert (wd / "results" / "iter_002" / "evaluation.json").exists()
-    changed = [p for p, m in before.items() if p.exists() and p.stat().st_mtime != m]
-    assert changed == [wd / "results" / "summary.csv"], changed
+    changed = {p.relative_to(wd / "results") for p, m in before.items() if p.exists() and p.stat().st_mtime != m}
+    # only the campaign-wide summary and its figures are rebuilt; nothing of iterations 0-1
+    assert changed and all(str(p) == "summary.csv" or str(p).startswith("figures/") for p in changed), changed
 
 
 def test_kill_and_resume(tmp_path):
@@ -160,8 +162,17 @@ def test_kill_and_resume(tmp_path):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # Outputs of jobs Snakemake had not recorded as finished (killed between writing and
+    # bookkeeping) are listed under .snakemake/incomplete and may rightly be redone.
+    unfinished = set()
+    for marker in (tmp_path / ".snakemake" / "incomplete").glob("*"):
+        if marker.name != "migration_underway":
+            unfinished.add(base64.urlsafe_b64decode(marker.name + "=" * (-len(marker.name) % 4)).decode())
     done = {p: p.stat().st_mtime for p in (tmp_path / "results").rglob("*.h5")}
     done.update({p: p.stat().st_mtime for p in (tmp_path / "results").rglob("*.json")})
+    done = {p: m for p, m in done.items()
+            if str(p.relative_to(tmp_path)) not in unfinished
+            and not any(str(p.relative_to(tmp_path)).startswith(u + "/") for u in unfinished)}
     assert any("reference" in str(p) for p in done)
     # nothing half-written under a final name: every h5 present reads back
     for p in done:
