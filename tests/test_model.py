@@ -11,15 +11,6 @@ from rarelearn.model import (DEFAULT_HIDDEN, EnsembleModel, ModelError, NNPCalcu
 from rarelearn.training import TrainConfig, random_split, train_member
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are small: one thread is as fast as two and immune to a busy second core."""
-    import torch as _torch
-
-    old = _torch.get_num_threads()
-    _torch.set_num_threads(1)
-    yield
-    _torch.set_num_threads(old)
 
 @pytest.fixture(scope="session")
 def labelled():

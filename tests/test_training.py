@@ -13,15 +13,6 @@ from rarelearn.training import (TrainConfig, best_member, evaluate_errors, inher
 SMALL = {"H": [24, 16], "C": [24, 16]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are small: one thread is as fast as two and immune to a busy second core."""
-    import torch as _torch
-
-    old = _torch.get_num_threads()
-    _torch.set_num_threads(1)
-    yield
-    _torch.set_num_threads(old)
 
 @pytest.fixture(scope="session")
 def ethane():

@@ -7,15 +7,6 @@ from rarelearn.selection import DEFAULT_ENERGY_GAP, augment, screen, select_fram
 from rarelearn.uq import member_energies, sigma, threshold
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are small: one thread is as fast as two and immune to a busy second core."""
-    import torch as _torch
-
-    old = _torch.get_num_threads()
-    _torch.set_num_threads(1)
-    yield
-    _torch.set_num_threads(old)
 
 # ------------------------------------------------------------------ σ and threshold
 def test_threshold_known_values():
