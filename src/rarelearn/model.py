@@ -372,7 +372,35 @@ def _as_numbers(numbers) -> np.ndarray:
     return np.asarray(numbers, dtype=np.int64).reshape(-1)
 
 
-class EnsembleModel:
+class CommitteeBase:
+    """What every model family's ensemble shares: element checks and self energies.
+
+    Subclasses set ``elements`` (list of symbols), ``source`` (file or None) and ``_sae``
+    (atomic number -> self energy, eV).
+    """
+
+    elements: list
+    source: str | None
+    _sae: dict
+
+    def check_elements(self, numbers) -> None:
+        """Raise :class:`ModelError` if the structure has elements the model does not cover."""
+        have = set(self.elements)
+        z = sorted(set(_as_numbers(numbers).tolist()))
+        syms = [_SYMBOLS[i] if 0 <= i < len(_SYMBOLS) else str(i) for i in z]
+        missing = [s for s in syms if s not in have]
+        if missing:
+            where = f"{self.source}: " if self.source else ""
+            raise ModelError(f"{where}model covers {', '.join(self.elements)}; structure has "
+                             f"{', '.join(missing)}")
+
+    def self_energy(self, numbers) -> float:
+        """Sum of the self energies (isolated-atom energies, shifted) of ``numbers``, eV."""
+        self.check_elements(numbers)
+        return float(sum(self._sae[int(z)] for z in _as_numbers(numbers)))
+
+
+class EnsembleModel(CommitteeBase):
     """K TorchANI members sharing AEVs and self energies; numpy in, numpy out (eV, Å).
 
     Parameters
@@ -458,22 +486,6 @@ class EnsembleModel:
                                         source=self.source)
         sub.module.to(device=self.device, dtype=self.dtype)
         return sub
-
-    def check_elements(self, numbers) -> None:
-        """Raise :class:`ModelError` if the structure has elements the model does not cover."""
-        have = set(self.elements)
-        z = sorted(set(_as_numbers(numbers).tolist()))
-        syms = [_SYMBOLS[i] if 0 <= i < len(_SYMBOLS) else str(i) for i in z]
-        missing = [s for s in syms if s not in have]
-        if missing:
-            where = f"{self.source}: " if self.source else ""
-            raise ModelError(f"{where}model covers {', '.join(self.elements)}; structure has "
-                             f"{', '.join(missing)}")
-
-    def self_energy(self, numbers) -> float:
-        """Sum of the isolated-atom energies of ``numbers``, eV."""
-        self.check_elements(numbers)
-        return float(sum(self._sae[int(z)] for z in _as_numbers(numbers)))
 
     # ------------------------------------------------------------ evaluation
     def _species(self, numbers: np.ndarray, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

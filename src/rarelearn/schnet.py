@@ -61,7 +61,7 @@ from ase.data import covalent_radii as _COVALENT_RADII
 
 from .dataset import Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
-from .model import ModelError, _check_elements, _plain, _state_plain
+from .model import CommitteeBase, ModelError, _check_elements, _plain, _state_plain
 from .training import _device, _ok_indices, _threads
 
 __all__ = [
@@ -264,7 +264,7 @@ def _positions(numbers: np.ndarray, positions) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- ensemble
-class SchNetEnsemble:
+class SchNetEnsemble(CommitteeBase):
     """K SchNet members sharing a spec (sizes, cutoff, self energies); numpy in, numpy out.
 
     Duck-types :class:`rarelearn.model.EnsembleModel`: energies are (K, F) eV with the
@@ -352,22 +352,6 @@ class SchNetEnsemble:
                                          meta=dict(self.meta, member_of=self.source, member_index=k),
                                          source=self.source)
         return sub.to(self.device, self.dtype)
-
-    def check_elements(self, numbers) -> None:
-        """Raise :class:`ModelError` if the structure has elements the model does not cover."""
-        have = set(self.elements)
-        z = sorted(set(_as_numbers(numbers).tolist()))
-        syms = [_SYMBOLS[i] if 0 <= i < len(_SYMBOLS) else str(i) for i in z]
-        missing = [s for s in syms if s not in have]
-        if missing:
-            where = f"{self.source}: " if self.source else ""
-            raise ModelError(f"{where}model covers {', '.join(self.elements)}; structure has "
-                             f"{', '.join(missing)}")
-
-    def self_energy(self, numbers) -> float:
-        """Sum of the self energies of ``numbers``, eV."""
-        self.check_elements(numbers)
-        return float(sum(self._sae[int(z)] for z in _as_numbers(numbers)))
 
     # ------------------------------------------------------------ evaluation
     def _numbers_tensor(self, numbers: np.ndarray, b: int) -> torch.Tensor:
