@@ -189,6 +189,31 @@ def test_kill_and_resume(tmp_path):
     assert (tmp_path / "results" / "summary.csv").exists()
 
 
+def test_fused_training_trains_the_same_members(campaign, tmp_path):
+    """training.fused: one job trains every member of an iteration; the members equal the
+    per-member jobs' (same seeds, splits), up to floating-point summation order."""
+    import torch
+
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    shutil.rmtree(wd / "results" / "iter_000" / "models")
+    cfg = write_config(tmp_path / "fused.yaml", **{"training.fused": True})
+    res = snakemake(wd, "results/iter_000/best.json", configfile=cfg)
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert counts.get("train_fused") == 1 and "train" not in counts
+    assert (wd / "logs" / "iter_000" / "train_fused.log").read_text().strip()
+    for k in (0, 1):
+        name = Path("results") / "iter_000" / "models" / f"member_{k}"
+        fused, single = (json.loads((d / name.with_suffix(".json")).read_text()) for d in (wd, campaign))
+        assert fused["train_hashes"] == single["train_hashes"] and fused["seed"] == single["seed"]
+        a = torch.load(wd / name.with_suffix(".pt"), weights_only=True)["members"][0]
+        b = torch.load(campaign / name.with_suffix(".pt"), weights_only=True)["members"][0]
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("override, culprit", [
     ({"training.epoch": 3}, "training.epoch"),
     ({"model.members": "three"}, "model.members"),

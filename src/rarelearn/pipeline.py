@@ -283,23 +283,14 @@ def _train_config(training_cfg: dict):
     return TrainConfig(**{k: training_cfg[k] for k in keys})
 
 
-def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_cfg: dict,
-                      elements: Sequence[str], iteration: int, member: int, out_model, out_info,
-                      previous_dir=None, base_data_path=None) -> dict:
-    """Train ensemble member ``member`` of iteration ``iteration``; write its model and split.
+def _member_setup(frames: Frames, spec: dict, training_cfg: dict, iteration: int, member: int,
+                  previous_dir=None) -> dict:
+    """Seed, train/validation split and warm-start state of one member (shared by the
+    per-member and the fused training steps, so both train the same members)."""
+    from .training import inherited_split, random_split, seed_for
 
-    Self energies are fitted on ``base_data_path`` (iteration 0's data set), so they are the
-    same in every iteration."""
-    from .schnet import save_model, train_schnet_member
-    from .training import inherited_split, random_split, seed_for, train_member
-
-    frames = read_frames(data_path)
-    atom_e = read_json(atom_energies_json)["energies"]
-    base = frames if base_data_path is None else read_frames(base_data_path)
-    spec = _spec(model_cfg, elements, fitted_self_energies(atom_e, base))
     cfg = _train_config(training_cfg)
     seed = seed_for(iteration, member) + int(training_cfg.get("seed", 0))
-    hashes = frames.hashes
     init_state = None
     split_kind = "random"
     if iteration > 0 and previous_dir is not None:
@@ -307,8 +298,8 @@ def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_c
         if training_cfg["split"] == "inherited":
             best = int(read_json(prev / "best.json")["best_member"])
             pinfo = read_json(prev / "models" / f"member_{best}.json")
-            train_idx, val_idx = inherited_split(pinfo["train_hashes"], pinfo["val_hashes"], hashes, seed,
-                                                 cfg.train_fraction)
+            train_idx, val_idx = inherited_split(pinfo["train_hashes"], pinfo["val_hashes"], frames.hashes,
+                                                 seed, cfg.train_fraction)
             split_kind = f"inherited from iteration {iteration - 1} member {best}"
         if training_cfg["warm_start"]:
             import torch
@@ -319,15 +310,78 @@ def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_c
         train_idx, val_idx = random_split(len(frames), seed, cfg.train_fraction)
     log.info("iteration %d member %d: %d frames, split %s (%d train / %d val), seed %d", iteration, member,
              len(frames), split_kind, len(train_idx), len(val_idx), seed)
-    train = train_schnet_member if spec.get("family") == "schnet" else train_member
-    state, history = train(frames, train_idx, val_idx, spec, cfg, seed=seed, init_state=init_state, log=log.info)
+    return {"member": member, "seed": seed, "split": split_kind, "train_idx": train_idx, "val_idx": val_idx,
+            "init_state": init_state}
+
+
+def _write_member(frames: Frames, spec: dict, setup: dict, iteration: int, state: dict, history: dict,
+                  out_model, out_info) -> dict:
+    from .schnet import save_model
+
+    member, seed = setup["member"], setup["seed"]
     save_model(out_model, [state], spec, meta={"iteration": iteration, "member": member, "seed": seed})
-    info = {"iteration": iteration, "member": member, "seed": seed, "split": split_kind,
-            "train_hashes": [str(h) for h in hashes[np.asarray(train_idx, dtype=int)]],
-            "val_hashes": [str(h) for h in hashes[np.asarray(val_idx, dtype=int)]],
+    hashes = frames.hashes
+    info = {"iteration": iteration, "member": member, "seed": seed, "split": setup["split"],
+            "train_hashes": [str(h) for h in hashes[np.asarray(setup["train_idx"], dtype=int)]],
+            "val_hashes": [str(h) for h in hashes[np.asarray(setup["val_idx"], dtype=int)]],
             "history": history}
     write_json(out_info, info)
     return info
+
+
+def _training_inputs(data_path, atom_energies_json, model_cfg: dict, elements: Sequence[str],
+                     base_data_path=None) -> tuple[Frames, dict]:
+    frames = read_frames(data_path)
+    atom_e = read_json(atom_energies_json)["energies"]
+    base = frames if base_data_path is None else read_frames(base_data_path)
+    return frames, _spec(model_cfg, elements, fitted_self_energies(atom_e, base))
+
+
+def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_cfg: dict,
+                      elements: Sequence[str], iteration: int, member: int, out_model, out_info,
+                      previous_dir=None, base_data_path=None) -> dict:
+    """Train ensemble member ``member`` of iteration ``iteration``; write its model and split.
+
+    Self energies are fitted on ``base_data_path`` (iteration 0's data set), so they are the
+    same in every iteration."""
+    from .schnet import train_schnet_member
+    from .training import train_member
+
+    frames, spec = _training_inputs(data_path, atom_energies_json, model_cfg, elements, base_data_path)
+    setup = _member_setup(frames, spec, training_cfg, iteration, member, previous_dir)
+    train = train_schnet_member if spec.get("family") == "schnet" else train_member
+    state, history = train(frames, setup["train_idx"], setup["val_idx"], spec, _train_config(training_cfg),
+                           seed=setup["seed"], init_state=setup["init_state"], log=log.info)
+    return _write_member(frames, spec, setup, iteration, state, history, out_model, out_info)
+
+
+def train_ensemble_step(data_path, atom_energies_json, model_cfg: dict, training_cfg: dict,
+                        elements: Sequence[str], iteration: int, out_models: Sequence, out_infos: Sequence,
+                        previous_dir=None, base_data_path=None) -> list[dict]:
+    """Train every member of an iteration in one job (``training.fused``).
+
+    ANI members share one AEV/Jacobian computation (:func:`training.train_ensemble_fused`);
+    each still has its own seed, split and warm start, exactly as in
+    :func:`train_member_step`, and the files written are the same. SchNet members are
+    trained one after the other in this job."""
+    from .schnet import train_schnet_member
+    from .training import train_ensemble_fused
+
+    if len(out_models) != len(out_infos):
+        raise ValueError(f"{len(out_models)} model files but {len(out_infos)} info files")
+    frames, spec = _training_inputs(data_path, atom_energies_json, model_cfg, elements, base_data_path)
+    setups = [_member_setup(frames, spec, training_cfg, iteration, k, previous_dir)
+              for k in range(len(out_models))]
+    cfg = _train_config(training_cfg)
+    if spec.get("family") == "schnet":
+        results = [train_schnet_member(frames, s["train_idx"], s["val_idx"], spec, cfg, seed=s["seed"],
+                                       init_state=s["init_state"], log=log.info) for s in setups]
+    else:
+        results = train_ensemble_fused(frames, [(s["train_idx"], s["val_idx"]) for s in setups], spec, cfg,
+                                       seeds=[s["seed"] for s in setups],
+                                       init_states=[s["init_state"] for s in setups], log=log.info)
+    return [_write_member(frames, spec, s, iteration, state, hist, m, i)
+            for s, (state, hist), m, i in zip(setups, results, out_models, out_infos)]
 
 
 def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -> dict:

@@ -1,4 +1,5 @@
-# Training: one job per ensemble member, then the ensemble and its best member.
+# Training: one job per ensemble member (or, with training.fused, one job that trains every
+# member sharing the AEV computation), then the ensemble and its best member.
 
 
 rule initial_dataset:
@@ -14,30 +15,59 @@ rule initial_dataset:
         "../scripts/initial_dataset.py"
 
 
-rule train:
-    conda:
-        ENV
-    input:
-        data=training_data,
-        base="results/iter_000/dataset.h5",
-        atom_energies=ATOM_ENERGIES,
-        previous=previous_iteration_models,
-    output:
-        model="results/iter_{iteration}/models/member_{member}.pt",
-        info="results/iter_{iteration}/models/member_{member}.json",
-    params:
-        model=config["model"],
-        training=config["training"],
-        elements=config["molecule"]["elements"],
-    threads: 1
-    resources:
-        gpu=0,
-    log:
-        "logs/iter_{iteration}/train_{member}.log",
-    benchmark:
-        "logs/benchmarks/iter_{iteration}/train_{member}.tsv"
-    script:
-        "../scripts/train.py"
+if config["training"]["fused"]:
+
+    rule train_fused:
+        conda:
+            ENV
+        input:
+            data=training_data,
+            base="results/iter_000/dataset.h5",
+            atom_energies=ATOM_ENERGIES,
+            previous=previous_iteration_models,
+        output:
+            models=expand("results/iter_{{iteration}}/models/member_{member}.pt", member=MEMBERS),
+            infos=expand("results/iter_{{iteration}}/models/member_{member}.json", member=MEMBERS),
+        params:
+            model=config["model"],
+            training=config["training"],
+            elements=config["molecule"]["elements"],
+        threads: len(MEMBERS)
+        resources:
+            gpu=0,
+        log:
+            "logs/iter_{iteration}/train_fused.log",
+        benchmark:
+            "logs/benchmarks/iter_{iteration}/train_fused.tsv"
+        script:
+            "../scripts/train_fused.py"
+
+else:
+
+    rule train:
+        conda:
+            ENV
+        input:
+            data=training_data,
+            base="results/iter_000/dataset.h5",
+            atom_energies=ATOM_ENERGIES,
+            previous=previous_iteration_models,
+        output:
+            model="results/iter_{iteration}/models/member_{member}.pt",
+            info="results/iter_{iteration}/models/member_{member}.json",
+        params:
+            model=config["model"],
+            training=config["training"],
+            elements=config["molecule"]["elements"],
+        threads: 1
+        resources:
+            gpu=0,
+        log:
+            "logs/iter_{iteration}/train_{member}.log",
+        benchmark:
+            "logs/benchmarks/iter_{iteration}/train_{member}.tsv"
+        script:
+            "../scripts/train.py"
 
 
 rule best_model:
