@@ -448,3 +448,154 @@ def test_hal_records_stop_and_f():
     assert hal.history[-1].f_max == pytest.approx(frel.max())
     assert hal.history[-1].softmax_max == pytest.approx(max_softmax(frel))
     assert hal.history[-1].sigma == pytest.approx(e.std())
+
+
+# ---------------------------------------------------------------------- HAL run in the MD engine
+def _hal_md(stop, n_frames=300, record_every=1, committee=None, seed=3):
+    from rarelearn.dynamics import run_md
+    from rarelearn.hal import HALMonitor
+
+    atoms = make_atoms(n=5)
+    calc = HALCalculator(committee or make_committee(k=4), tau_rel=0.2, window=20, stop=stop)
+    mon = HALMonitor(calc)
+    fr = run_md(atoms, calc, temperature_K=300.0, n_frames=n_frames, timestep_fs=0.5, seed=seed,
+                record_every=record_every, thermostat="langevin", stop_when=mon)
+    return fr, mon, calc
+
+
+def test_engine_stop_keeps_the_firing_frame_and_its_reason():
+    """run_md's stop_when: the run ends at the step the HAL criterion fires, that frame is the
+    last one kept (even off the record_every grid), and the reason is the criterion's."""
+    # 1) unstopped run: the score at every step
+    free, mon, _ = _hal_md(StopCriterion("max", tol=1e9))
+    assert free.attrs["stop_reason"] == "completed" and not free.attrs["stop_requested"]
+    score = np.array([mon.per_step[k][2] for k in range(1, 301)])
+    # 2) a tolerance first crossed at a step that is not a multiple of record_every = 3
+    running = np.maximum.accumulate(score)
+    s = next(k for k in range(60, 300) if k % 3 and score[k - 1] > running[k - 2] + 1e-3)
+    tol = 0.5 * (score[s - 1] + running[s - 2])
+    fr, mon2, calc = _hal_md(StopCriterion("max", tol=tol), record_every=3)
+    assert mon2.fired_at == s
+    assert fr.attrs["stop_requested"] is True
+    assert fr.attrs["stop_reason"].startswith("HAL stop criterion fired: max score")
+    assert fr.attrs["steps_done"] == s
+    steps = fr.extras["step"]
+    assert steps[-1] == s and s % 3 != 0
+    np.testing.assert_array_equal(steps[:-1], np.arange(3, s, 3))
+    # the kept frame is the configuration the committee judged: same positions as the free run
+    np.testing.assert_allclose(fr.positions[-1], free.positions[s - 1], atol=1e-10)
+    assert StopCriterion("max", tol=tol)(committee_eval(make_committee(k=4), free.to_atoms(s - 1))[1])
+    assert not StopCriterion("max", tol=tol)(committee_eval(make_committee(k=4), free.to_atoms(s - 2))[1])
+    # and the HAL calculator was not called again after the stop
+    assert len(calc.history) == s + 1  # the start configuration + one evaluation per step
+
+
+class _NaNAfter(MorseCommittee):
+    """The Morse committee, but every member energy is NaN from call ``n`` on."""
+
+    def __init__(self, n, **kw):
+        c = make_committee(k=4)
+        super().__init__(c.D, c.a, c.r0, **kw)
+        self.n = n
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if self.ncalls > self.n:
+            self.results["energies"] = np.full(len(self.D), np.nan)
+
+
+def test_blowup_during_a_hal_run_stops_cleanly_without_the_bad_frame():
+    fr, mon, _ = _hal_md(StopCriterion("softmax", tol=0.99), committee=_NaNAfter(41))
+    assert not fr.attrs["stop_requested"] and mon.fired_at is None
+    assert "non-finite energy" in fr.attrs["stop_reason"]
+    assert len(fr) == 40 and fr.extras["step"][-1] == 40  # call 1 is step 0; step 41 blew up
+
+
+def test_langevin_seeds_are_valid_for_every_seed():
+    """fix langevin takes seeds 1..900000000 only: a HAL run (Langevin) must start for any seed."""
+    from rarelearn.dynamics import _lammps_seeds
+
+    seeds = [_lammps_seeds(s) for s in range(2000, 2200)]
+    assert all(0 < lseed <= 900_000_000 and 0 < vseed < 2**31 for vseed, lseed in seeds)
+    bad = next(s for s in range(2000, 2200)
+               if np.random.default_rng(s).integers(1, 2**31 - 2, size=2)[1] > 900_000_000)
+    fr, _, _ = _hal_md(StopCriterion("max", tol=1e9), n_frames=5, seed=bad)
+    assert fr.attrs["stop_reason"] == "completed" and len(fr) == 5
+
+
+# ---------------------------------------------------------------------- the hal sampler's steps
+@pytest.fixture(scope="module")
+def random_ani(tmp_path_factory):
+    """Butane (unrelaxed) as the workflow writes it, and two random, tamed ANI members: they
+    disagree, which is all a HAL run needs."""
+    import torch
+    from ase.io import write
+
+    from rarelearn.model import build_networks, make_spec, save_ensemble
+    from rarelearn.molecules import load_molecule
+
+    d = tmp_path_factory.mktemp("hal_steps")
+    mol = load_molecule({"alkane": 4, "relax": False}, elements=["H", "C"])
+    atoms = mol.atoms.copy()
+    atoms.info = {"name": mol.name, "pull1": " ".join(map(str, mol.group1)),
+                  "pull2": " ".join(map(str, mol.group2))}
+    write(d / "molecule.xyz", atoms, format="extxyz")
+    spec = make_spec(["H", "C"], {"H": [8], "C": [8]}, {"H": -10.0, "C": -40.0})
+    states = []
+    for k in range(2):
+        torch.manual_seed(k)
+        net = build_networks(spec)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(0.1)  # small energies and forces: no blow-up within a few dozen steps
+        states.append(net.state_dict())
+    save_ensemble(d / "ensemble.pt", states, spec)
+    return d
+
+
+def _sampler(**over):
+    cfg = {"kind": "hal", "tau_rel": 0.1, "window": 10, "runs": 1, "temperature_K": 500.0, "max_steps": 40,
+           "record_every": 10, "fallback": "most_uncertain", "seed": 0,
+           "stop": {"kind": "max", "tol": 1e9, "eps": 0.2}}
+    for k, v in over.items():
+        if k.startswith("stop_"):
+            cfg["stop"][k[5:]] = v
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def test_hal_run_and_selection_hand_over_the_right_frames(random_ani):
+    from rarelearn.dataset import read_frames
+    from rarelearn.pipeline import hal_run, hal_select_step
+
+    d = random_ani
+    mol, ens = d / "molecule.xyz", d / "ensemble.pt"
+    # never fires: the most uncertain recorded frame is handed over ...
+    quiet = hal_run(mol, ens, _sampler(), 0.5, seed=5, out=d / "quiet.h5", iteration=3)
+    assert quiet.attrs["stop_reason"] == "completed" and quiet.attrs["hal_fired"] is False
+    np.testing.assert_array_equal(quiet.extras["step"], [10, 20, 30, 40])
+    assert np.isfinite(quiet.extras["hal_score"]).all() and (quiet.extras["hal_sigma"] > 0).all()
+    assert quiet.attrs["hal_pick"] == int(np.argmax(quiet.extras["hal_score"]))
+    assert (quiet.source == "hal").all() and (quiet.iteration == 3).all()
+    # ... or nothing
+    none = hal_run(mol, ens, _sampler(fallback="none"), 0.5, seed=5, out=d / "none.h5", iteration=3)
+    assert none.attrs["hal_pick"] == -1
+    np.testing.assert_allclose(none.positions, quiet.positions)  # same seed, same run
+    # fires at once (any disagreement > 1e-9): the firing step 1 is kept although off the grid
+    hot = hal_run(mol, ens, _sampler(stop_tol=1e-9), 0.5, seed=6, out=d / "hot.h5", iteration=3)
+    assert hot.attrs["hal_fired"] is True and hot.attrs["stop_reason"].startswith("HAL stop criterion fired")
+    assert len(hot) == 1 and hot.extras["step"][0] == 1 and hot.attrs["hal_pick"] == 0
+    # the selection takes exactly the handed-over frames, plus noisy copies
+    sel_cfg = {"augment_copies": 2, "augment_amplitude": 0.05, "seed": 0}
+    summary = hal_select_step([d / "quiet.h5", d / "none.h5", d / "hot.h5"], sel_cfg, batch_size=4, iteration=3,
+                              out_dir=d / "selected")
+    assert summary["selected"] == 2 and summary["augmented"] == 4 and summary["fired"] == 1
+    batches = sorted((d / "selected").glob("batch_*.h5"))
+    assert len(batches) == summary["batches"] == 2
+    new = [read_frames(b) for b in batches]
+    hashes = {h for fr in new for h, s in zip(fr.hashes, fr.source) if s == "hal"}
+    picks = {quiet.hashes[quiet.attrs["hal_pick"]], hot.hashes[0]}
+    assert hashes == picks
+    assert all((fr.status == "unlabelled").all() and (fr.iteration == 3).all() for fr in new)
+    assert sum(int((fr.source == "augment").sum()) for fr in new) == 4

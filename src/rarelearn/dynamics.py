@@ -73,6 +73,18 @@ Rules 1–5 are checked on every step. LAMMPS is halted from inside the callback
 without raising there: the callback sets an internal variable that ``fix halt``
 checks at the end of every step (``error continue``), so the ``run`` returns right
 after the bad step.
+
+Requested stop (``stop_when``)
+------------------------------
+:func:`run_md` takes an optional ``stop_when(step, positions, energy, forces)``
+callable, checked after every force evaluation of the recorded phase (not during
+equilibration), once the blow-up checks have passed (a blow-up wins). It returns
+None (go on) or a non-empty reason string. When it fires at step ``s``, the run stops
+through the same ``fix halt`` machinery, the reason is stored verbatim as
+``stop_reason`` and — unlike a blow-up — the frame of step ``s`` is *kept* as the
+last frame, even when ``s`` is not a multiple of ``record_every``:
+that configuration is the one to hand over (e.g. the HAL stop-and-label criterion,
+:mod:`.hal`).
 """
 from __future__ import annotations
 
@@ -272,6 +284,8 @@ def _lammps_seeds(seed: int) -> tuple[int, int]:
     """Two positive 31-bit seeds for LAMMPS (velocities, Langevin) from one integer seed."""
     rng = np.random.default_rng(int(seed))
     a, b = rng.integers(1, 2**31 - 2, size=2)
+    if b > 900_000_000:  # fix langevin's Marsaglia generator takes seeds 1..900000000 only
+        b = b % 900_000_000 + 1
     return int(a), int(b)
 
 
@@ -373,6 +387,8 @@ class _Engine:
         self.n_calls = 0
         self.last_good_step = -1
         self.record: _Record | None = None
+        self.stop_when: Callable | None = None  # see run_md; checked in the recorded phase
+        self.keep_stop_frame = False  # True once stop_when fired: frames() keeps the stop step
         self.rec_start = 0
         self.rec_every = 1
         self.pull_v_dt = 0.0  # v·dt in Å, for the spring reference of the recorded step
@@ -493,9 +509,11 @@ class _Engine:
                 pos[:] = x
             else:
                 pos[tag - 1] = x
+            fresh = False
             if step == self.last_step and np.array_equal(pos, self.last_pos):
                 e, forces = self.last_e, self.last_f  # setup call of a new run: same step, same state
             else:
+                fresh = True
                 try:
                     e, forces = self.evaluate(pos)
                     self.n_calls += 1
@@ -518,8 +536,17 @@ class _Engine:
             rec = self.record
             if rec is not None:
                 k = step - self.rec_start
+                stored = False
                 if k > 0 and k % self.rec_every == 0 and rec.n < rec.capacity:
                     self._store(rec, k, pos, e, forces, tag, f)
+                    stored = True
+                if fresh and k > 0 and self.stop_when is not None:
+                    reason = self.stop_when(k, pos.copy(), e, forces.copy())
+                    if reason:
+                        if not stored and rec.n < rec.capacity:
+                            self._store(rec, k, pos, e, forces, tag, f)  # keep the firing frame
+                        self.keep_stop_frame = True
+                        self._stop(step, str(reason))
             if self.progress is not None:
                 done = step - self.progress_start_step
                 if done >= self.progress_next:
@@ -574,8 +601,10 @@ class _Engine:
         rec = self.record
         n = 0 if rec is None else rec.n
         if rec is not None and self.stop_step is not None:
-            # keep only frames strictly before the step at which the run was stopped
-            n = int(np.searchsorted(rec.values["step"][:n], self.stop_step - self.rec_start, side="left"))
+            # a blow-up: keep only frames strictly before the step at which the run was stopped;
+            # a requested stop (stop_when): keep the frame of that step too
+            side = "right" if self.keep_stop_frame else "left"
+            n = int(np.searchsorted(rec.values["step"][:n], self.stop_step - self.rec_start, side=side))
         if rec is None:
             positions = np.zeros((0, self.n, 3))
             extras: dict = {}
@@ -610,7 +639,8 @@ def _check_groups(n_atoms: int, group1: Sequence[int], group2: Sequence[int]) ->
 def _finish(engine: _Engine, what: str) -> str:
     reason = engine.stop_reason or "completed"
     if engine.stop_reason is not None:
-        log.warning("%s stopped at step %s: %s", what, engine.stop_step, reason)
+        (log.info if engine.keep_stop_frame else log.warning)("%s stopped at step %s: %s", what,
+                                                              engine.stop_step, reason)
     return reason
 
 
@@ -702,7 +732,8 @@ def run_smd(atoms, calculator, group1: list[int], group2: list[int], protocol: S
 def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: float = 0.5, seed: int = 0,
            record_every: int = 1, equilibration_steps: int = 0, thermostat: str = "berendsen",
            label_as: str | None = None, progress: Callable[[str], None] | None = None, *,
-           thermostat_damp_fs: float | None = None, rules: BlowUpRules | None = None, log_file=None) -> Frames:
+           thermostat_damp_fs: float | None = None, rules: BlowUpRules | None = None, log_file=None,
+           stop_when: Callable[[int, np.ndarray, float, np.ndarray], str | None] | None = None) -> Frames:
     """MD of one molecule: NVT (Berendsen or Langevin) or NVE.
 
     Parameters
@@ -725,6 +756,11 @@ def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: 
     thermostat_damp_fs : thermostat time constant, fs (default 50 fs Berendsen, 100 fs Langevin)
     rules : :class:`BlowUpRules`
     log_file : optional LAMMPS log file
+    stop_when : optional ``stop_when(step, positions, energy, forces) -> str | None``, called
+        after every force evaluation of the production (``step`` counted as ``extras["step"]``,
+        positions (N, 3) Å, energy eV and forces (N, 3) eV/Å as the calculator returned them;
+        copies). A non-empty string stops the run with that ``stop_reason`` and keeps the frame
+        of that step as the last frame (see the module docstring, "Requested stop").
 
     Returns
     -------
@@ -734,7 +770,8 @@ def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: 
         rescaling, so potential + kinetic is the conserved energy under NVE);
         attrs ``stop_reason``, ``seed``, ``temperature_K``, ``timestep_fs``, ``thermostat``,
         ``thermostat_damp_fs``, ``record_every``, ``equilibration_steps``, ``steps_done``
-        (production steps completed), ``calculator_calls``, ``engine``.
+        (production steps completed), ``calculator_calls``, ``engine``, ``stop_requested``
+        (True when ``stop_when`` ended the run).
     """
     thermostat = thermostat.lower()
     if thermostat not in ("berendsen", "langevin", "nve"):
@@ -748,6 +785,7 @@ def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: 
     rules = rules or BlowUpRules()
     vseed, lseed = _lammps_seeds(seed)
     engine = _Engine(atoms, calculator, timestep_fs, rules, (), progress, f"MD seed {seed}", log_file=log_file)
+    engine.stop_when = stop_when
     prod_steps = int(n_frames) * int(record_every)
     try:
         engine.start_progress(equilibration_steps + prod_steps)
@@ -766,7 +804,8 @@ def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: 
             engine._define_ext()
         ok = engine.run(equilibration_steps)
         if ok:
-            engine.start_recording(n_frames, record_every, label_as is not None,
+            # one spare slot: a requested stop between two recorded steps keeps its frame
+            engine.start_recording(n_frames + (stop_when is not None), record_every, label_as is not None,
                                    ("step", "time_fs", "potential_energy", "kinetic_energy"))
             engine.run(prod_steps)
         reason = _finish(engine, f"MD (seed {seed})")
@@ -786,6 +825,7 @@ def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: 
             "steps_done": int(steps_done),
             "calculator_calls": int(engine.n_calls),
             "engine": f"lammps {engine.lmp.version()} fix external",
+            "stop_requested": bool(engine.keep_stop_frame),
         }
         return engine.frames(label_as, "md", attrs)
     finally:

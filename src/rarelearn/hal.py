@@ -55,6 +55,7 @@ __all__ = [
     "COMMITTEE_PROPERTIES",
     "HALCalculator",
     "HALError",
+    "HALMonitor",
     "HALRecord",
     "StopCriterion",
     "committee_stats",
@@ -434,3 +435,50 @@ class HALCalculator(Calculator):
             softmax_max=max_softmax(f_rel) if f_rel.size else 0.0,
             stop=verdict,
         ))
+
+
+# ---------------------------------------------------------------------- MD hook
+class HALMonitor:
+    """The ``stop_when`` hook of :func:`rarelearn.dynamics.run_md` for a HAL run.
+
+    Called after every force evaluation of the run with ``(step, positions, energy,
+    forces)``; it reads the verdict the :class:`HALCalculator` (built with a
+    :class:`StopCriterion`) stored for that very evaluation, records per step
+
+    * ``tau``   τ used (dimensionless)
+    * ``sigma`` σ, the committee's energy spread (eV)
+    * ``score`` the stop criterion's value (max softmax(f) or max f)
+
+    and returns ``"HAL stop criterion fired: ..."`` when the criterion fired, None
+    otherwise. ``per_step[step] = (tau, sigma, score)``; ``fired_at`` is the step it
+    fired at (None until then).
+    """
+
+    def __init__(self, calc: HALCalculator) -> None:
+        if not isinstance(calc, HALCalculator) or calc.stop is None:
+            raise HALError("HALMonitor needs a HALCalculator built with a StopCriterion (stop=...)")
+        self.calc = calc
+        self.per_step: dict[int, tuple[float, float, float]] = {}
+        self.fired_at: int | None = None
+
+    def __call__(self, step: int, positions=None, energy=None, forces=None) -> str | None:
+        res, crit = self.calc.results, self.calc.stop
+        if "stop" not in res:
+            raise HALError("the HAL calculator has no stop verdict for this step")
+        f = res["rel_force_uncertainty"]
+        if crit.eps != self.calc.eps:
+            f = relative_force_uncertainty(res["member_forces"], crit.eps)
+        score = crit.score_from_f(f)
+        self.per_step[int(step)] = (float(res["tau"]), float(res["sigma"]), float(score))
+        if not res["stop"]:
+            return None
+        self.fired_at = int(step)
+        i = int(np.argmax(f))
+        return (f"HAL stop criterion fired: {crit.kind} score {score:.3f} > {crit.tol:g} at step {int(step)} "
+                f"(atom {i}, f_i {float(f[i]):.2f}; sigma {float(res['sigma']):.4f} eV, tau {float(res['tau']):.3g})")
+
+    def values(self, steps) -> dict[str, np.ndarray]:
+        """``tau``, ``sigma``, ``score`` at the given steps (NaN where not recorded)."""
+        rows = [self.per_step.get(int(s), (np.nan, np.nan, np.nan)) for s in np.asarray(steps).ravel()]
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+        return {"tau": arr[:, 0], "sigma": arr[:, 1], "score": arr[:, 2]}

@@ -35,6 +35,8 @@ __all__ = [
     "best_model_step",
     "uq_step",
     "select_step",
+    "hal_run",
+    "hal_select_step",
     "label_step",
     "merge_step",
     "evaluate_step",
@@ -531,6 +533,121 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     return summary
 
 
+def hal_run(molecule_xyz, ensemble_path, sampler_cfg: dict, timestep_fs: float, seed: int, out,
+            iteration: int = -1) -> Frames:
+    """One hyperactive-learning run (sampler ``hal``): Langevin MD at
+    ``sampler_cfg["temperature_K"]`` from the prepared molecule, driven by the whole
+    committee with the HAL bias E − τσ (adaptive τ from ``tau_rel`` over ``window`` steps),
+    until the stop criterion (``sampler_cfg["stop"]``: softmax | max, ``tol``, ``eps``) fires
+    or ``max_steps`` steps (of ``timestep_fs`` fs) are done.
+
+    Writes the run's recorded frames (every ``record_every`` steps, plus the firing step;
+    unlabelled, source ``hal``; extras ``hal_tau``, ``hal_sigma`` (eV), ``hal_score``) with
+    attrs ``hal_fired``, ``hal_pick`` (index of the frame handed to labelling, −1: none) and
+    ``hal_pick_reason``. Hand-over rule: the firing frame; a run that ends without firing
+    (``max_steps`` reached, or a blow-up, which stops cleanly and drops its bad step) hands
+    over its most uncertain recorded frame (highest score) when ``fallback`` is
+    ``most_uncertain``, nothing when it is ``none``."""
+    from .dynamics import run_md
+    from .hal import HALCalculator, HALMonitor, StopCriterion
+    from .schnet import load_model, make_calculator
+
+    atoms, _, _ = load_prepared_molecule(molecule_xyz)
+    ens = load_model(ensemble_path)
+    ens.check_elements(atoms.numbers)
+    st = sampler_cfg["stop"]
+    crit = StopCriterion(kind=st["kind"], tol=st["tol"], eps=float(st["eps"]))
+    calc = HALCalculator(make_calculator(ens), tau_rel=float(sampler_cfg["tau_rel"]),
+                         window=int(sampler_cfg["window"]), stop=crit)
+    monitor = HALMonitor(calc)
+    every = int(sampler_cfg["record_every"])
+    n_frames = -(-int(sampler_cfg["max_steps"]) // every)
+    t0 = time.time()
+    frames = run_md(atoms, calc, temperature_K=float(sampler_cfg["temperature_K"]), n_frames=n_frames,
+                    timestep_fs=float(timestep_fs), seed=int(seed), record_every=every, thermostat="langevin",
+                    progress=_progress, stop_when=monitor)
+    vals = monitor.values(frames.extras["step"]) if len(frames) else {"tau": [], "sigma": [], "score": []}
+    frames.extras.update({f"hal_{k}": np.asarray(v, dtype=np.float64) for k, v in vals.items()})
+    fired = bool(frames.attrs.get("stop_requested")) and len(frames) > 0
+    if fired:
+        pick, why = len(frames) - 1, "stop criterion fired"
+    elif sampler_cfg["fallback"] == "most_uncertain" and len(frames):
+        pick, why = int(np.nanargmax(frames.extras["hal_score"])), "most uncertain recorded frame (no stop)"
+    else:
+        pick, why = -1, "none (no stop)"
+    frames.source[:] = "hal"
+    frames.iteration[:] = iteration
+    hist = calc.history_arrays()
+    frames.attrs.update({"driver": f"HAL-biased committee (tau_rel {sampler_cfg['tau_rel']})", "hal_fired": fired,
+                         "hal_pick": int(pick), "hal_pick_reason": why,
+                         "hal_stop": {"kind": crit.kind, "tol": float(crit.tol), "eps": crit.eps},
+                         "hal_tau_final": float(hist["tau"][-1]) if len(hist["tau"]) else 0.0,
+                         "wall_seconds": time.time() - t0})
+    write_frames(out, frames)
+    log.info("HAL run seed %d: %s after %d steps; hands over %s (%.1f s)", seed, frames.attrs["stop_reason"],
+             frames.attrs["steps_done"], why if pick < 0 else f"frame {pick} (step "
+             f"{int(frames.extras['step'][pick])}, {why})", time.time() - t0)
+    return frames
+
+
+def hal_select_step(run_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int, out_dir) -> dict:
+    """Sampler ``hal``: the frame each HAL run handed over (``attrs["hal_pick"]``, see
+    :func:`hal_run`), plus ``selection.augment_copies`` noisy copies of each; written in
+    label batches like :func:`select_step` (``out_dir/batch_NNNN.h5``, ``selection.json``).
+    The frames keep source ``hal``; no UQ threshold or similarity screening is applied."""
+    from .selection import augment
+
+    picked, per_run = [], []
+    for p in run_paths:
+        fr = read_frames(p)
+        pick = int(fr.attrs.get("hal_pick", -1))
+        rec = {"run": Path(p).stem, "fired": bool(fr.attrs.get("hal_fired", False)), "pick": pick,
+               "reason": fr.attrs.get("hal_pick_reason"), "stop_reason": fr.attrs.get("stop_reason"),
+               "steps_done": fr.attrs.get("steps_done")}
+        if 0 <= pick < len(fr):
+            sub = fr.subset([pick])
+            rec.update({"step": int(sub.extras["step"][0]), "score": float(sub.extras["hal_score"][0]),
+                        "hash": str(sub.hashes[0])})
+            picked.append(sub)
+        per_run.append(rec)
+    kept = Frames.concatenate(picked) if picked else None
+    n_kept = 0 if kept is None else len(kept)
+    new = None
+    if n_kept:
+        kept.extras, kept.attrs = {}, {}
+        kept.source[:] = "hal"
+        kept.iteration[:] = iteration
+        kept.status[:] = "unlabelled"
+        kept.energy = np.full(n_kept, np.nan)
+        kept.forces = np.full((n_kept, kept.n_atoms, 3), np.nan)
+        kept.labeller[:] = ""
+        new = kept
+        if selection_cfg["augment_copies"]:
+            noisy = augment(kept, n_copies=selection_cfg["augment_copies"],
+                            amplitude=selection_cfg["augment_amplitude"], seed=selection_cfg["seed"] + 7919 * iteration)
+            noisy.extras = {}
+            new = Frames.concatenate([kept, noisy])
+    out_dir = Path(out_dir)
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    n_batches = 0
+    if new is not None:
+        for b, start in enumerate(range(0, len(new), batch_size)):
+            write_frames(tmp_dir / f"batch_{b:04d}.h5", new.subset(slice(start, start + batch_size)))
+            n_batches += 1
+    summary = {"iteration": iteration, "sampler": "hal", "selected": n_kept,
+               "augmented": 0 if new is None else len(new) - n_kept, "total_new": 0 if new is None else len(new),
+               "batches": n_batches, "empty": n_kept == 0, "fired": sum(r["fired"] for r in per_run),
+               "runs": per_run}
+    write_json(tmp_dir / "selection.json", summary)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp_dir, out_dir)
+    log.info("iteration %d: %d of %d HAL runs fired; %d frames handed over + %d augmented, %d label batches",
+             iteration, summary["fired"], len(per_run), n_kept, summary["augmented"], n_batches)
+    return summary
+
+
 # ------------------------------------------------------------------ labelling
 def _label_one_in_child(labeller, positions, numbers, conn) -> None:  # pragma: no cover - child process
     from ase import Atoms
@@ -648,7 +765,7 @@ def merge_step(data_path, labelled_paths: Sequence, iteration: int, out, out_inf
     info = {"iteration": iteration, "previous_frames": len(base), "labelled": n_new, "failed_labels": n_failed,
             "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
             "label_seconds": label_seconds,
-            "selected": int(sum((p.source == "al").sum() for p in new_parts)),
+            "selected": int(sum(np.isin(p.source, ("al", "hal")).sum() for p in new_parts)),
             "augmented": int(sum((p.source == "augment").sum() for p in new_parts))}
     if n_new and n_failed == n_new:
         log.warning("iteration %d: all %d labels failed; the data set is unchanged", iteration, n_new)

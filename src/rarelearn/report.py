@@ -131,7 +131,8 @@ def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> 
             thr = float(h5[first].attrs["threshold"])
         with open(selection_files[i]) as fh:
             sel = json.load(fh)
-        idx = next((r.get("indices", []) for r in sel["replicas"] if r["replica"] == first), [])
+        # sampler hal selects from its own runs, not from the SMD replicas: no indices here
+        idx = next((r.get("indices", []) for r in sel.get("replicas", []) if r["replica"] == first), [])
         d = fr.extras["spring_distance"]
         ax.plot(d, s, lw=0.8, label="σ")
         ax.axhline(thr, color="red", ls="--", lw=1, label="μ+3σ")

@@ -23,11 +23,21 @@ wildcard_constraints:
     member=r"\d+",
     replica=r"\d{2}",
     batch=r"\d{4}",
+    hal_run=r"\d{2}",
 
 
 MEMBERS = list(range(config["model"]["members"]))
 REPLICAS = [f"{r:02d}" for r in range(config["reference"]["replicas"])]
 MAE_REPLICAS = REPLICAS[: config["evaluation"]["mae_replicas"]]
+HAL_SAMPLER = config["sampler"]["kind"] == "hal"
+HAL_RUNS = [f"{r:02d}" for r in range(config["sampler"]["runs"])]
+# What the SMD rule needs of the sampler: only smd+hal changes the pull, so the hal-only
+# keys (and kind smd vs hal, whose replicas are identical) rerun nothing there.
+SMD_SAMPLER = (
+    {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
+    if config["sampler"]["kind"] == "smd+hal"
+    else {"kind": "smd"}
+)
 ENV = "../../environment.yml"
 MOLECULE = "results/reference/molecule.xyz"
 ATOM_ENERGIES = "results/reference/atom_energies.json"
@@ -93,6 +103,29 @@ def iteration_replicas(wildcards):
         iteration=wildcards.iteration,
         replica=REPLICAS,
     )
+
+
+def hal_run_seed(wildcards):
+    """Seed of HAL run r of iteration i: sampler.seed + 1000 i + r."""
+    return config["sampler"]["seed"] + 1000 * int(wildcards.iteration) + int(wildcards.hal_run)
+
+
+def iteration_hal_runs(wildcards):
+    return expand(
+        "results/iter_{iteration}/hal/run_{hal_run}.h5",
+        iteration=wildcards.iteration,
+        hal_run=HAL_RUNS,
+    )
+
+
+def selection_inputs(wildcards):
+    """What the select checkpoint reads: the HAL runs (sampler hal), else the SMD UQ."""
+    if HAL_SAMPLER:
+        return {"hal_runs": iteration_hal_runs(wildcards)}
+    return {
+        "uq": f"results/iter_{wildcards.iteration}/uq.h5",
+        "replicas": iteration_replicas(wildcards),
+    }
 
 
 def labelled_batches(wildcards):

@@ -1,4 +1,5 @@
-# Sampling: SMD with the best member (one job per replica), UQ, selection (checkpoint).
+# Sampling: SMD with the best member (one job per replica), UQ, HAL runs (sampler hal,
+# one job per run), selection (checkpoint).
 
 
 rule smd:
@@ -13,7 +14,7 @@ rule smd:
     params:
         smd=config["smd"],
         seed=replica_seed,
-        sampler=config["sampler"],
+        sampler=SMD_SAMPLER,
     threads: 1
     log:
         "logs/iter_{iteration}/smd_{replica}.log",
@@ -40,12 +41,32 @@ rule uq:
         "../scripts/uq.py"
 
 
+rule hal_run:
+    conda:
+        ENV
+    input:
+        molecule=MOLECULE,
+        ensemble="results/iter_{iteration}/ensemble.pt",
+    output:
+        "results/iter_{iteration}/hal/run_{hal_run}.h5",
+    params:
+        sampler=config["sampler"],
+        timestep_fs=config["smd"]["timestep_fs"],
+        seed=hal_run_seed,
+    threads: 1
+    log:
+        "logs/iter_{iteration}/hal_{hal_run}.log",
+    benchmark:
+        "logs/benchmarks/iter_{iteration}/hal_{hal_run}.tsv"
+    script:
+        "../scripts/hal_run.py"
+
+
 checkpoint select:
     conda:
         ENV
     input:
-        uq="results/iter_{iteration}/uq.h5",
-        replicas=iteration_replicas,
+        unpack(selection_inputs),
     output:
         directory("results/iter_{iteration}/selected"),
     params:

@@ -1,6 +1,11 @@
-"""Snakemake adapter: select, screen and augment frames; write label batches."""
-from rarelearn.pipeline import select_step, setup_logging
+"""Snakemake adapter: select, screen and augment frames (or take the HAL runs' frames); write label batches."""
+from rarelearn.pipeline import hal_select_step, select_step, setup_logging
 
 setup_logging(snakemake.log[0])
-select_step(snakemake.input.uq, list(snakemake.input.replicas), snakemake.params.selection,
-            snakemake.params.batch_size, int(snakemake.wildcards.iteration), snakemake.output[0])
+iteration = int(snakemake.wildcards.iteration)
+if "hal_runs" in snakemake.input.keys():
+    hal_select_step(list(snakemake.input.hal_runs), snakemake.params.selection, snakemake.params.batch_size,
+                    iteration, snakemake.output[0])
+else:
+    select_step(snakemake.input.uq, list(snakemake.input.replicas), snakemake.params.selection,
+                snakemake.params.batch_size, iteration, snakemake.output[0])
