@@ -17,6 +17,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/label.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/studies.smk"
 
 
 # Light steps run where Snakemake runs, not as cluster jobs.
@@ -28,4 +29,5 @@ rule all:
         campaign_evaluations,
         "results/summary.csv",
         expand("results/figures/{figure}.png", figure=FIGURES),
+        finished_studies,
     default_target: True

@@ -26,6 +26,8 @@ __all__ = [
     "plot_uq",
     "plot_label_efficiency",
     "make_figures",
+    "plot_baselines",
+    "plot_study",
 ]
 
 
@@ -154,6 +156,64 @@ def plot_label_efficiency(summary, out, target_kcal: float = 1.0) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("reference labels spent")
     ax.set_ylabel("|ΔE_a| (kcal/mol)")
+    return _save(fig, out)
+
+
+def plot_baselines(reference_replicas: Sequence, baseline_replicas: dict, table, out) -> Path:
+    """Work curves of each baseline's SMD over the reference's, one panel per baseline
+    (Fig. 2c: trained on equilibrium MD only; Fig. 2d: trained on the reference SMD frames).
+    ``table``: the baselines table (``studies.baselines_step``) for the E_a in each title."""
+    names = list(baseline_replicas)
+    titles = {"equilibrium": "trained on equilibrium MD only", "smd_frames": "trained on reference SMD frames"}
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2), squeeze=False, sharey=True)
+    ref_curves = [_curve(read_frames(p)) for p in reference_replicas]
+    for ax, name in zip(axes[0], names):
+        for k, (d, w) in enumerate(ref_curves):
+            ax.plot(d, w, color="black", lw=2.0, alpha=0.8, label="reference" if k == 0 else None)
+        for k, p in enumerate(baseline_replicas[name]):
+            d, w = _curve(read_frames(p))
+            ax.plot(d, w, color="tab:red", lw=1.0, alpha=0.8, label="potential" if k == 0 else None)
+        row = table[table["baseline"] == name].iloc[0]
+        ax.set_title(f"{titles.get(name, name)}\nE_a {row.potential_ea_mean:.2f} ± {row.potential_ea_stderr:.2f} eV "
+                     f"vs {row.labeller_ea_mean:.2f} ± {row.labeller_ea_stderr:.2f} eV; "
+                     f"ΔE_a {row.delta_ea_kcal:+.1f} ± {row.delta_ea_stderr_kcal:.1f} kcal/mol", fontsize=8)
+        ax.set_xlabel("spring distance (Å)")
+        ax.legend(fontsize=8, loc="upper left")
+    axes[0, 0].set_ylabel("work W (eV)")
+    return _save(fig, out)
+
+
+def plot_study(table, key: str, out, xlabel: str, title: str = "", logx: bool = False, mark=None,
+               target_kcal: float = 1.0) -> Path:
+    """A study's E_a of labeller and potential per case (top, eV) and ΔE_a ± standard error
+    (bottom, kcal/mol, with ±``target_kcal`` shaded); ``mark``: the campaign's own case
+    (alkane trained on, protocol speed), drawn as a dotted line."""
+    x = np.asarray(table[key], dtype=float)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(5.8, 6.0), sharex=True)
+    ax1.errorbar(x, table["labeller_ea_mean"], yerr=table["labeller_ea_stderr"], marker="o", color="black",
+                 capsize=3, label="labeller")
+    ax1.errorbar(x, table["potential_ea_mean"], yerr=table["potential_ea_stderr"], marker="s", color="tab:red",
+                 capsize=3, label="potential")
+    ax1.set_ylabel("E_a = max W (eV)")
+    ax1.legend(fontsize=8)
+    ax1.set_title(title, fontsize=9)
+    ax2.axhspan(-target_kcal, target_kcal, color="tab:green", alpha=0.2, label=f"±{target_kcal:g} kcal/mol")
+    ax2.axhline(0.0, color="grey", lw=0.8)
+    ax2.errorbar(x, table["delta_ea_kcal"], yerr=table["delta_ea_stderr_kcal"], marker="o", capsize=3,
+                 color="tab:blue", label="ΔE_a ± standard error")
+    ax2.set_ylabel("ΔE_a potential − labeller (kcal/mol)")
+    ax2.set_xlabel(xlabel)
+    for ax in (ax1, ax2):
+        if mark is not None:
+            ax.axvline(float(mark), color="grey", ls=":", lw=1)
+        if logx:
+            ax.set_xscale("log")
+    if logx:
+        ax2.set_xticks(x)
+        ax2.set_xticklabels([f"{v:g}" for v in x])
+    else:
+        ax2.set_xticks(x)
+    ax2.legend(fontsize=8)
     return _save(fig, out)
 
 

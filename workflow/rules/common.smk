@@ -150,3 +150,165 @@ def campaign_evaluations(wildcards=None):
         if stop_rule_met(history, config["campaign"]["stop"]):
             break
     return files
+
+
+# ------------------------------------------------------------------ studies (rules/studies.smk)
+import glob
+
+from rarelearn.studies import scaled_protocol, speed_label
+
+STUDIES = config["studies"]
+STUDY_REPLICAS = [f"{r:02d}" for r in range(STUDIES["replicas"])]
+TRANSFER_ALKANES = list(STUDIES["transfer"]["alkanes"])
+STRAIN_SPEEDS = [speed_label(v) for v in STUDIES["strain_rates"]["velocities"]]
+CAMPAIGN_ALKANE = config["molecule"]["alkane"] if config["molecule"]["structure"] is None else None
+# Only the smd+hal sampler changes an iteration's pull; otherwise its SMD replicas are the
+# study's plain best-member SMD and are reused.
+CAMPAIGN_SMD_IS_STUDY_SMD = config["sampler"]["kind"] != "smd+hal"
+STUDY_SAMPLER = {"kind": "smd"}
+SMD_FRAMES = "results/studies/baselines/smd_frames"
+
+if STUDIES["baselines"]["smd_replicas"] > config["reference"]["replicas"]:
+    sys.exit(
+        f"config error: studies.baselines.smd_replicas: {STUDIES['baselines']['smd_replicas']} is more "
+        f"than reference.replicas ({config['reference']['replicas']}); lower it or raise reference.replicas"
+    )
+
+
+def final_iteration():
+    """The campaign's last evaluated iteration ('003'): its potential is the one studied."""
+    return os.path.basename(os.path.dirname(campaign_evaluations()[-1]))[len("iter_") :]
+
+
+def campaign_run(side, replica, iteration, same_case):
+    """The campaign's own SMD replica when a study run would repeat it exactly, else None:
+    the labeller's is the reference's, the potential's that of the iteration (plain SMD)."""
+    if not same_case or replica not in REPLICAS:
+        return None
+    if side == "labeller":
+        return f"results/reference/smd/replica_{replica}.h5"
+    if CAMPAIGN_SMD_IS_STUDY_SMD:
+        return f"results/iter_{iteration}/smd/replica_{replica}.h5"
+    return None
+
+
+def smd_frames_replicas(wildcards=None):
+    return expand(
+        "results/reference/smd/replica_{replica}.h5",
+        replica=REPLICAS[: STUDIES["baselines"]["smd_replicas"]],
+    )
+
+
+def baseline_ensemble(wildcards):
+    if wildcards.baseline == "equilibrium":
+        return "results/iter_000/ensemble.pt"
+    return f"{SMD_FRAMES}/ensemble.pt"
+
+
+def baseline_best(wildcards):
+    if wildcards.baseline == "equilibrium":
+        return "results/iter_000/best.json"
+    return f"{SMD_FRAMES}/best.json"
+
+
+def equilibrium_baseline_replicas(wildcards=None):
+    """Iteration 0 is the equilibrium-only ensemble: its own SMD replicas serve when it pulled
+    with the plain SMD sampler."""
+    return [
+        campaign_run("potential", r, "000", True)
+        or f"results/studies/baselines/equilibrium/smd/replica_{r}.h5"
+        for r in REPLICAS
+    ]
+
+
+def smd_frames_members(wildcards=None):
+    return expand(f"{SMD_FRAMES}/models/member_{{member}}.pt", member=MEMBERS)
+
+
+def smd_frames_member_infos(wildcards=None):
+    return expand(f"{SMD_FRAMES}/models/member_{{member}}.json", member=MEMBERS)
+
+
+def transfer_molecule_file(wildcards):
+    """The campaign's own molecule for its alkane, else the study's."""
+    if int(wildcards.alkane) == CAMPAIGN_ALKANE:
+        return MOLECULE
+    return f"results/studies/transfer/C{wildcards.alkane}/molecule.xyz"
+
+
+def transfer_molecule_spec(wildcards):
+    """The campaign's molecule section with another alkane (built and relaxed the same way)."""
+    return {**config["molecule"], "alkane": int(wildcards.alkane), "structure": None, "pull": None}
+
+
+def transfer_runs(side, iteration):
+    runs = []
+    for n in TRANSFER_ALKANES:
+        for r in STUDY_REPLICAS:
+            study = (
+                f"results/studies/transfer/C{n}/labeller/replica_{r}.h5"
+                if side == "labeller"
+                else f"results/studies/iter_{iteration}/transfer/C{n}/replica_{r}.h5"
+            )
+            runs.append(campaign_run(side, r, iteration, n == CAMPAIGN_ALKANE) or study)
+    return runs
+
+
+def transfer_labeller_runs(wildcards):
+    return transfer_runs("labeller", wildcards.iteration)
+
+
+def transfer_potential_runs(wildcards):
+    return transfer_runs("potential", wildcards.iteration)
+
+
+def final_transfer(wildcards):
+    return expand(
+        "results/studies/iter_{iteration}/{file}",
+        iteration=final_iteration(),
+        file=["transfer.csv", "transfer.json", "figures/transfer.png"],
+    )
+
+
+def strain_protocol(wildcards):
+    """The smd protocol at this speed, pulling as far (pull_steps scaled)."""
+    return scaled_protocol(config["smd"], float(wildcards.speed))
+
+
+def strain_runs(side, iteration):
+    runs = []
+    for s in STRAIN_SPEEDS:
+        same = float(s) == float(config["smd"]["velocity"])
+        for r in STUDY_REPLICAS:
+            study = (
+                f"results/studies/strain_rates/v{s}/labeller/replica_{r}.h5"
+                if side == "labeller"
+                else f"results/studies/iter_{iteration}/strain_rates/v{s}/replica_{r}.h5"
+            )
+            runs.append(campaign_run(side, r, iteration, same) or study)
+    return runs
+
+
+def strain_labeller_runs(wildcards):
+    return strain_runs("labeller", wildcards.iteration)
+
+
+def strain_potential_runs(wildcards):
+    return strain_runs("potential", wildcards.iteration)
+
+
+def final_strain_rates(wildcards):
+    return expand(
+        "results/studies/iter_{iteration}/{file}",
+        iteration=final_iteration(),
+        file=["strain_rates.csv", "strain_rates.json", "figures/strain_rates.png"],
+    )
+
+
+def finished_studies(wildcards=None):
+    """Study figures already made by their named targets. `all` never starts a study; once one
+    ran, `all` keeps it up to date and `snakemake --report` shows its figure."""
+    found = glob.glob("results/studies/figures/baselines.png")
+    for study in ("transfer", "strain_rates"):
+        found += glob.glob(f"results/studies/iter_[0-9][0-9][0-9]/figures/{study}.png")
+    return sorted(found)

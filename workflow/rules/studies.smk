@@ -1,0 +1,287 @@
+# Baselines and studies, run only when asked for by name (never by the default target):
+#   snakemake --cores 2 baselines      Fig. 2c/2d: ensembles trained on equilibrium MD only and
+#                                      on the reference SMD frames, pulled like the reference
+#   snakemake --cores 2 transfer       Fig. 7b: the final potential on the n-alkanes of
+#                                      studies.transfer.alkanes, against the labeller
+#   snakemake --cores 2 strain_rates   SI Fig. S7: the final potential at the pulling speeds of
+#                                      studies.strain_rates.velocities, against the labeller
+# One job per molecule / speed / replica / member. Every SMD uses the reference's seeds, and
+# the potential is pulled by its best member (the paper's sampler). A run identical to one the
+# campaign made (same molecule, protocol, seed and potential) is the campaign's file, not redone.
+# The studies of the final potential live under results/studies/iter_NNN/, so a longer campaign
+# does not make them stale. Once a study has been run, the default target keeps it up to date
+# and `snakemake --report` shows its figure (`finished_studies`).
+wildcard_constraints:
+    baseline="equilibrium|smd_frames",
+    alkane=r"\d+",
+    speed=r"[0-9][0-9.e+-]*",
+
+
+# ------------------------------------------------------------------ baselines (Fig. 2c/2d)
+rule smd_frames_dataset:
+    conda:
+        ENV
+    input:
+        smd_frames_replicas,
+    output:
+        f"{SMD_FRAMES}/dataset.h5",
+    params:
+        stride=STUDIES["baselines"]["frame_stride"],
+    log:
+        "logs/studies/baselines/smd_frames_dataset.log",
+    script:
+        "../scripts/study_dataset.py"
+
+
+rule baseline_train:
+    conda:
+        ENV
+    input:
+        data=f"{SMD_FRAMES}/dataset.h5",
+        base="results/iter_000/dataset.h5",
+        atom_energies=ATOM_ENERGIES,
+    output:
+        model=f"{SMD_FRAMES}/models/member_{{member}}.pt",
+        info=f"{SMD_FRAMES}/models/member_{{member}}.json",
+    params:
+        model=config["model"],
+        training=config["training"],
+        elements=config["molecule"]["elements"],
+    threads: 1
+    resources:
+        gpu=0,
+    log:
+        "logs/studies/baselines/train_{member}.log",
+    benchmark:
+        "logs/benchmarks/studies/baselines/train_{member}.tsv"
+    script:
+        "../scripts/study_train.py"
+
+
+rule baseline_best_model:
+    conda:
+        ENV
+    input:
+        data=f"{SMD_FRAMES}/dataset.h5",
+        members=smd_frames_members,
+        infos=smd_frames_member_infos,
+    output:
+        ensemble=f"{SMD_FRAMES}/ensemble.pt",
+        best=f"{SMD_FRAMES}/best.json",
+    threads: 1
+    log:
+        "logs/studies/baselines/best_model.log",
+    script:
+        "../scripts/best_model.py"
+
+
+rule baseline_smd:
+    conda:
+        ENV
+    input:
+        molecule=MOLECULE,
+        ensemble=baseline_ensemble,
+        best=baseline_best,
+    output:
+        "results/studies/baselines/{baseline}/smd/replica_{replica}.h5",
+    params:
+        smd=config["smd"],
+        seed=replica_seed,
+        sampler=STUDY_SAMPLER,
+    threads: 1
+    log:
+        "logs/studies/baselines/{baseline}/smd_{replica}.log",
+    benchmark:
+        "logs/benchmarks/studies/baselines/{baseline}/smd_{replica}.tsv"
+    script:
+        "../scripts/smd.py"
+
+
+rule baselines_summary:
+    conda:
+        ENV
+    input:
+        reference=reference_replicas,
+        equilibrium=equilibrium_baseline_replicas,
+        smd_frames=expand(
+            "results/studies/baselines/smd_frames/smd/replica_{replica}.h5", replica=REPLICAS
+        ),
+        equilibrium_data="results/iter_000/dataset.h5",
+        smd_frames_data=f"{SMD_FRAMES}/dataset.h5",
+    output:
+        json="results/studies/baselines.json",
+        csv="results/studies/baselines.csv",
+        png=report(
+            "results/studies/figures/baselines.png",
+            caption="../report/baselines.rst",
+            category="Studies",
+        ),
+    log:
+        "logs/studies/baselines.log",
+    script:
+        "../scripts/study_baselines.py"
+
+
+rule baselines:
+    input:
+        rules.baselines_summary.output,
+
+
+# ------------------------------------------------------------------ transfer (Fig. 7b)
+rule transfer_molecule:
+    conda:
+        ENV
+    output:
+        molecule="results/studies/transfer/C{alkane}/molecule.xyz",
+        atom_energies="results/studies/transfer/C{alkane}/atom_energies.json",
+    params:
+        molecule=transfer_molecule_spec,
+        labeller=config["labeller"],
+    log:
+        "logs/studies/transfer/C{alkane}/molecule.log",
+    script:
+        "../scripts/reference_molecule.py"
+
+
+rule transfer_labeller_smd:
+    conda:
+        ENV
+    input:
+        molecule=transfer_molecule_file,
+    output:
+        "results/studies/transfer/C{alkane}/labeller/replica_{replica}.h5",
+    params:
+        smd=config["smd"],
+        labeller=config["labeller"],
+        seed=replica_seed,
+    threads: 1
+    log:
+        "logs/studies/transfer/C{alkane}/labeller_smd_{replica}.log",
+    benchmark:
+        "logs/benchmarks/studies/transfer/C{alkane}/labeller_smd_{replica}.tsv"
+    script:
+        "../scripts/smd.py"
+
+
+rule transfer_potential_smd:
+    conda:
+        ENV
+    input:
+        molecule=transfer_molecule_file,
+        ensemble="results/iter_{iteration}/ensemble.pt",
+        best="results/iter_{iteration}/best.json",
+    output:
+        "results/studies/iter_{iteration}/transfer/C{alkane}/replica_{replica}.h5",
+    params:
+        smd=config["smd"],
+        seed=replica_seed,
+        sampler=STUDY_SAMPLER,
+    threads: 1
+    log:
+        "logs/studies/iter_{iteration}/transfer/C{alkane}/smd_{replica}.log",
+    benchmark:
+        "logs/benchmarks/studies/iter_{iteration}/transfer/C{alkane}/smd_{replica}.tsv"
+    script:
+        "../scripts/smd.py"
+
+
+rule transfer_summary:
+    conda:
+        ENV
+    input:
+        labeller=transfer_labeller_runs,
+        potential=transfer_potential_runs,
+    output:
+        json="results/studies/iter_{iteration}/transfer.json",
+        csv="results/studies/iter_{iteration}/transfer.csv",
+        png=report(
+            "results/studies/iter_{iteration}/figures/transfer.png",
+            caption="../report/transfer.rst",
+            category="Studies",
+        ),
+    params:
+        alkanes=TRANSFER_ALKANES,
+        trained_on=CAMPAIGN_ALKANE,
+    log:
+        "logs/studies/iter_{iteration}/transfer.log",
+    script:
+        "../scripts/study_transfer.py"
+
+
+rule transfer:
+    input:
+        final_transfer,
+
+
+# ------------------------------------------------------------------ strain rates (SI Fig. S7)
+rule strain_labeller_smd:
+    conda:
+        ENV
+    input:
+        molecule=MOLECULE,
+    output:
+        "results/studies/strain_rates/v{speed}/labeller/replica_{replica}.h5",
+    params:
+        smd=strain_protocol,
+        labeller=config["labeller"],
+        seed=replica_seed,
+    threads: 1
+    log:
+        "logs/studies/strain_rates/v{speed}/labeller_smd_{replica}.log",
+    benchmark:
+        "logs/benchmarks/studies/strain_rates/v{speed}/labeller_smd_{replica}.tsv"
+    script:
+        "../scripts/smd.py"
+
+
+rule strain_potential_smd:
+    conda:
+        ENV
+    input:
+        molecule=MOLECULE,
+        ensemble="results/iter_{iteration}/ensemble.pt",
+        best="results/iter_{iteration}/best.json",
+    output:
+        "results/studies/iter_{iteration}/strain_rates/v{speed}/replica_{replica}.h5",
+    params:
+        smd=strain_protocol,
+        seed=replica_seed,
+        sampler=STUDY_SAMPLER,
+    threads: 1
+    log:
+        "logs/studies/iter_{iteration}/strain_rates/v{speed}/smd_{replica}.log",
+    benchmark:
+        "logs/benchmarks/studies/iter_{iteration}/strain_rates/v{speed}/smd_{replica}.tsv"
+    script:
+        "../scripts/smd.py"
+
+
+rule strain_rates_summary:
+    conda:
+        ENV
+    input:
+        labeller=strain_labeller_runs,
+        potential=strain_potential_runs,
+    output:
+        json="results/studies/iter_{iteration}/strain_rates.json",
+        csv="results/studies/iter_{iteration}/strain_rates.csv",
+        png=report(
+            "results/studies/iter_{iteration}/figures/strain_rates.png",
+            caption="../report/strain_rates.rst",
+            category="Studies",
+        ),
+    params:
+        velocities=[float(s) for s in STRAIN_SPEEDS],
+        smd=config["smd"],
+    log:
+        "logs/studies/iter_{iteration}/strain_rates.log",
+    script:
+        "../scripts/study_strain_rates.py"
+
+
+rule strain_rates:
+    input:
+        final_strain_rates,
+
+
+localrules: smd_frames_dataset, transfer_molecule, baselines_summary, transfer_summary, strain_rates_summary
