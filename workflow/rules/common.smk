@@ -31,7 +31,7 @@ REPLICAS = [f"{r:02d}" for r in range(config["reference"]["replicas"])]
 MAE_REPLICAS = REPLICAS[: config["evaluation"]["mae_replicas"]]
 HAL_SAMPLER = config["sampler"]["kind"] == "hal"
 HAL_RUNS = [f"{r:02d}" for r in range(config["sampler"]["runs"])]
-# What the SMD rule needs of the sampler: only smd+hal changes the pull, so the hal-only
+# What the SMD step needs of the sampler: only smd+hal changes the pull, so the hal-only
 # keys (and kind smd vs hal, whose replicas are identical) rerun nothing there.
 SMD_SAMPLER = (
     {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
