@@ -1,9 +1,20 @@
+"""Shared test setup: one torch thread, and the helpers and the session-wide tiny campaign
+that the end-to-end workflow tests (test_workflow.py, test_kill_points.py) share."""
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -16,3 +27,49 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def snakemake(workdir, *args, configfile=TINY, timeout=900):
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(configfile), "--cores", "2",
+           "--nocolor", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_config(path, **overrides):
+    cfg = yaml.safe_load(TINY.read_text())
+    for dotted, value in overrides.items():
+        node = cfg
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def jobs_run(stdout: str) -> dict:
+    """Rule -> count from the first 'Job stats' table of a run's output (the plan)."""
+    counts: dict[str, int] = {}
+    lines = stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "Job stats:":
+            for row in lines[i + 3:]:
+                parts = row.split()
+                if len(parts) != 2 or not parts[1].isdigit():
+                    break
+                if parts[0] != "total":
+                    counts[parts[0]] = counts.get(parts[0], 0) + int(parts[1])
+            break
+    return counts
+
+
+@pytest.fixture(scope="session")
+def campaign(tmp_path_factory):
+    """The tiny campaign, run once to the end (shared by every test module of the session)."""
+    wd = tmp_path_factory.mktemp("campaign")
+    t0 = time.time()
+    res = snakemake(wd)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    print(f"tiny campaign took {time.time() - t0:.0f} s")
+    return wd

@@ -12,68 +12,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
+from conftest import REPO, SNAKEMAKE, TINY, jobs_run, snakemake, write_config
 from rarelearn.dataset import read_frames
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
 pytestmark = pytest.mark.slow
-
-
-def snakemake(workdir, *args, configfile=TINY, timeout=900):
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(configfile), "--cores", "2",
-           "--nocolor", *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def write_config(path, **overrides):
-    cfg = yaml.safe_load(TINY.read_text())
-    for dotted, value in overrides.items():
-        node = cfg
-        keys = dotted.split(".")
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def jobs_run(stdout: str) -> dict:
-    """Rule -> count from the first 'Job stats' table of a run's output (the plan)."""
-    counts: dict[str, int] = {}
-    lines = stdout.splitlines()
-    for i, line in enumerate(lines):
-        if line.strip() == "Job stats:":
-            for row in lines[i + 3:]:
-                parts = row.split()
-                if len(parts) != 2 or not parts[1].isdigit():
-                    break
-                if parts[0] != "total":
-                    counts[parts[0]] = counts.get(parts[0], 0) + int(parts[1])
-            break
-    return counts
-
-
-@pytest.fixture(scope="session")
-def campaign(tmp_path_factory):
-    """The tiny campaign, run once to the end."""
-    wd = tmp_path_factory.mktemp("campaign")
-    t0 = time.time()
-    res = snakemake(wd)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
-    print(f"tiny campaign took {time.time() - t0:.0f} s")
-    return wd
 
 
 def test_dry_run_shows_plan_up_to_first_checkpoint(tmp_path):
