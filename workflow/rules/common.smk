@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+from snakemake.exceptions import IncompleteCheckpointException
+
 from rarelearn.config import ConfigError, validate_config
 from rarelearn.evaluation import stop_rule_met
 
@@ -143,7 +145,18 @@ def campaign_evaluations(wildcards=None):
     """Evaluations of every iteration, up to max_iterations or the stop rule."""
     files, history = [], []
     for i in range(config["campaign"]["max_iterations"]):
-        path = checkpoints.evaluate.get(iteration=f"{i:03d}").output.json
+        try:
+            path = checkpoints.evaluate.get(iteration=f"{i:03d}").output.json
+        except IncompleteCheckpointException:
+            if i > 0 and os.path.exists(f"results/iter_{i:03d}/selected"):
+                # From iteration 1 on, Snakemake meets this iteration's `select` checkpoint
+                # only while adding the evaluation's job in a checkpoint update, and then
+                # never counts an output of it that exists as created
+                # (snakemake/snakemake#3862): a run resumed between the selection and the
+                # merge would run `merge` without its labelled batches. Asked for here
+                # first, it is counted.
+                checkpoints.select.get(iteration=f"{i:03d}")
+            raise
         files.append(path)
         with open(path) as fh:
             history.append(json.load(fh))
