@@ -147,7 +147,7 @@ def test_transfer_step_compares_replica_means(labelled_runs, tmp_path):
         assert row.delta_ea == pytest.approx(mp - ml)
         assert row.delta_ea_stderr == pytest.approx(math.hypot(sl, sp))
         assert row.delta_ea_kcal == pytest.approx((mp - ml) * KCAL_MOL_PER_EV)
-        assert row.labeller_n_replicas == row.potential_n_replicas == 2
+        assert row.labeller_n_replicas == row.potential_n_replicas == 2 and row.delta_stderr_defined
     # ethane and propane have different barriers: the rows are not mixed up
     assert df.labeller_ea_mean[0] != pytest.approx(df.labeller_ea_mean[1], abs=1e-6)
     csv = pd.read_csv(tmp_path / "t.csv")
@@ -218,7 +218,7 @@ def test_smd_frames_baseline_trains_pulls_and_is_compared(molecules, labelled_ru
 
 
 # ------------------------------------------------------------------ the named targets
-STUDY_OVERRIDES = {"studies.replicas": 2, "studies.transfer.alkanes": [2, 4],
+STUDY_OVERRIDES = {"studies.replicas": 1, "studies.transfer.alkanes": [2, 4],
                    "studies.strain_rates.velocities": [10.0, 20.0]}
 
 
@@ -243,8 +243,8 @@ def test_named_targets_run_on_a_finished_campaign_and_join_the_report(campaign, 
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     ran = jobs_run(res.stdout + res.stderr)
     # butane (C4) and 10 Å/ps are the campaign's own molecule and speed: those runs are reused
-    assert ran["transfer_molecule"] == 1 and ran["transfer_labeller_smd"] == 2 and ran["transfer_potential_smd"] == 2
-    assert ran["strain_labeller_smd"] == 2 and ran["strain_potential_smd"] == 2
+    assert ran["transfer_molecule"] == 1 and ran["transfer_labeller_smd"] == 1 and ran["transfer_potential_smd"] == 1
+    assert ran["strain_labeller_smd"] == 1 and ran["strain_potential_smd"] == 1
 
     s = wd / "results" / "studies"
     base = pd.read_csv(s / "baselines.csv")
@@ -261,8 +261,10 @@ def test_named_targets_run_on_a_finished_campaign_and_join_the_report(campaign, 
     ev1 = json.loads((wd / "results" / "iter_001" / "evaluation.json").read_text())
     transfer = pd.read_csv(final / "transfer.csv")
     assert list(transfer["alkane"]) == [2, 4]
-    assert transfer.labeller_ea_mean[1] == pytest.approx(ref["ea_mean"])
-    assert transfer.delta_ea[1] == pytest.approx(ev1["delta_ea"])  # butane: the campaign's own ΔE_a
+    # butane, replica 00: the campaign's own reference and iteration-1 runs
+    assert transfer.labeller_ea_mean[1] == pytest.approx(ref["ea_values"][0])
+    assert transfer.delta_ea[1] == pytest.approx(ev1["nnp_ea_values"][0] - ref["ea_values"][0])
+    assert transfer.labeller_n_replicas.tolist() == [1, 1] and not transfer.delta_stderr_defined.any()
     assert transfer.labeller_ea_mean[0] < transfer.labeller_ea_mean[1]  # ethane's barrier is not butane's
     tj = json.loads((final / "transfer.json").read_text())
     assert tj["iteration"] == 1 and tj["trained_on"] == 4
@@ -271,7 +273,7 @@ def test_named_targets_run_on_a_finished_campaign_and_join_the_report(campaign, 
 
     strain = pd.read_csv(final / "strain_rates.csv")
     assert list(strain["velocity"]) == [10.0, 20.0] and list(strain["pull_steps"]) == [500, 250]
-    assert strain.delta_ea[0] == pytest.approx(ev1["delta_ea"])
+    assert strain.delta_ea[0] == pytest.approx(ev1["nnp_ea_values"][0] - ref["ea_values"][0])
     assert len(read_frames(s / "strain_rates" / "v20" / "labeller" / "replica_00.h5")) == 125  # 250 steps / 2
 
     figures = [s / "figures" / "baselines.png", final / "figures" / "transfer.png",

@@ -186,7 +186,8 @@ def plot_baselines(reference_replicas: Sequence, baseline_replicas: dict, table,
 def plot_study(table, key: str, out, xlabel: str, title: str = "", logx: bool = False, mark=None,
                target_kcal: float = 1.0) -> Path:
     """A study's E_a of labeller and potential per case (top, eV) and ΔE_a ± standard error
-    (bottom, kcal/mol, with ±``target_kcal`` shaded); ``mark``: the campaign's own case
+    (bottom, kcal/mol, with ±``target_kcal`` shaded; no error bar where a side has a single
+    replica, ``delta_stderr_defined``); ``mark``: the campaign's own case
     (alkane trained on, protocol speed), drawn as a dotted line."""
     x = np.asarray(table[key], dtype=float)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(5.8, 6.0), sharex=True)
@@ -199,8 +200,10 @@ def plot_study(table, key: str, out, xlabel: str, title: str = "", logx: bool = 
     ax1.set_title(title, fontsize=9)
     ax2.axhspan(-target_kcal, target_kcal, color="tab:green", alpha=0.2, label=f"±{target_kcal:g} kcal/mol")
     ax2.axhline(0.0, color="grey", lw=0.8)
-    ax2.errorbar(x, table["delta_ea_kcal"], yerr=table["delta_ea_stderr_kcal"], marker="o", capsize=3,
-                 color="tab:blue", label="ΔE_a ± standard error")
+    defined = np.asarray(table["delta_stderr_defined"], dtype=bool)
+    yerr = np.where(defined, np.asarray(table["delta_ea_stderr_kcal"], dtype=float), np.nan)
+    ax2.errorbar(x, table["delta_ea_kcal"], yerr=yerr, marker="o", capsize=3, color="tab:blue",
+                 label="ΔE_a ± standard error" if defined.all() else "ΔE_a (no error bar: one replica a side)")
     ax2.set_ylabel("ΔE_a potential − labeller (kcal/mol)")
     ax2.set_xlabel(xlabel)
     for ax in (ax1, ax2):

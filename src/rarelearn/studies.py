@@ -49,7 +49,7 @@ STUDY_COLUMNS = [
     "labeller_ea_mean", "labeller_ea_stderr", "labeller_n_replicas",
     "potential_ea_mean", "potential_ea_stderr", "potential_n_replicas", "potential_failed_replicas",
     "delta_ea", "delta_ea_stderr", "delta_ea_kcal", "delta_ea_stderr_kcal", "abs_delta_ea_kcal",
-    "labeller_break_distance_mean", "potential_break_distance_mean",
+    "delta_stderr_defined", "labeller_break_distance_mean", "potential_break_distance_mean",
 ]
 
 
@@ -109,7 +109,9 @@ def compare_barriers(labeller_paths: Sequence, potential_paths: Sequence) -> dic
 
     A potential replica that stopped before the pull began (no frames) has no E_a: it is left
     out and counted in ``potential_failed_replicas``; a labeller replica without frames is an
-    error. Returns the :data:`STUDY_COLUMNS` plus the full records (``labeller``, ``potential``).
+    error. The standard error follows :func:`rarelearn.evaluation.delta_record`: a side with one
+    replica counts as 0 and ``delta_stderr_defined`` is False (the figures then draw no error
+    bar). Returns the :data:`STUDY_COLUMNS` plus the full records (``labeller``, ``potential``).
     """
     lab = _barrier_of(labeller_paths)
     pot = _barrier_of(potential_paths, allow_empty=True)
@@ -121,6 +123,7 @@ def compare_barriers(labeller_paths: Sequence, potential_paths: Sequence) -> dic
         "potential_n_replicas": pot["n_replicas"], "potential_failed_replicas": len(pot["failed_replicas"]),
         "delta_ea": d["delta_ea"], "delta_ea_stderr": d["delta_ea_stderr"], "delta_ea_kcal": d["delta_ea_kcal"],
         "delta_ea_stderr_kcal": d["delta_ea_stderr_kcal"], "abs_delta_ea_kcal": d["abs_delta_ea_kcal"],
+        "delta_stderr_defined": d["delta_stderr_defined"],
         "labeller_break_distance_mean": lab["break_distance_mean"],
         "potential_break_distance_mean": pot["break_distance_mean"],
     }
