@@ -20,10 +20,12 @@ from rarelearn.pipeline import best_model_step, prepare_molecule, smd_replica, t
 from rarelearn.studies import (  # noqa: E402
     STUDY_COLUMNS,
     baselines_step,
+    compare_barriers,
     scaled_protocol,
     smd_frames_dataset,
     speed_label,
     strain_rates_step,
+    transfer_protocol,
     transfer_step,
 )
 from rarelearn.units import KCAL_MOL_PER_EV  # noqa: E402
@@ -113,6 +115,30 @@ def test_scaled_protocol_drives_the_spring_as_far_in_a_real_pull(molecules, tmp_
     assert grown[0] > 1.0
 
 
+def test_transfer_protocol_pulls_long_chains_further():
+    smd = {"relax_steps": 2000, "pull_steps": 6500, "timestep_fs": 0.5, "temperature_K": 10.0,
+           "thermostat_damp_fs": 50.0, "spring_k": 10.0, "velocity": 1.0, "record_every": 1}
+    steps = [transfer_protocol(smd, n, 0.65)["pull_steps"] for n in range(2, 12)]
+    # hexane's 3.25 Å is 0.65 Å per C-C bond: up to hexane the protocol, then 0.65 Å more per carbon
+    assert steps == [6500] * 5 + [7800, 9100, 10400, 11700, 13000]
+    assert transfer_protocol(smd, 6, 0.65) == smd
+    assert [transfer_protocol(smd, n, 0.0)["pull_steps"] for n in (2, 11)] == [6500, 6500]
+    assert transfer_protocol(smd, 11, 0.65)["velocity"] == 1.0
+    with pytest.raises(ValueError):
+        transfer_protocol(smd, 1, 0.65)
+
+
+def test_compare_barriers_counts_replicas_that_never_broke(molecules, labelled_runs, tmp_path):
+    """Ethane pulled 3 Å comes apart; pulled 0.3 Å it does not (its max W is no barrier)."""
+    far = smd_replica(molecules[2], {**SHORT, "velocity": 100.0}, 3, tmp_path / "far.h5", labeller_cfg=LABELLER)
+    near = smd_replica(molecules[2], {**SHORT, "velocity": 10.0}, 3, tmp_path / "near.h5", labeller_cfg=LABELLER)
+    assert far.extras["spring_distance"][-1] - far.extras["spring_distance"][0] > 2.5
+    rec = compare_barriers([tmp_path / "far.h5"], [tmp_path / "far.h5", tmp_path / "near.h5"])
+    assert rec["labeller_unbroken"] == 0 and rec["potential_unbroken"] == 1
+    assert rec["potential_n_replicas"] == 2 and not rec["delta_stderr_defined"]
+    assert len(near) == SHORT["pull_steps"]
+
+
 # ------------------------------------------------------------------ data set of the SMD-frames baseline
 def test_smd_frames_dataset_keeps_labelled_frames_once(labelled_runs, tmp_path):
     a, b = labelled_runs[2, 10], labelled_runs[2, 11]
@@ -139,7 +165,8 @@ def test_transfer_step_compares_replica_means(labelled_runs, tmp_path):
     pot = [labelled_runs[n, s] for n in (2, 3) for s in (20, 21)]
     df = transfer_step([2, 3], lab, pot, 4, tmp_path / "t.json", tmp_path / "t.csv", tmp_path / "t.png",
                        trained_on=3)
-    assert list(df["alkane"]) == [2, 3] and list(df.columns) == ["alkane"] + STUDY_COLUMNS
+    assert list(df["alkane"]) == [2, 3] and list(df.columns) == ["alkane", "pull_steps"] + STUDY_COLUMNS
+    assert list(df["pull_steps"]) == [SHORT["pull_steps"]] * 2
     for j, n in enumerate((2, 3)):
         (ml, sl), (mp, sp) = mean_ea(lab[2 * j:2 * j + 2]), mean_ea(pot[2 * j:2 * j + 2])
         row = df.iloc[j]

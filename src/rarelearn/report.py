@@ -211,11 +211,12 @@ def plot_study(table, key: str, out, xlabel: str, title: str = "", logx: bool = 
             ax.axvline(float(mark), color="grey", ls=":", lw=1)
         if logx:
             ax.set_xscale("log")
+    ax2.set_xticks(x)
     if logx:
-        ax2.set_xticks(x)
+        from matplotlib.ticker import NullFormatter
+
         ax2.set_xticklabels([f"{v:g}" for v in x])
-    else:
-        ax2.set_xticks(x)
+        ax2.xaxis.set_minor_formatter(NullFormatter())
     ax2.legend(fontsize=8)
     return _save(fig, out)
 

@@ -33,6 +33,7 @@ from .pipeline import _barrier_of, write_json
 __all__ = [
     "STUDY_COLUMNS",
     "scaled_protocol",
+    "transfer_protocol",
     "speed_label",
     "smd_frames_dataset",
     "compare_barriers",
@@ -48,6 +49,7 @@ log = logging.getLogger("rarelearn")
 STUDY_COLUMNS = [
     "labeller_ea_mean", "labeller_ea_stderr", "labeller_n_replicas",
     "potential_ea_mean", "potential_ea_stderr", "potential_n_replicas", "potential_failed_replicas",
+    "labeller_unbroken", "potential_unbroken",
     "delta_ea", "delta_ea_stderr", "delta_ea_kcal", "delta_ea_stderr_kcal", "abs_delta_ea_kcal",
     "delta_stderr_defined", "labeller_break_distance_mean", "potential_break_distance_mean",
 ]
@@ -81,6 +83,39 @@ def scaled_protocol(smd_cfg: dict, velocity: float) -> dict:
     return out
 
 
+def transfer_protocol(smd_cfg: dict, n_carbons: int, extension_per_bond: float) -> dict:
+    """The ``smd`` protocol for the n-alkane with ``n_carbons``, pulled long enough to break.
+
+    A longer chain stretches further before a C–C bond breaks (GFN2-xTB, 1 Å/ps: ~1.8 Å of
+    extension for butane, ~3.0 Å for octane, not broken after 3.25 Å for nonane), so the pull
+    lasts at least ``extension_per_bond`` Å per C–C bond: pull_steps = max(protocol's,
+    ⌈extension_per_bond · (n − 1) / (velocity · timestep)⌉). 0.65 Å is what the default
+    protocol gives hexane, whose protocol (and every shorter chain's) is then unchanged.
+    Everything else is the protocol's.
+    """
+    n = int(n_carbons)
+    if n < 2 or extension_per_bond < 0:
+        raise ValueError(f"need n_carbons >= 2 and extension_per_bond >= 0, got {n_carbons}, {extension_per_bond}")
+    per_step = float(smd_cfg["velocity"]) * float(smd_cfg["timestep_fs"]) * 1e-3  # Å per step
+    needed = int(math.ceil(float(extension_per_bond) * (n - 1) / per_step - 1e-6))
+    out = dict(smd_cfg)
+    out["pull_steps"] = max(int(smd_cfg["pull_steps"]), needed)
+    return out
+
+
+def _unbroken(paths: Sequence, min_frames: int = 10) -> int:
+    """How many SMD replicas never came apart (no two fragments for ``min_frames`` recorded
+    frames): their max W is a lower bound of the work to break, not a barrier."""
+    from .barrier import break_index
+
+    count = 0
+    for p in paths:
+        fr = read_frames(p)
+        if len(fr) and break_index(fr, min_frames=min_frames) is None:
+            count += 1
+    return count
+
+
 def smd_frames_dataset(replica_paths: Sequence, out, stride: int = 1) -> Frames:
     """Training set of the SMD-frames baseline: the labelled frames of reference SMD replicas.
 
@@ -109,7 +144,8 @@ def compare_barriers(labeller_paths: Sequence, potential_paths: Sequence) -> dic
 
     A potential replica that stopped before the pull began (no frames) has no E_a: it is left
     out and counted in ``potential_failed_replicas``; a labeller replica without frames is an
-    error. The standard error follows :func:`rarelearn.evaluation.delta_record`: a side with one
+    error. ``*_unbroken`` count the replicas whose molecule never came apart (E_a then only a
+    lower bound: pull further). The standard error follows :func:`rarelearn.evaluation.delta_record`: a side with one
     replica counts as 0 and ``delta_stderr_defined`` is False (the figures then draw no error
     bar). Returns the :data:`STUDY_COLUMNS` plus the full records (``labeller``, ``potential``).
     """
@@ -121,6 +157,7 @@ def compare_barriers(labeller_paths: Sequence, potential_paths: Sequence) -> dic
         "labeller_n_replicas": lab["n_replicas"],
         "potential_ea_mean": pot["ea_mean"], "potential_ea_stderr": pot["ea_stderr"],
         "potential_n_replicas": pot["n_replicas"], "potential_failed_replicas": len(pot["failed_replicas"]),
+        "labeller_unbroken": _unbroken(labeller_paths), "potential_unbroken": _unbroken(potential_paths),
         "delta_ea": d["delta_ea"], "delta_ea_stderr": d["delta_ea_stderr"], "delta_ea_kcal": d["delta_ea_kcal"],
         "delta_ea_stderr_kcal": d["delta_ea_stderr_kcal"], "abs_delta_ea_kcal": d["abs_delta_ea_kcal"],
         "delta_stderr_defined": d["delta_stderr_defined"],
@@ -204,11 +241,15 @@ def baselines_step(reference_paths: Sequence, baseline_paths: dict, out_json, ou
 def transfer_step(alkanes: Sequence[int], labeller_paths: Sequence, potential_paths: Sequence, iteration: int,
                   out_json, out_csv, out_png, trained_on: int | None = None) -> "object":
     """Fig. 7b: ΔE_a of the potential of ``iteration`` on each n-alkane (``alkanes``: numbers of
-    carbons; replica files alkane by alkane). ``trained_on``: the campaign's alkane, marked."""
+    carbons; replica files alkane by alkane). ``trained_on``: the campaign's alkane, marked.
+    The table records each alkane's pull (``pull_steps``, as the labeller's first replica ran)."""
     from .report import plot_study
 
     alkanes = [int(n) for n in alkanes]
-    df, records = study_table("alkane", alkanes, labeller_paths, potential_paths)
+    n_rep = len(labeller_paths) // max(1, len(alkanes))
+    steps = [int(read_frames(labeller_paths[j * n_rep]).attrs["protocol"]["pull_steps"]) if n_rep else None
+             for j in range(len(alkanes))]
+    df, records = study_table("alkane", alkanes, labeller_paths, potential_paths, extra={"pull_steps": steps})
     _write(df, records, out_json, out_csv, {"study": "transfer", "iteration": int(iteration),
                                             "trained_on": trained_on})
     plot_study(df, "alkane", out_png, xlabel="carbons n of CnH2n+2",

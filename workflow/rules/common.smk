@@ -168,7 +168,7 @@ def campaign_evaluations(wildcards=None):
 # ------------------------------------------------------------------ studies (rules/studies.smk)
 import glob
 
-from rarelearn.studies import scaled_protocol, speed_label
+from rarelearn.studies import scaled_protocol, speed_label, transfer_protocol
 
 STUDIES = config["studies"]
 STUDY_REPLICAS = [f"{r:02d}" for r in range(STUDIES["replicas"])]
@@ -254,16 +254,27 @@ def transfer_molecule_spec(wildcards):
     return {**config["molecule"], "alkane": int(wildcards.alkane), "structure": None, "pull": None}
 
 
+def alkane_protocol(n_carbons):
+    """The smd protocol for an alkane: pulled at least studies.transfer.extension_per_bond Å
+    per C–C bond."""
+    return transfer_protocol(config["smd"], n_carbons, STUDIES["transfer"]["extension_per_bond"])
+
+
+def transfer_smd(wildcards):
+    return alkane_protocol(int(wildcards.alkane))
+
+
 def transfer_runs(side, iteration):
     runs = []
     for n in TRANSFER_ALKANES:
+        same = n == CAMPAIGN_ALKANE and alkane_protocol(n) == config["smd"]
         for r in STUDY_REPLICAS:
             study = (
                 f"results/studies/transfer/C{n}/labeller/replica_{r}.h5"
                 if side == "labeller"
                 else f"results/studies/iter_{iteration}/transfer/C{n}/replica_{r}.h5"
             )
-            runs.append(campaign_run(side, r, iteration, n == CAMPAIGN_ALKANE) or study)
+            runs.append(campaign_run(side, r, iteration, same) or study)
     return runs
 
 

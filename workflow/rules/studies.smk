@@ -151,7 +151,7 @@ rule transfer_labeller_smd:
     output:
         "results/studies/transfer/C{alkane}/labeller/replica_{replica}.h5",
     params:
-        smd=config["smd"],
+        smd=transfer_smd,
         labeller=config["labeller"],
         seed=replica_seed,
     threads: 1
@@ -173,7 +173,7 @@ rule transfer_potential_smd:
     output:
         "results/studies/iter_{iteration}/transfer/C{alkane}/replica_{replica}.h5",
     params:
-        smd=config["smd"],
+        smd=transfer_smd,
         seed=replica_seed,
         sampler=STUDY_SAMPLER,
     threads: 1
