@@ -47,9 +47,9 @@ KILL_POINTS = [
 #: order of the rules within an iteration (reference stage before, summary and figures after)
 STAGES = ["initial_dataset", "train", "best_model", "smd", "uq", "select", "label", "merge", "evaluate"]
 #: seconds after a job's script has started (its log file was written) before the kill (a tiny SMD
-#: replica ends ~1 s after its log appears on an idle machine, so it is killed at once)
+#: replica or evaluation ends ~1 s after its log appears on an idle machine: killed at once)
 DELAY = {"train": 1.5, "smd": 0.1, "uq": 0.3, "select": 0.0, "label": 0.2, "merge": 0.0,
-         "evaluate": 1.0, "best_model": 0.3}
+         "evaluate": 0.1, "best_model": 0.3}
 #: the campaign stages the ten kills must hit while a job of theirs runs, whatever the timing
 MUST_HIT = {"train", "smd", "label", "evaluate"}
 SEGMENT_TIMEOUT = 900
