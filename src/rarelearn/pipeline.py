@@ -285,7 +285,7 @@ def _train_config(training_cfg: dict):
     return TrainConfig(**{k: training_cfg[k] for k in keys})
 
 
-def _member_setup(frames: Frames, spec: dict, training_cfg: dict, iteration: int, member: int,
+def _member_setup(frames: Frames, training_cfg: dict, iteration: int, member: int,
                   previous_dir=None) -> dict:
     """Seed, train/validation split and warm-start state of one member (shared by the
     per-member and the fused training steps, so both train the same members)."""
@@ -350,7 +350,7 @@ def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_c
     from .training import train_member
 
     frames, spec = _training_inputs(data_path, atom_energies_json, model_cfg, elements, base_data_path)
-    setup = _member_setup(frames, spec, training_cfg, iteration, member, previous_dir)
+    setup = _member_setup(frames, training_cfg, iteration, member, previous_dir)
     train = train_schnet_member if spec.get("family") == "schnet" else train_member
     state, history = train(frames, setup["train_idx"], setup["val_idx"], spec, _train_config(training_cfg),
                            seed=setup["seed"], init_state=setup["init_state"], log=log.info)
@@ -372,7 +372,7 @@ def train_ensemble_step(data_path, atom_energies_json, model_cfg: dict, training
     if len(out_models) != len(out_infos):
         raise ValueError(f"{len(out_models)} model files but {len(out_infos)} info files")
     frames, spec = _training_inputs(data_path, atom_energies_json, model_cfg, elements, base_data_path)
-    setups = [_member_setup(frames, spec, training_cfg, iteration, k, previous_dir)
+    setups = [_member_setup(frames, training_cfg, iteration, k, previous_dir)
               for k in range(len(out_models))]
     cfg = _train_config(training_cfg)
     if spec.get("family") == "schnet":
@@ -448,6 +448,27 @@ def blowup_frames(frames: Frames, lookback: int | None) -> list[int]:
     return [max(len(frames) - 1 - int(lookback), 0)]
 
 
+def _write_selection(out_dir, new: Frames | None, n_kept: int, batch_size: int, head: dict, tail: dict) -> dict:
+    """Write the frames to label as ``out_dir/batch_NNNN.h5`` (``batch_size`` frames each) and
+    ``out_dir/selection.json`` (``head``, the counts, ``tail``), all in a temporary directory
+    renamed into place when complete. Returns the summary written."""
+    out_dir = Path(out_dir)
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    n_batches = 0
+    if new is not None:
+        for b, start in enumerate(range(0, len(new), batch_size)):
+            write_frames(tmp_dir / f"batch_{b:04d}.h5", new.subset(slice(start, start + batch_size)))
+            n_batches += 1
+    summary = {**head, "selected": n_kept, "augmented": 0 if new is None else len(new) - n_kept,
+               "total_new": 0 if new is None else len(new), "batches": n_batches, "empty": n_kept == 0, **tail}
+    write_json(tmp_dir / "selection.json", summary)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp_dir, out_dir)
+    return summary
+
+
 def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
                 out_dir) -> dict:
     """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
@@ -508,28 +529,14 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         new.extras = {}
     else:
         new = None
-    out_dir = Path(out_dir)
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    n_batches = 0
-    if new is not None:
-        for b, start in enumerate(range(0, len(new), batch_size)):
-            write_frames(tmp_dir / f"batch_{b:04d}.h5", new.subset(slice(start, start + batch_size)))
-            n_batches += 1
-    summary = {"iteration": iteration, "selected": n_kept,
-               "augmented": 0 if new is None else len(new) - n_kept,
-               "total_new": 0 if new is None else len(new), "batches": n_batches,
-               "empty": n_kept == 0, "replicas": per_replica}
-    write_json(tmp_dir / "selection.json", summary)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp_dir, out_dir)
+    summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration},
+                               {"replicas": per_replica})
     if n_kept == 0:
         log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",
                     iteration)
     else:
         log.info("iteration %d: selected %d frames + %d augmented, %d label batches", iteration, n_kept,
-                 summary["augmented"], n_batches)
+                 summary["augmented"], summary["batches"])
     return summary
 
 
@@ -627,24 +634,10 @@ def hal_select_step(run_paths: Sequence, selection_cfg: dict, batch_size: int, i
                             amplitude=selection_cfg["augment_amplitude"], seed=selection_cfg["seed"] + 7919 * iteration)
             noisy.extras = {}
             new = Frames.concatenate([kept, noisy])
-    out_dir = Path(out_dir)
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    n_batches = 0
-    if new is not None:
-        for b, start in enumerate(range(0, len(new), batch_size)):
-            write_frames(tmp_dir / f"batch_{b:04d}.h5", new.subset(slice(start, start + batch_size)))
-            n_batches += 1
-    summary = {"iteration": iteration, "sampler": "hal", "selected": n_kept,
-               "augmented": 0 if new is None else len(new) - n_kept, "total_new": 0 if new is None else len(new),
-               "batches": n_batches, "empty": n_kept == 0, "fired": sum(r["fired"] for r in per_run),
-               "runs": per_run}
-    write_json(tmp_dir / "selection.json", summary)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp_dir, out_dir)
+    summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration, "sampler": "hal"},
+                               {"fired": sum(r["fired"] for r in per_run), "runs": per_run})
     log.info("iteration %d: %d of %d HAL runs fired; %d frames handed over + %d augmented, %d label batches",
-             iteration, summary["fired"], len(per_run), n_kept, summary["augmented"], n_batches)
+             iteration, summary["fired"], len(per_run), n_kept, summary["augmented"], summary["batches"])
     return summary
 
 
