@@ -9,11 +9,8 @@ several seeds, capped. "Breaks" is the paper's rule (van der Oord et al., PEG): 
 the starting structure leaves 1.0–2.0 Å (C–C) or 0.8–2.0 Å (C–H) in a recorded frame;
 or earlier, a blow-up of :mod:`rarelearn.dynamics` stops the run.
 
-With ``smd+hal`` the workflow's ΔE_a is the work of the *biased* pull (its SMD replicas
-are driven by E − τσ), not the barrier of the potential; so for smd+hal this benchmark
-also re-runs the SMD replicas of every iteration with the best member (same seeds, as
-the smd and hal samplers do) and reports that unbiased |ΔE_a| too (cached in
-WORKDIR/smd_hal/unbiased/).
+Every sampler's ΔE_a is the potential's own: the workflow evaluates the best member's
+unbiased SMD replicas (same seeds as the reference's) whatever sampled the frames.
 
 The first sampler's campaign runs from scratch in WORKDIR/<sampler>; each other one
 starts from a copy of it (reference stage and iteration 0's training are the same jobs,
@@ -103,36 +100,6 @@ def steps_to_break(wd: Path, seeds: int, max_steps: int, temperature_K: float, r
     return out
 
 
-def unbiased_barriers(wd: Path, config: Path) -> list[tuple[float, float]]:
-    """(|ΔE_a|, SE) in kcal/mol per iteration from best-member SMD replicas (same seeds as the
-    workflow's) of each iteration's ensemble: the potential's barrier, whatever drove sampling."""
-    import torch
-
-    from rarelearn.config import load_yaml, validate_config
-    from rarelearn.evaluation import delta_record
-    from rarelearn.pipeline import _barrier_of, read_json, smd_replica
-
-    torch.set_num_threads(1)
-    logging.getLogger("rarelearn").setLevel(logging.ERROR)
-    cfg = validate_config(load_yaml(config), check_labeller=False)
-    ref = read_json(wd / "results" / "reference" / "barrier.json")
-    out = []
-    for it in sorted((wd / "results").glob("iter_*/evaluation.json")):
-        it = it.parent
-        paths = []
-        for r in range(cfg["reference"]["replicas"]):
-            path = wd / "unbiased" / it.name / f"replica_{r:02d}.h5"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                smd_replica(wd / "results" / "reference" / "molecule.xyz", cfg["smd"], cfg["reference"]["smd_seed"] + r,
-                            path, ensemble_path=it / "ensemble.pt", best_json=it / "best.json",
-                            sampler={"kind": "smd"})
-            paths.append(path)
-        d = delta_record(_barrier_of(paths, allow_empty=True), ref)
-        out.append((d["abs_delta_ea_kcal"], d["delta_ea_stderr_kcal"]))
-    return out
-
-
 def hal_stats(wd: Path) -> str:
     """How the HAL runs of a campaign ended (hal sampler only)."""
     fired = runs = 0
@@ -202,11 +169,6 @@ def main(argv=None) -> int:
         extra = hal_stats(workdir_of(args.workdir, s))
         if extra:
             print(f"{'':>10}{extra}")
-        if s == "smd+hal":
-            t0 = time.time()
-            ub = unbiased_barriers(workdir_of(args.workdir, s), args.config)
-            print(f"{'':>10}unbiased (best-member SMD) |ΔE_a| per iteration: "
-                  + ", ".join(f"{a:.2f} ± {e:.2f}" for a, e in ub) + f" kcal/mol ({time.time() - t0:.0f} s)")
     return 0
 
 

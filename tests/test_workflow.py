@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -185,28 +186,51 @@ def test_bad_config_stops_at_load(tmp_path, override, culprit):
 ], ids=["schnet", "smd+hal"])
 def test_other_model_family_and_sampler_run_end_to_end(campaign, tmp_path, overrides):
     """SchNet (issue 10) and the HAL-biased pull (issue 9) through the same DAG; the
-    reference stage of the finished campaign is reused, everything after it is redone."""
+    reference stage of the finished campaign is reused, everything after it is redone.
+    With smd+hal the biased pulls are their own files, scored and selected; the evaluation
+    still measures the best member's own pulls, which the plain campaign already made."""
     wd = tmp_path / "c"
     shutil.copytree(campaign, wd, symlinks=True)
     cfg = write_config(tmp_path / "variant.yaml", **{"campaign.max_iterations": 1, **overrides})
     ref_before = (wd / "results" / "reference" / "barrier.json").stat().st_mtime
+    plain_ev = json.loads((wd / "results" / "iter_000" / "evaluation.json").read_text())
     res = snakemake(wd, configfile=cfg)
     assert res.returncode == 0, res.stderr[-4000:]
     counts = jobs_run(res.stdout + res.stderr)
-    assert "reference_smd" not in counts and counts["smd"] == 2
-    # a new model family retrains; a new sampler reuses the trained members
-    assert counts.get("train", 0) == (2 if "model.family" in overrides else 0)
+    assert "reference_smd" not in counts
     assert (wd / "results" / "reference" / "barrier.json").stat().st_mtime == ref_before
     ev = json.loads((wd / "results" / "iter_000" / "evaluation.json").read_text())
     assert "bond_report" in ev and len(ev["bond_report"]) == 2
-    smd = read_frames(wd / "results" / "iter_000" / "smd" / "replica_00.h5")
+    it0 = wd / "results" / "iter_000"
+    smd = read_frames(it0 / "smd" / "replica_00.h5")
+    assert not smd.attrs["driver"].startswith("HAL")
     if "model.family" in overrides:
         import torch
 
-        blob = torch.load(wd / "results" / "iter_000" / "ensemble.pt", weights_only=True)
+        # a new model family retrains and pulls again
+        assert counts["train"] == 2 and counts["smd"] == 2 and "smd_hal" not in counts
+        blob = torch.load(it0 / "ensemble.pt", weights_only=True)
         assert blob["format"] == "rarelearn-schnet"
     else:
-        assert smd.attrs["driver"].startswith("HAL-biased committee")
+        # a new sampler reuses the members and their plain pulls, and adds the biased ones
+        assert "train" not in counts and "smd" not in counts and counts["smd_hal"] == 2
+        biased = read_frames(it0 / "smd_hal" / "replica_00.h5")
+        assert biased.attrs["driver"].startswith("HAL-biased committee")
+        assert not np.allclose(biased.positions[-1], smd.positions[-1], atol=1e-3)
+        # the barrier is the potential's own, the same as the plain campaign measured
+        assert ev["nnp_ea_mean"] == pytest.approx(plain_ev["nnp_ea_mean"], rel=1e-9)
+        # ... while the frames scored and selected are the biased pulls'
+        with h5py.File(it0 / "uq.h5", "r") as h5:
+            assert h5.attrs["pulls"] == "smd_hal"
+        sel = json.loads((it0 / "selected" / "selection.json").read_text())
+        assert [r["file"] for r in sel["replicas"]] == [f"results/iter_000/smd_hal/replica_{r:02d}.h5"
+                                                        for r in range(2)]
+        for r in sel["replicas"]:
+            if r["kept"]:
+                pulled = read_frames(wd / r["file"])
+                kept = read_frames(it0 / "selected" / "batch_0000.h5")
+                assert np.array_equal(kept.positions[0], pulled.positions[r["indices"][0]])
+                break
 
 
 def test_summary_columns_match_evaluations_and_report_builds(campaign, tmp_path):

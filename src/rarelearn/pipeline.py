@@ -411,7 +411,8 @@ def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -
 
 # ------------------------------------------------------------------ sampling
 def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) -> None:
-    """Every member's energy on every SMD frame; σ per frame; μ+nσ threshold per replica."""
+    """Every member's energy on every SMD frame; σ per frame; μ+nσ threshold per replica
+    (one group per replica, named by its file's stem; attr ``pulls``: their directory)."""
     import h5py
 
     from .schnet import load_model
@@ -420,6 +421,8 @@ def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) ->
     ens = load_model(ensemble_path)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["units"] = "eV"
+        # the directory of the pulls scored: smd (best member) or smd_hal (HAL-biased)
+        h5.attrs["pulls"] = Path(replica_paths[0]).parent.name if len(replica_paths) else "smd"
         for p in replica_paths:
             fr = read_frames(p)
             g = h5.create_group(Path(p).stem)
@@ -446,6 +449,27 @@ def blowup_frames(frames: Frames, lookback: int | None) -> list[int]:
     if lookback is None or len(frames) == 0 or reason == "completed":
         return []
     return [max(len(frames) - 1 - int(lookback), 0)]
+
+
+def _to_label(kept: Frames, source: str, iteration: int, selection_cfg: dict) -> Frames:
+    """The kept frames marked unlabelled (``source``, ``iteration``), followed by
+    ``selection.augment_copies`` noisy copies of each (seed ``selection.seed + 7919·iteration``);
+    no extras or attrs (what they described was the sampling run)."""
+    from .selection import augment
+
+    kept.extras, kept.attrs = {}, {}
+    kept.source[:] = source
+    kept.iteration[:] = iteration
+    kept.status[:] = "unlabelled"
+    kept.energy = np.full(len(kept), np.nan)
+    kept.forces = np.full((len(kept), kept.n_atoms, 3), np.nan)
+    kept.labeller[:] = ""
+    if not selection_cfg["augment_copies"]:
+        return kept
+    noisy = augment(kept, n_copies=selection_cfg["augment_copies"], amplitude=selection_cfg["augment_amplitude"],
+                    seed=selection_cfg["seed"] + 7919 * iteration)
+    noisy.extras = {}
+    return Frames.concatenate([kept, noisy])
 
 
 def _write_selection(out_dir, new: Frames | None, n_kept: int, batch_size: int, head: dict, tail: dict) -> dict:
@@ -479,7 +503,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     import h5py
 
     from .barrier import break_index
-    from .selection import augment, select_frames
+    from .selection import select_frames
 
     per_replica, picked = [], []
     with h5py.File(uq_path, "r") as h5:
@@ -488,7 +512,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
             g = h5[Path(p).stem]
             s, thr, e = g["sigma"][()], float(g.attrs["threshold"]), g["energies"][()]
             if len(fr) == 0:
-                per_replica.append({"replica": Path(p).stem, "candidates": 0, "kept": 0})
+                per_replica.append({"replica": Path(p).stem, "file": str(p), "candidates": 0, "kept": 0})
                 continue
             bi = break_index(fr)
             idx = select_frames(s, thr, fr.extras["spring_distance"], e.mean(axis=0), bi,
@@ -501,7 +525,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
             sub = fr.subset(idx)
             sub.extras = {"uq_sigma": s[np.asarray(idx, dtype=int)]}
             picked.append(sub)
-            per_replica.append({"replica": Path(p).stem, "candidates": int((s > thr).sum()),
+            per_replica.append({"replica": Path(p).stem, "file": str(p), "candidates": int((s > thr).sum()),
                                 "kept": len(idx), "threshold": thr, "break_index": bi,
                                 "stop_reason": fr.attrs.get("stop_reason"), "blowup_frames": forced,
                                 "indices": [int(i) for i in idx]})
@@ -510,25 +534,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         keep = np.unique(np.linspace(0, len(kept) - 1, selection_cfg["max_frames"]).round().astype(int))
         kept = kept.subset(keep)
     n_kept = 0 if kept is None else len(kept)
-    if n_kept:
-        kept.source[:] = "al"
-        kept.iteration[:] = iteration
-        kept.status[:] = "unlabelled"
-        kept.energy[:] = np.nan
-        kept.forces[:] = np.nan
-        kept.labeller[:] = ""
-        noisy = augment(kept, n_copies=selection_cfg["augment_copies"],
-                        amplitude=selection_cfg["augment_amplitude"],
-                        seed=selection_cfg["seed"] + 7919 * iteration) if selection_cfg["augment_copies"] else None
-        if noisy is not None and len(noisy):
-            noisy.iteration[:] = iteration
-            noisy.extras = {"uq_sigma": np.full(len(noisy), np.nan)}
-            new = Frames.concatenate([kept, noisy])
-        else:
-            new = kept
-        new.extras = {}
-    else:
-        new = None
+    new = _to_label(kept, "al", iteration, selection_cfg) if n_kept else None
     summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration},
                                {"replicas": per_replica})
     if n_kept == 0:
@@ -602,8 +608,6 @@ def hal_select_step(run_paths: Sequence, selection_cfg: dict, batch_size: int, i
     :func:`hal_run`), plus ``selection.augment_copies`` noisy copies of each; written in
     label batches like :func:`select_step` (``out_dir/batch_NNNN.h5``, ``selection.json``).
     The frames keep source ``hal``; no UQ threshold or similarity screening is applied."""
-    from .selection import augment
-
     picked, per_run = [], []
     for p in run_paths:
         fr = read_frames(p)
@@ -619,21 +623,7 @@ def hal_select_step(run_paths: Sequence, selection_cfg: dict, batch_size: int, i
         per_run.append(rec)
     kept = Frames.concatenate(picked) if picked else None
     n_kept = 0 if kept is None else len(kept)
-    new = None
-    if n_kept:
-        kept.extras, kept.attrs = {}, {}
-        kept.source[:] = "hal"
-        kept.iteration[:] = iteration
-        kept.status[:] = "unlabelled"
-        kept.energy = np.full(n_kept, np.nan)
-        kept.forces = np.full((n_kept, kept.n_atoms, 3), np.nan)
-        kept.labeller[:] = ""
-        new = kept
-        if selection_cfg["augment_copies"]:
-            noisy = augment(kept, n_copies=selection_cfg["augment_copies"],
-                            amplitude=selection_cfg["augment_amplitude"], seed=selection_cfg["seed"] + 7919 * iteration)
-            noisy.extras = {}
-            new = Frames.concatenate([kept, noisy])
+    new = _to_label(kept, "hal", iteration, selection_cfg) if n_kept else None
     summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration, "sampler": "hal"},
                                {"fired": sum(r["fired"] for r in per_run), "runs": per_run})
     log.info("iteration %d: %d of %d HAL runs fired; %d frames handed over + %d augmented, %d label batches",

@@ -141,7 +141,8 @@ def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> 
         if idx:
             ax.plot(d[idx], s[idx], "o", ms=3, color="orange", label="selected")
         ax.set_ylabel("σ (eV)")
-        ax.set_title(f"iteration {i}", fontsize=9)
+        biased = Path(replica_files[i][0]).parent.name == "smd_hal"
+        ax.set_title(f"iteration {i}" + (" (HAL-biased pull)" if biased else ""), fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("spring distance (Å)")
     return _save(fig, out)
@@ -221,6 +222,14 @@ def plot_study(table, key: str, out, xlabel: str, title: str = "", logx: bool = 
     return _save(fig, out)
 
 
+def _scored_pulls(uq_h5) -> str:
+    """Which pulls an iteration's UQ scored: ``smd`` (the best member's) or ``smd_hal``."""
+    import h5py
+
+    with h5py.File(uq_h5, "r") as h5:
+        return str(h5.attrs.get("pulls", "smd"))
+
+
 def make_figures(summary_csv, reference_replicas: Sequence, iteration_dirs: Sequence, out_dir) -> list[Path]:
     """Every figure of the campaign into ``out_dir``; returns the paths."""
     import pandas as pd
@@ -229,12 +238,13 @@ def make_figures(summary_csv, reference_replicas: Sequence, iteration_dirs: Sequ
     out_dir = Path(out_dir)
     its = {int(Path(d).name.split("_")[1]): Path(d) for d in iteration_dirs}
     replicas = {i: sorted((d / "smd").glob("replica_*.h5")) for i, d in its.items()}
+    scored = {i: sorted((d / _scored_pulls(d / "uq.h5")).glob("replica_*.h5")) for i, d in its.items()}
     return [
         plot_work_curves(reference_replicas, replicas, out_dir / "work_curves.png"),
         plot_barrier_error(summary, out_dir / "barrier_error.png"),
         plot_mae(summary, out_dir / "mae.png"),
         plot_parity({i: d / "unseen_predictions.json" for i, d in its.items()}, out_dir / "parity.png"),
         plot_uq({i: d / "uq.h5" for i, d in its.items()},
-                {i: d / "selected" / "selection.json" for i, d in its.items()}, replicas, out_dir / "uq.png"),
+                {i: d / "selected" / "selection.json" for i, d in its.items()}, scored, out_dir / "uq.png"),
         plot_label_efficiency(summary, out_dir / "label_efficiency.png"),
     ]

@@ -33,13 +33,10 @@ REPLICAS = [f"{r:02d}" for r in range(config["reference"]["replicas"])]
 MAE_REPLICAS = REPLICAS[: config["evaluation"]["mae_replicas"]]
 HAL_SAMPLER = config["sampler"]["kind"] == "hal"
 HAL_RUNS = [f"{r:02d}" for r in range(config["sampler"]["runs"])]
-# What the SMD step needs of the sampler: only smd+hal changes the pull, so the hal-only
-# keys (and kind smd vs hal, whose replicas are identical) rerun nothing there.
-SMD_SAMPLER = (
-    {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
-    if config["sampler"]["kind"] == "smd+hal"
-    else {"kind": "smd"}
-)
+SMD_HAL = config["sampler"]["kind"] == "smd+hal"
+# What the HAL-biased pull (sampler smd+hal) needs of the sampler section: only these keys
+# rerun it.
+SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
 ENV = "../../environment.yml"
 MOLECULE = "results/reference/molecule.xyz"
 ATOM_ENERGIES = "results/reference/atom_energies.json"
@@ -107,6 +104,17 @@ def iteration_replicas(wildcards):
     )
 
 
+def sampling_replicas(wildcards):
+    """The pulls an iteration scores and selects from: the HAL-biased ones (smd+hal), else
+    the best member's own (which the evaluation always uses)."""
+    return expand(
+        "results/iter_{iteration}/{kind}/replica_{replica}.h5",
+        iteration=wildcards.iteration,
+        kind="smd_hal" if SMD_HAL else "smd",
+        replica=REPLICAS,
+    )
+
+
 def hal_run_seed(wildcards):
     """Seed of HAL run r of iteration i: sampler.seed + 1000 i + r."""
     return config["sampler"]["seed"] + 1000 * int(wildcards.iteration) + int(wildcards.hal_run)
@@ -126,7 +134,7 @@ def selection_inputs(wildcards):
         return {"hal_runs": iteration_hal_runs(wildcards)}
     return {
         "uq": f"results/iter_{wildcards.iteration}/uq.h5",
-        "replicas": iteration_replicas(wildcards),
+        "replicas": sampling_replicas(wildcards),
     }
 
 
@@ -175,9 +183,6 @@ STUDY_REPLICAS = [f"{r:02d}" for r in range(STUDIES["replicas"])]
 TRANSFER_ALKANES = list(STUDIES["transfer"]["alkanes"])
 STRAIN_SPEEDS = [speed_label(v) for v in STUDIES["strain_rates"]["velocities"]]
 CAMPAIGN_ALKANE = config["molecule"]["alkane"] if config["molecule"]["structure"] is None else None
-# Only the smd+hal sampler changes an iteration's pull; otherwise its SMD replicas are the
-# study's plain best-member SMD and are reused.
-CAMPAIGN_SMD_IS_STUDY_SMD = config["sampler"]["kind"] != "smd+hal"
 STUDY_SAMPLER = {"kind": "smd"}
 SMD_FRAMES = "results/studies/baselines/smd_frames"
 
@@ -195,14 +200,13 @@ def final_iteration():
 
 def campaign_run(side, replica, iteration, same_case):
     """The campaign's own SMD replica when a study run would repeat it exactly, else None:
-    the labeller's is the reference's, the potential's that of the iteration (plain SMD)."""
+    the labeller's is the reference's, the potential's that of the iteration (the best
+    member's plain SMD, whatever the sampler)."""
     if not same_case or replica not in REPLICAS:
         return None
     if side == "labeller":
         return f"results/reference/smd/replica_{replica}.h5"
-    if CAMPAIGN_SMD_IS_STUDY_SMD:
-        return f"results/iter_{iteration}/smd/replica_{replica}.h5"
-    return None
+    return f"results/iter_{iteration}/smd/replica_{replica}.h5"
 
 
 def smd_frames_replicas(wildcards=None):
@@ -212,26 +216,9 @@ def smd_frames_replicas(wildcards=None):
     )
 
 
-def baseline_ensemble(wildcards):
-    if wildcards.baseline == "equilibrium":
-        return "results/iter_000/ensemble.pt"
-    return f"{SMD_FRAMES}/ensemble.pt"
-
-
-def baseline_best(wildcards):
-    if wildcards.baseline == "equilibrium":
-        return "results/iter_000/best.json"
-    return f"{SMD_FRAMES}/best.json"
-
-
 def equilibrium_baseline_replicas(wildcards=None):
-    """Iteration 0 is the equilibrium-only ensemble: its own SMD replicas serve when it pulled
-    with the plain SMD sampler."""
-    return [
-        campaign_run("potential", r, "000", True)
-        or f"results/studies/baselines/equilibrium/smd/replica_{r}.h5"
-        for r in REPLICAS
-    ]
+    """Iteration 0 is the equilibrium-only ensemble: its own SMD replicas serve."""
+    return expand("results/iter_000/smd/replica_{replica}.h5", replica=REPLICAS)
 
 
 def smd_frames_members(wildcards=None):

@@ -1,4 +1,5 @@
-# Sampling: SMD with the best member (one job per replica), UQ, HAL runs (sampler hal,
+# Sampling: SMD with the best member (one job per replica; the evaluation's pulls),
+# HAL-biased SMD (sampler smd+hal, one job per replica), UQ, HAL runs (sampler hal,
 # one job per run), selection (checkpoint).
 
 
@@ -14,7 +15,7 @@ rule smd:
     params:
         smd=config["smd"],
         seed=replica_seed,
-        sampler=SMD_SAMPLER,
+        sampler={"kind": "smd"},
     threads: 1
     log:
         "logs/iter_{iteration}/smd_{replica}.log",
@@ -24,12 +25,36 @@ rule smd:
         "../scripts/smd.py"
 
 
+# The same pull driven by the HAL-biased committee (sampler smd+hal): its frames are
+# scored and selected; the plain pulls above stay the potential's own, for the evaluation.
+rule smd_hal:
+    conda:
+        ENV
+    input:
+        molecule=MOLECULE,
+        ensemble="results/iter_{iteration}/ensemble.pt",
+        best="results/iter_{iteration}/best.json",
+    output:
+        "results/iter_{iteration}/smd_hal/replica_{replica}.h5",
+    params:
+        smd=config["smd"],
+        seed=replica_seed,
+        sampler=SMD_HAL_SAMPLER,
+    threads: 1
+    log:
+        "logs/iter_{iteration}/smd_hal_{replica}.log",
+    benchmark:
+        "logs/benchmarks/iter_{iteration}/smd_hal_{replica}.tsv"
+    script:
+        "../scripts/smd.py"
+
+
 rule uq:
     conda:
         ENV
     input:
         ensemble="results/iter_{iteration}/ensemble.pt",
-        replicas=iteration_replicas,
+        replicas=sampling_replicas,
     output:
         "results/iter_{iteration}/uq.h5",
     params:

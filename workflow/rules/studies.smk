@@ -12,7 +12,6 @@
 # does not make them stale. Once a study has been run, the default target keeps it up to date
 # and `snakemake --report` shows its figure (`finished_studies`).
 wildcard_constraints:
-    baseline="equilibrium|smd_frames",
     alkane=r"\d+",
     speed=r"[0-9][0-9.e+-]*",
 
@@ -75,24 +74,25 @@ rule baseline_best_model:
         "../scripts/best_model.py"
 
 
+# The equilibrium-only baseline is iteration 0: its SMD replicas are the campaign's.
 rule baseline_smd:
     conda:
         ENV
     input:
         molecule=MOLECULE,
-        ensemble=baseline_ensemble,
-        best=baseline_best,
+        ensemble=f"{SMD_FRAMES}/ensemble.pt",
+        best=f"{SMD_FRAMES}/best.json",
     output:
-        "results/studies/baselines/{baseline}/smd/replica_{replica}.h5",
+        f"{SMD_FRAMES}/smd/replica_{{replica}}.h5",
     params:
         smd=config["smd"],
         seed=replica_seed,
         sampler=STUDY_SAMPLER,
     threads: 1
     log:
-        "logs/studies/baselines/{baseline}/smd_{replica}.log",
+        "logs/studies/baselines/smd_frames/smd_{replica}.log",
     benchmark:
-        "logs/benchmarks/studies/baselines/{baseline}/smd_{replica}.tsv"
+        "logs/benchmarks/studies/baselines/smd_frames/smd_{replica}.tsv"
     script:
         "../scripts/smd.py"
 
@@ -103,9 +103,7 @@ rule baselines_summary:
     input:
         reference=reference_replicas,
         equilibrium=equilibrium_baseline_replicas,
-        smd_frames=expand(
-            "results/studies/baselines/smd_frames/smd/replica_{replica}.h5", replica=REPLICAS
-        ),
+        smd_frames=expand(f"{SMD_FRAMES}/smd/replica_{{replica}}.h5", replica=REPLICAS),
         equilibrium_data="results/iter_000/dataset.h5",
         smd_frames_data=f"{SMD_FRAMES}/dataset.h5",
     output:
