@@ -23,37 +23,6 @@ from ase.calculators.calculator import Calculator, all_changes
 from rarelearn.dynamics import SMDProtocol, run_smd
 
 
-def hexane() -> Atoms:
-    """All-trans hexane (C6H14), ideal zig-zag geometry; carbons are atoms 0..5."""
-    cc, ch, angle = 1.53, 1.09, np.radians(112.0)
-    tet = np.radians(109.47)
-    n = 6
-    c = np.array([[i * cc * np.sin(angle / 2), (i % 2) * cc * np.cos(angle / 2), 0.0] for i in range(n)])
-    hs = []
-    z = np.array([0.0, 0.0, 1.0])
-    for i in range(n):
-        nbr = [j for j in (i - 1, i + 1) if 0 <= j < n]
-        u = [(c[j] - c[i]) / np.linalg.norm(c[j] - c[i]) for j in nbr]
-        if len(u) == 2:  # CH2: in the plane of the bisector and the normal
-            b = -(u[0] + u[1])
-            b /= np.linalg.norm(b)
-            half = tet / 2
-            for s in (1, -1):
-                hs.append(c[i] + ch * (np.cos(half) * b + s * np.sin(half) * z))
-        else:  # CH3, staggered: the in-plane H anti to the next-but-one carbon
-            j = nbr[0]
-            k = j + (j - i)
-            a = u[0]
-            w = c[k] - c[j]
-            e1 = -(w - np.dot(w, a) * a)
-            e1 /= np.linalg.norm(e1)
-            e2 = np.cross(a, e1)
-            for phi in (0.0, 2 * np.pi / 3, 4 * np.pi / 3):
-                d = np.cos(tet) * a + np.sin(tet) * (np.cos(phi) * e1 + np.sin(phi) * e2)
-                hs.append(c[i] + ch * d)
-    return Atoms("C6H14", positions=np.vstack([c, np.array(hs)]))
-
-
 class HarmonicBonds(Calculator):
     """Cheap stand-in potential: harmonic springs on the starting bonds (eV, Å)."""
 
@@ -100,14 +69,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="repetitions (best is reported)")
     args = ap.parse_args()
 
-    from ase.optimize import BFGS
     from tblite.ase import TBLite
 
     from rarelearn.geometry import covalent_bonds
+    from rarelearn.molecules import build_alkane
 
-    atoms = hexane()
-    atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
-    BFGS(atoms, logfile=None).run(fmax=0.05, steps=200)
+    atoms = build_alkane(6, fmax=0.05, steps=200)  # GFN2-xTB-relaxed; carbons are atoms 0..5
     atoms = Atoms(atoms.numbers, atoms.positions)
     n_steps = args.relax + args.steps
     proto = SMDProtocol(relax_steps=args.relax, pull_steps=args.steps, velocity=1.0, record_every=1)
