@@ -399,6 +399,72 @@ class CommitteeBase:
         self.check_elements(numbers)
         return float(sum(self._sae[int(z)] for z in _as_numbers(numbers)))
 
+    # What a family provides for the batched evaluation below: ``n_members``, ``device``,
+    # ``dtype``, and its members' network energies in units of ``_energy_unit`` eV.
+    _energy_unit = 1.0
+
+    def _member_outputs(self, numbers: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        """Member energies without self energies, (K, B), in ``_energy_unit``; differentiable in x."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _positions(numbers: np.ndarray, positions) -> np.ndarray:
+        pos = np.asarray(positions, dtype=np.float64)
+        if pos.ndim == 2:
+            pos = pos[None]
+        if pos.ndim != 3 or pos.shape[1:] != (numbers.shape[0], 3):
+            raise ValueError(f"positions must be (F, {numbers.shape[0]}, 3), got {pos.shape}")
+        return pos
+
+    def energies(self, numbers, positions, batch_size: int = 256) -> np.ndarray:
+        """Member energies.
+
+        Parameters
+        ----------
+        numbers : (N,) atomic numbers
+        positions : (F, N, 3) or (N, 3) Å
+        batch_size : frames per network call
+
+        Returns
+        -------
+        (K, F) float64 eV (self energies added in float64)
+        """
+        numbers = _as_numbers(numbers)
+        shift = self.self_energy(numbers)
+        pos = self._positions(numbers, positions)
+        out = np.empty((self.n_members, pos.shape[0]), dtype=np.float64)
+        with torch.no_grad():
+            for start in range(0, pos.shape[0], batch_size):
+                x = torch.as_tensor(pos[start:start + batch_size], dtype=self.dtype, device=self.device)
+                e = self._member_outputs(numbers, x)
+                out[:, start:start + x.shape[0]] = e.double().cpu().numpy() * self._energy_unit
+        return out + shift
+
+    def energies_forces(self, numbers, positions, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Member energies and forces (autograd).
+
+        Returns
+        -------
+        E : (K, F) float64 eV
+        F : (K, F, N, 3) float64 eV/Å
+        """
+        numbers = _as_numbers(numbers)
+        shift = self.self_energy(numbers)
+        pos = self._positions(numbers, positions)
+        f, n, k = pos.shape[0], pos.shape[1], self.n_members
+        e_out = np.empty((k, f), dtype=np.float64)
+        f_out = np.empty((k, f, n, 3), dtype=np.float64)
+        for start in range(0, f, batch_size):
+            x = torch.as_tensor(pos[start:start + batch_size], dtype=self.dtype, device=self.device)
+            x.requires_grad_(True)
+            with torch.enable_grad():
+                e = self._member_outputs(numbers, x)
+                for m in range(k):
+                    g, = torch.autograd.grad(e[m].sum(), x, retain_graph=m < k - 1)
+                    f_out[m, start:start + x.shape[0]] = -g.double().cpu().numpy() * self._energy_unit
+            e_out[:, start:start + x.shape[0]] = e.detach().double().cpu().numpy() * self._energy_unit
+        return e_out + shift, f_out
+
 
 class EnsembleModel(CommitteeBase):
     """K TorchANI members sharing AEVs and self energies; numpy in, numpy out (eV, Å).
@@ -513,71 +579,12 @@ class EnsembleModel(CommitteeBase):
             st = self._stacked = _StackedMembers(self.module, self.elements)
         return st(aev, self._element_groups(numbers))
 
-    @staticmethod
-    def _positions(numbers: np.ndarray, positions) -> np.ndarray:
-        pos = np.asarray(positions, dtype=np.float64)
-        if pos.ndim == 2:
-            pos = pos[None]
-        if pos.ndim != 3 or pos.shape[1:] != (numbers.shape[0], 3):
-            raise ValueError(f"positions must be (F, {numbers.shape[0]}, 3), got {pos.shape}")
-        return pos
+    _energy_unit = HARTREE_EV
 
-    def energies(self, numbers, positions, batch_size: int = 256) -> np.ndarray:
-        """Member energies.
-
-        Parameters
-        ----------
-        numbers : (N,) atomic numbers
-        positions : (F, N, 3) or (N, 3) Å
-        batch_size : frames per TorchANI call
-
-        Returns
-        -------
-        (K, F) float64 eV (self energies added in float64)
-        """
-        numbers = _as_numbers(numbers)
-        self.check_elements(numbers)
-        pos = self._positions(numbers, positions)
-        f = pos.shape[0]
-        out = np.empty((self.n_members, f), dtype=np.float64)
-        if f == 0:
-            return out
-        shift = self.self_energy(numbers)
-        with torch.no_grad():
-            for start in range(0, f, batch_size):
-                x = torch.as_tensor(pos[start:start + batch_size], dtype=self.dtype, device=self.device)
-                elem, _ = self._species(numbers, x.shape[0])
-                e = self._nn_hartree(elem, x, numbers)
-                out[:, start:start + x.shape[0]] = e.double().cpu().numpy() * HARTREE_EV
-        return out + shift
-
-    def energies_forces(self, numbers, positions, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Member energies and forces (autograd).
-
-        Returns
-        -------
-        E : (K, F) float64 eV
-        F : (K, F, N, 3) float64 eV/Å
-        """
-        numbers = _as_numbers(numbers)
-        self.check_elements(numbers)
-        pos = self._positions(numbers, positions)
-        f, n = pos.shape[0], pos.shape[1]
-        k = self.n_members
-        e_out = np.empty((k, f), dtype=np.float64)
-        f_out = np.empty((k, f, n, 3), dtype=np.float64)
-        shift = self.self_energy(numbers)
-        for start in range(0, f, batch_size):
-            x = torch.as_tensor(pos[start:start + batch_size], dtype=self.dtype, device=self.device)
-            x.requires_grad_(True)
-            elem, _ = self._species(numbers, x.shape[0])
-            with torch.enable_grad():
-                e = self._nn_hartree(elem, x, numbers)
-                for m in range(k):
-                    g, = torch.autograd.grad(e[m].sum(), x, retain_graph=m < k - 1)
-                    f_out[m, start:start + x.shape[0]] = -g.double().cpu().numpy() * HARTREE_EV
-            e_out[:, start:start + x.shape[0]] = e.detach().double().cpu().numpy() * HARTREE_EV
-        return e_out + shift, f_out
+    def _member_outputs(self, numbers: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        """Member network energies without self energies, (K, B) Hartree."""
+        elem, _ = self._species(numbers, x.shape[0])
+        return self._nn_hartree(elem, x, numbers)
 
 
 # ---------------------------------------------------------------------- ASE

@@ -254,15 +254,6 @@ def _as_numbers(numbers) -> np.ndarray:
     return np.asarray(numbers, dtype=np.int64).reshape(-1)
 
 
-def _positions(numbers: np.ndarray, positions) -> np.ndarray:
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim == 2:
-        pos = pos[None]
-    if pos.ndim != 3 or pos.shape[1:] != (numbers.shape[0], 3):
-        raise ValueError(f"positions must be (F, {numbers.shape[0]}, 3), got {pos.shape}")
-    return pos
-
-
 # ---------------------------------------------------------------------- ensemble
 class SchNetEnsemble(CommitteeBase):
     """K SchNet members sharing a spec (sizes, cutoff, self energies); numpy in, numpy out.
@@ -371,54 +362,8 @@ class SchNetEnsemble(CommitteeBase):
         i, j, d = self.graph.half_edges(x)
         return torch.stack([_net_energy(net, z, i, j, d, b, n) for net in self.nets])
 
-    def energies(self, numbers, positions, batch_size: int = 256) -> np.ndarray:
-        """Member energies.
-
-        Parameters
-        ----------
-        numbers : (N,) atomic numbers
-        positions : (F, N, 3) or (N, 3) Å
-        batch_size : frames per network call
-
-        Returns
-        -------
-        (K, F) float64 eV (self energies added in float64)
-        """
-        numbers = _as_numbers(numbers)
-        shift = self.self_energy(numbers)
-        pos = _positions(numbers, positions)
-        out = np.empty((self.n_members, pos.shape[0]), dtype=np.float64)
-        with torch.no_grad():
-            for start in range(0, pos.shape[0], batch_size):
-                x = torch.as_tensor(pos[start:start + batch_size], dtype=self.dtype, device=self.device)
-                e = self.member_energies_torch(numbers, x)
-                out[:, start:start + x.shape[0]] = e.double().cpu().numpy()
-        return out + shift
-
-    def energies_forces(self, numbers, positions, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Member energies and forces (autograd).
-
-        Returns
-        -------
-        E : (K, F) float64 eV
-        F : (K, F, N, 3) float64 eV/Å
-        """
-        numbers = _as_numbers(numbers)
-        shift = self.self_energy(numbers)
-        pos = _positions(numbers, positions)
-        f, n, k = pos.shape[0], pos.shape[1], self.n_members
-        e_out = np.empty((k, f), dtype=np.float64)
-        f_out = np.empty((k, f, n, 3), dtype=np.float64)
-        for start in range(0, f, batch_size):
-            x = torch.as_tensor(pos[start:start + batch_size], dtype=self.dtype, device=self.device)
-            x.requires_grad_(True)
-            with torch.enable_grad():
-                e = self.member_energies_torch(numbers, x)
-                for m in range(k):
-                    g, = torch.autograd.grad(e[m].sum(), x, retain_graph=m < k - 1)
-                    f_out[m, start:start + x.shape[0]] = -g.double().cpu().numpy()
-            e_out[:, start:start + x.shape[0]] = e.detach().double().cpu().numpy()
-        return e_out + shift, f_out
+    def _member_outputs(self, numbers: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+        return self.member_energies_torch(numbers, x)
 
 
 # ---------------------------------------------------------------------- ASE
