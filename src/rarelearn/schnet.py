@@ -62,7 +62,7 @@ from ase.data import covalent_radii as _COVALENT_RADII
 from .dataset import Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
 from .model import CommitteeBase, ModelError, _check_elements, _plain, _state_plain
-from .training import _device, _ok_indices, _threads
+from .training import _device, _EpochRecorder, _ok_indices, _state_copy, _threads
 
 __all__ = [
     "FORMAT",
@@ -696,10 +696,6 @@ class _SchNetData:
                 "energy_mae": s_ae / n, "force_mse": f_mse, "force_mae": s_fae / n, "n": n}
 
 
-def _state_copy(net) -> dict:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
 def train_schnet_member(frames: Frames, train_idx, val_idx, spec: dict, cfg=None, seed: int = 0,
                         init_state: dict | None = None,
                         log: Callable[[str], None] = print) -> tuple[dict, dict]:
@@ -760,12 +756,7 @@ def train_schnet_member(frames: Frames, train_idx, val_idx, spec: dict, cfg=None
         gen = torch.Generator().manual_seed(int(seed))
         net.eval()
         ev0 = data.evaluate(net, sel_rows, cfg.eval_batch_size)
-        hist: dict[str, Any] = {"epoch_train_loss": [], "epoch_val_loss": [], "epoch_val_energy_mse": [],
-                                "epoch_val_energy_mae": [], "epoch_lr": []}
-        best_loss, best_epoch, best_state = ev0["loss"], 0, _state_copy(net)
-        every = max(1, int(round(cfg.epochs * cfg.log_every))) if cfg.log_every > 0 else 0
-        stop_reason, epochs_run = "epochs", 0
-        t_train = time.perf_counter()
+        rec = _EpochRecorder(net, cfg, seed, select_on, "loss", log, name="schnet", start=ev0["loss"])
         for epoch in range(1, cfg.epochs + 1):
             net.train()
             order = tr_rows[torch.randperm(n_tr, generator=gen).to(device)]
@@ -780,31 +771,11 @@ def train_schnet_member(frames: Frames, train_idx, val_idx, spec: dict, cfg=None
                 s_loss += float(loss.detach()) * rows.shape[0]
             net.eval()
             ev = data.evaluate(net, sel_rows, cfg.eval_batch_size)
-            lr = opt.param_groups[0]["lr"]
-            nan = float("nan")
-            hist["epoch_train_loss"].append(s_loss / n_tr)
-            hist["epoch_val_loss"].append(ev["loss"] if select_on == "val" else nan)
-            hist["epoch_val_energy_mse"].append(ev["energy_mse"] if select_on == "val" else nan)
-            hist["epoch_val_energy_mae"].append(ev["energy_mae"] if select_on == "val" else nan)
-            hist["epoch_lr"].append(lr)
-            epochs_run = epoch
-            if ev["loss"] < best_loss:
-                best_loss, best_epoch, best_state = ev["loss"], epoch, _state_copy(net)
-            if every and (epoch % every == 0 or epoch == 1 or epoch == cfg.epochs):
-                spe = (time.perf_counter() - t_train) / epoch
-                log(f"schnet seed {seed} epoch {epoch}/{cfg.epochs}: train loss {s_loss / n_tr:.4g}, "
-                    f"{select_on} loss {ev['loss']:.4g}, {select_on} E MAE {ev['energy_mae'] * 1000:.2f} meV, "
-                    f"F MAE {ev['force_mae']:.4f} eV/Å, best epoch {best_epoch}, lr {lr:.2g}, {spe:.2f} s/epoch")
-            sched.step(ev["loss"])
-            if cfg.early_stopping_patience is not None and epoch - best_epoch >= cfg.early_stopping_patience:
-                stop_reason = "early stopping"
-                log(f"schnet seed {seed}: early stop at epoch {epoch} (best {best_epoch})")
+            if rec.end_epoch(epoch, net, s_loss / n_tr, ev, opt, sched):
                 break
-            if cfg.stop_at_min_lr and opt.param_groups[0]["lr"] <= cfg.min_lr * (1 + 1e-9):
-                stop_reason = "minimum learning rate"
-                log(f"schnet seed {seed}: learning rate at its minimum, stop at epoch {epoch}")
-                break
-        train_seconds = time.perf_counter() - t_train
+        train_seconds = rec.train_seconds
+        hist, best_epoch, best_loss, best_state = rec.hist, rec.best_epoch, rec.best, rec.best_state
+        epochs_run, stop_reason = rec.epochs_run, rec.stop_reason
         net.load_state_dict(best_state)
         net.eval()
         ev_tr = data.evaluate(net, tr_rows, cfg.eval_batch_size)

@@ -39,7 +39,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
@@ -475,6 +475,61 @@ def _state_copy(nets) -> dict:
     return {k: v.detach().clone() for k, v in nets.state_dict().items()}
 
 
+class _EpochRecorder:
+    """The per-epoch bookkeeping both model families share: the history lists, the best
+    parameters so far (lowest ``ev[criterion]`` on the selection set), the progress line,
+    the learning-rate schedule and the stop rules (early stopping, minimum learning rate).
+
+    ``start`` is the criterion's value of the starting parameters (kept if no epoch beats it).
+    """
+
+    def __init__(self, nets, cfg, seed: int, select_on: str, criterion: str, log: Callable,
+                 name: str = "", start: float = math.inf):
+        self.cfg, self.seed, self.select_on, self.criterion, self.log = cfg, int(seed), select_on, criterion, log
+        self.name = f"{name} " if name else ""
+        self.hist: dict[str, Any] = {"epoch_train_loss": [], "epoch_val_loss": [], "epoch_val_energy_mse": [],
+                                     "epoch_val_energy_mae": [], "epoch_lr": []}
+        self.best, self.best_epoch, self.best_state = start, 0, _state_copy(nets)
+        self.every = max(1, int(round(cfg.epochs * cfg.log_every))) if cfg.log_every > 0 else 0
+        self.stop_reason, self.epochs_run = "epochs", 0
+        self.t_train = time.perf_counter()
+
+    def end_epoch(self, epoch: int, nets, train_loss: float, ev: dict, opt, sched) -> bool:
+        """Record epoch ``epoch`` (``ev``: the selection set's evaluation); True: stop training."""
+        cfg, val = self.cfg, self.select_on == "val"
+        lr = opt.param_groups[0]["lr"]
+        nan = float("nan")
+        self.hist["epoch_train_loss"].append(train_loss)
+        self.hist["epoch_val_loss"].append(ev["loss"] if val else nan)
+        self.hist["epoch_val_energy_mse"].append(ev["energy_mse"] if val else nan)
+        self.hist["epoch_val_energy_mae"].append(ev["energy_mae"] if val else nan)
+        self.hist["epoch_lr"].append(lr)
+        self.epochs_run = epoch
+        if ev[self.criterion] < self.best:
+            self.best, self.best_epoch, self.best_state = ev[self.criterion], epoch, _state_copy(nets)
+        if self.every and (epoch % self.every == 0 or epoch == 1 or epoch == cfg.epochs):
+            spe = (time.perf_counter() - self.t_train) / epoch
+            self.log(f"{self.name}seed {self.seed} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4g}, "
+                     f"{self.select_on} loss {ev['loss']:.4g}, {self.select_on} E MAE "
+                     f"{ev['energy_mae'] * 1000:.2f} meV, F MAE {ev['force_mae']:.4f} eV/Å, "
+                     f"best epoch {self.best_epoch}, lr {lr:.2g}, {spe:.2f} s/epoch")
+        if sched is not None:
+            sched.step(ev["loss"])
+        if cfg.early_stopping_patience is not None and epoch - self.best_epoch >= cfg.early_stopping_patience:
+            self.stop_reason = "early stopping"
+            self.log(f"{self.name}seed {self.seed}: early stop at epoch {epoch} (best {self.best_epoch})")
+            return True
+        if cfg.stop_at_min_lr and sched is not None and opt.param_groups[0]["lr"] <= cfg.min_lr * (1 + 1e-9):
+            self.stop_reason = "minimum learning rate"
+            self.log(f"{self.name}seed {self.seed}: learning rate at its minimum, stop at epoch {epoch}")
+            return True
+        return False
+
+    @property
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.t_train
+
+
 def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, seed: int,
          init_state: dict | None, log: Callable) -> tuple[dict, dict]:
     t0 = time.perf_counter()
@@ -501,13 +556,7 @@ def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConf
     select_on = "val" if len(va_rows) else "train"
     if select_on == "train":
         log("no validation frames: keeping the parameters with the lowest training energy MSE")
-    hist = {"epoch_train_loss": [], "epoch_val_loss": [], "epoch_val_energy_mse": [],
-            "epoch_val_energy_mae": [], "epoch_lr": []}
-    best_mse, best_epoch, best_state = math.inf, 0, _state_copy(nets)
-    every = max(1, int(round(cfg.epochs * cfg.log_every))) if cfg.log_every > 0 else 0
-    stop_reason = "epochs"
-    epochs_run = 0
-    t_train = time.perf_counter()
+    rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log)
     for epoch in range(1, cfg.epochs + 1):
         nets.train()
         order = tr_rows[torch.randperm(n_tr, generator=gen).to(data.device)]
@@ -521,36 +570,12 @@ def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConf
             opt.step()
             s_loss += float(loss.detach()) * rows.shape[0]
         nets.eval()
-        train_loss = s_loss / n_tr
-        if select_on == "val":
-            ev = data.evaluate(nets, va_rows, alpha, cfg.eval_batch_size)
-        else:
-            ev = data.evaluate(nets, tr_rows, alpha, cfg.eval_batch_size)
-        lr = opt.param_groups[0]["lr"]
-        hist["epoch_train_loss"].append(train_loss)
-        hist["epoch_val_loss"].append(ev["loss"] if select_on == "val" else float("nan"))
-        hist["epoch_val_energy_mse"].append(ev["energy_mse"] if select_on == "val" else float("nan"))
-        hist["epoch_val_energy_mae"].append(ev["energy_mae"] if select_on == "val" else float("nan"))
-        hist["epoch_lr"].append(lr)
-        epochs_run = epoch
-        if ev["energy_mse"] < best_mse:
-            best_mse, best_epoch, best_state = ev["energy_mse"], epoch, _state_copy(nets)
-        if every and (epoch % every == 0 or epoch == 1 or epoch == cfg.epochs):
-            spe = (time.perf_counter() - t_train) / epoch
-            log(f"seed {seed} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4g}, "
-                f"{select_on} loss {ev['loss']:.4g}, {select_on} E MAE {ev['energy_mae'] * 1000:.2f} meV, "
-                f"F MAE {ev['force_mae']:.4f} eV/Å, best epoch {best_epoch}, lr {lr:.2g}, {spe:.2f} s/epoch")
-        if sched is not None:
-            sched.step(ev["loss"])
-        if cfg.early_stopping_patience is not None and epoch - best_epoch >= cfg.early_stopping_patience:
-            stop_reason = "early stopping"
-            log(f"seed {seed}: early stop at epoch {epoch} (best {best_epoch})")
+        ev = data.evaluate(nets, va_rows if select_on == "val" else tr_rows, alpha, cfg.eval_batch_size)
+        if rec.end_epoch(epoch, nets, s_loss / n_tr, ev, opt, sched):
             break
-        if cfg.stop_at_min_lr and sched is not None and opt.param_groups[0]["lr"] <= cfg.min_lr * (1 + 1e-9):
-            stop_reason = "minimum learning rate"
-            log(f"seed {seed}: learning rate at its minimum, stop at epoch {epoch}")
-            break
-    train_seconds = time.perf_counter() - t_train
+    train_seconds = rec.train_seconds
+    hist, best_epoch, best_mse, best_state = rec.hist, rec.best_epoch, rec.best, rec.best_state
+    epochs_run, stop_reason = rec.epochs_run, rec.stop_reason
     nets.load_state_dict(best_state)
     nets.eval()
     ev_tr = data.evaluate(nets, tr_rows, alpha, cfg.eval_batch_size)
