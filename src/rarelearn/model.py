@@ -495,6 +495,7 @@ class EnsembleModel(CommitteeBase):
         self._sae = {_ATOMIC_NUMBERS[e]: float(spec["self_energies"][e]) for e in spec["elements"]}
         self._stacked: _StackedMembers | None = None
         self._groups: dict[bytes, list[tuple[str, torch.Tensor]]] = {}
+        self._species_cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -555,9 +556,15 @@ class EnsembleModel(CommitteeBase):
 
     # ------------------------------------------------------------ evaluation
     def _species(self, numbers: np.ndarray, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        z = torch.as_tensor(numbers, dtype=torch.long, device=self.device).view(1, -1)
-        elem = self.module.species_converter(z)
-        return elem.expand(batch, -1).contiguous(), z
+        key = numbers.tobytes() + str(self.device).encode() + str(batch).encode()
+        hit = self._species_cache.get(key)
+        if hit is None:
+            if len(self._species_cache) > 64:
+                self._species_cache.clear()
+            z = torch.as_tensor(numbers, dtype=torch.long, device=self.device).view(1, -1)
+            elem = self.module.species_converter(z)
+            hit = self._species_cache[key] = (elem.expand(batch, -1).contiguous(), z)
+        return hit
 
     def _element_groups(self, numbers: np.ndarray) -> list[tuple[str, torch.Tensor]]:
         key = numbers.tobytes() + str(self.device).encode()
@@ -588,7 +595,70 @@ class EnsembleModel(CommitteeBase):
 
 
 # ---------------------------------------------------------------------- ASE
-class NNPCalculator(Calculator):
+class CommitteeCalculator(Calculator):
+    """ASE calculator over a committee of either family (the results contract below);
+    subclasses name the family (``_family``) and how to load it from a file (``_load``)."""
+
+    implemented_properties = ["energy", "forces", "energies", "energy_std", "member_forces"]
+    default_parameters: dict = {}
+    _family: type = CommitteeBase
+
+    @staticmethod
+    def _load(path):
+        raise NotImplementedError
+
+    def __init__(self, model, member: int | None = None, device=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(model, self._family):
+            model = self._load(model)
+        if device is not None:
+            model.to(device)
+        if member is not None and not 0 <= int(member) < model.n_members:
+            raise ModelError(f"member {member} out of range: the ensemble has {model.n_members} members")
+        self.model = model
+        self.member = None if member is None else int(member)
+        self._numbers_key: bytes | None = None
+        self._shift = 0.0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        numbers = np.asarray(self.atoms.numbers, dtype=np.int64)
+        key = numbers.tobytes()
+        if key != self._numbers_key:
+            self._shift = self.model.self_energy(numbers)  # checks the elements
+            self._numbers_key = key
+        m = self.model
+        unit = m._energy_unit
+        x = torch.as_tensor(self.atoms.positions, dtype=m.dtype, device=m.device).unsqueeze(0)
+        want_forces = "forces" in properties
+        want_members = "member_forces" in properties
+        with torch.set_grad_enabled(want_forces or want_members):
+            if want_forces or want_members:
+                x.requires_grad_(True)
+            e = m._member_outputs(numbers, x)[:, 0]  # (K,) in units of `unit` eV
+            k = e.shape[0]
+            if want_members:
+                fm = []
+                for j in range(k):
+                    g, = torch.autograd.grad(e[j], x, retain_graph=j < k - 1)
+                    fm.append(-g[0])
+                fmem = torch.stack(fm).double().cpu().numpy() * unit
+                self.results["member_forces"] = fmem
+                if want_forces:
+                    self.results["forces"] = (fmem.mean(axis=0) if self.member is None
+                                              else fmem[self.member].copy())
+            elif want_forces:
+                target = e.mean() if self.member is None else e[self.member]
+                g, = torch.autograd.grad(target, x)
+                self.results["forces"] = -g[0].double().cpu().numpy() * unit
+        energies = e.detach().double().cpu().numpy() * unit + self._shift
+        self.results["energies"] = energies
+        self.results["energy"] = float(energies.mean() if self.member is None else energies[self.member])
+        self.results["free_energy"] = self.results["energy"]
+        self.results["energy_std"] = float(energies.std()) if energies.size > 1 else 0.0
+
+
+class NNPCalculator(CommitteeCalculator):
     """ASE calculator for an :class:`EnsembleModel` (or a model file).
 
     Parameters
@@ -613,63 +683,11 @@ class NNPCalculator(Calculator):
     jobs (one thread is as fast as two for a 20-atom molecule).
     """
 
-    implemented_properties = ["energy", "forces", "energies", "energy_std", "member_forces"]
-    default_parameters: dict = {}
+    _family = EnsembleModel
 
-    def __init__(self, model, member: int | None = None, device=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if not isinstance(model, EnsembleModel):
-            model = load_ensemble(model)
-        if device is not None:
-            model.to(device)
-        if member is not None and not 0 <= int(member) < model.n_members:
-            raise ModelError(f"member {member} out of range: the ensemble has {model.n_members} members")
-        self.model = model
-        self.member = None if member is None else int(member)
-        self._numbers_key: bytes | None = None
-        self._elem: torch.Tensor | None = None
-        self._shift = 0.0
-
-    def _prepare(self, numbers: np.ndarray) -> None:
-        key = numbers.tobytes()
-        if key != self._numbers_key:
-            self.model.check_elements(numbers)
-            self._elem, _ = self.model._species(numbers, 1)
-            self._shift = self.model.self_energy(numbers)
-            self._numbers_key = key
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        numbers = np.asarray(self.atoms.numbers, dtype=np.int64)
-        self._prepare(numbers)
-        m = self.model
-        x = torch.as_tensor(self.atoms.positions, dtype=m.dtype, device=m.device).unsqueeze(0)
-        want_forces = "forces" in properties
-        want_members = "member_forces" in properties
-        with torch.set_grad_enabled(want_forces or want_members):
-            if want_forces or want_members:
-                x.requires_grad_(True)
-            e = m._nn_hartree(self._elem, x, numbers)[:, 0]  # (K,) Hartree
-            k = e.shape[0]
-            target = e.mean() if self.member is None else e[self.member]
-            if want_members:
-                fm = []
-                for j in range(k):
-                    g, = torch.autograd.grad(e[j], x, retain_graph=True)
-                    fm.append(-g[0])
-                fmem = torch.stack(fm).double().cpu().numpy() * HARTREE_EV
-                self.results["member_forces"] = fmem
-                if want_forces:
-                    self.results["forces"] = (fmem.mean(axis=0) if self.member is None
-                                              else fmem[self.member].copy())
-            elif want_forces:
-                g, = torch.autograd.grad(target, x)
-                self.results["forces"] = -g[0].double().cpu().numpy() * HARTREE_EV
-        energies = e.detach().double().cpu().numpy() * HARTREE_EV + self._shift
-        self.results["energies"] = energies
-        self.results["energy"] = float(energies.mean() if self.member is None else energies[self.member])
-        self.results["free_energy"] = self.results["energy"]
-        self.results["energy_std"] = float(energies.std()) if energies.size > 1 else 0.0
+    @staticmethod
+    def _load(path):
+        return load_ensemble(path)
 
 
 # ---------------------------------------------------------------------- TorchScript

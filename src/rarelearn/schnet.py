@@ -12,9 +12,9 @@ per-element self energies of the spec, which are added back in float64, as in
 (``n_members``, ``elements``, ``check_elements``, ``energies``, ``energies_forces``,
 ``member``), so :mod:`rarelearn.uq`, :func:`rarelearn.training.best_member` and
 :func:`rarelearn.training.evaluate_errors` take it as they are.
-:class:`rarelearn.model.NNPCalculator` does not (it checks for an ``EnsembleModel`` and
-evaluates TorchANI internals): use :class:`SchNetCalculator`, which gives the same
-results (energy, forces, energies, energy_std, member_forces), or :func:`make_calculator`.
+:class:`rarelearn.model.NNPCalculator` takes only an ``EnsembleModel``: use
+:class:`SchNetCalculator` (the same :class:`rarelearn.model.CommitteeCalculator`, so the
+same results: energy, forces, energies, energy_std, member_forces), or :func:`make_calculator`.
 
 Model file (``format = "rarelearn-schnet"``, ``version = 1``)
 -------------------------------------------------------------
@@ -54,14 +54,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator
 from ase.data import atomic_numbers as _ATOMIC_NUMBERS
 from ase.data import chemical_symbols as _SYMBOLS
 from ase.data import covalent_radii as _COVALENT_RADII
 
 from .dataset import Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
-from .model import CommitteeBase, ModelError, _check_elements, _plain, _state_plain
+from .model import CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _plain, _state_plain
 from .training import _device, _EpochRecorder, _ok_indices, _state_copy, _threads
 
 __all__ = [
@@ -367,7 +367,7 @@ class SchNetEnsemble(CommitteeBase):
 
 
 # ---------------------------------------------------------------------- ASE
-class SchNetCalculator(Calculator):
+class SchNetCalculator(CommitteeCalculator):
     """ASE calculator for a :class:`SchNetEnsemble` (or a SchNet model file).
 
     The results contract of :class:`rarelearn.model.NNPCalculator`:
@@ -385,56 +385,11 @@ class SchNetCalculator(Calculator):
     device : optional torch device to move the model to
     """
 
-    implemented_properties = ["energy", "forces", "energies", "energy_std", "member_forces"]
-    default_parameters: dict = {}
+    _family = SchNetEnsemble
 
-    def __init__(self, model, member: int | None = None, device=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if not isinstance(model, SchNetEnsemble):
-            model = load_schnet(model)
-        if device is not None:
-            model.to(device)
-        if member is not None and not 0 <= int(member) < model.n_members:
-            raise ModelError(f"member {member} out of range: the ensemble has {model.n_members} members")
-        self.model = model
-        self.member = None if member is None else int(member)
-        self._numbers_key: bytes | None = None
-        self._shift = 0.0
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        numbers = np.asarray(self.atoms.numbers, dtype=np.int64)
-        key = numbers.tobytes()
-        if key != self._numbers_key:
-            self._shift = self.model.self_energy(numbers)  # checks the elements
-            self._numbers_key = key
-        m = self.model
-        x = torch.as_tensor(self.atoms.positions, dtype=m.dtype, device=m.device).unsqueeze(0)
-        want_forces = "forces" in properties
-        want_members = "member_forces" in properties
-        with torch.set_grad_enabled(want_forces or want_members):
-            if want_forces or want_members:
-                x.requires_grad_(True)
-            e = m.member_energies_torch(numbers, x)[:, 0]  # (K,) eV
-            if want_members:
-                fm = []
-                for j in range(e.shape[0]):
-                    g, = torch.autograd.grad(e[j], x, retain_graph=j < e.shape[0] - 1)
-                    fm.append(-g[0])
-                fmem = torch.stack(fm).double().cpu().numpy()
-                self.results["member_forces"] = fmem
-                if want_forces:
-                    self.results["forces"] = (fmem.mean(axis=0) if self.member is None
-                                              else fmem[self.member].copy())
-            elif want_forces:
-                target = e.mean() if self.member is None else e[self.member]
-                g, = torch.autograd.grad(target, x)
-                self.results["forces"] = -g[0].double().cpu().numpy()
-        energies = e.detach().double().cpu().numpy() + self._shift
-        self.results["energies"] = energies
-        self.results["energy"] = float(energies.mean() if self.member is None else energies[self.member])
-        self.results["free_energy"] = self.results["energy"]
-        self.results["energy_std"] = float(energies.std()) if energies.size > 1 else 0.0
+    @staticmethod
+    def _load(path):
+        return load_schnet(path)
 
 
 # ---------------------------------------------------------------------- files
