@@ -3,7 +3,7 @@ import pytest
 from ase.build import molecule
 from ase.io import write
 
-from rarelearn.config import ConfigError, DEFAULT_SCHEMA, fill_defaults, load_yaml, validate_config
+from rarelearn.config import ConfigError, DEFAULT_SCHEMA, load_yaml, validate_config
 
 
 def test_defaults_fill_every_section():

@@ -4,7 +4,7 @@ import pytest
 from ase.build import molecule
 
 from rarelearn.dataset import Frames, read_frames, write_frames
-from rarelearn.pipeline import label_step, merge_step, select_step
+from rarelearn.pipeline import label_step, merge_step
 
 
 @pytest.fixture()

@@ -239,6 +239,10 @@ def _state_plain(state: dict) -> dict:
     return out
 
 
+def _complete_ani_spec(spec: dict) -> dict:
+    return make_spec(spec["elements"], spec.get("hidden"), spec.get("self_energies"), spec.get("activation", "gelu"))
+
+
 def save_ensemble(path, members_state: list[dict], spec: dict, meta: dict | None = None) -> Path:
     """Write a model file atomically (temporary file in the same folder, then rename).
 
@@ -256,8 +260,7 @@ def save_ensemble(path, members_state: list[dict], spec: dict, meta: dict | None
     path = Path(path)
     if not members_state:
         raise ValueError("an ensemble needs at least one member")
-    spec = make_spec(spec["elements"], spec.get("hidden"), spec.get("self_energies"),
-                     spec.get("activation", "gelu"))
+    spec = _complete_ani_spec(spec)
     # check the states fit the spec before writing anything
     module = _build_from_spec(spec, len(members_state))
     for k, st in enumerate(members_state):
@@ -265,8 +268,15 @@ def save_ensemble(path, members_state: list[dict], spec: dict, meta: dict | None
             module.neural_networks.members[k].load_state_dict(st)
         except RuntimeError as exc:
             raise ModelError(f"{path}: member {k} does not match the spec: {exc}") from exc
-    blob = {"format": FORMAT, "version": FORMAT_VERSION, "spec": _plain(spec, "spec"),
-            "members": [_state_plain(st) for st in members_state], "meta": _plain(meta or {}, "meta")}
+    return _write_model_file(path, FORMAT, FORMAT_VERSION, spec, members_state, meta)
+
+
+def _write_model_file(path: Path, fmt: str, version: int, spec: dict, states: Sequence[dict],
+                      meta: dict | None) -> Path:
+    """The model file of either family, written atomically (temporary file in the same
+    folder, then rename): ``format``, ``version``, ``spec``, ``members``, ``meta``."""
+    blob = {"format": fmt, "version": version, "spec": _plain(spec, "spec"),
+            "members": [_state_plain(st) for st in states], "meta": _plain(meta or {}, "meta")}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -279,6 +289,44 @@ def save_ensemble(path, members_state: list[dict], spec: dict, meta: dict | None
     return path
 
 
+def _read_model_file(path, kinds: dict):
+    """The committee in a model file, by its format tag: ``kinds`` maps each accepted format
+    to ``(version, family name, spec completer, committee class)``. A :class:`ModelError`
+    names the file when it is missing, unreadable, of another format (with a hint when it is
+    the other family's), another version, incomplete, or its members do not fit its spec."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle of other objects, ...
+        raise ModelError(f"{path}: not a readable rarelearn model file (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+    if found not in kinds:
+        hint = {"rarelearn-ani": " (an ANI model: read it with rarelearn.model.load_ensemble)",
+                "rarelearn-schnet": " (a SchNet model: read it with rarelearn.schnet.load_schnet)"}.get(found, "")
+        what = " or ".join(k[1] for k in kinds.values())
+        raise ModelError(f"{path}: not a rarelearn {what} model file (format {found!r}, expected "
+                         f"{' or '.join(repr(f) for f in kinds)}){hint}")
+    version, family, complete_spec, cls = kinds[found]
+    if blob.get("version") != version:
+        raise ModelError(f"{path}: {family} model file version {blob.get('version')!r}, this rarelearn "
+                         f"reads version {version}")
+    try:
+        spec = complete_spec(blob["spec"])
+        states = list(blob["members"])
+        meta = dict(blob.get("meta") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: incomplete or invalid {family} model file: {exc}") from exc
+    if not states:
+        raise ModelError(f"{path}: model file has no members")
+    try:
+        return cls.from_states(spec, states, meta=meta, source=str(path))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: members do not match the {family} spec: {exc}") from exc
+
+
 def load_ensemble(path, device: str | torch.device | None = None) -> "EnsembleModel":
     """Read a model file written by :func:`save_ensemble` (``torch.load(weights_only=True)``).
 
@@ -288,34 +336,7 @@ def load_ensemble(path, device: str | torch.device | None = None) -> "EnsembleMo
         naming the file when it is missing, truncated, not a rarelearn ANI model, of
         another format version, or its members do not match its spec.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle of other objects, ...
-        raise ModelError(f"{path}: not a readable rarelearn model file (truncated or corrupt?): "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise ModelError(f"{path}: not a rarelearn ANI model file (format {found!r}, expected {FORMAT!r})")
-    if blob.get("version") != FORMAT_VERSION:
-        raise ModelError(f"{path}: model file version {blob.get('version')!r}, this rarelearn reads "
-                         f"version {FORMAT_VERSION}")
-    try:
-        spec = blob["spec"]
-        spec = make_spec(spec["elements"], spec.get("hidden"), spec.get("self_energies"),
-                         spec.get("activation", "gelu"))
-        states = list(blob["members"])
-        meta = dict(blob.get("meta") or {})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path}: incomplete or invalid model file: {exc}") from exc
-    if not states:
-        raise ModelError(f"{path}: model file has no members")
-    try:
-        model = EnsembleModel.from_states(spec, states, meta=meta, source=str(path))
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path}: members do not match the model spec: {exc}") from exc
+    model = _read_model_file(path, _ANI_FILES)
     if device is not None:
         model.to(device)
     return model
@@ -502,8 +523,7 @@ class EnsembleModel(CommitteeBase):
     def from_states(cls, spec: dict, states: Sequence[dict], meta: dict | None = None,
                     source: str | None = None) -> "EnsembleModel":
         """Ensemble from member state dicts (``ANINetworks`` keys)."""
-        spec = make_spec(spec["elements"], spec.get("hidden"), spec.get("self_energies"),
-                         spec.get("activation", "gelu"))
+        spec = _complete_ani_spec(spec)
         module = _build_from_spec(spec, len(states))
         for k, st in enumerate(states):
             module.neural_networks.members[k].load_state_dict(st)
@@ -592,6 +612,10 @@ class EnsembleModel(CommitteeBase):
         """Member network energies without self energies, (K, B) Hartree."""
         elem, _ = self._species(numbers, x.shape[0])
         return self._nn_hartree(elem, x, numbers)
+
+
+# model files of this family: format tag -> (version, name, spec completer, class)
+_ANI_FILES = {FORMAT: (FORMAT_VERSION, "ANI", _complete_ani_spec, EnsembleModel)}
 
 
 # ---------------------------------------------------------------------- ASE

@@ -45,8 +45,6 @@ two fragments, and a C–C bond broken other than the one being stretched.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -61,8 +59,9 @@ from ase.data import covalent_radii as _COVALENT_RADII
 
 from .dataset import Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
-from .model import CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _plain, _state_plain
-from .training import _device, _EpochRecorder, _ok_indices, _state_copy, _threads
+from .model import (_ANI_FILES, CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _read_model_file,
+                    _state_plain, _write_model_file)
+from .training import _device, _EpochRecorder, _ok_indices, _threads
 
 __all__ = [
     "FORMAT",
@@ -393,18 +392,6 @@ class SchNetCalculator(CommitteeCalculator):
 
 
 # ---------------------------------------------------------------------- files
-def _atomic_save(blob: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_schnet(path, states: Sequence[dict], spec: dict, meta: dict | None = None) -> Path:
     """Write a SchNet model file atomically (temporary file in the same folder, then rename).
 
@@ -429,21 +416,11 @@ def save_schnet(path, states: Sequence[dict], spec: dict, meta: dict | None = No
             build_schnet(spec).load_state_dict(st)
         except RuntimeError as exc:
             raise ModelError(f"{path}: member {k} does not match the SchNet spec: {exc}") from exc
-    blob = {"format": FORMAT, "version": FORMAT_VERSION, "spec": _plain(spec, "spec"),
-            "members": [_state_plain(st) for st in states], "meta": _plain(meta or {}, "meta")}
-    _atomic_save(blob, path)
-    return path
+    return _write_model_file(path, FORMAT, FORMAT_VERSION, spec, states, meta)
 
 
-def _read_blob(path: Path) -> Any:
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle of other objects, ...
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ModelError(f"{path}: not a readable rarelearn model file (truncated or corrupt?): "
-                         f"{type(exc).__name__}: {first}") from exc
+# model files of this family: format tag -> (version, name, spec completer, class)
+_SCHNET_FILES = {FORMAT: (FORMAT_VERSION, "SchNet", _complete_spec, SchNetEnsemble)}
 
 
 def load_schnet(path, device: str | torch.device | None = None) -> SchNetEnsemble:
@@ -455,28 +432,7 @@ def load_schnet(path, device: str | torch.device | None = None) -> SchNetEnsembl
         naming the file when it is missing, truncated, not a rarelearn SchNet model (an
         ANI file included), of another format version, or its members do not match its spec.
     """
-    path = Path(path)
-    blob = _read_blob(path)
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        hint = " (an ANI model: read it with rarelearn.model.load_ensemble)" if found == "rarelearn-ani" else ""
-        raise ModelError(f"{path}: not a rarelearn SchNet model file (format {found!r}, "
-                         f"expected {FORMAT!r}){hint}")
-    if blob.get("version") != FORMAT_VERSION:
-        raise ModelError(f"{path}: SchNet model file version {blob.get('version')!r}, this rarelearn "
-                         f"reads version {FORMAT_VERSION}")
-    try:
-        spec = _complete_spec(blob["spec"])
-        states = list(blob["members"])
-        meta = dict(blob.get("meta") or {})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path}: incomplete or invalid SchNet model file: {exc}") from exc
-    if not states:
-        raise ModelError(f"{path}: model file has no members")
-    try:
-        model = SchNetEnsemble.from_states(spec, states, meta=meta, source=str(path))
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path}: members do not match the SchNet spec: {exc}") from exc
+    model = _read_model_file(path, _SCHNET_FILES)
     if device is not None:
         model.to(device)
     return model
@@ -485,14 +441,10 @@ def load_schnet(path, device: str | torch.device | None = None) -> SchNetEnsembl
 def load_model(path, device: str | torch.device | None = None):
     """Either family from its format tag: :class:`SchNetEnsemble` for "rarelearn-schnet",
     :class:`rarelearn.model.EnsembleModel` for "rarelearn-ani" (anything else: ModelError)."""
-    path = Path(path)
-    blob = _read_blob(path)
-    fmt = blob.get("format") if isinstance(blob, dict) else None
-    if fmt == FORMAT:
-        return load_schnet(path, device)
-    from .model import load_ensemble
-
-    return load_ensemble(path, device)
+    model = _read_model_file(path, {**_ANI_FILES, **_SCHNET_FILES})
+    if device is not None:
+        model.to(device)
+    return model
 
 
 def save_model(path, states: Sequence[dict], spec: dict, meta: dict | None = None) -> Path:
