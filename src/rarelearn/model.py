@@ -420,6 +420,17 @@ class CommitteeBase:
         self.check_elements(numbers)
         return float(sum(self._sae[int(z)] for z in _as_numbers(numbers)))
 
+    def member(self, k: int):
+        """A one-member ensemble of the same family holding (a copy of) member ``k``, on the
+        same device and dtype."""
+        if not -self.n_members <= k < self.n_members:
+            raise IndexError(f"member {k} out of range for an ensemble of {self.n_members}")
+        k = k % self.n_members
+        sub = type(self).from_states(self.spec, [self.member_states()[k]],
+                                     meta=dict(self.meta, member_of=self.source, member_index=k),
+                                     source=self.source)
+        return sub.to(self.device, self.dtype)
+
     # What a family provides for the batched evaluation below: ``n_members``, ``device``,
     # ``dtype``, and its members' network energies in units of ``_energy_unit`` eV.
     _energy_unit = 1.0
@@ -558,21 +569,11 @@ class EnsembleModel(CommitteeBase):
         src = f", source={self.source!r}" if self.source else ""
         return f"EnsembleModel(n_members={self.n_members}, elements={self.elements}{src})"
 
-    def to(self, device) -> "EnsembleModel":
-        """Move to ``device`` (in place); returns self."""
-        self.module.to(torch.device(device))
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "EnsembleModel":
+        """Move to ``device`` and/or cast to ``dtype``, in place; returns self."""
+        self.module.to(device=None if device is None else torch.device(device), dtype=dtype)
+        self._species_cache.clear()
         return self
-
-    def member(self, k: int) -> "EnsembleModel":
-        """A one-member ensemble holding (a copy of) member ``k``."""
-        if not -self.n_members <= k < self.n_members:
-            raise IndexError(f"member {k} out of range for an ensemble of {self.n_members}")
-        k = k % self.n_members
-        sub = EnsembleModel.from_states(self.spec, [self.member_states()[k]],
-                                        meta=dict(self.meta, member_of=self.source, member_index=k),
-                                        source=self.source)
-        sub.module.to(device=self.device, dtype=self.dtype)
-        return sub
 
     # ------------------------------------------------------------ evaluation
     def _species(self, numbers: np.ndarray, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,7 +61,7 @@ from .dataset import Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
 from .model import (_ANI_FILES, CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _read_model_file,
                     _state_plain, _write_model_file)
-from .training import _device, _EpochRecorder, _ok_indices, _threads
+from .training import _check_run_settings, _device, _EpochRecorder, _ok_indices, _threads
 
 __all__ = [
     "FORMAT",
@@ -333,16 +333,6 @@ class SchNetEnsemble(CommitteeBase):
         self._z.clear()
         return self
 
-    def member(self, k: int) -> "SchNetEnsemble":
-        """A one-member ensemble holding (a copy of) member ``k``, on the same device and dtype."""
-        if not -self.n_members <= k < self.n_members:
-            raise IndexError(f"member {k} out of range for an ensemble of {self.n_members}")
-        k = k % self.n_members
-        sub = SchNetEnsemble.from_states(self.spec, [self.member_states()[k]],
-                                         meta=dict(self.meta, member_of=self.source, member_index=k),
-                                         source=self.source)
-        return sub.to(self.device, self.dtype)
-
     # ------------------------------------------------------------ evaluation
     def _numbers_tensor(self, numbers: np.ndarray, b: int) -> torch.Tensor:
         key = numbers.tobytes() + str(self.device).encode() + str(b).encode()
@@ -508,10 +498,7 @@ class SchNetTrainConfig:
     log_every: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        _check_run_settings(self)
         if not 0.0 <= self.rho <= 1.0:
             raise ValueError(f"rho must be in [0, 1], got {self.rho}")
         if not self.lr > 0 or not self.min_lr >= 0:
@@ -520,8 +507,6 @@ class SchNetTrainConfig:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
         if self.lr_patience < 0:
             raise ValueError(f"lr_patience must be >= 0, got {self.lr_patience}")
-        if not 0.0 < self.train_fraction <= 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 
     #: settings taken over from a :class:`rarelearn.training.TrainConfig`
     SHARED = ("epochs", "batch_size", "train_fraction", "early_stopping_patience", "device", "threads",

@@ -111,16 +111,21 @@ class TrainConfig:
     log_every: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 < self.train_fraction <= 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        _check_run_settings(self)
         if self.force_weight < 0:
             raise ValueError(f"force_weight must be >= 0, got {self.force_weight}")
         if self.precompute not in ("auto", "jacobian", "none"):
             raise ValueError(f"precompute must be 'auto', 'jacobian' or 'none', got {self.precompute!r}")
+
+
+def _check_run_settings(cfg) -> None:
+    """The checks of the run settings both families' training configs share."""
+    if cfg.epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not 0.0 < cfg.train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
 
 
 # ---------------------------------------------------------------------- seeds, splits
