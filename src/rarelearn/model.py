@@ -420,6 +420,10 @@ class CommitteeBase:
         self.check_elements(numbers)
         return float(sum(self._sae[int(z)] for z in _as_numbers(numbers)))
 
+    def __repr__(self) -> str:
+        src = f", source={self.source!r}" if self.source else ""
+        return f"{type(self).__name__}(n_members={self.n_members}, elements={self.elements}{src})"
+
     def member(self, k: int):
         """A one-member ensemble of the same family holding (a copy of) member ``k``, on the
         same device and dtype."""
@@ -564,10 +568,6 @@ class EnsembleModel(CommitteeBase):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.module.parameters()).dtype
-
-    def __repr__(self) -> str:
-        src = f", source={self.source!r}" if self.source else ""
-        return f"EnsembleModel(n_members={self.n_members}, elements={self.elements}{src})"
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "EnsembleModel":
         """Move to ``device`` and/or cast to ``dtype``, in place; returns self."""

@@ -323,10 +323,6 @@ class SchNetEnsemble(CommitteeBase):
     def dtype(self) -> torch.dtype:
         return next(self.nets.parameters()).dtype
 
-    def __repr__(self) -> str:
-        src = f", source={self.source!r}" if self.source else ""
-        return f"SchNetEnsemble(n_members={self.n_members}, elements={self.elements}{src})"
-
     def to(self, device=None, dtype: torch.dtype | None = None) -> "SchNetEnsemble":
         """Move to ``device`` and/or cast to ``dtype`` (e.g. torch.float64), in place; returns self."""
         self.nets.to(device=None if device is None else torch.device(device), dtype=dtype)
