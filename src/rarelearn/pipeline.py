@@ -203,13 +203,16 @@ def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict 
     return frames
 
 
-def _barrier_of(paths: Sequence, allow_empty: bool = False) -> dict:
+def _barrier_of(paths: Sequence, allow_empty: bool = False, unbroken_min_frames: int | None = None) -> dict:
     """E_a statistics over SMD replica files. A replica that stopped before the pull began
     (no frames) has no barrier: it is left out and listed in ``failed_replicas``; with
-    ``allow_empty`` False (reference runs) it is an error instead."""
-    from .barrier import activation_energy
+    ``allow_empty`` False (reference runs) it is an error instead. With
+    ``unbroken_min_frames``, ``unbroken`` counts the replicas (with frames) whose molecule
+    never stayed in two fragments for that many recorded frames."""
+    from .barrier import activation_energy, break_index
 
     values, dists, reasons, failed = [], [], [], []
+    unbroken = 0
     for p in paths:
         fr = read_frames(p)
         reasons.append(fr.attrs.get("stop_reason", "unknown"))
@@ -221,10 +224,14 @@ def _barrier_of(paths: Sequence, allow_empty: bool = False) -> dict:
         ea, d = activation_energy(fr.extras["work"], fr.extras["spring_distance"])
         values.append(ea)
         dists.append(d)
+        if unbroken_min_frames is not None and break_index(fr, min_frames=unbroken_min_frames) is None:
+            unbroken += 1
     rec = barrier_record(values, dists)
     rec["stop_reasons"] = reasons
     rec["replicas"] = [str(p) for p in paths]
     rec["failed_replicas"] = failed
+    if unbroken_min_frames is not None:
+        rec["unbroken"] = unbroken
     return rec
 
 

@@ -103,19 +103,6 @@ def transfer_protocol(smd_cfg: dict, n_carbons: int, extension_per_bond: float) 
     return out
 
 
-def _unbroken(paths: Sequence, min_frames: int = 10) -> int:
-    """How many SMD replicas never came apart (no two fragments for ``min_frames`` recorded
-    frames): their max W is a lower bound of the work to break, not a barrier."""
-    from .barrier import break_index
-
-    count = 0
-    for p in paths:
-        fr = read_frames(p)
-        if len(fr) and break_index(fr, min_frames=min_frames) is None:
-            count += 1
-    return count
-
-
 def smd_frames_dataset(replica_paths: Sequence, out, stride: int = 1) -> Frames:
     """Training set of the SMD-frames baseline: the labelled frames of reference SMD replicas.
 
@@ -149,15 +136,16 @@ def compare_barriers(labeller_paths: Sequence, potential_paths: Sequence) -> dic
     replica counts as 0 and ``delta_stderr_defined`` is False (the figures then draw no error
     bar). Returns the :data:`STUDY_COLUMNS` plus the full records (``labeller``, ``potential``).
     """
-    lab = _barrier_of(labeller_paths)
-    pot = _barrier_of(potential_paths, allow_empty=True)
+    # unbroken: no two fragments for 10 recorded frames, so max W only bounds the work to break
+    lab = _barrier_of(labeller_paths, unbroken_min_frames=10)
+    pot = _barrier_of(potential_paths, allow_empty=True, unbroken_min_frames=10)
     d = delta_record(pot, lab)
     row = {
         "labeller_ea_mean": lab["ea_mean"], "labeller_ea_stderr": lab["ea_stderr"],
         "labeller_n_replicas": lab["n_replicas"],
         "potential_ea_mean": pot["ea_mean"], "potential_ea_stderr": pot["ea_stderr"],
         "potential_n_replicas": pot["n_replicas"], "potential_failed_replicas": len(pot["failed_replicas"]),
-        "labeller_unbroken": _unbroken(labeller_paths), "potential_unbroken": _unbroken(potential_paths),
+        "labeller_unbroken": lab["unbroken"], "potential_unbroken": pot["unbroken"],
         "delta_ea": d["delta_ea"], "delta_ea_stderr": d["delta_ea_stderr"], "delta_ea_kcal": d["delta_ea_kcal"],
         "delta_ea_stderr_kcal": d["delta_ea_stderr_kcal"], "abs_delta_ea_kcal": d["abs_delta_ea_kcal"],
         "delta_stderr_defined": d["delta_stderr_defined"],
@@ -246,9 +234,8 @@ def transfer_step(alkanes: Sequence[int], labeller_paths: Sequence, potential_pa
     from .report import plot_study
 
     alkanes = [int(n) for n in alkanes]
-    n_rep = len(labeller_paths) // max(1, len(alkanes))
-    steps = [int(read_frames(labeller_paths[j * n_rep]).attrs["protocol"]["pull_steps"]) if n_rep else None
-             for j in range(len(alkanes))]
+    steps = [int(read_frames(lab[0]).attrs["protocol"]["pull_steps"]) if lab else None
+             for lab in _chunks(labeller_paths, len(alkanes))]
     df, records = study_table("alkane", alkanes, labeller_paths, potential_paths, extra={"pull_steps": steps})
     _write(df, records, out_json, out_csv, {"study": "transfer", "iteration": int(iteration),
                                             "trained_on": trained_on})
