@@ -59,8 +59,8 @@ from ase.data import covalent_radii as _COVALENT_RADII
 
 from .dataset import Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
-from .model import (_ANI_FILES, CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _read_model_file,
-                    _state_plain, _write_model_file)
+from .model import (_ANI_FILES, CommitteeBase, CommitteeCalculator, ModelError, _as_numbers, _check_elements,
+                    _read_model_file, _state_plain, _write_model_file)
 from .training import _check_run_settings, _device, _EpochRecorder, _ok_indices, _threads
 
 __all__ = [
@@ -247,10 +247,6 @@ def _net_energy(net, z: torch.Tensor, i: torch.Tensor, j: torch.Tensor, d: torch
         h = h + block.lin(block.act(conv.lin2(agg)))
     h = net.lin2(net.act(net.lin1(h)))
     return h.view(b, n).sum(dim=1)
-
-
-def _as_numbers(numbers) -> np.ndarray:
-    return np.asarray(numbers, dtype=np.int64).reshape(-1)
 
 
 # ---------------------------------------------------------------------- ensemble
