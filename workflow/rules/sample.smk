@@ -27,26 +27,17 @@ rule smd:
 
 # The same pull driven by the HAL-biased committee (sampler smd+hal): its frames are
 # scored and selected; the plain pulls above stay the potential's own, for the evaluation.
-rule smd_hal:
-    conda:
-        ENV
-    input:
-        molecule=MOLECULE,
-        ensemble="results/iter_{iteration}/ensemble.pt",
-        best="results/iter_{iteration}/best.json",
+use rule smd as smd_hal with:
     output:
         "results/iter_{iteration}/smd_hal/replica_{replica}.h5",
     params:
         smd=config["smd"],
         seed=replica_seed,
         sampler=SMD_HAL_SAMPLER,
-    threads: 1
     log:
         "logs/iter_{iteration}/smd_hal_{replica}.log",
     benchmark:
         "logs/benchmarks/iter_{iteration}/smd_hal_{replica}.tsv"
-    script:
-        "../scripts/smd.py"
 
 
 rule uq:
