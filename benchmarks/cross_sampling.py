@@ -36,7 +36,6 @@ Run on demand; not a test. Every step skips outputs that exist, so a killed run 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -52,22 +51,15 @@ FAMILIES = ("ani", "schnet")
 
 
 # ---------------------------------------------------------------------- config
-def _update(base: dict, new: dict) -> dict:
-    """Recursive dict update (Snakemake's merge of several --configfile)."""
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _update(base[k], v)
-        else:
-            base[k] = copy.deepcopy(v)
-    return base
-
-
 def load_config(files) -> dict:
+    """The config of several files merged as Snakemake merges several --configfile."""
+    from snakemake.utils import update_config
+
     from rarelearn.config import load_yaml, validate_config
 
     cfg: dict = {}
     for f in files:
-        _update(cfg, load_yaml(f))
+        update_config(cfg, load_yaml(f))
     return validate_config(cfg, check_labeller=False)
 
 
