@@ -1,4 +1,13 @@
-"""Activation energy from an SMD work curve, and its statistics over replicas.
+"""Activation energy from an SMD work curve, read up to the break, and its statistics
+over replicas.
+
+E_a of one replica is the maximum of the spring's work W *before* the molecule breaks
+(:mod:`rarelearn.breaks`: the first frame in which a bond of the starting structure is
+past 2× the sum of its covalent radii). What happens after the break is reported on its
+own (:func:`read_replica`): the work gained and the mean pull force after the break. A
+reference's fragments no longer attract, so both are ~0 there; a potential whose
+fragments still attract keeps gaining work, and reading max W over the whole pull would
+count that error as barrier. A replica in which nothing broke has no barrier.
 
 Units: eV, Å.
 """
@@ -10,19 +19,23 @@ from typing import Sequence
 
 import numpy as np
 
+from .breaks import find_break
 from .dataset import Frames
 from .geometry import DEFAULT_BOND_SCALE, fragment_counts
 
-__all__ = ["activation_energy", "ReplicaSummary", "summarize", "delta", "break_index"]
+__all__ = ["activation_energy", "read_replica", "ReplicaSummary", "summarize", "delta", "break_index"]
 
 
-def activation_energy(work: Sequence[float], spring_distance: Sequence[float]) -> tuple[float, float]:
+def activation_energy(work: Sequence[float], spring_distance: Sequence[float],
+                      until: int | None = None) -> tuple[float, float]:
     """E_a as the maximum of the spring's work, and where it was reached.
 
     Parameters
     ----------
     work : (F,) accumulated work W of the spring along the pull, eV
     spring_distance : (F,) centre-of-mass distance of the pulled groups, Å
+    until : read frames ``[0, until)`` only (the break frame, :func:`read_replica`);
+        None: every frame
 
     Returns
     -------
@@ -38,11 +51,58 @@ def activation_energy(work: Sequence[float], spring_distance: Sequence[float]) -
     d = np.asarray(spring_distance, dtype=np.float64).reshape(-1)
     if w.shape != d.shape:
         raise ValueError(f"work and spring_distance differ in length ({w.size} vs {d.size})")
+    if until is not None:
+        w, d = w[:until], d[:until]
     finite = np.isfinite(w)
     if not finite.any():
         raise ValueError("no finite work values: cannot compute an activation energy")
     i = int(np.argmax(np.where(finite, w, -np.inf)))
     return float(w[i]), float(d[i])
+
+
+def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name: str = "") -> dict:
+    """The barrier of one SMD replica, read up to the break, and what came after it.
+
+    Parameters
+    ----------
+    frames : the replica's recorded pull (extras ``work`` eV, ``spring_distance`` Å,
+        ``pull_force`` eV/Å as :func:`rarelearn.dynamics.run_smd` writes them)
+    start_positions : (N, 3) Å, the structure whose bonds can break (the campaign's
+        molecule); None: the first recorded frame
+    name : the replica's name, copied into the record
+
+    Returns
+    -------
+    dict (JSON types) with ``replica``, ``n_frames``, ``stop_reason``; the break
+    (:meth:`rarelearn.breaks.BreakReport.as_dict`: ``broke``, ``break_frame``,
+    ``broken_bond``, ``broken_elements``, ``broken_label``); ``ea`` = max W before the break
+    frame (eV; NaN when nothing broke, or it broke before the first recorded frame);
+    ``ea_distance`` the spring distance there (Å); ``break_distance`` the spring distance at
+    the break frame (Å, NaN without a break); ``post_break_work`` = W(last) − W(break) (eV)
+    and ``post_break_force`` = the mean pull force on the molecule after the break
+    (eV/Å, positive while the fragments resist the pull), NaN without a break.
+    """
+    n = len(frames)
+    rec = {"replica": name, "n_frames": n, "stop_reason": frames.attrs.get("stop_reason", "unknown")}
+    nan = math.nan
+    if n == 0:
+        return {**rec, "broke": False, "break_frame": None, "broken_bond": None, "broken_elements": None,
+                "broken_label": "none", "ea": nan, "ea_distance": nan, "break_distance": nan,
+                "post_break_work": nan, "post_break_force": nan}
+    brk = find_break(frames.numbers, frames.positions, start_positions)
+    rec.update(brk.as_dict())
+    w = np.asarray(frames.extras["work"], dtype=np.float64)
+    d = np.asarray(frames.extras["spring_distance"], dtype=np.float64)
+    if not brk.broke or brk.index == 0:
+        rec.update(ea=nan, ea_distance=nan, break_distance=float(d[0]) if brk.broke else nan,
+                   post_break_work=nan, post_break_force=nan)
+        return rec
+    b = brk.index
+    ea, at = activation_energy(w, d, until=b)
+    pull = -np.asarray(frames.extras["pull_force"], dtype=np.float64)[b:]
+    rec.update(ea=ea, ea_distance=at, break_distance=float(d[b]),
+               post_break_work=float(w[-1] - w[b]), post_break_force=float(np.nanmean(pull)))
+    return rec
 
 
 @dataclass

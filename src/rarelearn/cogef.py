@@ -1,0 +1,361 @@
+"""COGEF: the constrained-geometry profile of a pulled bond (Beyer, J. Chem. Phys. 2000).
+
+Fix the distance between the two pulled atoms at d0 + Δ, relax every other degree of
+freedom, step Δ up. The relaxed energy E(Δ) (relative to the relaxed start) rises while
+the molecule is stretched, and drops when a bond breaks; its maximum E_max, reached at
+the end of the intact branch, is the barrier that a quasi-static pull has to overcome,
+and F(Δ) = dE/dΔ (the constraint force) the force the bond withstands. Unlike one SMD
+replica, the profile is deterministic: the same start, calculator and settings give the
+same E_max, so it resolves differences far below the ~4 kcal/mol scatter of one SMD E_a.
+
+Works with any ASE calculator: the labeller (the reference profile) or a potential.
+
+How
+---
+* The start is relaxed without constraint; every image is the previous one with the
+  pulled atoms moved apart by the step, mass-weighted along their axis (as ase-cogef's
+  ``shift_atoms_mass_weighted``), then relaxed under :class:`ase.constraints.FixBondLength`.
+* The break is the shared rule of :mod:`rarelearn.breaks` (a bond of the start past 2× its
+  covalent radii); the scan goes on ``post_break_extension`` past it so that the
+  post-break plateau is measured (fragments apart: a reference is flat there; a potential
+  whose fragments still attract rises), or stops at ``max_extension``.
+* **Refinement of E_max**: around the highest intact image k the step is halved and new
+  images relaxed from image k at Δ_k + h (and Δ_k − h when k is not the last intact
+  image), and so on. When E_max sits at the end of the intact branch (the drop), this is a
+  bisection on where the branch ends: an image past it relaxes onto the broken branch and
+  is not counted. It stops when one halving changes E_max by less than ``refine_tol``
+  *and* F(Δ_k)·h < ``refine_tol`` (E cannot rise faster than F beyond image k within h, so
+  the true maximum is within ``refine_tol`` of the one found). Each round is recorded in
+  :attr:`CogefProfile.refinement`.
+* F_max is the largest constraint force of the intact images, refined the same way: new
+  images at ±h around it, the vertex of the parabola through the three, h halved until
+  the vertex moves by less than ``force_tol``.
+* A relaxation whose calculator fails (an SCF that does not converge) ends the scan
+  there, with the reason in :attr:`CogefProfile.stop_reason`; a failed refinement image is
+  left out.
+
+Why not ase-cogef: its newest release (23.6.1) does not import with ASE 3.29
+(``ModuleNotFoundError: No module named 'ase.neb'``, a module ASE has removed), and its
+``COGEF1D`` keeps its state in trajectory files in a working directory. What it does for
+a 1-D pull is the loop above, on ASE's own constraint and optimizers.
+
+Units: eV, Å; E relative to the relaxed start.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .breaks import BreakReport, find_break
+from .dataset import Frames
+from .units import EV_PER_KCAL_MOL
+
+__all__ = ["CogefProfile", "cogef_profile", "relaxed", "OPTIMIZERS"]
+
+OPTIMIZERS = ("BFGS", "LBFGS", "FIRE", "BFGSLineSearch")
+
+
+@dataclass
+class _Image:
+    extension: float
+    energy: float          # absolute, eV
+    force: float           # constraint force along the pull, eV/Å
+    positions: np.ndarray
+    forces: np.ndarray     # unconstrained forces, eV/Å
+    intact: bool
+    refined: bool
+    converged: bool
+
+
+@dataclass
+class CogefProfile:
+    """A COGEF profile.
+
+    Arrays are in order of extension (coarse and refinement images together).
+
+    Attributes
+    ----------
+    pull : (i, j) the atoms whose distance is fixed
+    d0 : their distance in the relaxed start, Å
+    e0 : energy of the relaxed start, eV (absolute)
+    extension : (P,) Δ, Å
+    energy : (P,) E(Δ) − e0, eV
+    force : (P,) constraint force dE/dΔ, eV/Å (positive while the molecule resists)
+    intact : (P,) bool, before the break
+    refined : (P,) bool, an image of the refinement
+    frames : the relaxed images (positions, absolute energies and unconstrained forces
+        in ``extras`` ``cogef_energy``/``potential_energy``; see :func:`cogef_profile`)
+    e_max, extension_at_max : the maximum of E over the intact images (eV, Å)
+    f_max, extension_at_f_max : the largest constraint force, parabola-refined (eV/Å, Å)
+    brk : the break (:class:`rarelearn.breaks.BreakReport`, ``index`` into the arrays)
+    refinement : one dict per halving: ``step``, ``e_max``, ``extension_at_max``, ``bound``
+    refine_converged : whether the stop criterion was met within ``max_refinements``
+    unconverged_images : images whose relaxation hit the step limit
+    stop_reason : why the scan ended: ``max_extension``, ``past the break`` or a failed calculation
+    """
+
+    pull: tuple[int, int]
+    d0: float
+    e0: float
+    extension: np.ndarray
+    energy: np.ndarray
+    force: np.ndarray
+    intact: np.ndarray
+    refined: np.ndarray
+    frames: Frames
+    e_max: float
+    extension_at_max: float
+    f_max: float
+    extension_at_f_max: float
+    brk: BreakReport
+    refinement: list = field(default_factory=list)
+    refine_converged: bool = True
+    unconverged_images: int = 0
+    stop_reason: str = "max_extension"
+
+    @property
+    def broke(self) -> bool:
+        return self.brk.broke
+
+    @property
+    def break_extension(self) -> float:
+        """Δ of the first broken image (Å), NaN when nothing broke."""
+        return float(self.extension[self.brk.index]) if self.broke else math.nan
+
+    @property
+    def post_break_rise(self) -> float:
+        """E(last image) − E(first broken image), eV: ~0 when the fragments no longer
+        interact, positive when they still attract; NaN when nothing broke."""
+        if not self.broke:
+            return math.nan
+        return float(self.energy[-1] - self.energy[self.brk.index])
+
+    @property
+    def post_break_force(self) -> float:
+        """Mean constraint force over the broken images, eV/Å (NaN when nothing broke)."""
+        if not self.broke:
+            return math.nan
+        return float(np.mean(self.force[self.brk.index:]))
+
+    def summary(self) -> dict:
+        """JSON record: the scalars, the break, the refinement and the profile arrays."""
+        return {
+            "pull": list(self.pull), "d0": self.d0, "e0": self.e0,
+            "e_max": self.e_max, "extension_at_max": self.extension_at_max,
+            "f_max": self.f_max, "extension_at_f_max": self.extension_at_f_max,
+            **self.brk.as_dict(), "break_extension": self.break_extension,
+            "post_break_rise": self.post_break_rise, "post_break_force": self.post_break_force,
+            "refinement": self.refinement, "refine_converged": self.refine_converged,
+            "unconverged_images": self.unconverged_images, "stop_reason": self.stop_reason,
+            "n_images": int(self.extension.size),
+            "extension": self.extension.tolist(), "energy": self.energy.tolist(),
+            "force": self.force.tolist(), "intact": self.intact.tolist(), "refined": self.refined.tolist(),
+        }
+
+
+def _optimizer(name: str):
+    import ase.optimize
+
+    if name not in OPTIMIZERS:
+        raise ValueError(f"cogef optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    return getattr(ase.optimize, name)
+
+
+def relaxed(atoms, calculator, fmax: float, optimizer: str = "BFGS", max_steps: int = 2000):
+    """A copy of ``atoms`` relaxed with ``calculator`` (its constraints kept) and whether the
+    optimizer converged within ``max_steps``."""
+    a = atoms.copy()
+    a.calc = calculator
+    ok = _optimizer(optimizer)(a, logfile=None).run(fmax=fmax, steps=max_steps)
+    return a, bool(ok)
+
+
+def _constraint_force(forces: np.ndarray, positions: np.ndarray, i: int, j: int) -> float:
+    """Force the constraint holds against, along the pull (eV/Å): ((F_i − F_j)·u)/2, u from i to j."""
+    u = positions[j] - positions[i]
+    u = u / np.linalg.norm(u)
+    return float(np.dot(forces[i] - forces[j], u) / 2.0)
+
+
+def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1, max_extension: float = 4.0,
+                  post_break_extension: float = 1.0, fmax: float = 0.01, optimizer: str = "BFGS",
+                  max_opt_steps: int = 2000, refine_tol_kcal: float = 0.1, force_tol: float = 1e-3,
+                  max_refinements: int = 12,
+                  relax_start: bool = True, label_as: str | None = None,
+                  progress: Callable[[str], None] | None = None) -> CogefProfile:
+    """The COGEF profile of pulling atoms ``pull = (i, j)`` apart.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms, the molecule (relaxed here first unless ``relax_start`` is False)
+    calculator : any ASE calculator (energy and forces)
+    pull : the two atoms whose distance is fixed and stepped up
+    step : Δ step of the scan, Å
+    max_extension : largest Δ scanned, Å
+    post_break_extension : how far past the break the scan goes on, Å
+    fmax : force convergence of every relaxation, eV/Å
+    optimizer : an ASE optimizer name (:data:`OPTIMIZERS`)
+    max_opt_steps : step limit of one relaxation (an image that hits it is counted in
+        ``unconverged_images``)
+    refine_tol_kcal : convergence of E_max, kcal/mol (see the module's docstring)
+    force_tol : convergence of F_max, eV/Å
+    max_refinements : most halvings of the step
+    label_as : name of the labeller when ``calculator`` is the reference: the frames are
+        then labelled (energy, forces, status ok); None: unlabelled (a potential's path)
+    progress : optional callable receiving one-line progress messages
+
+    Returns
+    -------
+    :class:`CogefProfile`
+    """
+    from ase.constraints import FixBondLength
+
+    i, j = int(pull[0]), int(pull[1])
+    n = len(atoms)
+    if not (0 <= i < n and 0 <= j < n) or i == j:
+        raise ValueError(f"cogef pull atoms {pull} must be two different indices below {n}")
+    if not step > 0 or not max_extension > 0:
+        raise ValueError(f"cogef step ({step}) and max_extension ({max_extension}) must be > 0")
+    tol = refine_tol_kcal * EV_PER_KCAL_MOL
+    start = atoms.copy()
+    start.set_constraint()
+    if relax_start:
+        start, _ = relaxed(start, calculator, fmax, optimizer, max_opt_steps)
+    start.calc = calculator
+    e0 = float(start.get_potential_energy())
+    d0 = float(start.get_distance(i, j))
+    masses = start.get_masses()
+    w_i, w_j = masses[j] / (masses[i] + masses[j]), masses[i] / (masses[i] + masses[j])
+    numbers, start_pos = start.numbers.copy(), start.positions.copy()
+
+    failures: list[str] = []
+
+    def image_at(base: _Image | None, ds: float, refined: bool) -> _Image | None:
+        try:
+            return _image_at(base, ds, refined)
+        except Exception as exc:  # a calculator failure (SCF) ends the scan, not the job
+            failures.append(f"calculation failed at Δ = {base.extension + ds:.4f} Å: {exc}")
+            if progress:
+                progress(f"cogef: {failures[-1]}")
+            return None
+
+    def _image_at(base: _Image | None, ds: float, refined: bool) -> _Image:
+        a = start.copy()
+        if base is not None:
+            a.positions = base.positions
+            u = a.positions[j] - a.positions[i]
+            u /= np.linalg.norm(u)
+            a.positions[i] -= ds * w_i * u
+            a.positions[j] += ds * w_j * u
+        a.set_constraint(FixBondLength(i, j))
+        a, ok = relaxed(a, calculator, fmax, optimizer, max_opt_steps)
+        e = float(a.get_potential_energy())
+        f = a.get_forces(apply_constraint=False).copy()
+        pos = a.positions.copy()
+        intact = not find_break(numbers, pos[None], start_pos).broke
+        return _Image(float(a.get_distance(i, j)) - d0, e, _constraint_force(f, pos, i, j), pos, f, intact,
+                      refined, ok)
+
+    images = [_Image(0.0, e0, _constraint_force(start.get_forces(apply_constraint=False), start_pos, i, j),
+                     start_pos, start.get_forces(apply_constraint=False).copy(), True, False, True)]
+    break_at = None
+    while images[-1].extension + step <= max_extension + 1e-9:
+        im = image_at(images[-1], step, False)
+        if im is None:
+            break
+        images.append(im)
+        if not im.intact and break_at is None:
+            break_at = im.extension
+            if progress:
+                progress(f"cogef: broke at Δ = {im.extension:.2f} Å")
+        if break_at is not None and im.extension >= break_at + post_break_extension - 1e-9:
+            break
+    stop_reason = failures[0] if failures else ("past the break" if break_at is not None else "max_extension")
+
+    refinement, converged = [], True
+    top = max((im for im in images if im.intact), key=lambda im: im.energy)
+    if break_at is not None or top is not images[-1]:
+        best, converged = top, False
+        h = step
+        for _ in range(max_refinements):
+            h /= 2.0
+            last = max((im for im in images if im.intact), key=lambda im: im.extension) is best
+            images.extend(im for ds in ([h] if last else [h, -h]) if (im := image_at(best, ds, True)))
+            new = max((im for im in images if im.intact), key=lambda im: im.energy)
+            gain, best = new.energy - best.energy, new
+            bound = abs(best.force) * h
+            refinement.append({"step": h, "e_max": best.energy - e0, "extension_at_max": best.extension,
+                               "gain": gain, "bound": bound})
+            if gain < tol and bound < tol:
+                converged = True
+                break
+        if progress:
+            progress(f"cogef: E_max {best.energy - e0:.4f} eV at Δ = {best.extension:.3f} Å after "
+                     f"{len(refinement)} refinements ({'converged' if converged else 'NOT converged'})")
+    fmax_val, at_f = _refined_force_max(images, lambda base, ds: image_at(base, ds, True), step,
+                                        force_tol, max_refinements)
+
+    images.sort(key=lambda im: im.extension)
+    ext = np.array([im.extension for im in images])
+    energy = np.array([im.energy for im in images]) - e0
+    force = np.array([im.force for im in images])
+    intact = np.array([im.intact for im in images])
+    pos = np.stack([im.positions for im in images])
+    brk = find_break(numbers, pos, start_pos)
+    k = int(np.argmax(np.where(intact, energy, -np.inf)))
+    extras = {"extension": ext, "distance": ext + d0, "cogef_energy": energy, "cogef_force": force,
+              "intact": intact.astype(float), "refined": np.array([im.refined for im in images], float),
+              "potential_energy": energy + e0}
+    labelled = label_as is not None
+    frames = Frames(numbers=numbers, positions=pos,
+                    energy=energy + e0 if labelled else None,
+                    forces=np.stack([im.forces for im in images]) if labelled else None,
+                    source=["cogef"] * len(images), labeller=[label_as or ""] * len(images),
+                    status=["ok" if labelled else "unlabelled"] * len(images), extras=extras,
+                    attrs={"pull": [i, j], "d0": d0, "e0": e0, "step": step, "fmax": fmax,
+                           "optimizer": optimizer})
+    return CogefProfile((i, j), d0, e0, ext, energy, force, intact, np.array([im.refined for im in images]),
+                        frames, float(energy[k]), float(ext[k]), fmax_val, at_f, brk, refinement, converged,
+                        sum(not im.converged for im in images), stop_reason)
+
+
+def _vertex(xm: float, x0: float, xp: float, fm: float, f0: float, fp: float) -> tuple[float, float]:
+    """Vertex (value, position) of the parabola through three equally spaced points."""
+    h = xp - x0
+    curv = fm - 2 * f0 + fp
+    if curv >= 0:
+        return f0, x0
+    return f0 - (fp - fm) ** 2 / (8 * curv), x0 + h * (fm - fp) / (2 * curv)
+
+
+def _refined_force_max(images: list, probe, step: float, tol: float, max_rounds: int) -> tuple[float, float]:
+    """Largest constraint force of the intact images, refined: the step around the largest
+    is halved and new images are relaxed at ±h of it (a probe past the break is not
+    counted); once both probes are intact, the vertex of the parabola through the three is
+    the estimate, until it moves by less than ``tol`` (eV/Å). Appends the new images to
+    ``images``."""
+    intact = [im for im in images if im.intact]
+    if len(intact) < 2:
+        return (intact[0].force, intact[0].extension) if intact else (math.nan, math.nan)
+    best = max(intact, key=lambda im: im.force)
+    if best is max(intact, key=lambda im: im.extension) or best.extension == 0.0:
+        return float(best.force), float(best.extension)      # at an end: no maximum inside
+    h, previous = step, None
+    value, where = best.force, best.extension
+    for _ in range(max_rounds):
+        h /= 2.0
+        lo, hi = probe(best, -h), probe(best, h)
+        images.extend(im for im in (lo, hi) if im is not None)
+        usable = [im for im in (lo, hi) if im is not None and im.intact]
+        if len(usable) == 2:
+            value, where = _vertex(lo.extension, best.extension, hi.extension, lo.force, best.force, hi.force)
+            if previous is not None and abs(value - previous) < tol:
+                break
+            previous = value
+        best = max([best, *usable], key=lambda im: im.force)
+        if best.force > value:
+            value, where = best.force, best.extension
+    return float(value), float(where)

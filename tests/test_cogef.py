@@ -1,0 +1,134 @@
+"""COGEF profiles against closed-form answers (Morse bonds), and on hexane with GFN2-xTB."""
+import math
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from scipy.optimize import minimize_scalar
+
+from rarelearn.cogef import cogef_profile
+from rarelearn.units import EV_PER_KCAL_MOL
+
+
+class MorseBonds(Calculator):
+    """Morse bonds between listed atom pairs only: E = Σ D (1 − exp(−a (r − r0)))²."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, bonds, **kw):
+        super().__init__(**kw)
+        self.bonds = bonds  # [(i, j, D, a, r0)]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        pos = self.atoms.positions
+        e, f = 0.0, np.zeros_like(pos)
+        for i, j, d, a, r0 in self.bonds:
+            v = pos[j] - pos[i]
+            r = np.linalg.norm(v)
+            y = math.exp(-a * (r - r0))
+            e += d * (1 - y) ** 2
+            de_dr = 2 * d * a * y * (1 - y)
+            f[i] += de_dr * v / r
+            f[j] -= de_dr * v / r
+        self.results = {"energy": e, "forces": f}
+
+
+def morse(x, d, a):
+    return d * (1 - math.exp(-a * x)) ** 2
+
+
+def morse_force(x, d, a):
+    y = math.exp(-a * x)
+    return 2 * d * a * y * (1 - y)
+
+
+def test_dimer_profile_and_force_maximum_are_the_morse_curve():
+    d, a, r0 = 4.0, 2.0, 1.5
+    atoms = Atoms("C2", positions=[(0, 0, 0), (r0, 0, 0)])
+    p = cogef_profile(atoms, MorseBonds([(0, 1, d, a, r0)]), (0, 1), step=0.05, max_extension=2.0,
+                      fmax=1e-4, post_break_extension=0.2)
+    expected = np.array([morse(x, d, a) for x in p.extension])
+    assert np.abs(p.energy - expected).max() < 1e-6
+    assert np.abs(p.force - [morse_force(x, d, a) for x in p.extension]).max() < 1e-4
+    # F_max = a·D/2 at x = ln 2 / a, between grid points: the parabola refines it
+    assert p.f_max == pytest.approx(a * d / 2, abs=1e-3)
+    assert p.extension_at_f_max == pytest.approx(math.log(2) / a, abs=5e-3)
+    # the shared break rule: C–C past 2 × 2 × 0.76 = 3.04 Å, i.e. Δ > 1.54 Å
+    assert p.broke and p.brk.bond == (0, 1) and p.brk.elements == "C-C"
+    assert 1.54 < p.break_extension <= 1.55 + 1e-9
+    assert p.extension[-1] == pytest.approx(1.55 + 0.2, abs=1e-6)   # the scan goes on 0.2 Å past it
+
+
+def _chain_turning_point(d1, a1, d2, a2, n_strong):
+    """End of the intact branch of a weak Morse bond in series with n strong ones, pulled
+    at fixed total length: equal tension F in every bond, L(x1) = x1 + n·x2(F(x1)) has a
+    local maximum Δ* (the branch ends there); E* = M1(x1*) + n·M2(x2*)."""
+    def x2_of(force):
+        y = (1 + math.sqrt(1 - 2 * force / (a2 * d2))) / 2   # stable root of 2 a D y (1 − y) = F
+        return -math.log(y) / a2
+
+    def length(x1):
+        return x1 + n_strong * x2_of(morse_force(x1, d1, a1))
+
+    res = minimize_scalar(lambda x: -length(x), bounds=(math.log(2) / a1, 3.0 / a1), method="bounded",
+                          options={"xatol": 1e-12})
+    x1 = res.x
+    x2 = x2_of(morse_force(x1, d1, a1))
+    return length(x1), morse(x1, d1, a1) + n_strong * morse(x2, d2, a2)
+
+
+def test_chain_e_max_is_the_end_of_the_intact_branch_to_1e_3():
+    # weak bond 1-2 (D 1, a 2) between three compliant strong bonds (D 5, a 0.5): the intact
+    # branch ends at a fold, the weak bond snaps and the energy drops (as hexane's does)
+    d1, a1, d2, a2, r0 = 1.0, 2.0, 5.0, 0.5, 1.5
+    atoms = Atoms("C5", positions=[(k * r0, 0, 0) for k in range(5)])
+    bonds = [(0, 1, d2, a2, r0), (1, 2, d1, a1, r0), (2, 3, d2, a2, r0), (3, 4, d2, a2, r0)]
+    delta_star, e_star = _chain_turning_point(d1, a1, d2, a2, 3)
+    p = cogef_profile(atoms, MorseBonds(bonds), (0, 4), step=0.1, max_extension=4.0, fmax=1e-4,
+                      refine_tol_kcal=0.01, max_opt_steps=5000)
+    assert p.broke and p.brk.bond == (1, 2)
+    assert p.e_max == pytest.approx(e_star, abs=1e-3)
+    assert p.extension_at_max == pytest.approx(delta_star, abs=5e-3)
+    assert p.f_max == pytest.approx(a1 * d1 / 2, abs=1e-3)
+    assert p.refine_converged and p.refinement[-1]["bound"] < 0.01 * EV_PER_KCAL_MOL
+    # the energy drops past the maximum; afterwards only the weak bond's Morse tail is left
+    assert p.energy[p.brk.index] < p.e_max - 0.1
+    assert 0 < p.post_break_rise < d1 - p.energy[p.brk.index]
+    # the coarse scan alone would have missed the maximum by more than the tolerance
+    coarse = p.energy[p.intact & ~p.refined].max()
+    assert e_star - coarse > 0.1 * EV_PER_KCAL_MOL
+
+
+def test_profile_without_a_break_says_so():
+    atoms = Atoms("C2", positions=[(0, 0, 0), (1.5, 0, 0)])
+    p = cogef_profile(atoms, MorseBonds([(0, 1, 4.0, 2.0, 1.5)]), (0, 1), step=0.1, max_extension=1.0)
+    assert not p.broke and math.isnan(p.break_extension) and math.isnan(p.post_break_rise)
+    s = p.summary()
+    assert s["broke"] is False and s["broken_bond"] is None
+    assert s["e_max"] == pytest.approx(morse(1.0, 4.0, 2.0), abs=1e-4)
+
+
+def test_bad_pull_atoms_are_refused():
+    atoms = Atoms("C2", positions=[(0, 0, 0), (1.5, 0, 0)])
+    with pytest.raises(ValueError, match="pull atoms"):
+        cogef_profile(atoms, MorseBonds([(0, 1, 4.0, 2.0, 1.5)]), (0, 2))
+
+
+def test_hexane_gfn2_profile_rises_breaks_a_cc_bond_and_is_flat_after():
+    from rarelearn.labellers import make_labeller
+    from rarelearn.molecules import build_alkane, terminal_carbons
+
+    atoms = build_alkane(6)
+    lab = make_labeller("gfn2-xtb")
+    p = cogef_profile(atoms, lab.calculator(), terminal_carbons(atoms), step=0.1, max_extension=3.0,
+                      post_break_extension=0.4, label_as=lab.name)
+    assert p.broke and p.brk.elements == "C-C"
+    # the sanity figures of the by-hand scan: E_max ~7.7–7.9 eV near Δ ≈ 2.4 Å, F_max ~4.6 eV/Å
+    assert 7.0 < p.e_max < 8.5 and 2.0 < p.extension_at_max < 2.8
+    assert 4.0 < p.f_max < 5.2
+    assert p.refine_converged
+    assert abs(p.post_break_rise) < 0.1            # GFN2 fragments barely interact
+    assert (p.frames.status == "ok").all() and np.isfinite(p.frames.energy).all()
+    assert np.allclose(p.frames.energy - p.e0, p.energy)
