@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
-from rarelearn.barrier import ReplicaSummary, activation_energy, break_index, delta, summarize
+from rarelearn.barrier import ReplicaSummary, activation_energy, delta, read_replica, summarize
+from rarelearn.breaks import find_break
+from rarelearn.evaluation import barrier_record, delta_record, stop_rule_met
 from rarelearn.dataset import Frames
 
 
@@ -65,11 +67,87 @@ def _stretched_ethane_frames(ccs) -> Frames:
     return Frames(numbers=a.numbers, positions=np.stack(out))
 
 
-def test_break_index():
-    ccs = [1.53, 1.7, 1.9, 2.1, 1.9, 2.2, 2.5, 3.0]
+def test_find_break_is_the_first_bond_past_twice_its_covalent_radii():
+    ccs = [1.53, 1.7, 2.1, 2.9, 3.1, 2.9, 3.5]
     fr = _stretched_ethane_frames(ccs)
-    assert break_index(fr) == 3
-    assert break_index(fr, min_frames=2) == 5
-    assert break_index(fr, scale=1.5) == 6  # 1.5 x 1.52 = 2.28 Å
-    assert break_index(_stretched_ethane_frames([1.5, 1.6, 1.7])) is None
-    assert break_index(fr.subset(np.zeros(len(fr), dtype=bool))) is None
+    b = find_break(fr.numbers, fr.positions)
+    assert b.index == 4 and b.bond == (0, 1) and b.elements == "C-C" and b.label == "C-C 0-1"
+    assert b.break_length == pytest.approx(2 * 2 * 0.76) and b.length == pytest.approx(3.1)
+    assert find_break(fr.numbers, fr.positions, scale=1.3).index == 2          # 1.98 Å
+    assert find_break(fr.numbers, fr.positions[:4]).index is None
+    assert find_break(fr.numbers, fr.positions[:0]).index is None
+    # the bonds are those of the given start: from a start where C–C is already broken, none breaks
+    assert find_break(fr.numbers, fr.positions, start_positions=fr.positions[6]).bond != (0, 1)
+
+
+def _replica(ccs, work, pull_force):
+    fr = _stretched_ethane_frames(ccs)
+    fr.extras = {"work": np.asarray(work, float), "spring_distance": np.linspace(6.5, 7.1, len(ccs)),
+                 "pull_force": np.asarray(pull_force, float)}
+    fr.attrs = {"stop_reason": "completed"}
+    return fr
+
+
+def test_read_replica_reads_the_barrier_before_the_break_and_reports_what_follows():
+    # the spring's work keeps rising after the break (fragments that still attract): max W of
+    # the whole pull (4.0) is not the barrier (3.0, the last frame before the break)
+    ccs = [1.53, 1.8, 2.1, 2.5, 3.2, 3.6, 4.0]
+    rep = read_replica(_replica(ccs, [0, 1, 2, 3, 3.1, 3.6, 4.0], [-1, -2, -3, -2, -0.5, -0.6, -0.7]),
+                       name="replica_00")
+    assert rep["broke"] and rep["break_frame"] == 4 and rep["broken_label"] == "C-C 0-1"
+    assert rep["ea"] == 3.0 and rep["ea_distance"] == pytest.approx(6.8)
+    assert rep["break_distance"] == pytest.approx(6.9)
+    assert rep["post_break_work"] == pytest.approx(0.9) and rep["post_break_force"] == pytest.approx(0.6)
+    # nothing broke: no barrier, never the last frame's work
+    flat = read_replica(_replica(ccs[:4], [0, 1, 2, 3], [-1, -1, -1, -1]), name="replica_01")
+    assert not flat["broke"] and math.isnan(flat["ea"]) and math.isnan(flat["post_break_work"])
+    rec = barrier_record([rep, flat])
+    assert rec["n_replicas"] == 1 and rec["ea_mean"] == 3.0 and math.isnan(rec["ea_stderr"])
+    assert rec["unbroken"] == 1 and rec["unbroken_replicas"] == ["replica_01"]
+    assert rec["per_bond"] == {"C-C 0-1": {"ea_mean": 3.0, "ea_stderr": rec["ea_stderr"], "n": 1}}
+    assert rec["post_break_work_mean"] == pytest.approx(0.9)
+
+
+def test_an_iteration_without_any_barrier_has_no_finite_error():
+    ref = barrier_record([{"replica": f"r{k}", "n_frames": 5, "broke": True, "ea": e, "ea_distance": 8.0,
+                           "break_distance": 8.5, "broken_label": "C-C 2-3", "post_break_work": 0.0,
+                           "post_break_force": 0.0} for k, e in enumerate([7.5, 7.7])])
+    nnp = barrier_record([{"replica": "r0", "n_frames": 5, "broke": False, "ea": math.nan}])
+    d = delta_record(nnp, ref)
+    assert math.isnan(d["delta_ea"]) and math.isnan(d["delta_ea_stderr_kcal"]) and not d["delta_stderr_defined"]
+    assert not stop_rule_met([{**d, "cogef_abs_delta_e_max_kcal": 0.2}],
+                             {"enabled": True, "observable": "both", "target_kcal": 1.0,
+                              "max_stderr_kcal": 0.5, "cogef_target_kcal": 1.0, "consecutive": 1})
+
+
+STOP = {"enabled": True, "target_kcal": 1.0, "max_stderr_kcal": 0.5, "cogef_target_kcal": 1.0, "consecutive": 1}
+
+
+def _ev(smd, se, cogef):
+    return {"abs_delta_ea_kcal": smd, "delta_ea_stderr_kcal": se, "cogef_abs_delta_e_max_kcal": cogef}
+
+
+@pytest.mark.parametrize("observable, history, met", [
+    ("cogef", [_ev(5.0, 2.0, 3.0), _ev(4.0, 2.0, 0.6)], True),          # COGEF alone: SMD noise ignored
+    ("cogef", [_ev(0.2, 0.1, 1.2)], False),
+    ("cogef", [_ev(0.2, 0.1, math.nan)], False),                         # a profile that never broke
+    ("smd", [_ev(0.8, 0.4, 9.0)], True),
+    ("smd", [_ev(0.8, 0.6, 0.1)], False),                                # error too large to tell
+    ("smd", [_ev(1.2, 0.3, 0.1)], False),
+    ("both", [_ev(0.8, 0.4, 0.9)], True),
+    ("both", [_ev(0.8, 0.4, 1.1)], False),
+    ("both", [_ev(1.1, 0.4, 0.9)], False),
+])
+def test_stop_rule_on_constructed_histories(observable, history, met):
+    assert stop_rule_met(history, {**STOP, "observable": observable}) is met
+    assert stop_rule_met(history, {**STOP, "observable": observable, "enabled": False}) is False
+
+
+def test_stop_rule_needs_consecutive_iterations():
+    good, bad = _ev(0.5, 0.3, 0.5), _ev(3.0, 0.3, 3.0)
+    rule = {**STOP, "observable": "both", "consecutive": 2}
+    assert not stop_rule_met([good], rule)
+    assert not stop_rule_met([good, bad, good], rule)
+    assert stop_rule_met([bad, good, good], rule)
+    with pytest.raises(ValueError, match="observable"):
+        stop_rule_met([good], {**STOP, "observable": "work"})

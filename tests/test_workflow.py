@@ -252,7 +252,8 @@ def test_summary_columns_match_evaluations_and_report_builds(campaign, tmp_path)
     md = read_frames(r / "reference" / "md.h5")
     added = summary.frames_selected + summary.frames_augmented
     assert list(summary.labels_total) == list(len(md) + added.cumsum())
-    for fig in ("work_curves", "barrier_error", "mae", "parity", "uq", "label_efficiency"):
+    for fig in ("work_curves", "barrier_error", "mae", "parity", "uq", "label_efficiency", "ea_distributions",
+                "cogef_profiles"):
         png = r / "figures" / f"{fig}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, fig
     wd = tmp_path / "c"

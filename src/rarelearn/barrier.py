@@ -21,9 +21,8 @@ import numpy as np
 
 from .breaks import find_break
 from .dataset import Frames
-from .geometry import DEFAULT_BOND_SCALE, fragment_counts
 
-__all__ = ["activation_energy", "read_replica", "ReplicaSummary", "summarize", "delta", "break_index"]
+__all__ = ["activation_energy", "read_replica", "ReplicaSummary", "summarize", "delta"]
 
 
 def activation_energy(work: Sequence[float], spring_distance: Sequence[float],
@@ -149,32 +148,3 @@ def delta(nnp: ReplicaSummary, ref: ReplicaSummary) -> tuple[float, float]:
     workflow's convention of counting a missing side as 0.
     """
     return float(nnp.mean - ref.mean), float(math.sqrt(nnp.stderr ** 2 + ref.stderr ** 2))
-
-
-def break_index(frames: Frames, scale: float = DEFAULT_BOND_SCALE, min_frames: int = 1) -> int | None:
-    """First frame at which the molecule has come apart.
-
-    Parameters
-    ----------
-    frames : SMD frames (positions, Å)
-    scale : bond criterion, see :mod:`.geometry` (1.3: C–C counts as broken beyond 1.98 Å;
-        under GFN2-xTB that is close to the maximum of the pull force)
-    min_frames : the split (≥ 2 fragments) must last this many consecutive frames
-
-    Returns
-    -------
-    Index of the first frame of the first run of ``min_frames`` consecutive frames with
-    ≥ 2 covalently connected fragments, or None if the molecule never splits.
-    """
-    if len(frames) == 0:
-        return None
-    split = fragment_counts(frames.numbers, frames.positions, scale) >= 2
-    if min_frames <= 1:
-        idx = np.flatnonzero(split)
-        return int(idx[0]) if idx.size else None
-    run = 0
-    for i, s in enumerate(split):
-        run = run + 1 if s else 0
-        if run >= min_frames:
-            return i - min_frames + 1
-    return None

@@ -234,6 +234,8 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     failures: list[str] = []
 
     def image_at(base: _Image | None, ds: float, refined: bool) -> _Image | None:
+        if base is not None and base.extension + ds <= 1e-9:
+            return None                      # refinement never compresses past the start
         try:
             return _image_at(base, ds, refined)
         except Exception as exc:  # a calculator failure (SCF) ends the scan, not the job

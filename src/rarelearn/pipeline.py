@@ -30,6 +30,9 @@ __all__ = [
     "reference_md",
     "smd_replica",
     "reference_barrier",
+    "cogef_step",
+    "reference_cogef",
+    "NoBreakError",
     "initial_dataset",
     "train_member_step",
     "best_model_step",
@@ -203,16 +206,19 @@ def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict 
     return frames
 
 
-def _barrier_of(paths: Sequence, allow_empty: bool = False, unbroken_min_frames: int | None = None) -> dict:
-    """E_a statistics over SMD replica files. A replica that stopped before the pull began
-    (no frames) has no barrier: it is left out and listed in ``failed_replicas``; with
-    ``allow_empty`` False (reference runs) it is an error instead. With
-    ``unbroken_min_frames``, ``unbroken`` counts the replicas (with frames) whose molecule
-    never stayed in two fragments for that many recorded frames."""
-    from .barrier import activation_energy, break_index
+class NoBreakError(ValueError):
+    """No reference SMD replica (or COGEF scan) broke a bond: there is no barrier to learn."""
 
-    values, dists, reasons, failed = [], [], [], []
-    unbroken = 0
+
+def _barrier_of(paths: Sequence, allow_empty: bool = False, start_positions=None) -> dict:
+    """E_a statistics over SMD replica files, each read up to its break
+    (:func:`rarelearn.barrier.read_replica`, :func:`rarelearn.evaluation.barrier_record`).
+    A replica that stopped before the pull began (no frames) has no barrier: it is left out
+    and listed in ``failed_replicas``; with ``allow_empty`` False (reference runs) it is an
+    error instead. A replica in which nothing broke is counted in ``unbroken``."""
+    from .barrier import read_replica
+
+    replicas, reasons, failed = [], [], []
     for p in paths:
         fr = read_frames(p)
         reasons.append(fr.attrs.get("stop_reason", "unknown"))
@@ -221,27 +227,95 @@ def _barrier_of(paths: Sequence, allow_empty: bool = False, unbroken_min_frames:
                 raise ValueError(f"{p}: SMD replica has no frames ({reasons[-1]}); cannot compute its barrier")
             failed.append(str(p))
             continue
-        ea, d = activation_energy(fr.extras["work"], fr.extras["spring_distance"])
-        values.append(ea)
-        dists.append(d)
-        if unbroken_min_frames is not None and break_index(fr, min_frames=unbroken_min_frames) is None:
-            unbroken += 1
-    rec = barrier_record(values, dists)
+        replicas.append(read_replica(fr, start_positions, name=Path(p).stem))
+    rec = barrier_record(replicas)
     rec["stop_reasons"] = reasons
     rec["replicas"] = [str(p) for p in paths]
     rec["failed_replicas"] = failed
-    if unbroken_min_frames is not None:
-        rec["unbroken"] = unbroken
     return rec
 
 
-def reference_barrier(replica_paths: Sequence, out) -> dict:
-    """E_a of the reference: mean ± standard error over the replicas (eV)."""
-    rec = _barrier_of(replica_paths)
+def _start_positions(molecule_xyz):
+    return None if molecule_xyz is None else load_prepared_molecule(molecule_xyz)[0].positions
+
+
+def reference_barrier(replica_paths: Sequence, out, molecule_xyz=None) -> dict:
+    """E_a of the reference: mean ± standard error over the replicas that broke (eV).
+
+    Raises :class:`NoBreakError` (one line: what to lengthen) when no replica broke."""
+    rec = _barrier_of(replica_paths, start_positions=_start_positions(molecule_xyz))
+    if rec["n_replicas"] == 0:
+        reach = max(float(read_frames(p).extras["spring_distance"][-1]) for p in replica_paths)
+        raise NoBreakError(
+            f"no reference SMD replica broke a bond ({len(replica_paths)} replicas, spring distance reached "
+            f"{reach:.2f} Å): lengthen the pull (smd.pull_steps, or smd.velocity)")
+    if rec["unbroken"]:
+        log.warning("reference: %d replica(s) did not break and have no barrier: %s", rec["unbroken"],
+                    ", ".join(rec["unbroken_replicas"]))
     write_json(out, rec)
-    log.info("reference E_a = %.4f ± %.4f eV over %d replicas", rec["ea_mean"], rec["ea_stderr"],
-             rec["n_replicas"])
+    log.info("reference E_a = %.4f ± %.4f eV over %d replicas (read up to the break; bonds broken: %s)",
+             rec["ea_mean"], rec["ea_stderr"], rec["n_replicas"], ", ".join(rec["per_bond"]))
     return rec
+
+
+def _cogef_calculator(labeller_cfg: dict | None, ensemble_path, best_json):
+    """(calculator, label_as, ensemble or None): the labeller, or the potential's best member."""
+    if labeller_cfg is not None:
+        from .labellers import make_labeller
+
+        labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
+        return labeller.calculator(), labeller.name, None
+    from .schnet import load_model, make_calculator
+
+    ens = load_model(ensemble_path)
+    best = int(read_json(best_json)["best_member"])
+    return make_calculator(ens, member=best), None, ens
+
+
+def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: dict | None = None,
+               ensemble_path=None, best_json=None) -> dict:
+    """The COGEF profile of the pulled atoms (the first atom of each pulled group), with the
+    labeller (reference: frames labelled, test data) or with the potential's best member
+    (an iteration: the committee's energy spread along the path in extras ``uq_sigma``).
+    Writes the relaxed images (HDF5) and the profile's summary (JSON)."""
+    from .cogef import cogef_profile
+    from .uq import member_energies
+
+    atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
+    calc, label_as, ens = _cogef_calculator(labeller_cfg, ensemble_path, best_json)
+    t0 = time.time()
+    prof = cogef_profile(atoms, calc, (g1[0], g2[0]), step=cogef_cfg["step"],
+                         max_extension=cogef_cfg["max_extension"],
+                         post_break_extension=cogef_cfg["post_break_extension"], fmax=cogef_cfg["fmax"],
+                         optimizer=cogef_cfg["optimizer"], max_opt_steps=cogef_cfg["max_opt_steps"],
+                         refine_tol_kcal=cogef_cfg["refine_tol_kcal"], label_as=label_as, progress=_progress)
+    frames = prof.frames
+    summary = prof.summary()
+    if ens is not None:
+        sig = member_energies(ens, frames).std(axis=0)
+        frames.extras["uq_sigma"] = sig
+        summary["uq_sigma"] = sig.tolist()
+        summary["uq_sigma_max_to_break"] = float(sig[prof.intact].max())
+    summary["driver"] = label_as or "nnp best member"
+    summary["wall_seconds"] = time.time() - t0
+    write_frames(out_h5, frames)
+    write_json(out_json, summary)
+    log.info("COGEF (%s): E_max %.4f eV at Δ = %.3f Å, F_max %.3f eV/Å, %s, %d images, %.1f s",
+             summary["driver"], prof.e_max, prof.extension_at_max, prof.f_max,
+             f"broke {prof.brk.label} at Δ = {prof.break_extension:.3f} Å" if prof.broke else "NO break",
+             len(frames), summary["wall_seconds"])
+    return summary
+
+
+def reference_cogef(molecule_xyz, cogef_cfg: dict, labeller_cfg: dict, out_h5, out_json) -> dict:
+    """The labeller's COGEF profile; one that never breaks stops the campaign (one line)."""
+    summary = cogef_step(molecule_xyz, cogef_cfg, out_h5, out_json, labeller_cfg=labeller_cfg)
+    if not summary["broke"]:
+        for f in (out_h5, out_json):
+            Path(f).unlink(missing_ok=True)
+        raise NoBreakError(f"the reference COGEF scan broke no bond up to Δ = {summary['extension'][-1]:.2f} Å: "
+                           f"raise cogef.max_extension")
+    return summary
 
 
 # ------------------------------------------------------------------ training
@@ -509,7 +583,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     """
     import h5py
 
-    from .barrier import break_index
+    from .breaks import find_break
     from .selection import select_frames
 
     per_replica, picked = [], []
@@ -521,7 +595,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
             if len(fr) == 0:
                 per_replica.append({"replica": Path(p).stem, "file": str(p), "candidates": 0, "kept": 0})
                 continue
-            bi = break_index(fr)
+            bi = find_break(fr.numbers, fr.positions).index
             idx = select_frames(s, thr, fr.extras["spring_distance"], e.mean(axis=0), bi,
                                 max_post_break=selection_cfg["max_post_break"], max_frames=None,
                                 min_distance_gap=selection_cfg["min_distance_gap"],
@@ -795,20 +869,49 @@ def bond_flags(molecule_xyz, replica_paths: Sequence) -> list[dict]:
     return out
 
 
+def _no_barrier_reason(nnp: dict) -> str | None:
+    """Why an iteration has no SMD barrier (None when it has one)."""
+    if nnp["n_replicas"] > 0:
+        return None
+    parts = []
+    if nnp["failed_replicas"]:
+        parts.append(f"{len(nnp['failed_replicas'])} replica(s) blew up before the pull")
+    if nnp["unbroken"]:
+        reasons = sorted({r["stop_reason"] for r in nnp["replica_records"] if not r["broke"]})
+        parts.append(f"{nnp['unbroken']} replica(s) broke no bond (stopped: {', '.join(reasons)})")
+    return "; ".join(parts) or "no replicas"
+
+
+COGEF_KEYS = ("e_max", "extension_at_max", "f_max", "broke", "broken_label", "break_extension",
+              "post_break_rise")
+
+
 def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
                   ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out,
-                  out_predictions=None, molecule_xyz=None) -> dict:
-    """ΔE_a of this iteration's SMD replicas against the reference; errors on unseen frames."""
+                  out_predictions=None, molecule_xyz=None, cogef_json=None, reference_cogef_json=None,
+                  reference_cogef_frames=None) -> dict:
+    """ΔE_a of this iteration's SMD replicas against the reference, both read up to the break,
+    with the work and force after the break; the COGEF comparison when both profiles are
+    given; errors on unseen frames (the reference SMD replicas ``unseen_paths`` and, when
+    given, the reference's COGEF images ``reference_cogef_frames``)."""
+    from .evaluation import cogef_comparison
     from .schnet import load_model
     from .training import evaluate_errors
     from .uq import member_energies
 
-    nnp = _barrier_of(replica_paths, allow_empty=True)
+    nnp = _barrier_of(replica_paths, allow_empty=True, start_positions=_start_positions(molecule_xyz))
     ref = read_json(reference_json)
     rec = {"iteration": iteration}
     rec.update({f"nnp_{k}": v for k, v in nnp.items() if k != "replicas"})
-    rec.update({f"ref_{k}": ref[k] for k in ("ea_mean", "ea_stderr", "n_replicas", "break_distance_mean")})
+    rec.update({f"ref_{k}": ref.get(k) for k in ("ea_mean", "ea_stderr", "n_replicas", "break_distance_mean",
+                                                  "post_break_work_mean", "post_break_force_mean", "per_bond")})
     rec.update(delta_record(nnp, ref))
+    rec["no_barrier_reason"] = _no_barrier_reason(nnp)
+    if cogef_json is not None and reference_cogef_json is not None:
+        c_nnp, c_ref = read_json(cogef_json), read_json(reference_cogef_json)
+        rec.update({f"nnp_cogef_{k}": c_nnp.get(k) for k in COGEF_KEYS})
+        rec.update({f"ref_cogef_{k}": c_ref.get(k) for k in COGEF_KEYS})
+        rec.update(cogef_comparison(c_nnp, c_ref))
     ens = load_model(ensemble_path)
     unseen = Frames.concatenate([read_frames(p) for p in unseen_paths])
     unseen = unseen.subset(unseen.ok)
@@ -817,6 +920,10 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
     rec.update({"unseen_frames": len(unseen),
                 "unseen_energy_mae": float(np.abs(predicted - unseen.energy).mean()),
                 "unseen_force_mae": errs["force_mae"]})
+    if reference_cogef_frames is not None:
+        cf = read_frames(reference_cogef_frames)
+        cf = cf.subset(cf.ok)
+        rec["cogef_frames_energy_mae"] = float(np.abs(member_energies(ens, cf).mean(axis=0) - cf.energy).mean())
     if out_predictions is not None:
         write_json(out_predictions, {"unit": "eV", "reference_energy": unseen.energy,
                                      "predicted_energy": predicted,
@@ -845,9 +952,13 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
         rec["replicas_multi_fragment"] = sum(f.get("first_multi_fragment") is not None for f in flags)
         rec["replicas_wrong_bond_broken"] = sum(f.get("first_wrong_bond_broken") is not None for f in flags)
     write_json(out, rec)
-    log.info("iteration %d: E_a %.4f ± %.4f eV vs reference %.4f ± %.4f eV: |ΔE_a| = %.2f ± %.2f kcal/mol; "
+    log.info("iteration %d: E_a (to the break) %.4f ± %.4f eV vs reference %.4f ± %.4f eV: |ΔE_a| = %.2f ± %.2f "
+             "kcal/mol%s; work after the break %.3f eV (reference %.3f); COGEF |ΔE_max| = %s kcal/mol; "
              "unseen energy MAE %.4f eV", iteration, nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"],
-             ref["ea_stderr"], rec["abs_delta_ea_kcal"], rec["delta_ea_stderr_kcal"], errs["energy_mae"])
+             ref["ea_stderr"], rec["abs_delta_ea_kcal"], rec["delta_ea_stderr_kcal"],
+             f" ({rec['no_barrier_reason']})" if rec["no_barrier_reason"] else "", nnp["post_break_work_mean"],
+             ref.get("post_break_work_mean", float("nan")), f"{rec.get('cogef_abs_delta_e_max_kcal', float('nan')):.2f}",
+             errs["energy_mae"])
     return rec
 
 
@@ -858,6 +969,12 @@ SUMMARY_COLUMNS = [
     "mean_train_energy_mae", "mean_val_energy_mae", "frames_selected", "frames_augmented",
     "labels_failed", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
     "empty_selection", "all_labels_failed", "replicas_multi_fragment", "replicas_wrong_bond_broken",
+    "nnp_unbroken", "nnp_post_break_work_mean", "ref_post_break_work_mean", "nnp_post_break_force_mean",
+    "ref_post_break_force_mean", "post_break_work_delta_kcal", "no_barrier_reason",
+    "nnp_cogef_e_max", "ref_cogef_e_max", "cogef_delta_e_max_kcal", "cogef_abs_delta_e_max_kcal",
+    "nnp_cogef_f_max", "ref_cogef_f_max", "cogef_delta_f_max", "cogef_rmse_to_break_kcal", "cogef_same_bond",
+    "nnp_cogef_broke", "nnp_cogef_broken_label", "ref_cogef_broken_label", "cogef_post_break_rise",
+    "ref_cogef_post_break_rise", "cogef_frames_energy_mae",
 ]
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "plot_parity",
     "plot_uq",
     "plot_label_efficiency",
+    "plot_cogef_profiles",
+    "plot_ea_distributions",
     "make_figures",
     "plot_baselines",
     "plot_study",
@@ -46,30 +48,51 @@ def _curve(frames):
     return frames.extras["spring_distance"], frames.extras["work"]
 
 
+def _plot_replica(ax, path, color, lw, label) -> None:
+    """One replica's work curve, with a cross where it broke (the barrier is read before it)."""
+    from .barrier import read_replica
+
+    fr = read_frames(path)
+    d, w = _curve(fr)
+    ax.plot(d, w, color=color, lw=lw, alpha=0.75, label=label)
+    if len(fr):
+        b = read_replica(fr)["break_frame"]
+        if b is not None:
+            ax.plot(d[b], w[b], "x", color=color, ms=7, mew=2)
+
+
 def plot_work_curves(reference_replicas: Sequence, iteration_replicas: dict, out) -> Path:
-    """Work W(spring distance) of every iteration's replicas over the reference (Fig. 3a)."""
+    """Work W(spring distance) of every iteration's replicas over the reference (Fig. 3a);
+    crosses mark the breaks: work gained after a cross is the fragments' attraction."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for k, p in enumerate(reference_replicas):
-        d, w = _curve(read_frames(p))
-        ax.plot(d, w, color="black", lw=2.0, alpha=0.8, label="reference" if k == 0 else None)
+        _plot_replica(ax, p, "black", 2.0, "reference" if k == 0 else None)
     iters = sorted(iteration_replicas)
     cmap = plt.get_cmap("viridis", max(len(iters), 2))
     for j, i in enumerate(iters):
         for k, p in enumerate(iteration_replicas[i]):
-            d, w = _curve(read_frames(p))
-            ax.plot(d, w, color=cmap(j), lw=1.0, alpha=0.7, label=f"iteration {i}" if k == 0 else None)
+            _plot_replica(ax, p, cmap(j), 1.0, f"iteration {i}" if k == 0 else None)
     ax.set_xlabel("spring distance (Å)")
     ax.set_ylabel("work W (eV)")
-    ax.set_title("SMD work curves: potential vs reference")
+    ax.set_title("SMD work curves (× = break; E_a is max W before it)")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, out)
 
 
+def _cogef_errors(summary):
+    col = "cogef_abs_delta_e_max_kcal"
+    return summary[col] if col in summary and np.isfinite(summary[col].astype(float)).any() else None
+
+
 def plot_barrier_error(summary, out, target_kcal: float = 1.0) -> Path:
-    """|ΔE_a| per iteration with its standard error and the target line (Fig. 3b, 5)."""
+    """|ΔE_a| (SMD, read up to the break) per iteration with its standard error, COGEF
+    |ΔE_max|, and the target line (Fig. 3b, 5)."""
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     ax.errorbar(summary["iteration"], summary["abs_delta_ea_kcal"], yerr=summary["delta_ea_stderr_kcal"],
-                marker="o", capsize=3, label="|ΔE_a| ± standard error")
+                marker="o", capsize=3, label="SMD |ΔE_a| to the break ± SE")
+    cogef = _cogef_errors(summary)
+    if cogef is not None:
+        ax.plot(summary["iteration"], cogef, "s--", label="COGEF |ΔE_max|")
     ax.axhline(target_kcal, color="red", ls="--", label=f"{target_kcal:g} kcal/mol")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
@@ -149,14 +172,75 @@ def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> 
 
 
 def plot_label_efficiency(summary, out, target_kcal: float = 1.0) -> Path:
-    """Reference labels spent vs |ΔE_a|: the label-efficiency curve."""
+    """Reference labels spent vs |ΔE_a| (and COGEF |ΔE_max|): the label-efficiency curve."""
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     ax.errorbar(summary["labels_total"], summary["abs_delta_ea_kcal"], yerr=summary["delta_ea_stderr_kcal"],
-                marker="o", capsize=3)
+                marker="o", capsize=3, label="SMD |ΔE_a|")
+    cogef = _cogef_errors(summary)
+    if cogef is not None:
+        ax.plot(summary["labels_total"], cogef, "s--", label="COGEF |ΔE_max|")
     ax.axhline(target_kcal, color="red", ls="--")
     ax.set_yscale("log")
     ax.set_xlabel("reference labels spent")
-    ax.set_ylabel("|ΔE_a| (kcal/mol)")
+    ax.set_ylabel("barrier error (kcal/mol)")
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def plot_cogef_profiles(reference_json, iteration_jsons: dict, out) -> Path:
+    """COGEF energy profiles E(Δ) of the reference and every iteration's potential, with each
+    maximum marked (the profile past the break: flat for free fragments)."""
+    fig, (ax, axf) = plt.subplots(1, 2, figsize=(10.5, 4.0))
+    curves = [("reference", reference_json, "black", 2.0)]
+    cmap = plt.get_cmap("viridis", max(len(iteration_jsons), 2))
+    curves += [(f"iteration {i}", p, cmap(j), 1.2) for j, (i, p) in enumerate(sorted(iteration_jsons.items()))]
+    for name, path, color, lw in curves:
+        c = json.loads(Path(path).read_text())
+        x, e, f = (np.asarray(c[k], float) for k in ("extension", "energy", "force"))
+        tag = f"{name}: E_max {c['e_max']:.2f} eV" + ("" if c["broke"] else " (no break)")
+        ax.plot(x, e, color=color, lw=lw, label=tag)
+        ax.plot(c["extension_at_max"], c["e_max"], "o", color=color)
+        axf.plot(x, f, color=color, lw=lw, label=name)
+    ax.set_xlabel("extension Δ of the pulled atoms (Å)")
+    ax.set_ylabel("relaxed energy E(Δ) (eV)")
+    ax.set_title("COGEF profiles")
+    ax.legend(fontsize=7)
+    axf.set_xlabel("extension Δ (Å)")
+    axf.set_ylabel("constraint force dE/dΔ (eV/Å)")
+    axf.set_title("COGEF force")
+    return _save(fig, out)
+
+
+def plot_ea_distributions(reference_json, evaluation_jsons: dict, out) -> Path:
+    """Every replica's E_a (read up to the break): the reference against each iteration,
+    coloured by the bond that broke; the number of unbroken replicas under each column."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    cols = [("ref", json.loads(Path(reference_json).read_text()))]
+    for i, p in sorted(evaluation_jsons.items()):
+        ev = json.loads(Path(p).read_text())
+        cols.append((str(i), {"replica_records": ev.get("nnp_replica_records", []),
+                              "unbroken": ev.get("nnp_unbroken", 0),
+                              "failed_replicas": ev.get("nnp_failed_replicas", [])}))
+    labels = sorted({r["broken_label"] for _, c in cols for r in c.get("replica_records", []) if r.get("broke")})
+    cmap = plt.get_cmap("tab10")
+    colors = {lab: cmap(k % 10) for k, lab in enumerate(labels)}
+    rng = np.random.default_rng(0)
+    ticks = []
+    for x, (name, c) in enumerate(cols):
+        recs = [r for r in c.get("replica_records", []) if r.get("broke") and np.isfinite(r.get("ea", np.nan))]
+        for r in recs:
+            ax.plot(x + rng.uniform(-0.15, 0.15), r["ea"], "o", color=colors[r["broken_label"]], alpha=0.8)
+        if recs:
+            ax.hlines(np.mean([r["ea"] for r in recs]), x - 0.3, x + 0.3, color="black")
+        ticks.append(f"{name}\n{c.get('unbroken', 0)} unbroken" + (f", {len(c['failed_replicas'])} failed"
+                                                                    if c.get("failed_replicas") else ""))
+    for lab, color in colors.items():
+        ax.plot([], [], "o", color=color, label=lab)
+    ax.set_xticks(range(len(cols)), ticks, fontsize=7)
+    ax.set_ylabel("E_a = max W before the break (eV)")
+    ax.set_title("E_a of every SMD replica (bar: mean)")
+    if colors:
+        ax.legend(fontsize=7, title="bond broken")
     return _save(fig, out)
 
 
@@ -230,8 +314,10 @@ def _scored_pulls(uq_h5) -> str:
         return str(h5.attrs.get("pulls", "smd"))
 
 
-def make_figures(summary_csv, reference_replicas: Sequence, iteration_dirs: Sequence, out_dir) -> list[Path]:
-    """Every figure of the campaign into ``out_dir``; returns the paths."""
+def make_figures(summary_csv, reference_replicas: Sequence, iteration_dirs: Sequence, out_dir,
+                 reference_barrier_json=None, reference_cogef_json=None) -> list[Path]:
+    """Every figure of the campaign into ``out_dir``; returns the paths. The E_a distribution
+    and COGEF figures need the reference's ``barrier.json`` and ``cogef.json``."""
     import pandas as pd
 
     summary = pd.read_csv(summary_csv)
@@ -247,4 +333,7 @@ def make_figures(summary_csv, reference_replicas: Sequence, iteration_dirs: Sequ
         plot_uq({i: d / "uq.h5" for i, d in its.items()},
                 {i: d / "selected" / "selection.json" for i, d in its.items()}, scored, out_dir / "uq.png"),
         plot_label_efficiency(summary, out_dir / "label_efficiency.png"),
-    ]
+    ] + ([plot_ea_distributions(reference_barrier_json, {i: d / "evaluation.json" for i, d in its.items()},
+                                out_dir / "ea_distributions.png")] if reference_barrier_json else []) + (
+        [plot_cogef_profiles(reference_cogef_json, {i: d / "cogef.json" for i, d in its.items()},
+                             out_dir / "cogef_profiles.png")] if reference_cogef_json else [])

@@ -1,6 +1,6 @@
 """Baselines and studies around a campaign (paper Fig. 2c/2d, Fig. 7b, SI Fig. S7).
 
-Each study compares activation energies E_a = max W of SMD runs driven by a potential
+Each study compares activation energies E_a = max W up to the break of SMD runs driven by a potential
 with those driven by the labeller, replica by replica with the same seeds, and reports
 ΔE_a = mean(potential) − mean(labeller) with its standard error:
 
@@ -131,14 +131,13 @@ def compare_barriers(labeller_paths: Sequence, potential_paths: Sequence) -> dic
 
     A potential replica that stopped before the pull began (no frames) has no E_a: it is left
     out and counted in ``potential_failed_replicas``; a labeller replica without frames is an
-    error. ``*_unbroken`` count the replicas whose molecule never came apart (E_a then only a
-    lower bound: pull further). The standard error follows :func:`rarelearn.evaluation.delta_record`: a side with one
+    error. E_a is read up to the break (:func:`rarelearn.barrier.read_replica`); ``*_unbroken``
+    count the replicas in which no bond broke, which have no barrier (pull further). The standard error follows :func:`rarelearn.evaluation.delta_record`: a side with one
     replica counts as 0 and ``delta_stderr_defined`` is False (the figures then draw no error
     bar). Returns the :data:`STUDY_COLUMNS` plus the full records (``labeller``, ``potential``).
     """
-    # unbroken: no two fragments for 10 recorded frames, so max W only bounds the work to break
-    lab = _barrier_of(labeller_paths, unbroken_min_frames=10)
-    pot = _barrier_of(potential_paths, allow_empty=True, unbroken_min_frames=10)
+    lab = _barrier_of(labeller_paths)
+    pot = _barrier_of(potential_paths, allow_empty=True)
     d = delta_record(pot, lab)
     row = {
         "labeller_ea_mean": lab["ea_mean"], "labeller_ea_stderr": lab["ea_stderr"],

@@ -1,4 +1,5 @@
-# Reference stage: the molecule, the labelled 500 K MD set, labelled SMD replicas, the barrier.
+# Reference stage: the molecule, the labelled 500 K MD set, labelled SMD replicas, the barrier
+# (read up to the break), and the labeller's COGEF profile.
 
 
 rule reference_molecule:
@@ -60,10 +61,31 @@ rule reference_barrier:
     conda:
         ENV
     input:
-        reference_replicas,
+        replicas=reference_replicas,
+        molecule=MOLECULE,
     output:
         "results/reference/barrier.json",
     log:
         "logs/reference/barrier.log",
     script:
         "../scripts/barrier.py"
+
+
+rule reference_cogef:
+    conda:
+        ENV
+    input:
+        molecule=MOLECULE,
+    output:
+        frames="results/reference/cogef.h5",
+        profile="results/reference/cogef.json",
+    params:
+        cogef=config["cogef"],
+        labeller=config["labeller"],
+    threads: 1
+    log:
+        "logs/reference/cogef.log",
+    benchmark:
+        "logs/benchmarks/reference/cogef.tsv"
+    script:
+        "../scripts/cogef.py"

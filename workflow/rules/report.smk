@@ -1,6 +1,15 @@
 # Campaign summary table, the figures, and what `snakemake --report` shows.
 
-FIGURES = ["work_curves", "barrier_error", "mae", "parity", "uq", "label_efficiency"]
+FIGURES = [
+    "work_curves",
+    "barrier_error",
+    "mae",
+    "parity",
+    "uq",
+    "label_efficiency",
+    "ea_distributions",
+    "cogef_profiles",
+]
 
 
 rule summary:
@@ -22,6 +31,8 @@ rule figures:
         summary="results/summary.csv",
         evaluations=campaign_evaluations,
         reference=reference_replicas,
+        reference_barrier="results/reference/barrier.json",
+        reference_cogef="results/reference/cogef.json",
     output:
         report(
             expand("results/figures/{figure}.png", figure=FIGURES),

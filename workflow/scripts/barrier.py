@@ -1,5 +1,10 @@
-"""Snakemake adapter: the reference barrier from the labelled SMD replicas."""
-from rarelearn.pipeline import reference_barrier, setup_logging
+"""Snakemake adapter: the reference barrier from the labelled SMD replicas, read up to the break."""
+import sys
+
+from rarelearn.pipeline import NoBreakError, reference_barrier, setup_logging
 
 setup_logging(snakemake.log[0])
-reference_barrier(list(snakemake.input), snakemake.output[0])
+try:
+    reference_barrier(list(snakemake.input.replicas), snakemake.output[0], molecule_xyz=snakemake.input.molecule)
+except NoBreakError as exc:
+    sys.exit(f"error: {exc}")
