@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rarelearn.barrier import activation_energy
+from rarelearn.barrier import read_replica
 from rarelearn.dataset import read_frames
 from rarelearn.units import KCAL_MOL_PER_EV
 
@@ -29,8 +29,9 @@ def replica_eas(smd_dir: Path) -> dict[str, float]:
     out = {}
     for p in sorted(smd_dir.glob("replica_*.h5")):
         fr = read_frames(p)
-        if len(fr):
-            out[p.stem] = activation_energy(fr.extras["work"], fr.extras["spring_distance"])[0]
+        ea = read_replica(fr)["ea"] if len(fr) else float("nan")
+        if np.isfinite(ea):                      # read up to the break; unbroken replicas have none
+            out[p.stem] = ea
     return out
 
 

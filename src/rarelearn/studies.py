@@ -32,6 +32,8 @@ from .pipeline import _barrier_of, write_json
 
 __all__ = [
     "STUDY_COLUMNS",
+    "COGEF_COLUMNS",
+    "compare_cogef",
     "scaled_protocol",
     "transfer_protocol",
     "speed_label",
@@ -53,6 +55,30 @@ STUDY_COLUMNS = [
     "delta_ea", "delta_ea_stderr", "delta_ea_kcal", "delta_ea_stderr_kcal", "abs_delta_ea_kcal",
     "delta_stderr_defined", "labeller_break_distance_mean", "potential_break_distance_mean",
 ]
+
+#: Columns added when the study compares COGEF profiles too (one labeller and one potential
+#: profile per case; :func:`rarelearn.evaluation.cogef_comparison`).
+COGEF_COLUMNS = [
+    "labeller_cogef_e_max", "potential_cogef_e_max", "cogef_delta_e_max_kcal", "cogef_abs_delta_e_max_kcal",
+    "cogef_delta_f_max", "cogef_same_bond", "labeller_cogef_broken_label", "potential_cogef_broken_label",
+]
+
+
+def compare_cogef(labeller_json, potential_json) -> dict:
+    """The :data:`COGEF_COLUMNS` of one case from the two profiles' JSON files."""
+    import json
+    from pathlib import Path
+
+    from .evaluation import cogef_comparison
+
+    lab = json.loads(Path(labeller_json).read_text())
+    pot = json.loads(Path(potential_json).read_text())
+    c = cogef_comparison(pot, lab)
+    return {"labeller_cogef_e_max": lab["e_max"], "potential_cogef_e_max": pot["e_max"],
+            **{k: c[k] for k in ("cogef_delta_e_max_kcal", "cogef_abs_delta_e_max_kcal", "cogef_delta_f_max",
+                                 "cogef_same_bond")},
+            "labeller_cogef_broken_label": lab.get("broken_label"),
+            "potential_cogef_broken_label": pot.get("broken_label")}
 
 
 def speed_label(velocity: float) -> str:
@@ -163,7 +189,7 @@ def _chunks(paths: Sequence, n_cases: int) -> list[list[str]]:
 
 
 def study_table(key: str, cases: Sequence, labeller_paths: Sequence, potential_paths: Sequence,
-                extra: dict | None = None) -> tuple["object", list[dict]]:
+                extra: dict | None = None, cogef: Sequence | None = None) -> tuple["object", list[dict]]:
     """One row per case of a study.
 
     Parameters
@@ -173,6 +199,8 @@ def study_table(key: str, cases: Sequence, labeller_paths: Sequence, potential_p
     labeller_paths, potential_paths : SMD replica files, case by case (every case the same
         number of replicas on a side, the cases in the order of ``cases``)
     extra : optional per-column lists of values to add (one per case)
+    cogef : optional (labeller profile JSON, potential profile JSON) per case: adds the
+        :data:`COGEF_COLUMNS`
 
     Returns
     -------
@@ -186,8 +214,10 @@ def study_table(key: str, cases: Sequence, labeller_paths: Sequence, potential_p
     rows, records = [], []
     for j, (case, lab, pot) in enumerate(zip(cases, labs, pots)):
         rec = compare_barriers(lab, pot)
+        if cogef is not None:
+            rec.update(compare_cogef(*cogef[j]))
         head = {key: case, **{c: v[j] for c, v in (extra or {}).items()}}
-        rows.append({**head, **{c: rec[c] for c in STUDY_COLUMNS}})
+        rows.append({**head, **{c: rec[c] for c in STUDY_COLUMNS + (COGEF_COLUMNS if cogef is not None else [])}})
         records.append({**head, **rec})
     return pd.DataFrame(rows), records
 
@@ -226,37 +256,48 @@ def baselines_step(reference_paths: Sequence, baseline_paths: dict, out_json, ou
 
 
 def transfer_step(alkanes: Sequence[int], labeller_paths: Sequence, potential_paths: Sequence, iteration: int,
-                  out_json, out_csv, out_png, trained_on: int | None = None) -> "object":
+                  out_json, out_csv, out_png, trained_on: int | None = None,
+                  labeller_cogef: Sequence | None = None, potential_cogef: Sequence | None = None) -> "object":
     """Fig. 7b: ΔE_a of the potential of ``iteration`` on each n-alkane (``alkanes``: numbers of
     carbons; replica files alkane by alkane). ``trained_on``: the campaign's alkane, marked.
-    The table records each alkane's pull (``pull_steps``, as the labeller's first replica ran)."""
+    The table records each alkane's pull (``pull_steps``, as the labeller's first replica ran).
+    With ``labeller_cogef``/``potential_cogef`` (one profile JSON per alkane) it compares the
+    COGEF profiles too."""
     from .report import plot_study
 
     alkanes = [int(n) for n in alkanes]
     steps = [int(read_frames(lab[0]).attrs["protocol"]["pull_steps"]) if lab else None
              for lab in _chunks(labeller_paths, len(alkanes))]
-    df, records = study_table("alkane", alkanes, labeller_paths, potential_paths, extra={"pull_steps": steps})
+    cogef = list(zip(labeller_cogef, potential_cogef)) if labeller_cogef and potential_cogef else None
+    df, records = study_table("alkane", alkanes, labeller_paths, potential_paths, extra={"pull_steps": steps},
+                              cogef=cogef)
     _write(df, records, out_json, out_csv, {"study": "transfer", "iteration": int(iteration),
                                             "trained_on": trained_on})
     plot_study(df, "alkane", out_png, xlabel="carbons n of CnH2n+2",
                title=f"Transfer of iteration {int(iteration)}'s potential" +
                      (f" (trained on C{trained_on})" if trained_on else ""), mark=trained_on)
     for _, r in df.iterrows():
-        log.info("C%d: ΔE_a = %.1f ± %.1f kcal/mol", r.alkane, r.delta_ea_kcal, r.delta_ea_stderr_kcal)
+        log.info("C%d: ΔE_a = %.1f ± %.1f kcal/mol%s", r.alkane, r.delta_ea_kcal, r.delta_ea_stderr_kcal,
+                 f"; COGEF ΔE_max = {r.cogef_delta_e_max_kcal:.1f} kcal/mol" if cogef else "")
     return df
 
 
 def strain_rates_step(velocities: Sequence[float], labeller_paths: Sequence, potential_paths: Sequence,
-                      smd_cfg: dict, iteration: int, out_json, out_csv, out_png) -> "object":
+                      smd_cfg: dict, iteration: int, out_json, out_csv, out_png,
+                      cogef: tuple | None = None) -> "object":
     """SI Fig. S7: ΔE_a of the potential of ``iteration`` per pulling speed (Å/ps; replica files
-    speed by speed), each speed pulling as far as the ``smd`` protocol (:func:`scaled_protocol`)."""
+    speed by speed), each speed pulling as far as the ``smd`` protocol (:func:`scaled_protocol`).
+    ``cogef`` = (reference profile JSON, the iteration's profile JSON): the COGEF comparison,
+    the quasi-static limit that every speed's ΔE_a should approach as the pull slows, is added
+    to every row."""
     from .report import plot_study
 
     velocities = [float(v) for v in velocities]
     protocols = [scaled_protocol(smd_cfg, v) for v in velocities]
     extra = {"pull_steps": [p["pull_steps"] for p in protocols],
              "pulled_distance": [p["velocity"] * p["pull_steps"] * p["timestep_fs"] * 1e-3 for p in protocols]}
-    df, records = study_table("velocity", velocities, labeller_paths, potential_paths, extra=extra)
+    df, records = study_table("velocity", velocities, labeller_paths, potential_paths, extra=extra,
+                              cogef=[cogef] * len(velocities) if cogef else None)
     _write(df, records, out_json, out_csv, {"study": "strain_rates", "iteration": int(iteration),
                                             "protocol_velocity": float(smd_cfg["velocity"])})
     plot_study(df, "velocity", out_png, xlabel="pulling speed (Å/ps)", logx=True,

@@ -265,6 +265,41 @@ def transfer_runs(side, iteration):
     return runs
 
 
+def alkane_cogef(n_carbons):
+    """The cogef section for an alkane: longer chains are scanned further (max_extension
+    scaled by the number of C–C bonds against hexane's five)."""
+    c = config["cogef"]
+    return {**c, "max_extension": max(c["max_extension"], c["max_extension"] * (n_carbons - 1) / 5)}
+
+
+def transfer_cogef_settings(wildcards):
+    return alkane_cogef(int(wildcards.alkane))
+
+
+def transfer_cogefs(side, iteration):
+    """COGEF profiles per alkane; the campaign's own for its alkane (same molecule and settings)."""
+    out = []
+    for n in TRANSFER_ALKANES:
+        own = n == CAMPAIGN_ALKANE and alkane_cogef(n) == config["cogef"]
+        if side == "labeller":
+            out.append("results/reference/cogef.json" if own else f"results/studies/transfer/C{n}/labeller/cogef.json")
+        else:
+            out.append(
+                f"results/iter_{iteration}/cogef.json"
+                if own
+                else f"results/studies/iter_{iteration}/transfer/C{n}/cogef.json"
+            )
+    return out
+
+
+def transfer_labeller_cogefs(wildcards):
+    return transfer_cogefs("labeller", wildcards.iteration)
+
+
+def transfer_potential_cogefs(wildcards):
+    return transfer_cogefs("potential", wildcards.iteration)
+
+
 def transfer_labeller_runs(wildcards):
     return transfer_runs("labeller", wildcards.iteration)
 

@@ -183,12 +183,45 @@ rule transfer_potential_smd:
         "../scripts/smd.py"
 
 
+use rule reference_cogef as transfer_labeller_cogef with:
+    input:
+        molecule=transfer_molecule_file,
+    output:
+        frames="results/studies/transfer/C{alkane}/labeller/cogef.h5",
+        profile="results/studies/transfer/C{alkane}/labeller/cogef.json",
+    params:
+        cogef=transfer_cogef_settings,
+        labeller=config["labeller"],
+    log:
+        "logs/studies/transfer/C{alkane}/labeller_cogef.log",
+    benchmark:
+        "logs/benchmarks/studies/transfer/C{alkane}/labeller_cogef.tsv"
+
+
+use rule reference_cogef as transfer_potential_cogef with:
+    input:
+        molecule=transfer_molecule_file,
+        ensemble="results/iter_{iteration}/ensemble.pt",
+        best="results/iter_{iteration}/best.json",
+    output:
+        frames="results/studies/iter_{iteration}/transfer/C{alkane}/cogef.h5",
+        profile="results/studies/iter_{iteration}/transfer/C{alkane}/cogef.json",
+    params:
+        cogef=transfer_cogef_settings,
+    log:
+        "logs/studies/iter_{iteration}/transfer/C{alkane}/cogef.log",
+    benchmark:
+        "logs/benchmarks/studies/iter_{iteration}/transfer/C{alkane}/cogef.tsv"
+
+
 rule transfer_summary:
     conda:
         ENV
     input:
         labeller=transfer_labeller_runs,
         potential=transfer_potential_runs,
+        labeller_cogef=transfer_labeller_cogefs,
+        potential_cogef=transfer_potential_cogefs,
     output:
         json="results/studies/iter_{iteration}/transfer.json",
         csv="results/studies/iter_{iteration}/transfer.csv",
@@ -260,6 +293,8 @@ rule strain_rates_summary:
     input:
         labeller=strain_labeller_runs,
         potential=strain_potential_runs,
+        reference_cogef="results/reference/cogef.json",
+        cogef="results/iter_{iteration}/cogef.json",
     output:
         json="results/studies/iter_{iteration}/strain_rates.json",
         csv="results/studies/iter_{iteration}/strain_rates.csv",

@@ -5,4 +5,5 @@ from rarelearn.studies import strain_rates_step
 setup_logging(snakemake.log[0])
 strain_rates_step(snakemake.params.velocities, list(snakemake.input.labeller), list(snakemake.input.potential),
                   snakemake.params.smd, int(snakemake.wildcards.iteration), snakemake.output.json,
-                  snakemake.output.csv, snakemake.output.png)
+                  snakemake.output.csv, snakemake.output.png,
+                  cogef=(snakemake.input.reference_cogef, snakemake.input.cogef))

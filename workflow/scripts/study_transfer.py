@@ -5,4 +5,5 @@ from rarelearn.studies import transfer_step
 setup_logging(snakemake.log[0])
 transfer_step(snakemake.params.alkanes, list(snakemake.input.labeller), list(snakemake.input.potential),
               int(snakemake.wildcards.iteration), snakemake.output.json, snakemake.output.csv,
-              snakemake.output.png, trained_on=snakemake.params.trained_on)
+              snakemake.output.png, trained_on=snakemake.params.trained_on,
+              labeller_cogef=list(snakemake.input.labeller_cogef), potential_cogef=list(snakemake.input.potential_cogef))
