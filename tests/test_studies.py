@@ -274,6 +274,8 @@ def test_named_targets_run_on_a_finished_campaign_and_join_the_report(campaign, 
     # butane (C4) and 10 Å/ps are the campaign's own molecule and speed: those runs are reused
     assert ran["transfer_molecule"] == 1 and ran["transfer_labeller_smd"] == 1 and ran["transfer_potential_smd"] == 1
     assert ran["strain_labeller_smd"] == 1 and ran["strain_potential_smd"] == 1
+    # COGEF: ethane's profiles are made; butane's are the campaign's own
+    assert ran["transfer_labeller_cogef"] == 1 and ran["transfer_potential_cogef"] == 1
 
     s = wd / "results" / "studies"
     base = pd.read_csv(s / "baselines.csv")
@@ -281,10 +283,14 @@ def test_named_targets_run_on_a_finished_campaign_and_join_the_report(campaign, 
     ev0 = json.loads((wd / "results" / "iter_000" / "evaluation.json").read_text())
     assert list(base["baseline"]) == ["equilibrium", "smd_frames"]
     assert base.labeller_ea_mean.tolist() == pytest.approx([ref["ea_mean"]] * 2)
-    assert base.potential_ea_mean[0] == pytest.approx(ev0["nnp_ea_mean"])  # iteration 0 is that baseline
+    # iteration 0 is that baseline (NaN both when none of its replicas broke)
+    assert base.potential_ea_mean[0] == pytest.approx(ev0["nnp_ea_mean"], nan_ok=True)
     assert base.training_frames[0] == len(read_frames(wd / "results" / "iter_000" / "dataset.h5"))
     assert base.training_frames[1] == len(read_frames(wd / "results" / "reference" / "smd" / "replica_00.h5"))
-    assert np.isfinite(base[["delta_ea", "delta_ea_stderr"]].to_numpy()).all()
+    # a baseline has a barrier, or none of its replicas broke (then no ΔE_a at all)
+    has = base.potential_n_replicas > 0
+    assert np.isfinite(base.loc[has, ["delta_ea", "delta_ea_stderr"]].to_numpy()).all()
+    assert base.loc[~has, "delta_ea"].isna().all() and (base.loc[~has, "potential_unbroken"] > 0).all()
 
     final = s / "iter_001"  # the tiny campaign's last iteration
     ev1 = json.loads((wd / "results" / "iter_001" / "evaluation.json").read_text())
@@ -299,11 +305,18 @@ def test_named_targets_run_on_a_finished_campaign_and_join_the_report(campaign, 
     assert tj["iteration"] == 1 and tj["trained_on"] == 4
     assert tj["cases"][1]["labeller"]["replicas"][0] == "results/reference/smd/replica_00.h5"
     assert not (s / "transfer" / "C4").exists()
+    ref_cogef = json.loads((wd / "results" / "reference" / "cogef.json").read_text())
+    assert transfer.labeller_cogef_e_max[1] == pytest.approx(ref_cogef["e_max"])
+    assert transfer.labeller_cogef_e_max[0] == pytest.approx(
+        json.loads((s / "transfer" / "C2" / "labeller" / "cogef.json").read_text())["e_max"])
+    assert transfer.labeller_cogef_e_max[0] != pytest.approx(transfer.labeller_cogef_e_max[1], abs=1e-3)
 
     strain = pd.read_csv(final / "strain_rates.csv")
-    assert list(strain["velocity"]) == [10.0, 20.0] and list(strain["pull_steps"]) == [500, 250]
+    assert list(strain["velocity"]) == [10.0, 20.0] and list(strain["pull_steps"]) == [800, 400]
+    # the COGEF comparison (rate-independent) stands beside every speed
+    assert strain.potential_cogef_e_max.tolist() == pytest.approx([ev1["nnp_cogef_e_max"]] * 2)
     assert strain.delta_ea[0] == pytest.approx(ev1["nnp_ea_values"][0] - ref["ea_values"][0])
-    assert len(read_frames(s / "strain_rates" / "v20" / "labeller" / "replica_00.h5")) == 125  # 250 steps / 2
+    assert len(read_frames(s / "strain_rates" / "v20" / "labeller" / "replica_00.h5")) == 200  # 400 steps / 2
 
     figures = [s / "figures" / "baselines.png", final / "figures" / "transfer.png",
                final / "figures" / "strain_rates.png"]

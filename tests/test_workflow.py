@@ -68,7 +68,8 @@ def test_every_stage_writes_its_files(campaign):
         assert len(merged) == merge["total_frames"] == merge["previous_frames"] + merge["added"]
         assert merged.ok.all()
         ev = json.loads((it / "evaluation.json").read_text())
-        assert ev["iteration"] == i and np.isfinite(ev["abs_delta_ea_kcal"])
+        # a barrier, or (a potential whose every replica blew up or stayed whole) the reason why
+        assert ev["iteration"] == i and (np.isfinite(ev["abs_delta_ea_kcal"]) or ev["no_barrier_reason"])
         assert ev["frames_added"] == merge["added"]
     # iteration 1 trains on what iteration 0 merged
     prev = read_frames(r / "iter_000" / "merged.h5")
@@ -76,8 +77,10 @@ def test_every_stage_writes_its_files(campaign):
     assert len(info["train_hashes"]) + len(info["val_hashes"]) == len(prev)
     summary = pd.read_csv(r / "summary.csv")
     assert list(summary["iteration"]) == [0, 1]
-    for col in ("abs_delta_ea_kcal", "delta_ea_stderr_kcal", "unseen_energy_mae", "labels_total"):
+    for col in ("unseen_energy_mae", "labels_total", "nnp_unbroken", "nnp_cogef_e_max"):
         assert summary[col].notna().all(), col
+    assert (summary["cogef_abs_delta_e_max_kcal"].notna() | ~summary["nnp_cogef_broke"].astype(bool)).all()
+    assert (summary["abs_delta_ea_kcal"].notna() | summary["no_barrier_reason"].notna()).all()
     # logs for every job
     assert (campaign / "logs" / "iter_001" / "train_1.log").read_text().strip()
 
@@ -262,3 +265,74 @@ def test_summary_columns_match_evaluations_and_report_builds(campaign, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     html = (wd / "report.html").read_text(errors="replace")
     assert "barrier_error.png" in html
+
+
+def test_barrier_is_read_up_to_the_break_and_cogef_is_compared(campaign):
+    """Every reported E_a is max W before the replica's break, unbroken replicas have none,
+    and the reference's and every iteration's COGEF profiles are in the evaluation."""
+    r = campaign / "results"
+    ref = json.loads((r / "reference" / "barrier.json").read_text())
+    assert ref["unbroken"] == 0 and set(ref["per_bond"]) and sum(b["n"] for b in ref["per_bond"].values()) == 2
+    ref_cogef = json.loads((r / "reference" / "cogef.json").read_text())
+    assert ref_cogef["broke"] and ref_cogef["e_max"] > 1.0 and ref_cogef["refinement"]
+    ref_frames = read_frames(r / "reference" / "cogef.h5")
+    assert ref_frames.ok.all() and len(ref_frames) == ref_cogef["n_images"]
+    summary = pd.read_csv(r / "summary.csv")
+    for i in (0, 1):
+        it = r / f"iter_{i:03d}"
+        ev = json.loads((it / "evaluation.json").read_text())
+        for rec in ev["nnp_replica_records"]:
+            fr = read_frames(it / "smd" / f"{rec['replica']}.h5")
+            if rec["broke"]:
+                b = rec["break_frame"]
+                assert rec["ea"] == pytest.approx(fr.extras["work"][:b].max())
+                assert rec["post_break_work"] == pytest.approx(fr.extras["work"][-1] - fr.extras["work"][b])
+            else:
+                assert rec["ea"] is None or np.isnan(rec["ea"])
+        assert ev["nnp_n_replicas"] == sum(rec["broke"] for rec in ev["nnp_replica_records"])
+        if ev["nnp_n_replicas"] == 0:
+            # no barrier: said why, and no finite error beside a NaN difference
+            assert ev["no_barrier_reason"] and np.isnan(ev["delta_ea_stderr_kcal"])
+        cogef = json.loads((it / "cogef.json").read_text())
+        assert len(cogef["uq_sigma"]) == cogef["n_images"] and cogef["driver"] == "nnp best member"
+        assert ev["nnp_cogef_e_max"] == cogef["e_max"] and ev["ref_cogef_e_max"] == ref_cogef["e_max"]
+        if cogef["broke"]:
+            assert ev["cogef_abs_delta_e_max_kcal"] == pytest.approx(
+                abs(cogef["e_max"] - ref_cogef["e_max"]) * 23.0605, rel=1e-4)
+        assert np.isfinite(ev["cogef_frames_energy_mae"])
+        row = summary[summary.iteration == i].iloc[0]
+        assert row.nnp_unbroken == ev["nnp_unbroken"]
+        assert row.nnp_cogef_e_max == pytest.approx(cogef["e_max"])
+
+
+def test_stop_rule_ends_the_campaign_early(campaign, tmp_path):
+    """campaign.stop on: with a COGEF tolerance the first iteration meets, the campaign ends
+    after iteration 0 (summary has one row, nothing of iteration 1 is needed); with one no
+    iteration meets, both iterations stay."""
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    ev0 = json.loads((wd / "results" / "iter_000" / "evaluation.json").read_text())
+    shutil.rmtree(wd / "results" / "iter_001")
+    loose = ev0["cogef_abs_delta_e_max_kcal"] + 1.0
+    cfg = write_config(tmp_path / "stop.yaml", **{"campaign.stop": {"enabled": True, "observable": "cogef",
+                                                                   "cogef_target_kcal": loose}})
+    res = snakemake(wd, configfile=cfg)
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert "train" not in counts and "evaluate" not in counts
+    assert len(pd.read_csv(wd / "results" / "summary.csv")) == 1
+    assert not (wd / "results" / "iter_001").exists()
+    tight = write_config(tmp_path / "tight.yaml", **{"campaign.stop": {"enabled": True, "observable": "both",
+                                                                     "cogef_target_kcal": loose}})
+    res = snakemake(wd, "-n", configfile=tight)   # SMD side not met: iteration 1 is planned again
+    assert res.returncode == 0 and jobs_run(res.stdout + res.stderr).get("train") == 2
+
+
+def test_a_reference_pull_that_breaks_nothing_stops_with_one_line(tmp_path):
+    cfg = write_config(tmp_path / "short.yaml", **{"smd.pull_steps": 60})
+    res = snakemake(tmp_path, "results/reference/barrier.json", configfile=cfg)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    line = next(ln for ln in out.splitlines() if ln.startswith("error: no reference SMD replica broke a bond"))
+    assert "lengthen the pull (smd.pull_steps, or smd.velocity)" in line
+    assert not (tmp_path / "results" / "reference" / "barrier.json").exists()
