@@ -4,6 +4,8 @@
 rule reference_molecule:
     conda:
         ENV
+    input:
+        structure_file,
     output:
         molecule=MOLECULE,
         atom_energies=ATOM_ENERGIES,
