@@ -170,6 +170,12 @@ def labelled_batches(wildcards):
     )
 
 
+def being_remade(path):
+    """Whether this run forces `path` (--forcerun of the file or its rule, or --forceall)."""
+    forced = {os.path.normpath(str(f)) for f in workflow.dag_settings.forcerun}
+    return workflow.dag_settings.forceall or bool(forced & {os.path.normpath(path), "evaluate"})
+
+
 def campaign_evaluations(wildcards=None):
     """Evaluations of every iteration, up to max_iterations or the stop rule."""
     files, history = [], []
@@ -190,7 +196,9 @@ def campaign_evaluations(wildcards=None):
         try:
             history.append(read_json(path))
         except ResultFileError as exc:
-            sys.exit(f"result error: {exc}")
+            if not being_remade(path):
+                sys.exit(f"result error: {exc}")
+            break  # remade by this run; the iterations after it follow once it is
         if stop_rule_met(history, config["campaign"]["stop"]):
             break
     return files
