@@ -170,8 +170,9 @@ def check_file(path: Path) -> str | None:
 
 
 def _is_temporary(path: Path) -> bool:
-    """A temporary file of an atomic write (``.name.XXXX.tmp``), left by a killed job."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+    """Not a result: a temporary file of an atomic write (``.name.XXXX.tmp``) left by a
+    killed job, or Snakemake's own marker in a folder output (``.snakemake_timestamp``)."""
+    return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name.startswith(".snakemake")
 
 
 def check_results(config: dict, root: Path = Path("."), log=None) -> tuple[list[Problem], int]:
