@@ -47,8 +47,8 @@ def load_yaml(path) -> dict:
     syntax error) when it is missing, unreadable, not YAML or not a mapping of keys."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"config file {path} not found (relative paths are read from the working directory "
-                          f"{Path.cwd()}); check the name")
+        where = "" if path.is_absolute() else f" (a relative path is read from the working directory {Path.cwd()})"
+        raise ConfigError(f"config file {path} not found{where}; check the name")
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
