@@ -4,10 +4,8 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-import os
-
-if not config:
-    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+# The config: config/config.yaml, then each --configfile in order, then --config, layered
+# and validated in common.smk (one line naming the key or file on any mistake).
 
 
 include: "workflow/rules/common.smk"

@@ -1,9 +1,15 @@
 """Config validation: defaults, and one clear line naming the culprit for bad input."""
+import os
+import subprocess
+import sys
+
 import pytest
+import yaml
 from ase.build import molecule
 from ase.io import write
 
-from rarelearn.config import ConfigError, DEFAULT_SCHEMA, load_yaml, validate_config
+from rarelearn.config import (ConfigError, DEFAULT_CONFIG, DEFAULT_SCHEMA, campaign_config, load_yaml,
+                              merge_config, parse_assignment, validate_config)
 
 
 def test_defaults_fill_every_section():
@@ -45,6 +51,17 @@ def test_shipped_configs_are_valid():
     ({"molecule": {"elements": ["H", "C", "Xe"]}}, "molecule.elements"),
     ({"training": {"split": "stratified"}}, "training.split"),
     ({"campaign": {"stop": {"target_kcal": 0}}}, "campaign.stop.target_kcal"),
+    ({"model": {"members": 2.5}}, "model.members"),
+    ({"campaign": {"max_iterations": 1.5}}, "campaign.max_iterations"),
+    ({"model": {"hidden": {"H": [16.5], "C": [8]}}}, "model.hidden.H.0"),
+    ({"molecule": {"elements": ["H", "C", "H"]}}, "molecule.elements"),
+    ({"labeller": {"options": {"electronic_temperature": "hot"}}}, "labeller.options.electronic_temperature"),
+    ({"labeller": {"options": {"electronic_temperature": -5}}}, "labeller.options.electronic_temperature"),
+    ({"labeller": {"options": {"multiplicity": 1.5}}}, "labeller.options.multiplicity"),
+    ({"training": {"lr": "fast"}}, "training.lr"),
+    ({"evaluation": {"mae_replicas": 5}}, "evaluation.mae_replicas"),
+    ({"studies": {"baselines": {"smd_replicas": 5}}}, "studies.baselines.smd_replicas"),
+    ({"labelling": {"max_force": 0}}, "labelling.max_force"),
 ])
 def test_bad_values_name_the_key(cfg, culprit):
     with pytest.raises(ConfigError) as exc:
@@ -87,11 +104,142 @@ def test_dftb_without_binary_fails_at_load(monkeypatch):
 
 def test_yaml_is_read_safely(tmp_path):
     p = tmp_path / "evil.yaml"
-    p.write_text("training: !!python/object/apply:os.system ['echo pwned']\n")
-    import yaml
-
-    with pytest.raises(yaml.YAMLError):
+    marker = tmp_path / "pwned"
+    p.write_text(f"training: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match="evil.yaml line 1 column 11: not valid YAML"):
         load_yaml(p)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- issue 18: what a new user got wrong
+def test_whole_floats_are_the_integers_meant():
+    """Item 1: `members: 3.0` passed the schema as an integer, then crashed in range()."""
+    cfg = validate_config({"model": {"members": 3.0, "hidden": {"H": [16.0, 8], "C": [8]}},
+                           "campaign": {"max_iterations": 2.0}})
+    assert cfg["model"]["members"] == 3 and type(cfg["model"]["members"]) is int
+    assert type(cfg["campaign"]["max_iterations"]) is int and list(range(cfg["campaign"]["max_iterations"]))
+    assert [type(x) for x in cfg["model"]["hidden"]["H"]] == [int, int]
+    with pytest.raises(ConfigError, match=r"^model.members: 2.5 is not a whole number; give an integer$"):
+        validate_config({"model": {"members": 2.5}})
+
+
+def test_duplicate_elements_fail_at_load():
+    """Item 2: `elements: [H, C, H]` failed only at the first train job."""
+    with pytest.raises(ConfigError, match=r"molecule.elements: \['H', 'C', 'H'\] lists H more than once"):
+        validate_config({"molecule": {"elements": ["H", "C", "H"]}})
+
+
+def test_labeller_options_are_checked_by_name():
+    """Item 3: `electronic_temperature: hot` gave 'could not convert string to float'."""
+    with pytest.raises(ConfigError) as exc:
+        validate_config({"labeller": {"options": {"electronic_temperature": "hot"}}})
+    msg = str(exc.value)
+    assert msg.startswith("labeller.options.electronic_temperature: 'hot' is not a number")
+    assert "could not convert" not in msg and "e.g. 300.0" in msg
+    ok = validate_config({"labeller": {"options": {"electronic_temperature": "1e3", "max_iterations": 100.0}}})
+    assert ok["labeller"]["options"]["electronic_temperature"] == "1e3"  # read as 1000 K by the labeller
+    from rarelearn.labellers import make_labeller
+
+    lab = make_labeller("gfn2-xtb", ok["labeller"]["options"])
+    assert lab.options["electronic_temperature"] == 1000.0 and lab.options["max_iterations"] == 100
+
+
+def test_yaml_1_1_exponents_and_config_strings_are_numbers(tmp_path):
+    """Item 4: YAML 1.1 reads `lr: 1e-3` as a string; --config hands every value over as one."""
+    p = tmp_path / "lr.yaml"
+    p.write_text("training:\n  lr: 1e-3\n  epochs: '5'\n  warm_start: 'false'\n  lr_patience: 'null'\n")
+    raw = load_yaml(p)
+    assert raw["training"]["lr"] == "1e-3"  # what PyYAML (and Snakemake) read
+    cfg = validate_config(raw)
+    assert cfg["training"]["lr"] == 0.001 and type(cfg["training"]["lr"]) is float
+    assert cfg["training"]["epochs"] == 5 and cfg["training"]["warm_start"] is False
+    assert cfg["training"]["lr_patience"] is None
+    with pytest.raises(ConfigError, match=r"training.lr: 'fast' has the wrong type.*1.0e-3"):
+        validate_config({"training": {"lr": "fast"}})
+
+
+def test_replica_counts_fit_the_reference():
+    """Item 5: evaluation.mae_replicas > reference.replicas was silently accepted."""
+    with pytest.raises(ConfigError, match=r"^evaluation.mae_replicas: 3 is more than reference.replicas \(2\)"):
+        validate_config({"reference": {"replicas": 2}, "evaluation": {"mae_replicas": 3}})
+    assert validate_config({"reference": {"replicas": 3}, "evaluation": {"mae_replicas": 3}})
+
+
+def test_yaml_errors_and_missing_files_name_the_file_and_line(tmp_path):
+    """Item 6 (what rarelearn reads itself: config/config.yaml, the check and validate commands)."""
+    p = tmp_path / "broken.yaml"
+    p.write_text("training:\n  epochs: 5\n lr: 0.1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_yaml(p)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p} line 3 column 2: not valid YAML") and "\n" not in msg
+    with pytest.raises(ConfigError, match="config file nope.yaml not found"):
+        load_yaml("nope.yaml")
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- molecule\n- training\n")
+    with pytest.raises(ConfigError, match="holds a list, not a mapping"):
+        load_yaml(lst)
+
+
+def _validate_cli(*args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "rarelearn.config", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_validate_command_layers_like_the_workflow(tmp_path):
+    """`python -m rarelearn.config`: file and line for a YAML error, dotted --config keys."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("training: {lr: 1e-3\n")
+    res = _validate_cli("broken.yaml", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert res.stderr.startswith("config error: broken.yaml line 2 column 1: not valid YAML")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("molecule:\n  alkane: 4\n")
+    res = _validate_cli("mine.yaml", "--config", "training.epochs=5", "--show", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    shown = yaml.safe_load(res.stdout)
+    assert shown["training"]["epochs"] == 5 and shown["molecule"]["alkane"] == 4
+    assert shown["campaign"]["max_iterations"] == 3  # the default campaign's, from config/config.yaml
+    assert "config ok: C4H10" in res.stderr
+    assert parse_assignment("training={epochs: 5}") == {"training": {"epochs": 5}}
+
+
+def test_one_source_of_defaults():
+    """Item 7: the schema's defaults are the default campaign, and config/config.yaml says the same."""
+    assert repr(validate_config(load_yaml(DEFAULT_CONFIG))) == repr(validate_config({}))
+    only_molecule = {"molecule": {"alkane": 4}}
+    for cfg in (campaign_config(only_molecule), validate_config(only_molecule)):
+        assert cfg["campaign"]["max_iterations"] == 3 and cfg["training"]["epochs"] == 50
+        assert cfg["training"]["warm_start"] is True and cfg["training"]["split"] == "inherited"
+        assert cfg["molecule"]["alkane"] == 4
+
+
+def test_config_files_layer_as_snakemake_layers_them():
+    """Item 7: merge_config is Snakemake's update_config (mappings merged, the rest replaced)."""
+    from snakemake.utils import update_config
+
+    base = load_yaml(DEFAULT_CONFIG)
+    for over in ({"molecule": {"alkane": 4}}, {"training": {"epochs": 5}, "model": {"hidden": {"H": [8]}}},
+                 {"molecule": {"elements": ["H", "C", "O"]}, "selection": {"max_frames": None}}):
+        expected = yaml.safe_load(yaml.safe_dump(base))
+        update_config(expected, over)
+        assert merge_config(base, over) == expected
+    merged = merge_config(base, {"training": {"epochs": 5}})
+    assert merged["training"]["epochs"] == 5 and merged["training"]["warm_start"] is True
+    assert base["training"]["epochs"] == 50  # the base is not changed
+
+
+def test_relative_structure_paths_are_read_from_the_working_directory(tmp_path, monkeypatch):
+    """Item 8: paths in a config are relative to where snakemake runs."""
+    write(tmp_path / "ethane.xyz", molecule("C2H6"))
+    mol = {"structure": "ethane.xyz", "pull": [[0], [1]]}
+    monkeypatch.chdir(tmp_path)
+    assert validate_config({"molecule": mol})["molecule"]["structure"] == "ethane.xyz"
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(ConfigError, match="a relative path is read from the working directory"):
+        validate_config({"molecule": mol})
 
 
 def test_key_order_does_not_matter():

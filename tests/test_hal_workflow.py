@@ -60,15 +60,25 @@ def test_hal_campaign_labels_and_merges_the_stop_frames(campaign, tmp_path):
     labelled = [read_frames(p) for p in sorted((it / "labelled").glob("batch_*.h5"))[: sel["batches"]]]
     hal_labelled = {h for fr in labelled for h, s in zip(fr.hashes, fr.source) if s == "hal"}
     assert hal_labelled == set(picks)
+    # labels of unphysical stop frames (the tiny committee's run into |F| of ~200 eV/Å) are
+    # screened out of the merge (labelling.max_force), and counted
+    status = {h: st for fr in labelled for h, st in zip(fr.hashes, fr.status)}
+    usable = {h for h in picks if status[h] == "ok"}
+    n_ok = sum(int((fr.status == "ok").sum()) for fr in labelled)
+    merge = json.loads((it / "merge.json").read_text())
+    assert merge["screened_labels"] == sum(int((fr.status == "screened").sum()) for fr in labelled)
+    assert merge["screened_labels"] + merge["failed_labels"] + n_ok == 9
     merged = read_frames(it / "merged.h5")
     in_merge = merged.subset(merged.source == "hal")
-    assert set(in_merge.hashes) == set(picks) and (in_merge.iteration == 0).all()
+    assert set(in_merge.hashes) == usable and (in_merge.iteration == 0).all()
     assert in_merge.ok.all() and (in_merge.labeller == "gfn2-xtb").all()
     # the labels are those of the stop configurations themselves (positions untouched)
     for h, pos in zip(in_merge.hashes, in_merge.positions):
         np.testing.assert_allclose(pos, picks[h], atol=1e-9)
-    assert int((merged.source == "augment").sum()) == 6 and int((merged.source == "al").sum()) == 0
-    assert len(merged) == len(read_frames(it / "dataset.h5")) + 9
+    n_augment_ok = sum(int(((fr.status == "ok") & (fr.source == "augment")).sum()) for fr in labelled)
+    assert int((merged.source == "augment").sum()) == n_augment_ok and int((merged.source == "al").sum()) == 0
+    assert len(merged) == len(read_frames(it / "dataset.h5")) + n_ok
+    assert np.linalg.norm(merged.forces, axis=2).max() <= 50.0
     ev = json.loads((it / "evaluation.json").read_text())
     assert ev["frames_selected"] == 3 and ev["frames_augmented"] == 6
     assert ev["nnp_n_replicas"] + len(ev["nnp_failed_replicas"]) == 2 and np.isfinite(ev["abs_delta_ea_kcal"])

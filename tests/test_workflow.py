@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -173,6 +175,12 @@ def test_fused_training_trains_the_same_members(campaign, tmp_path):
     ({"model.members": -1}, "model.members"),
     ({"labeller.name": "dft-magic"}, "labeller.name"),
     ({"molecule.structure": "missing.xyz", "molecule.pull": [[0], [1]]}, "molecule.structure"),
+    # issue 18: what a new user got wrong
+    ({"model.members": 2.5}, "model.members"),
+    ({"molecule.elements": ["H", "C", "H"]}, "molecule.elements"),
+    ({"labeller.options": {"electronic_temperature": "hot"}}, "labeller.options.electronic_temperature"),
+    ({"evaluation.mae_replicas": 3}, "evaluation.mae_replicas"),
+    ({"labelling.min_distance": -0.5}, "labelling.min_distance"),
 ])
 def test_bad_config_stops_at_load(tmp_path, override, culprit):
     cfg = write_config(tmp_path / "bad.yaml", **override)
@@ -221,7 +229,11 @@ def test_other_model_family_and_sampler_run_end_to_end(campaign, tmp_path, overr
         assert biased.attrs["driver"].startswith("HAL-biased committee")
         assert not np.allclose(biased.positions[-1], smd.positions[-1], atol=1e-3)
         # the barrier is the potential's own, the same as the plain campaign measured
-        assert ev["nnp_ea_mean"] == pytest.approx(plain_ev["nnp_ea_mean"], rel=1e-9)
+        # (NaN on both sides when no replica of the tiny iteration 0 broke: then the same replicas,
+        # stopped for the same reasons)
+        assert ev["nnp_ea_mean"] == pytest.approx(plain_ev["nnp_ea_mean"], rel=1e-9, nan_ok=True)
+        assert [(r["replica"], r["n_frames"], r["broke"], r["stop_reason"]) for r in ev["nnp_replica_records"]] == [
+            (r["replica"], r["n_frames"], r["broke"], r["stop_reason"]) for r in plain_ev["nnp_replica_records"]]
         # ... while the frames scored and selected are the biased pulls'
         with h5py.File(it0 / "uq.h5", "r") as h5:
             assert h5.attrs["pulls"] == "smd_hal"
@@ -336,3 +348,138 @@ def test_a_reference_pull_that_breaks_nothing_stops_with_one_line(tmp_path):
     line = next(ln for ln in out.splitlines() if ln.startswith("error: no reference SMD replica broke a bond"))
     assert "lengthen the pull (smd.pull_steps, or smd.velocity)" in line
     assert not (tmp_path / "results" / "reference" / "barrier.json").exists()
+
+
+# ---------------------------------------------------------------- issue 18: config through snakemake
+def test_config_values_are_read_as_meant(tmp_path):
+    """`members: 3.0`, `max_iterations: 2.0` and YAML 1.1's string '1e-3' load as 3, 2 and 0.001."""
+    cfg = write_config(tmp_path / "meant.yaml", **{"model.members": 3.0, "campaign.max_iterations": 2.0,
+                                                    "training.lr": "1e-3"})
+    assert "lr: 1e-3" in cfg.read_text() or "lr: '1e-3'" in cfg.read_text()
+    res = snakemake(tmp_path, "-n", configfile=cfg)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert jobs_run(res.stdout + res.stderr)["train"] == 3
+    res = snakemake(tmp_path, "-n", "--config", "training={epochs: 5}", "model={members: 2}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert jobs_run(res.stdout + res.stderr)["train"] == 2
+
+
+@pytest.fixture()
+def workflow_copy(tmp_path):
+    """The workflow's own files in a folder of their own, so its config/config.yaml can be edited."""
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    shutil.copy(REPO / "Snakefile", wf)
+    for d in ("workflow", "config", "profiles"):
+        shutil.copytree(REPO / d, wf / d)
+    work = tmp_path / "work"
+    work.mkdir()
+    return wf, work
+
+
+def _snakemake_copy(wf, work, *args):
+    cmd = [SNAKEMAKE, "-s", str(wf / "Snakefile"), "--cores", "1", "--nocolor", "-n", *args]
+    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_configfile_is_layered_on_config_yaml(workflow_copy):
+    """Item 7: a file holding only `molecule:` keeps the rest of config/config.yaml."""
+    wf, work = workflow_copy
+    base = wf / "config" / "config.yaml"
+    base.write_text(base.read_text().replace("model:\n  members: 3", "model:\n  members: 4"))
+    mine = work / "mine.yaml"
+    mine.write_text("molecule:\n  alkane: 4\n")
+    res = _snakemake_copy(wf, work, "--configfile", "mine.yaml")
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert counts["train"] == 4 and counts["reference_smd"] == 4  # config/config.yaml's members, replicas
+    res = _snakemake_copy(wf, work, "--configfile", "mine.yaml", "--config", "model={members: 2}")
+    assert jobs_run(res.stdout + res.stderr)["train"] == 2  # --config on top of the files
+
+
+def test_broken_config_yaml_names_file_and_line(workflow_copy):
+    """Item 6: a YAML syntax error in the config the workflow reads is one line with file and line."""
+    wf, work = workflow_copy
+    base = wf / "config" / "config.yaml"
+    lines = base.read_text().splitlines()
+    at = lines.index("model:") + 1
+    lines[at] = "\tmembers: 3"  # a tab: YAML indents with spaces only
+    base.write_text("\n".join(lines) + "\n")
+    res = _snakemake_copy(wf, work)
+    assert res.returncode != 0
+    err = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("config error:")]
+    assert len(err) == 1 and f"{base} line {at + 1} column 1" in err[0] and "not valid YAML" in err[0], \
+        res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    assert not (work / "results").exists()
+
+
+def test_editing_the_structure_file_reruns_the_reference_stage(tmp_path):
+    """Item 8: the file named by molecule.structure is an input of reference_molecule."""
+    from ase.build import molecule as build
+    from ase.io import write
+
+    atoms = build("C2H6")
+    write(tmp_path / "ethane.xyz", atoms)
+    cfg = write_config(tmp_path / "ethane.yaml", **{"molecule": {"structure": "ethane.xyz", "pull": [[0], [1]],
+                                                                 "elements": ["H", "C"]}})
+    target = "results/reference/molecule.xyz"
+    res = snakemake(tmp_path, target, configfile=cfg)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = snakemake(tmp_path, target, "-n", configfile=cfg)
+    assert "Nothing to be done" in res.stdout + res.stderr
+    atoms.positions[2] += [0.05, 0.0, 0.0]
+    write(tmp_path / "ethane.xyz", atoms)
+    later = time.time() + 5
+    os.utime(tmp_path / "ethane.xyz", (later, later))
+    res = snakemake(tmp_path, target, "-n", configfile=cfg)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert jobs_run(res.stdout + res.stderr).get("reference_molecule") == 1
+    assert "ethane.xyz" in res.stdout + res.stderr
+
+
+def _check(wd):
+    return subprocess.run([sys.executable, "-m", "rarelearn.check", "--configfile", str(TINY)], cwd=wd,
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_check_repairs_a_damaged_campaign(campaign, tmp_path):
+    """Item 10: deleted intermediate files are left missing by Snakemake ("Nothing to be done");
+    the check names them and its command remakes them. A damaged evaluation.json stops the
+    DAG with one line naming the file, and the same --forcerun remakes it."""
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    ok = _check(wd)
+    assert ok.returncode == 0 and "results ok" in ok.stdout, ok.stdout + ok.stderr
+    it0, it1 = wd / "results" / "iter_000", wd / "results" / "iter_001"
+    n_merged = json.loads((it0 / "merge.json").read_text())["total_frames"]
+    (it0 / "merged.h5").unlink()
+    for f in (it1 / "models").glob("member_0.*"):
+        f.unlink()
+    (it0 / "evaluation.json").write_text('{"iteration": 0,\n')
+    res = snakemake(wd, "-n")
+    lines = (res.stdout + res.stderr).splitlines()
+    err = [line for line in lines if line.startswith("result error:")]
+    assert len(err) == 1 and "results/iter_000/evaluation.json: not valid JSON" in err[0], lines[-20:]
+    assert "--forcerun results/iter_000/evaluation.json" in err[0]
+    bad = _check(wd)
+    assert bad.returncode == 1
+    out = bad.stdout.splitlines()
+    assert "results/iter_000/merged.h5: missing (rule merge)" in out
+    assert "results/iter_001/models/member_0.pt: missing (rule train)" in out
+    assert any(line.startswith("results/iter_000/evaluation.json: not valid JSON") for line in out)
+    command = shlex.split(out[-1])
+    assert command[:3] == ["snakemake", "--cores", "2"] and "--forcerun" in command
+    res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--nocolor", *command[1:]], cwd=wd,
+                         capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert counts["merge"] >= 1 and counts["train"] >= 1 and "reference_md" not in counts
+    assert len(read_frames(it0 / "merged.h5")) == n_merged
+    assert (it1 / "models" / "member_0.pt").exists()
+    assert json.loads((it0 / "evaluation.json").read_text())["iteration"] == 0
+    again = _check(wd)
+    assert again.returncode == 0, again.stdout
+    done = snakemake(wd, "-n")
+    assert "Nothing to be done" in done.stdout + done.stderr

@@ -1,24 +1,39 @@
-"""Campaign configuration: load, fill defaults, validate.
+"""Campaign configuration: load, layer, fill defaults, validate.
 
 The JSON schema (``workflow/schemas/config.schema.yaml``) gives every key with its
-type, default and description. :func:`validate_config` fills the defaults, then
-checks types and ranges and the things a schema cannot (the structure file exists
-and is readable, pull atoms are in range and distinct, the model covers the
-elements, the labeller can run). Every problem is reported as one line naming the
-key and what to do, through :class:`ConfigError`. No config value is evaluated as
-code; YAML is read with ``yaml.safe_load``.
+type, default and description; its defaults are the default campaign, and
+``config/config.yaml`` restates them (a test keeps the two equal). A campaign's config is
+``config/config.yaml``, then each ``--configfile`` in order, then ``--config``, merged
+as Snakemake merges config files (:func:`merge_config`: mappings key by key, anything
+else replaced); :func:`campaign_config` does that, and the workflow calls it.
+
+:func:`validate_config` reads values as the user meant them where YAML 1.1 or
+``--config`` did not (``1e-3`` is a number, ``3.0`` members are 3, ``"5"`` epochs are
+5), fills the defaults, then checks types and ranges and the things a schema cannot
+(the structure file exists and is readable, pull atoms are in range and distinct, the
+model covers the elements, replica counts fit, the labeller can run). Every problem is
+reported as one line naming the key or file and what to do, through
+:class:`ConfigError`. No config value is evaluated as code; YAML is read with
+``yaml.safe_load``. Relative paths in a config (``molecule.structure``) are read from
+the working directory, where ``snakemake`` runs.
 """
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
-__all__ = ["ConfigError", "load_yaml", "validate_config", "fill_defaults", "DEFAULT_SCHEMA"]
+__all__ = ["ConfigError", "load_yaml", "merge_config", "campaign_config", "validate_config", "fill_defaults",
+           "coerce_values", "parse_assignment", "DEFAULT_SCHEMA", "DEFAULT_CONFIG"]
 
+_ROOT = Path(__file__).resolve().parents[2]
 #: The schema shipped with the workflow (repository layout).
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_SCHEMA = _ROOT / "workflow" / "schemas" / "config.schema.yaml"
+#: The default campaign, the base every --configfile is layered on.
+DEFAULT_CONFIG = _ROOT / "config" / "config.yaml"
 
 
 class ConfigError(ValueError):
@@ -26,13 +41,46 @@ class ConfigError(ValueError):
 
 
 def load_yaml(path) -> dict:
-    """Read a YAML file safely (no tags that build Python objects)."""
+    """Read a YAML file safely (no tags that build Python objects).
+
+    Raises :class:`ConfigError` naming the file (and the line and column of a YAML
+    syntax error) when it is missing, unreadable, not YAML or not a mapping of keys."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"config file {path} not found")
-    with open(path) as fh:
-        data = yaml.safe_load(fh)
-    return data or {}
+        where = "" if path.is_absolute() else f" (a relative path is read from the working directory {Path.cwd()})"
+        raise ConfigError(f"config file {path} not found{where}; check the name")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ConfigError(f"{path}{where}: not valid YAML ({what}); fix it there (indent with spaces, "
+                          "quote text that holds ': ' or '#')") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({type(exc).__name__}: {exc}); check the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds a {type(data).__name__}, not a mapping of keys; write it as "
+                          "'section:' lines with indented 'key: value' lines")
+    return data
+
+
+def merge_config(base: dict, override: Mapping) -> dict:
+    """``override`` layered on a copy of ``base`` as Snakemake layers config files
+    (``snakemake.utils.update_config``): a mapping is merged key by key, anything else
+    (a number, a list, null) replaces the base's value."""
+    out = copy.deepcopy(base) if isinstance(base, Mapping) else {}
+    for key, value in override.items():
+        if isinstance(value, Mapping):
+            out[key] = merge_config(out.get(key, {}), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def fill_defaults(config: dict, schema: dict) -> dict:
@@ -44,6 +92,55 @@ def fill_defaults(config: dict, schema: dict) -> dict:
         if isinstance(out.get(key), dict) and sub.get("type") == "object" and "properties" in sub:
             out[key] = fill_defaults(out[key], sub)
     return out
+
+
+_INT = re.compile(r"[-+]?\d+")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _types(schema: dict) -> set:
+    t = schema.get("type")
+    return set(t) if isinstance(t, list) else ({t} if t else set())
+
+
+def coerce_values(value, schema: dict):
+    """``value`` with numbers, booleans and nulls read as the schema means them.
+
+    YAML 1.1 (PyYAML, Snakemake) reads ``1e-3`` as a string and ``--config`` hands every
+    value over as one; ``members: 3.0`` is the integer 3. Guided by the schema: where a
+    key takes an integer, a whole float or an integer string becomes an int; where it
+    takes a number, a numeric string becomes an int or a float; ``true``/``false`` become
+    booleans and ``null``/``~`` None where the key allows them. A key that takes
+    strings, a value that means something else (``2.5`` members, ``'many'`` epochs) and
+    anything the schema does not describe (``labeller.options``) are left for the
+    checks to report."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {k: coerce_values(v, props[k] if k in props else extra if isinstance(extra, dict) else {})
+                for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [coerce_values(v, items if isinstance(items, dict) else {}) for v in value]
+    types = _types(schema)
+    if isinstance(value, bool) or not types:
+        return value
+    if isinstance(value, float) and "integer" in types and "number" not in types and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and "string" not in types:
+        text = value.strip()
+        if types & {"integer", "number"} and _INT.fullmatch(text):
+            return int(text)
+        if types & {"integer", "number"} and _FLOAT.fullmatch(text):
+            number = float(text)
+            if "number" in types:
+                return number
+            return int(number) if number.is_integer() else number
+        if "boolean" in types and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if "null" in types and text.lower() in ("null", "~", "none"):
+            return None
+    return value
 
 
 def _key_path(error) -> str:
@@ -61,7 +158,21 @@ def _one_line(error) -> str:
         return (f"unknown key {'.'.join(filter(None, [key if key != '(top level)' else '', extra[0]]))!r} "
                 f"in {where}: allowed keys are {', '.join(allowed)} (check the spelling)")
     if v == "type":
-        return f"{key}: {error.instance!r} has the wrong type, expected {error.validator_value}"
+        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        inst = error.instance
+        if isinstance(inst, float) and "integer" in expected:
+            return f"{key}: {inst!r} is not a whole number; give an integer"
+        hint = ""
+        if isinstance(inst, str) and {"integer", "number"} & set(expected):
+            hint = "; give a number, e.g. 0.001 or 1.0e-3"
+        return f"{key}: {inst!r} has the wrong type, expected {' or '.join(map(str, expected))}{hint}"
+    if v == "uniqueItems":
+        seen, dups = set(), []
+        for x in error.instance:
+            if x in seen and x not in dups:
+                dups.append(x)
+            seen.add(x)
+        return f"{key}: {error.instance} lists {', '.join(map(str, dups))} more than once; give each once"
     if v == "enum":
         return f"{key}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
@@ -72,10 +183,18 @@ def _one_line(error) -> str:
     return f"{key}: {error.message}"
 
 
-def _check_schema(config: dict, schema: dict) -> None:
+def _strict_validator():
+    """Draft 2020-12, except that a float is never an integer (jsonschema takes 3.0 as one,
+    and ``range(3.0)`` fails later, far from the key)."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema)
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, inst: isinstance(inst, int) and not isinstance(inst, bool))
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+
+
+def _check_schema(config: dict, schema: dict) -> None:
+    validator = _strict_validator()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), _key_path(e)))
     if errors:
         raise ConfigError(_one_line(errors[0]))
@@ -95,7 +214,8 @@ def _check_molecule(config: dict, base_dir: Path) -> None:
         path = base_dir / path
     if not path.exists():
         raise ConfigError(f"molecule.structure: file {mol['structure']!r} not found "
-                          f"(looked in {path.parent}); give a path to a structure file ASE reads")
+                          f"(looked in {path.parent}; a relative path is read from the working directory, "
+                          "not the config file's folder); give a path to a structure file ASE reads")
     try:
         from ase.io import read
 
@@ -132,6 +252,16 @@ def _check_model(config: dict) -> None:
                           f"{missing[0]}: [192, 160, 128]")
 
 
+def _check_counts(config: dict) -> None:
+    """Keys that count reference SMD replicas cannot ask for more than there are."""
+    replicas = config["reference"]["replicas"]
+    for key, value in (("evaluation.mae_replicas", config["evaluation"]["mae_replicas"]),
+                       ("studies.baselines.smd_replicas", config["studies"]["baselines"]["smd_replicas"])):
+        if value > replicas:
+            raise ConfigError(f"{key}: {value} is more than reference.replicas ({replicas}); lower it or raise "
+                              "reference.replicas")
+
+
 def _check_labeller(config: dict) -> None:
     name = config["labeller"]["name"]
     try:
@@ -141,7 +271,8 @@ def _check_labeller(config: dict) -> None:
     try:
         make_labeller(name, config["labeller"].get("options") or {})
     except Exception as exc:
-        raise ConfigError(f"labeller: {exc}") from None
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith("labeller.") else f"labeller: {msg}") from None
 
 
 def validate_config(config: dict | None, schema_path=None, base_dir=None, check_labeller: bool = True) -> dict:
@@ -162,15 +293,30 @@ def validate_config(config: dict | None, schema_path=None, base_dir=None, check_
     schema = load_yaml(schema_path or DEFAULT_SCHEMA)
     if config is not None and not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping of keys, got {type(config).__name__}")
-    _check_schema(config or {}, schema)  # catch unknown keys / types before defaults hide them
-    full = fill_defaults(config or {}, schema)
+    config = coerce_values(dict(config or {}), schema)
+    _check_schema(config, schema)  # catch unknown keys / types before defaults hide them
+    full = fill_defaults(config, schema)
     _check_schema(full, schema)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     _check_molecule(full, base)
     _check_model(full)
+    _check_counts(full)
     if check_labeller:
         _check_labeller(full)
     return _canonical(full)
+
+
+def campaign_config(overrides: Mapping | None = None, base_file=DEFAULT_CONFIG, schema_path=None, base_dir=None,
+                    check_labeller: bool = True) -> dict:
+    """The validated config of a campaign: ``overrides`` (Snakemake's ``config`` as the
+    command line made it: every ``--configfile`` in order, then ``--config``) layered on
+    ``base_file`` (``config/config.yaml``; None: on nothing but the schema's defaults).
+    See :func:`validate_config` for the rest."""
+    base = load_yaml(base_file) if base_file is not None else {}
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"the config must be a mapping of keys, got {type(overrides).__name__}")
+    return validate_config(merge_config(base, overrides or {}), schema_path=schema_path, base_dir=base_dir,
+                           check_labeller=check_labeller)
 
 
 def _canonical(value):
@@ -183,19 +329,59 @@ def _canonical(value):
     return value
 
 
-def _main(argv=None) -> int:  # pragma: no cover - thin CLI
+def parse_assignment(text: str) -> dict:
+    """``"training.epochs=5"`` -> ``{"training": {"epochs": 5}}`` (the value read as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--config {text!r}: write KEY=VALUE, e.g. training.epochs=5")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    node: dict = {}
+    out = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node[part] = {}
+        node = node[part]
+    node[parts[-1]] = parsed
+    return out
+
+
+def _main(argv=None) -> int:
+    """``python -m rarelearn.config [FILE ...] [--config KEY=VALUE ...] [--show]``: the
+    campaign's config as the workflow builds it (config/config.yaml, then each FILE as a
+    ``--configfile``, then each KEY=VALUE), checked; one line on success or error."""
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(description="Validate a rarelearn config file")
-    p.add_argument("config")
+    p = argparse.ArgumentParser(prog="python -m rarelearn.config",
+                                description="Check a rarelearn config the way the workflow loads it: "
+                                            "config/config.yaml, then each FILE (as --configfile), then --config.")
+    p.add_argument("files", nargs="*", metavar="FILE", help="config files layered in this order")
+    p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="values on top, e.g. training.epochs=5 or training='{epochs: 5}'")
+    p.add_argument("--replace-workflow-config", action="store_true",
+                   help="do not start from config/config.yaml (as Snakemake's flag of that name)")
+    p.add_argument("--show", action="store_true", help="print the complete config as YAML")
     args = p.parse_args(argv)
     try:
-        validate_config(load_yaml(args.config))
+        overrides: dict = {}
+        for f in args.files:
+            overrides = merge_config(overrides, load_yaml(f))
+        for item in args.config:
+            overrides = merge_config(overrides, parse_assignment(item))
+        cfg = campaign_config(overrides, base_file=None if args.replace_workflow_config else DEFAULT_CONFIG)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    print("config ok")
+    if args.show:
+        print(yaml.safe_dump(cfg, sort_keys=True), end="")
+    mol = cfg["molecule"]
+    what = mol["structure"] or f"C{mol['alkane']}H{2 * mol['alkane'] + 2}"
+    print(f"config ok: {what}, {cfg['labeller']['name']}, {cfg['campaign']['max_iterations']} iterations of "
+          f"{cfg['model']['members']} {cfg['model']['family']} members x {cfg['training']['epochs']} epochs, "
+          f"{cfg['reference']['replicas']} SMD replicas a side", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,9 @@ with h5py alone::
     /provenance/source       (F,)      str      md | smd | al | augment | hal | ...
     /provenance/iteration    (F,)      int64    active-learning iteration (-1: reference)
     /provenance/labeller     (F,)      str      e.g. gfn2-xtb ("" if unlabelled)
-    /provenance/status       (F,)      str      ok | failed | unlabelled
+    /provenance/status       (F,)      str      ok | failed | screened | unlabelled
+                                                (screened: labelled, but refused as
+                                                unphysical by the labelling screen)
     /provenance/hash         (F,)      str      sha1 of numbers + positions (1e-6 Å)
     /extras/<name>           (F,)      float64  optional per-frame scalars, e.g.
                                                 step, time_fs, spring_distance (Å),
@@ -24,13 +26,16 @@ with h5py alone::
                              (JSON strings) such as stop_reason for MD runs.
 
 Every write goes to a temporary file in the same directory and is renamed into
-place, so a killed job never leaves a half-written file under the final name.
+place, so a killed job never leaves a half-written file under the final name; a write
+that fails on a full disk says so, naming the file (:class:`atomic_path`).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +50,9 @@ __all__ = [
     "STATUS_OK",
     "STATUS_FAILED",
     "STATUS_UNLABELLED",
+    "STATUS_SCREENED",
     "DatasetError",
+    "remake_hint",
     "Frames",
     "frame_hash",
     "read_frames",
@@ -60,10 +67,46 @@ LAYOUT_VERSION = 1
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_UNLABELLED = "unlabelled"
+STATUS_SCREENED = "screened"
 
 
 class DatasetError(ValueError):
     """A data set file is missing, truncated, or has another layout."""
+
+
+def remake_hint(path) -> str:
+    """What to do about a damaged file: a workflow result (under ``results/``) is remade
+    with Snakemake's ``--forcerun`` (which redoes what was made from it too); anything
+    else is to be replaced."""
+    if "results" in Path(path).parts:
+        return (f"remake it and what was made from it: snakemake --cores 2 --forcerun {path} "
+                "(python -m rarelearn.check lists every damaged result)")
+    return "replace it with a good copy"
+
+
+#: Below this many free bytes a failed write is taken for a full disk.
+_NEARLY_FULL = 1 << 20
+
+
+def _disk_full_error(path: Path, tmp: Path, exc: BaseException) -> OSError | None:
+    """One-line ``OSError(ENOSPC)`` naming ``path`` when writing it failed because its disk
+    is full (the error says ENOSPC, or less than 1 MiB is free while the partial file is
+    still there; torch.save reports a full disk only as ``basic_ios::clear`` or a zip
+    error)."""
+    if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOSPC, errno.EDQUOT):
+        return None
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return None
+    try:
+        free = shutil.disk_usage(tmp.parent if tmp.parent.exists() else path.parent).free
+    except OSError:
+        free = None
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full and (free is None or free >= _NEARLY_FULL):
+        return None
+    left = f", {free} bytes free" if free is not None else ""
+    return OSError(errno.ENOSPC, f"No space left on device writing {path} (nothing partial was kept{left}); "
+                                 f"free space on {path.parent.resolve()}'s disk and run the same command again")
 
 
 def frame_hash(numbers: np.ndarray, positions: np.ndarray) -> str:
@@ -262,9 +305,16 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+            try:
+                os.replace(self.tmp, self.path)
+            except BaseException:
+                self.tmp.unlink(missing_ok=True)
+                raise
+            return
+        full = _disk_full_error(self.path, self.tmp, exc)
+        self.tmp.unlink(missing_ok=True)
+        if full is not None:
+            raise full from exc
 
 
 def write_frames(path, frames: Frames) -> Path:
@@ -294,6 +344,11 @@ def write_frames(path, frames: Frames) -> Path:
     return path
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _read_str(ds) -> np.ndarray:
     return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in ds[()]], dtype=object)
 
@@ -309,7 +364,8 @@ def read_frames(path) -> Frames:
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
-        raise DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+        raise DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupt: "
+                           f"{_first_line(exc)}); {remake_hint(path)}") from exc
     with h5:
         layout = h5.attrs.get("layout")
         version = h5.attrs.get("layout_version")
@@ -334,10 +390,12 @@ def read_frames(path) -> Frames:
                 attrs={k[5:]: json.loads(v) for k, v in h5.attrs.items() if k.startswith("meta_")},
             )
         except (KeyError, OSError, ValueError) as exc:
-            raise DatasetError(f"{path}: incomplete rarelearn data set: {exc}") from exc
+            raise DatasetError(f"{path}: incomplete rarelearn data set ({_first_line(exc)}); "
+                               f"{remake_hint(path)}") from exc
         n = h5.attrs.get("n_frames")
         if n is not None and int(n) != len(frames):
-            raise DatasetError(f"{path}: header says {int(n)} frames, file holds {len(frames)}")
+            raise DatasetError(f"{path}: header says {int(n)} frames, file holds {len(frames)}; "
+                               f"{remake_hint(path)}")
     return frames
 
 

@@ -124,6 +124,9 @@ class Labeller:
 
     name: str = ""
     defaults: dict[str, Any] = {}
+    #: What each option takes: "number", "integer", "bool", "bool|number", "string", "list",
+    #: "mapping"; a trailing "?" also allows None. Options not listed are not checked.
+    option_kinds: dict[str, str] = {}
 
     def __init__(self, options: dict | None = None) -> None:
         options = dict(options or {})
@@ -131,8 +134,55 @@ class Labeller:
         if unknown:
             raise LabellerError(f"unknown option(s) {', '.join(map(repr, unknown))} for labeller "
                                 f"'{self.name}' (known: {', '.join(sorted(self.defaults))})")
+        options = {k: self._checked_option(k, v) for k, v in options.items()}
         self.options: dict[str, Any] = {**self.defaults, **options}
         self.last_errors: list[tuple[int, str]] = []
+
+    _KIND_WORDS = {"number": "a number", "integer": "a whole number", "bool": "true or false",
+                   "bool|number": "true, false or a number", "string": "a text", "list": "a list",
+                   "mapping": "a mapping of keys"}
+
+    def _checked_option(self, key: str, value: Any) -> Any:
+        """``value`` of option ``key`` as its kind (:attr:`option_kinds`) takes it — a numeric
+        string such as YAML's ``1e-3`` is a number, ``3.0`` a whole number — or a
+        :class:`LabellerError` naming ``labeller.options.<key>``."""
+        kind = self.option_kinds.get(key)
+        if kind is None:
+            return value
+        nullable = kind.endswith("?")
+        kind = kind.rstrip("?")
+        if value is None and nullable:
+            return value
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = value
+            else:
+                if not np.isfinite(number):
+                    number = value
+        ok = False
+        if kind == "bool" or (kind == "bool|number" and isinstance(value, bool)):
+            ok, value = isinstance(value, bool), value
+        elif kind in ("number", "bool|number") and isinstance(number, (int, float)) and not isinstance(number, bool):
+            ok, value = True, number
+        elif kind == "integer" and isinstance(number, (int, float)) and not isinstance(number, bool) \
+                and float(number).is_integer():
+            ok, value = True, int(number)
+        elif kind == "string":
+            ok = isinstance(value, str)
+        elif kind == "list":
+            ok = isinstance(value, (list, tuple))
+        elif kind == "mapping":
+            ok = isinstance(value, dict)
+        if not ok:
+            default = self.defaults.get(key)
+            words = self._KIND_WORDS[kind] + (" or null" if nullable else "")
+            example = f", e.g. {default}" if default is not None else ""
+            raise LabellerError(f"labeller.options.{key}: {value!r} is not {words} (labeller '{self.name}'); "
+                                f"give {words}{example}")
+        return value
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.options!r})"
@@ -274,6 +324,9 @@ class XTBLabeller(Labeller):
         "accuracy": 1.0,
         "threads": None,
     }
+    option_kinds = {"electronic_temperature": "number", "spin_polarization": "bool|number?",
+                    "multiplicity": "integer", "charge": "integer", "max_iterations": "integer",
+                    "accuracy": "number", "threads": "integer?"}
     _METHODS = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
 
     def __init__(self, name: str = "gfn2-xtb", options: dict | None = None) -> None:
@@ -288,11 +341,17 @@ class XTBLabeller(Labeller):
                                 f"(pip install tblite): {exc}") from exc
         o = self.options
         if float(o["electronic_temperature"]) <= 0:
-            raise LabellerError(f"{name}: electronic_temperature must be > 0 K, got {o['electronic_temperature']}")
+            raise LabellerError(f"labeller.options.electronic_temperature: {o['electronic_temperature']} K is out "
+                                f"of range, it must be > 0 K ({name})")
         if int(o["multiplicity"]) < 1:
-            raise LabellerError(f"{name}: multiplicity must be >= 1, got {o['multiplicity']}")
+            raise LabellerError(f"labeller.options.multiplicity: {o['multiplicity']} is out of range, it must be "
+                                f">= 1 ({name})")
         if int(o["max_iterations"]) < 1:
-            raise LabellerError(f"{name}: max_iterations must be >= 1, got {o['max_iterations']}")
+            raise LabellerError(f"labeller.options.max_iterations: {o['max_iterations']} is out of range, it must "
+                                f"be >= 1 ({name})")
+        if float(o["accuracy"]) <= 0:
+            raise LabellerError(f"labeller.options.accuracy: {o['accuracy']} is out of range, it must be > 0 "
+                                f"({name})")
         if o["threads"] is not None:
             os.environ["OMP_NUM_THREADS"] = str(int(o["threads"]))
 
@@ -371,6 +430,10 @@ class DFTBLabeller(Labeller):
         "charge": 0,
         "workdir": None,
     }
+    option_kinds = {"command": "string?", "skf_dir": "string?", "elements": "list", "third_order": "bool",
+                    "hubbard_derivs": "mapping?", "damp_xh_exponent": "number?", "scc_tolerance": "number",
+                    "max_iterations": "integer", "electronic_temperature": "number", "charge": "integer",
+                    "workdir": "string?"}
 
     def __init__(self, options: dict | None = None) -> None:
         super().__init__(options)
@@ -554,6 +617,9 @@ class PySCFLabeller(Labeller):
 
     name = "pyscf"
     defaults = {**PySCFCalculator.default_parameters, "threads": None}
+    option_kinds = {"functional": "string", "basis": "string", "conv_tol": "number", "max_cycle": "integer",
+                    "charge": "integer", "spin": "integer", "grid_response": "bool", "grid_level": "integer?",
+                    "threads": "integer?"}
 
     def __init__(self, options: dict | None = None) -> None:
         super().__init__(options)

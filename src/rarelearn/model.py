@@ -62,6 +62,7 @@ __all__ = [
     "FALLBACK_HIDDEN",
     "HARTREE_EV",
     "ModelError",
+    "read_model_blob",
     "make_spec",
     "build_ani",
     "build_networks",
@@ -275,18 +276,47 @@ def _write_model_file(path: Path, fmt: str, version: int, spec: dict, states: Se
                       meta: dict | None) -> Path:
     """The model file of either family, written atomically (temporary file in the same
     folder, then rename): ``format``, ``version``, ``spec``, ``members``, ``meta``."""
+    from .dataset import atomic_path
+
     blob = {"format": fmt, "version": version, "spec": _plain(spec, "spec"),
             "members": [_state_plain(st) for st in states], "meta": _plain(meta or {}, "meta")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # a full disk is reported as such, naming the file
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
+
+
+def _load_blob(path: Path):
+    """``torch.load(weights_only=True)`` of a model file, failing with a :class:`ModelError`
+    that names the file and what to do (and not PyTorch's advice to load it with
+    ``weights_only=False``, which a model file never needs)."""
+    from .dataset import remake_hint
+
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage, pickle of other objects, ...
+        raise ModelError(f"{path}: not a readable rarelearn model file (truncated, corrupt or not a model: "
+                         f"torch.load raised {type(exc).__name__}); {remake_hint(path)}") from None
+
+
+def read_model_blob(path) -> dict:
+    """The dictionary in a rarelearn model file of either family (``format``, ``version``,
+    ``spec``, ``members``, ``meta``), read with ``torch.load(weights_only=True)``.
+
+    Raises :class:`ModelError` naming the file and what to do when it is missing,
+    unreadable (truncated, corrupt, or pickled objects that are not a model) or not a
+    rarelearn model file. PyTorch's own advice for a refused file (to load it with
+    ``weights_only=False``) is not passed on: a model file never needs it."""
+    from .dataset import remake_hint
+
+    path = Path(path)
+    blob = _load_blob(path)
+    if not isinstance(blob, dict) or not isinstance(blob.get("members"), list) or "spec" not in blob:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise ModelError(f"{path}: not a rarelearn model file (format {found!r}, no spec and members); "
+                         f"{remake_hint(path)}")
+    return blob
 
 
 def _read_model_file(path, kinds: dict):
@@ -295,13 +325,7 @@ def _read_model_file(path, kinds: dict):
     names the file when it is missing, unreadable, of another format (with a hint when it is
     the other family's), another version, incomplete, or its members do not fit its spec."""
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle of other objects, ...
-        raise ModelError(f"{path}: not a readable rarelearn model file (truncated or corrupt?): "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    blob = _load_blob(path)
     found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
     if found not in kinds:
         hint = {"rarelearn-ani": " (an ANI model: read it with rarelearn.model.load_ensemble)",

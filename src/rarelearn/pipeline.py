@@ -17,12 +17,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .dataset import Frames, atomic_path, merge_frames, read_frames, write_frames
+from .dataset import STATUS_SCREENED, Frames, atomic_path, merge_frames, read_frames, remake_hint, write_frames
 from .evaluation import barrier_record, delta_record
 from .units import EV_PER_KCAL_MOL
 
 __all__ = [
     "setup_logging",
+    "ResultFileError",
     "write_json",
     "read_json",
     "prepare_molecule",
@@ -87,9 +88,24 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+class ResultFileError(ValueError):
+    """A result file is missing or damaged; the message names it and what to do."""
+
+
 def read_json(path) -> dict:
-    with open(path) as fh:
-        return json.load(fh)
+    """A JSON file, or a one-line :class:`ResultFileError` naming it and what to do."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise ResultFileError(f"{path}: no such file; {remake_hint(path)}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultFileError(f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}), "
+                              f"truncated or corrupt; {remake_hint(path)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultFileError(f"{path}: cannot read it ({type(exc).__name__}: {exc}); "
+                              f"{remake_hint(path)}") from None
 
 
 def _progress(message: str) -> None:
@@ -386,10 +402,9 @@ def _member_setup(frames: Frames, training_cfg: dict, iteration: int, member: in
                                                  seed, cfg.train_fraction)
             split_kind = f"inherited from iteration {iteration - 1} member {best}"
         if training_cfg["warm_start"]:
-            import torch
+            from .model import read_model_blob
 
-            blob = torch.load(prev / "models" / f"member_{member}.pt", weights_only=True)
-            init_state = blob["members"][0]
+            init_state = read_model_blob(prev / "models" / f"member_{member}.pt")["members"][0]
     if split_kind == "random":
         train_idx, val_idx = random_split(len(frames), seed, cfg.train_fraction)
     log.info("iteration %d member %d: %d frames, split %s (%d train / %d val), seed %d", iteration, member,
@@ -471,14 +486,13 @@ def train_ensemble_step(data_path, atom_energies_json, model_cfg: dict, training
 def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -> dict:
     """Join the members into one ensemble file; the best member has the lowest force MAE
     over the whole data set (train + validation)."""
-    import torch
-
+    from .model import read_model_blob
     from .schnet import load_model, save_model
     from .training import best_member
 
     states, spec = [], None
     for p in member_paths:
-        blob = torch.load(p, weights_only=True)
+        blob = read_model_blob(p)
         spec = blob["spec"]
         states.extend(blob["members"])
     save_model(out_ensemble, states, spec, meta={"members": [str(p) for p in member_paths]})
@@ -776,20 +790,57 @@ def label_isolated(labeller, frames: Frames, timeout_s: float | None) -> Frames:
     return out
 
 
-#: Closest approach (Å) below which a labelled frame is refused as unphysical, whatever the
-#: labeller returned (GFN2-xTB converges to +25 000 eV for two atoms 0.01 Å apart).
+#: The labelling screen's defaults (schema ``labelling.max_force``, eV/Å, and
+#: ``labelling.min_distance``, Å): the SMD blow-up rule's. GFN2-xTB returns 760 eV/Å for
+#: two atoms 0.52 Å apart and converges to +25 000 eV for two atoms 0.01 Å apart.
+MAX_LABEL_FORCE = 50.0
 MIN_LABEL_DISTANCE = 0.5
 
 
-def label_step(batch_path, labeller_cfg: dict, out, attempt: int = 1, frame_timeout_s: float | None = None) -> Frames:
-    """Label one batch; frames that fail are kept with status ``failed``.
+def screen_labels(frames: Frames, max_force: float | None = MAX_LABEL_FORCE,
+                  min_distance: float | None = MIN_LABEL_DISTANCE) -> list[str]:
+    """Mark labelled frames of unphysical geometries ``screened`` in place: an atom's force
+    above ``max_force`` (eV/Å) or two atoms closer than ``min_distance`` (Å); None switches
+    a rule off. Their labels are kept for inspection; ``Frames.ok`` is False for them, so
+    they are left out of training. Returns one reason per screened frame."""
+    from .geometry import min_pair_distance
+
+    reasons: list[str] = []
+    if not len(frames):
+        return reasons
+    labelled = frames.status == "ok"
+    dmin = np.atleast_1d(min_pair_distance(frames.positions))
+    fmax = np.full(len(frames), np.nan)
+    finite = np.isfinite(frames.forces).all(axis=(1, 2))
+    fmax[finite] = np.linalg.norm(frames.forces[finite], axis=2).max(axis=1)
+    for i in np.flatnonzero(labelled):
+        why = []
+        if min_distance is not None and dmin[i] < min_distance:
+            why.append(f"atoms {dmin[i]:.3f} Å apart (< {min_distance} Å)")
+        if max_force is not None and np.isfinite(fmax[i]) and fmax[i] > max_force:
+            why.append(f"|F| {fmax[i]:.1f} eV/Å (> {max_force} eV/Å)")
+        if why:
+            frames.status[i] = STATUS_SCREENED
+            reasons.append(f"frame {i}: " + ", ".join(why))
+    frames.extras["label_max_force"] = fmax
+    frames.extras["min_pair_distance"] = dmin.astype(np.float64)
+    return reasons
+
+
+def label_step(batch_path, labeller_cfg: dict, out, attempt: int = 1, frame_timeout_s: float | None = None,
+               screen: dict | None = None) -> Frames:
+    """Label one batch; frames that fail are kept with status ``failed``, frames of unphysical
+    geometries (``screen``: ``max_force`` eV/Å, ``min_distance`` Å; the schema's
+    ``labelling`` keys, default 50 eV/Å and 0.5 Å) with status ``screened``
+    (:func:`screen_labels`); neither is trained on.
 
     On a retry (``attempt`` > 1, after the job died or ran out of time) every frame is
     labelled in its own process with ``frame_timeout_s``, so one bad frame cannot take the
     batch down again.
     """
-    from .geometry import min_pair_distance
     from .labellers import make_labeller
+
+    screen = {"max_force": MAX_LABEL_FORCE, "min_distance": MIN_LABEL_DISTANCE, **(screen or {})}
 
     frames = read_frames(batch_path)
     labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
@@ -800,20 +851,16 @@ def label_step(batch_path, labeller_cfg: dict, out, attempt: int = 1, frame_time
         labelled = label_isolated(labeller, frames, frame_timeout_s)
     else:
         labelled = labeller.label(frames)
-    if len(labelled):
-        dmin = np.atleast_1d(min_pair_distance(labelled.positions))
-        bad = (dmin < MIN_LABEL_DISTANCE) & (labelled.status == "ok")
-        for i in np.flatnonzero(bad):
-            log.warning("frame %d refused: atoms %.3f Å apart (< %.1f Å), label not physical", i, dmin[i],
-                        MIN_LABEL_DISTANCE)
-        labelled.status[bad] = "failed"
-        labelled.energy[bad] = np.nan
-        labelled.forces[bad] = np.nan
+    screened = screen_labels(labelled, screen["max_force"], screen["min_distance"])
+    for reason in screened:
+        log.warning("%s screened out (unphysical geometry, left out of training): %s", *reason.split(": ", 1))
+    labelled.attrs["screened"] = screened
+    labelled.attrs["screen"] = {"max_force": screen["max_force"], "min_distance": screen["min_distance"]}
     labelled.attrs["label_seconds"] = time.time() - t0
     write_frames(out, labelled)
     n_failed = int((labelled.status == "failed").sum())
-    log.info("labelled %d frames with %s in %.1f s, %d failed", len(labelled), labeller.name,
-             time.time() - t0, n_failed)
+    log.info("labelled %d frames with %s in %.1f s, %d failed, %d screened", len(labelled), labeller.name,
+             time.time() - t0, n_failed, len(screened))
     return labelled
 
 
@@ -823,20 +870,23 @@ def merge_step(data_path, labelled_paths: Sequence, iteration: int, out, out_inf
     new_parts = [read_frames(p) for p in labelled_paths]
     n_new = sum(len(p) for p in new_parts)
     n_failed = sum(int((p.status == "failed").sum()) for p in new_parts)
+    n_screened = sum(int((p.status == STATUS_SCREENED).sum()) for p in new_parts)
     label_seconds = sum(float(p.attrs.get("label_seconds", 0.0)) for p in new_parts)
     merged, counts = merge_frames([base] + new_parts, only_ok=True)
     merged.attrs = {"iteration": iteration}
     write_frames(out, merged)
     info = {"iteration": iteration, "previous_frames": len(base), "labelled": n_new, "failed_labels": n_failed,
-            "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
+            "screened_labels": n_screened, "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
             "label_seconds": label_seconds,
             "selected": int(sum(np.isin(p.source, ("al", "hal")).sum() for p in new_parts)),
             "augmented": int(sum((p.source == "augment").sum() for p in new_parts))}
-    if n_new and n_failed == n_new:
-        log.warning("iteration %d: all %d labels failed; the data set is unchanged", iteration, n_new)
+    if n_new and n_failed + n_screened == n_new:
+        log.warning("iteration %d: all %d labels failed or were screened out; the data set is unchanged",
+                    iteration, n_new)
         info["all_labels_failed"] = True
     write_json(out_info, info)
-    log.info("merge: %d + %d labelled (%d failed) -> %d frames", len(base), n_new, n_failed, len(merged))
+    log.info("merge: %d + %d labelled (%d failed, %d screened) -> %d frames", len(base), n_new, n_failed,
+             n_screened, len(merged))
     return info
 
 
@@ -942,7 +992,8 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
         rec[f"mean_{key}"] = float(np.mean(vals)) if vals else float("nan")
     merge = read_json(merge_json)
     rec.update({"frames_selected": merge["selected"], "frames_augmented": merge["augmented"],
-                "labels_failed": merge["failed_labels"], "frames_added": merge["added"],
+                "labels_failed": merge["failed_labels"], "labels_screened": merge.get("screened_labels", 0),
+                "frames_added": merge["added"],
                 "dataset_frames": merge["total_frames"], "label_seconds": merge["label_seconds"],
                 "all_labels_failed": bool(merge.get("all_labels_failed", False)),
                 "empty_selection": merge["labelled"] == 0})
@@ -968,7 +1019,7 @@ SUMMARY_COLUMNS = [
     "ref_n_replicas", "delta_ea", "delta_ea_stderr", "abs_delta_ea_kcal", "delta_ea_stderr_kcal",
     "nnp_break_distance_mean", "ref_break_distance_mean", "unseen_energy_mae", "unseen_force_mae",
     "mean_train_energy_mae", "mean_val_energy_mae", "frames_selected", "frames_augmented",
-    "labels_failed", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
+    "labels_failed", "labels_screened", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
     "empty_selection", "all_labels_failed", "replicas_multi_fragment", "replicas_wrong_bond_broken",
     "nnp_unbroken", "nnp_post_break_work_mean", "ref_post_break_work_mean", "nnp_post_break_force_mean",
     "ref_post_break_force_mean", "post_break_work_delta_kcal", "no_barrier_reason",

@@ -5,7 +5,6 @@ eV or kcal/mol as labelled on the axes.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .dataset import atomic_path, read_frames  # noqa: E402
+from .pipeline import read_json  # noqa: E402
 from .units import KCAL_MOL_PER_EV  # noqa: E402
 
 __all__ = [
@@ -122,8 +122,7 @@ def plot_parity(prediction_files: dict, out) -> Path:
     chosen = [iters[0]] + ([iters[-1]] if len(iters) > 1 else [])
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 4.0), squeeze=False)
     for ax, i in zip(axes[0], chosen):
-        with open(prediction_files[i]) as fh:
-            pred = json.load(fh)
+        pred = read_json(prediction_files[i])
         ref = np.asarray(pred["reference_energy"])
         nnp = np.asarray(pred["predicted_energy"])
         e0 = ref.min()
@@ -154,8 +153,7 @@ def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> 
         with h5py.File(uq_files[i], "r") as h5:
             s = h5[first]["sigma"][()]
             thr = float(h5[first].attrs["threshold"])
-        with open(selection_files[i]) as fh:
-            sel = json.load(fh)
+        sel = read_json(selection_files[i])
         # sampler hal selects from its own runs, not from the SMD replicas: no indices here
         idx = next((r.get("indices", []) for r in sel.get("replicas", []) if r["replica"] == first), [])
         d = fr.extras["spring_distance"]

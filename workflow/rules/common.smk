@@ -1,17 +1,25 @@
 # Shared helpers: config validation, wildcards, and named input functions.
-import json
 import os
 import sys
 
 from snakemake.exceptions import IncompleteCheckpointException
 
-from rarelearn.config import ConfigError, validate_config
+from rarelearn.config import ConfigError, campaign_config
 from rarelearn.evaluation import stop_rule_met
+from rarelearn.pipeline import ResultFileError, read_json
 
 
+# The campaign's config: config/config.yaml (the default campaign), then what the command
+# line gave (Snakemake has already merged every --configfile in order, then --config, into
+# `config`), layered as Snakemake layers config files; then validated.
 try:
-    _validated = validate_config(
+    _validated = campaign_config(
         config,
+        base_file=(
+            None
+            if workflow.config_settings.replace_workflow_config
+            else os.path.join(workflow.basedir, "config", "config.yaml")
+        ),
         schema_path=os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
     )
 except ConfigError as _exc:
@@ -40,6 +48,14 @@ SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window"
 ENV = "../../environment.yml"
 MOLECULE = "results/reference/molecule.xyz"
 ATOM_ENERGIES = "results/reference/atom_energies.json"
+
+
+def structure_file(wildcards=None):
+    """The structure file the molecule is read from (none for a built alkane): an input, so
+    that editing it reruns the reference stage and everything after it. Relative to the
+    working directory, as the config check reads it."""
+    structure = config["molecule"]["structure"]
+    return [structure] if structure is not None else []
 
 
 def attempt_number(wildcards, attempt):
@@ -138,6 +154,11 @@ def selection_inputs(wildcards):
     }
 
 
+def labelling_screen():
+    """The rule that screens out labels of unphysical geometries (max |F|, min distance)."""
+    return {k: config["labelling"][k] for k in ("max_force", "min_distance")}
+
+
 def labelled_batches(wildcards):
     """Labelled batches of an iteration: known only after its `select` checkpoint ran."""
     selected = checkpoints.select.get(iteration=wildcards.iteration).output[0]
@@ -147,6 +168,12 @@ def labelled_batches(wildcards):
         iteration=wildcards.iteration,
         batch=sorted(batches),
     )
+
+
+def being_remade(path):
+    """Whether this run forces `path` (--forcerun of the file or its rule, or --forceall)."""
+    forced = {os.path.normpath(str(f)) for f in workflow.dag_settings.forcerun}
+    return workflow.dag_settings.forceall or bool(forced & {os.path.normpath(path), "evaluate"})
 
 
 def campaign_evaluations(wildcards=None):
@@ -166,8 +193,12 @@ def campaign_evaluations(wildcards=None):
                 checkpoints.select.get(iteration=f"{i:03d}")
             raise
         files.append(path)
-        with open(path) as fh:
-            history.append(json.load(fh))
+        try:
+            history.append(read_json(path))
+        except ResultFileError as exc:
+            if not being_remade(path):
+                sys.exit(f"result error: {exc}")
+            break  # remade by this run; the iterations after it follow once it is
         if stop_rule_met(history, config["campaign"]["stop"]):
             break
     return files
@@ -186,11 +217,6 @@ CAMPAIGN_ALKANE = config["molecule"]["alkane"] if config["molecule"]["structure"
 STUDY_SAMPLER = {"kind": "smd"}
 SMD_FRAMES = "results/studies/baselines/smd_frames"
 
-if STUDIES["baselines"]["smd_replicas"] > config["reference"]["replicas"]:
-    sys.exit(
-        f"config error: studies.baselines.smd_replicas: {STUDIES['baselines']['smd_replicas']} is more "
-        f"than reference.replicas ({config['reference']['replicas']}); lower it or raise reference.replicas"
-    )
 
 
 def final_iteration():

@@ -11,6 +11,7 @@ rule label:
     params:
         labeller=config["labeller"],
         frame_timeout_s=config["labelling"]["frame_timeout_s"],
+        screen=labelling_screen(),
     retries: 2
     threads: 1
     resources:

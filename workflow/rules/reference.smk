@@ -5,6 +5,8 @@
 rule reference_molecule:
     conda:
         ENV
+    input:
+        structure_file,
     output:
         molecule=MOLECULE,
         atom_energies=ATOM_ENERGIES,

@@ -3,4 +3,4 @@ from rarelearn.pipeline import label_step, setup_logging
 
 setup_logging(snakemake.log[0], snakemake.threads)
 label_step(snakemake.input[0], snakemake.params.labeller, snakemake.output[0], attempt=snakemake.resources.attempt,
-           frame_timeout_s=snakemake.params.frame_timeout_s)
+           frame_timeout_s=snakemake.params.frame_timeout_s, screen=snakemake.params.screen)

@@ -1,0 +1,264 @@
+"""Check a campaign's result files and say what to rerun.
+
+    python -m rarelearn.check [--configfile my.yaml ...] [--config KEY=VALUE ...]
+
+run in the campaign's working directory, with the config options the campaign was run
+with. It opens every file under ``results/`` (data sets, JSON, model files, CSV, PNG,
+XYZ) and lists, with the rule that makes it, each one that cannot be read, and each one
+that a finished stage should have left but is missing; then prints one command,
+``snakemake --cores 2 --forcerun FILE ...``, that remakes them and everything made from
+them. Exit status 0 when every file reads, 1 when something needs remaking, 2 for a bad
+config.
+
+Why a check: Snakemake remakes a missing file only when a job that needs it has to run.
+A deleted ``results/iter_000/merged.h5`` whose iteration 1 is finished is left missing
+("Nothing to be done"), and a file that is present but damaged counts as done. Forcing
+the files (``--forcerun``) is what remakes them.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["Problem", "rule_of", "expected_files", "check_file", "check_results", "repair_command", "main"]
+
+#: Which rule makes a result file (path relative to the working directory).
+_RULES = [
+    (r"results/reference/(molecule\.xyz|atom_energies\.json)", "reference_molecule"),
+    (r"results/reference/md\.h5", "reference_md"),
+    (r"results/reference/smd/replica_\d+\.h5", "reference_smd"),
+    (r"results/reference/barrier\.json", "reference_barrier"),
+    (r"results/iter_\d{3}/dataset\.h5", "initial_dataset"),
+    (r"results/iter_\d{3}/models/member_\d+\.(pt|json)", "train"),
+    (r"results/iter_\d{3}/(ensemble\.pt|best\.json)", "best_model"),
+    (r"results/iter_\d{3}/smd/replica_\d+\.h5", "smd"),
+    (r"results/iter_\d{3}/smd_hal/replica_\d+\.h5", "smd_hal"),
+    (r"results/iter_\d{3}/hal/run_\d+\.h5", "hal_run"),
+    (r"results/iter_\d{3}/uq\.h5", "uq"),
+    (r"results/iter_\d{3}/selected(/.*)?", "select"),
+    (r"results/iter_\d{3}/labelled/batch_\d+\.h5", "label"),
+    (r"results/iter_\d{3}/(merged\.h5|merge\.json)", "merge"),
+    (r"results/iter_\d{3}/(evaluation|unseen_predictions)\.json", "evaluate"),
+    (r"results/summary\.csv", "summary"),
+    (r"results/figures/.*", "figures"),
+    (r"results/studies/.*", "a study"),
+]
+#: The target a study file belongs to (a forced file is only remade when its target is asked for).
+_STUDY_TARGETS = [("strain_rates", "strain_rates"), ("transfer", "transfer"), ("baselines", "baselines"),
+                  ("smd_frames", "baselines")]
+
+
+class Problem:
+    """A result file that needs remaking: ``path`` (relative), what is wrong, its rule."""
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
+        self.what = what
+        self.rule = rule_of(path)
+
+    def __repr__(self) -> str:
+        return f"Problem({self.path!r}, {self.what!r})"
+
+    def line(self) -> str:
+        return f"{self.path}: {self.what} (rule {self.rule})"
+
+    @property
+    def target(self) -> str:
+        """What to force: the file, or the folder a checkpoint writes as a whole."""
+        m = re.match(r"(results/iter_\d{3}/selected)(/|$)", self.path)
+        return m.group(1) if m else self.path
+
+
+def rule_of(path: str) -> str:
+    """The rule that makes ``path`` (``results/...``), or "unknown"."""
+    for pattern, rule in _RULES:
+        if re.fullmatch(pattern, path):
+            return rule
+    return "unknown"
+
+
+def expected_files(config: dict, root: Path = Path(".")) -> list[str]:
+    """The result files a campaign with ``config`` must hold by now, judged by what it made:
+    every file of an evaluated iteration; every file but the evaluation of an iteration
+    whose successor has begun; the reference stage once an iteration was evaluated. The
+    labelled batches follow the selection's batches."""
+    res = root / "results"
+    replicas = [f"{r:02d}" for r in range(config["reference"]["replicas"])]
+    members = range(config["model"]["members"])
+    kind = config["sampler"]["kind"]
+    iterations = sorted(int(p.name[5:]) for p in res.glob("iter_[0-9][0-9][0-9]") if p.is_dir())
+    out: list[str] = []
+    evaluated = False
+    for i in iterations:
+        it = f"results/iter_{i:03d}"
+        has_eval = (root / it / "evaluation.json").exists()
+        if not has_eval and (i + 1) not in iterations:
+            continue  # in progress (or cut off): nothing is missing yet
+        evaluated |= has_eval
+        out += [f"{it}/models/member_{k}.{ext}" for k in members for ext in ("pt", "json")]
+        out += [f"{it}/ensemble.pt", f"{it}/best.json", f"{it}/uq.h5", f"{it}/selected/selection.json",
+                f"{it}/merged.h5", f"{it}/merge.json"]
+        out += [f"{it}/smd/replica_{r}.h5" for r in replicas]
+        if kind == "smd+hal":
+            out += [f"{it}/smd_hal/replica_{r}.h5" for r in replicas]
+        if kind == "hal":
+            out += [f"{it}/hal/run_{r:02d}.h5" for r in range(config["sampler"]["runs"])]
+        out += [f"{it}/labelled/{p.name}" for p in sorted((root / it / "selected").glob("batch_*.h5"))]
+        if has_eval:
+            out += [f"{it}/evaluation.json", f"{it}/unseen_predictions.json"]
+    if evaluated:
+        out += ["results/reference/molecule.xyz", "results/reference/atom_energies.json",
+                "results/reference/md.h5", "results/reference/barrier.json", "results/iter_000/dataset.h5"]
+        out += [f"results/reference/smd/replica_{r}.h5" for r in replicas]
+    return out
+
+
+def _reason(path: str, exc: BaseException) -> str:
+    """The error's message without the file name and the remake advice (the check gives both)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for prefix in (f"{path}: ", f"{Path(path).resolve()}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text.split("; remake it")[0]
+
+
+def check_file(path: Path) -> str | None:
+    """What is wrong with one result file (None: it reads). Data sets are read whole, JSON
+    parsed, model files loaded (``weights_only=True``), CSV parsed, PNG checked for their
+    signature and end, XYZ read with ASE; other files are only checked to be readable."""
+    import h5py
+
+    from .dataset import read_frames
+    from .model import read_model_blob
+    from .pipeline import read_json
+
+    name = str(path)
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        suffix = path.suffix
+        if suffix == ".h5" and path.name == "uq.h5":
+            with h5py.File(path, "r") as h5:
+                for group in h5.values():
+                    group["sigma"][()], group["energies"][()], float(group.attrs["threshold"])
+        elif suffix == ".h5":
+            read_frames(path)
+        elif suffix == ".json":
+            read_json(path)
+        elif suffix == ".pt":
+            read_model_blob(path)
+        elif suffix == ".csv":
+            import pandas as pd
+
+            if pd.read_csv(path).empty:
+                return "CSV file with no rows"
+        elif suffix == ".png":
+            data = path.read_bytes()
+            if not data.startswith(b"\x89PNG\r\n\x1a\n") or b"IEND" not in data[-16:]:
+                return "not a complete PNG image (truncated or corrupt)"
+        elif suffix == ".xyz":
+            from ase.io import read
+
+            read(path, index=":", format="extxyz")
+        else:
+            path.read_bytes()
+    except Exception as exc:  # any reader's error: the file is damaged for the workflow
+        return _reason(name, exc)
+    return None
+
+
+def _is_temporary(path: Path) -> bool:
+    """Not a result: a temporary file of an atomic write (``.name.XXXX.tmp``) left by a
+    killed job, or Snakemake's own marker in a folder output (``.snakemake_timestamp``)."""
+    return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name.startswith(".snakemake")
+
+
+def check_results(config: dict, root: Path = Path("."), log=None) -> tuple[list[Problem], int]:
+    """Every problem of the results under ``root`` (missing, then unreadable files, in path
+    order) and how many files were opened."""
+    root = Path(root)
+    problems: list[Problem] = []
+    for rel in expected_files(config, root):
+        if not (root / rel).exists():
+            problems.append(Problem(rel, "missing"))
+    opened = 0
+    for path in sorted((root / "results").rglob("*")):
+        if not path.is_file() or _is_temporary(path):
+            continue
+        rel = path.relative_to(root).as_posix()
+        what = check_file(path)
+        opened += 1
+        if what is not None:
+            problems.append(Problem(rel, what))
+        if log is not None and opened % 200 == 0:
+            log(f"... {opened} files opened")
+    return problems, opened
+
+
+def repair_command(problems: Iterable[Problem], extra: str = "") -> str:
+    """One ``snakemake`` command that remakes the problem files and everything made from
+    them (``--forcerun`` of each; the study targets its files belong to)."""
+    targets, forced = [], []
+    for p in problems:
+        if p.target not in forced:
+            forced.append(p.target)
+        if p.rule == "a study":
+            for key, target in _STUDY_TARGETS:
+                if key in p.path and target not in targets:
+                    targets.append(target)
+                    break
+    if targets:
+        targets = ["all"] + targets
+    words = ["snakemake", "--cores", "2", *targets, *([extra] if extra else []), "--forcerun", *forced]
+    return " ".join(words)
+
+
+def main(argv=None) -> int:
+    import argparse
+    import shlex
+
+    from .config import ConfigError, DEFAULT_CONFIG, campaign_config, load_yaml, merge_config, parse_assignment
+
+    p = argparse.ArgumentParser(prog="python -m rarelearn.check",
+                                description="Open every file under results/ and name what to rerun. Give the "
+                                            "config options the campaign ran with.")
+    p.add_argument("--configfile", nargs="*", default=[], metavar="FILE", help="as given to snakemake")
+    p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="as given to snakemake")
+    p.add_argument("--directory", "-d", default=".", help="the campaign's working directory (default: here)")
+    args = p.parse_args(argv)
+    root = Path(args.directory)
+    try:
+        overrides: dict = {}
+        for f in args.configfile:
+            overrides = merge_config(overrides, load_yaml(f))
+        for item in args.config:
+            overrides = merge_config(overrides, parse_assignment(item))
+        cfg = campaign_config(overrides, base_file=DEFAULT_CONFIG, base_dir=root, check_labeller=False)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if not (root / "results").is_dir():
+        print(f"no results/ in {root.resolve()}: run this where snakemake ran", file=sys.stderr)
+        return 2
+    problems, opened = check_results(cfg, root, log=lambda m: print(m, file=sys.stderr))
+    if not problems:
+        print(f"results ok: {opened} files opened, none missing")
+        return 0
+    for prob in problems:
+        print(prob.line())
+    extra = []
+    if args.configfile:
+        extra.append("--configfile " + " ".join(shlex.quote(f) for f in args.configfile))
+    if args.config:
+        extra.append("--config " + " ".join(shlex.quote(c) for c in args.config))
+    n = len(problems)
+    print(f"{n} result file{'s' if n > 1 else ''} to remake ({opened} opened). Run (with your usual options, "
+          "e.g. --profile slurm); it remakes them and everything made from them:")
+    print("  " + repair_command(problems, " ".join(extra)))
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
