@@ -9,6 +9,11 @@ calls back into Python with the positions, the calculator returns energy and for
 and they go back into LAMMPS. The molecule sits in a shrink-wrapped non-periodic box
 (``boundary s s s``), so no atom is ever lost and there are no periodic images.
 
+One LAMMPS instance may also hold up to :data:`MAX_COPIES` stacked copies of the molecule,
+each with its own thermostat, spring, blow-up monitor and record, moved by one batched
+force call per step (:mod:`.batched_smd`); a lone run is the one-copy case of the same
+engine and protocol.
+
 Steered MD (:func:`run_smd`) follows the paper's protocol: ``relax_steps`` of NVT
 (velocity Verlet + Berendsen) at ``temperature_K``, then ``fix smd cvel`` couples the
 centres of mass of ``group1`` and ``group2`` by a spring of stiffness ``spring_k``
@@ -69,10 +74,12 @@ chain may also lose a middle piece (GFN2-xTB pulls butane into CH3 + C2H4 + CH3 
 criterion for ~100 fs while still carrying the load. That is chemistry the potential
 must describe, so such frames are kept for labelling and the run goes on.
 
-Rules 1–5 are checked on every step. LAMMPS is halted from inside the callback
+Rules 1–5 are checked on every step (a vectorised screen over the copies, then
+:func:`check_blowup` for any frame it flags). LAMMPS is halted from inside the callback
 without raising there: the callback sets an internal variable that ``fix halt``
 checks at the end of every step (``error continue``), so the ``run`` returns right
-after the bad step.
+after the bad step. With several copies only the copy that broke a rule stops (zero
+force from then on); the run halts once no copy is left.
 
 Requested stop (``stop_when``)
 ------------------------------
@@ -99,6 +106,7 @@ from .dataset import STATUS_OK, STATUS_UNLABELLED, Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_matrix
 
 __all__ = [
+    "MAX_COPIES",
     "SMDProtocol",
     "BlowUpRules",
     "BlowUp",
