@@ -823,12 +823,12 @@ class _Engine:
         if rec is None:
             positions = np.zeros((0, self.n, 3))
             extras: dict = {}
-        else:
-            positions = rec.positions[:n].copy()
-            extras = {k: v[:n].copy() for k, v in rec.values.items()}
+        else:  # views: the record is not written to again (no second copy of a big batch)
+            positions = rec.positions[:n]
+            extras = {k: v[:n] for k, v in rec.values.items()}
         if label_as is not None and rec is not None:
             energy = extras["potential_energy"].copy()
-            forces = rec.forces[:n].copy()
+            forces = rec.forces[:n]
             status, labeller = STATUS_OK, label_as
         else:
             energy = forces = None
