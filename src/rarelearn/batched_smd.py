@@ -24,10 +24,11 @@ eV/Å)``, per step for every replica still running.
   to the rounding of the batched model (bitwise with a force function whose rows do not
   depend on the batch, e.g. an analytic potential).
 * A replica that blows up (the rules of :mod:`rarelearn.dynamics`) stops alone: its frames
-  so far are kept with its ``stop_reason``, it is no longer evaluated, recorded or pulled
-  (zero force; it drifts under its thermostat), and the others go on. A failing batched
-  call (an exception) stops every replica it was evaluating, like a failing calculator
-  stops a lone run.
+  so far are kept with its ``stop_reason``, it is no longer evaluated or recorded (its
+  atoms drift, without model forces, under its own thermostat and spring), and the others
+  go on. A failing batched call (an exception) stops every replica it was evaluating,
+  like a failing calculator stops a lone run; a LAMMPS error stops the replicas of that
+  instance.
 
 Why LAMMPS and not a vectorised integrator: the replicas keep the reference's engine, fix
 smd and thermostat to the bit, and the measured cost outside the model is small next to

@@ -431,9 +431,11 @@ class _Engine:
     interact inside LAMMPS, and every copy's forces are its own row of one batched
     evaluation (``evaluate``: positions of the L live copies (L, N, 3) Å -> energies (L,)
     eV, forces (L, N, 3) eV/Å). Each copy has its own group (thermostat) and pulled groups
-    (spring), its own blow-up monitor and record, and stops on its own: a stopped copy's
-    forces are zero from then on (it is no longer evaluated, recorded or pulled, and
-    drifts under its thermostat), and the run halts once every copy has stopped. One copy
+    (spring), its own blow-up monitor and record, and stops on its own: a stopped copy is
+    no longer evaluated or recorded and gets no force from Python, so its atoms drift
+    apart under its thermostat (and its spring, if the pull had begun: LAMMPS cannot
+    remove a fix during a run), touching no other copy; the run halts once every copy has
+    stopped. One copy
     (:func:`run_smd`, :func:`run_md`) uses group ``all`` and the fixes ``rl_tstat`` and
     ``pull``.
     """
