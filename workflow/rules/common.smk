@@ -26,6 +26,10 @@ except ConfigError as _exc:
     sys.exit(f"config error: {_exc}")
 config.clear()
 config.update(_validated)
+# smd.batch says how the potential's SMD replicas run (one job for all, or one job each),
+# not how they pull: it leaves the section every SMD rule passes on as its protocol, so
+# the protocol's parameters (and what reruns when they change) are the same either way.
+SMD_BATCH = config["smd"].pop("batch")
 
 
 wildcard_constraints:
@@ -66,6 +70,11 @@ def attempt_number(wildcards, attempt):
 def replica_seed(wildcards):
     """Velocity seed of an SMD replica: the same for the reference and every iteration."""
     return config["reference"]["smd_seed"] + int(wildcards.replica)
+
+
+def replica_seeds(wildcards=None):
+    """Velocity seeds of all replicas, in replica order (each as replica_seed gives it)."""
+    return [config["reference"]["smd_seed"] + int(r) for r in REPLICAS]
 
 
 def reference_replicas(wildcards=None):

@@ -1,6 +1,6 @@
-# Sampling: SMD with the best member (one job per replica; the evaluation's pulls),
-# HAL-biased SMD (sampler smd+hal, one job per replica), UQ, HAL runs (sampler hal,
-# one job per run), selection (checkpoint).
+# Sampling: SMD with the best member (the evaluation's pulls: one batched job for all
+# replicas, or one job per replica), HAL-biased SMD (sampler smd+hal, one job per
+# replica), UQ, HAL runs (sampler hal, one job per run), selection (checkpoint).
 
 
 rule smd:
@@ -23,6 +23,39 @@ rule smd:
         "logs/benchmarks/iter_{iteration}/smd_{replica}.tsv"
     script:
         "../scripts/smd.py"
+
+
+# smd.batch (default): the replicas of an iteration as one job that evaluates the best
+# member once per step on all of them; the same files as rule smd, which makes them with
+# smd.batch false.
+rule smd_batch:
+    conda:
+        ENV
+    input:
+        molecule=MOLECULE,
+        ensemble="results/iter_{iteration}/ensemble.pt",
+        best="results/iter_{iteration}/best.json",
+    output:
+        expand("results/iter_{{iteration}}/smd/replica_{replica}.h5", replica=REPLICAS),
+    params:
+        smd=config["smd"],
+        seeds=replica_seeds(),
+    threads: 1
+    log:
+        "logs/iter_{iteration}/smd_batch.log",
+    benchmark:
+        "logs/benchmarks/iter_{iteration}/smd_batch.tsv"
+    script:
+        "../scripts/smd_batch.py"
+
+
+if SMD_BATCH:
+
+    ruleorder: smd_batch > smd
+
+else:
+
+    ruleorder: smd > smd_batch
 
 
 # The same pull driven by the HAL-biased committee (sampler smd+hal): its frames are
