@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     import argparse
     import shlex
 
-    from .config import ConfigError, DEFAULT_CONFIG, campaign_config, load_yaml, merge_config, parse_assignment
+    from .config import DEFAULT_CONFIG, ConfigError, campaign_config, command_line_overrides
 
     p = argparse.ArgumentParser(prog="python -m rarelearn.check",
                                 description="Open every file under results/ and name what to rerun. Give the "
@@ -230,12 +230,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     root = Path(args.directory)
     try:
-        overrides: dict = {}
-        for f in args.configfile:
-            overrides = merge_config(overrides, load_yaml(f))
-        for item in args.config:
-            overrides = merge_config(overrides, parse_assignment(item))
-        cfg = campaign_config(overrides, base_file=DEFAULT_CONFIG, base_dir=root, check_labeller=False)
+        cfg = campaign_config(command_line_overrides(args.configfile, args.config), base_file=DEFAULT_CONFIG,
+                              base_dir=root, check_labeller=False)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -348,6 +348,17 @@ def parse_assignment(text: str) -> dict:
     return out
 
 
+def command_line_overrides(files, assignments) -> dict:
+    """What ``--configfile FILE...`` and ``--config KEY=VALUE...`` give, layered in that order
+    as Snakemake layers them (before they go on top of config/config.yaml)."""
+    overrides: dict = {}
+    for f in files:
+        overrides = merge_config(overrides, load_yaml(f))
+    for item in assignments:
+        overrides = merge_config(overrides, parse_assignment(item))
+    return overrides
+
+
 def _main(argv=None) -> int:
     """``python -m rarelearn.config [FILE ...] [--config KEY=VALUE ...] [--show]``: the
     campaign's config as the workflow builds it (config/config.yaml, then each FILE as a
@@ -366,12 +377,8 @@ def _main(argv=None) -> int:
     p.add_argument("--show", action="store_true", help="print the complete config as YAML")
     args = p.parse_args(argv)
     try:
-        overrides: dict = {}
-        for f in args.files:
-            overrides = merge_config(overrides, load_yaml(f))
-        for item in args.config:
-            overrides = merge_config(overrides, parse_assignment(item))
-        cfg = campaign_config(overrides, base_file=None if args.replace_workflow_config else DEFAULT_CONFIG)
+        cfg = campaign_config(command_line_overrides(args.files, args.config),
+                              base_file=None if args.replace_workflow_config else DEFAULT_CONFIG)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
