@@ -36,6 +36,22 @@ def snakemake(workdir, *args, configfile=TINY, timeout=900):
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def write_prepared_butane(directory) -> Path:
+    """Unrelaxed butane written as the workflow's prepared molecule file (pulled groups in
+    ``atoms.info``, as ``pipeline.prepare_molecule`` writes them, without a labeller)."""
+    from ase.io import write
+
+    from rarelearn.molecules import load_molecule
+
+    mol = load_molecule({"alkane": 4, "relax": False}, elements=["H", "C"])
+    atoms = mol.atoms.copy()
+    atoms.info = {"name": mol.name, "pull1": " ".join(map(str, mol.group1)),
+                  "pull2": " ".join(map(str, mol.group2))}
+    path = Path(directory) / "molecule.xyz"
+    write(path, atoms, format="extxyz")
+    return path
+
+
 def write_config(path, **overrides):
     cfg = yaml.safe_load(TINY.read_text())
     for dotted, value in overrides.items():

@@ -13,6 +13,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 pytest.importorskip("lammps")
 
+from conftest import write_prepared_butane  # noqa: E402
 from rarelearn.batched_smd import run_smd_batch, split_batch  # noqa: E402
 from rarelearn.dynamics import SMDProtocol, run_smd  # noqa: E402
 
@@ -188,28 +189,22 @@ def tiny_potential(tmp_path_factory):
     (16-8 networks) was trained on GFN2-xTB MD at 500 K and one pull: it pulls butane apart
     without blowing up."""
     import torch
-    from ase.io import write
 
     tblite_ase = pytest.importorskip("tblite.ase")
     from rarelearn.dataset import merge_frames
     from rarelearn.dynamics import run_md
     from rarelearn.model import make_spec, save_ensemble
-    from rarelearn.molecules import load_molecule
-    from rarelearn.pipeline import fitted_self_energies, write_json
+    from rarelearn.pipeline import fitted_self_energies, load_prepared_molecule, write_json
     from rarelearn.training import TrainConfig, random_split, train_member
 
     d = tmp_path_factory.mktemp("batched_smd")
-    mol = load_molecule({"alkane": 4, "relax": False}, elements=["H", "C"])
-    atoms = mol.atoms.copy()
-    atoms.info = {"name": mol.name, "pull1": " ".join(map(str, mol.group1)),
-                  "pull2": " ".join(map(str, mol.group2))}
-    write(d / "molecule.xyz", atoms, format="extxyz")
+    atoms, g1, g2 = load_prepared_molecule(write_prepared_butane(d))
 
     def gfn2():
         return tblite_ase.TBLite(method="GFN2-xTB", verbosity=0)
 
     md = run_md(atoms, gfn2(), 500.0, 120, seed=0, record_every=2, equilibration_steps=20, label_as="gfn2")
-    pull = run_smd(atoms, gfn2(), mol.group1, mol.group2,
+    pull = run_smd(atoms, gfn2(), g1, g2,
                    SMDProtocol(relax_steps=50, pull_steps=500, velocity=10.0, record_every=5), seed=0,
                    label_as="gfn2")
     data, _ = merge_frames([md, pull])

@@ -529,17 +529,12 @@ def random_ani(tmp_path_factory):
     """Butane (unrelaxed) as the workflow writes it, and two random, tamed ANI members: they
     disagree, which is all a HAL run needs."""
     import torch
-    from ase.io import write
 
+    from conftest import write_prepared_butane
     from rarelearn.model import build_networks, make_spec, save_ensemble
-    from rarelearn.molecules import load_molecule
 
     d = tmp_path_factory.mktemp("hal_steps")
-    mol = load_molecule({"alkane": 4, "relax": False}, elements=["H", "C"])
-    atoms = mol.atoms.copy()
-    atoms.info = {"name": mol.name, "pull1": " ".join(map(str, mol.group1)),
-                  "pull2": " ".join(map(str, mol.group2))}
-    write(d / "molecule.xyz", atoms, format="extxyz")
+    write_prepared_butane(d)
     spec = make_spec(["H", "C"], {"H": [8], "C": [8]}, {"H": -10.0, "C": -40.0})
     states = []
     for k in range(2):

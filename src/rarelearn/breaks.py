@@ -25,8 +25,6 @@ Units: Å.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
-
 import numpy as np
 from ase.data import chemical_symbols
 

@@ -193,7 +193,7 @@ def plot_cogef_profiles(reference_json, iteration_jsons: dict, out) -> Path:
     cmap = plt.get_cmap("viridis", max(len(iteration_jsons), 2))
     curves += [(f"iteration {i}", p, cmap(j), 1.2) for j, (i, p) in enumerate(sorted(iteration_jsons.items()))]
     for name, path, color, lw in curves:
-        c = json.loads(Path(path).read_text())
+        c = read_json(path)
         x, e, f = (np.asarray(c[k], float) for k in ("extension", "energy", "force"))
         tag = f"{name}: E_max {c['e_max']:.2f} eV" + ("" if c["broke"] else " (no break)")
         ax.plot(x, e, color=color, lw=lw, label=tag)
@@ -213,9 +213,9 @@ def plot_ea_distributions(reference_json, evaluation_jsons: dict, out) -> Path:
     """Every replica's E_a (read up to the break): the reference against each iteration,
     coloured by the bond that broke; the number of unbroken replicas under each column."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    cols = [("ref", json.loads(Path(reference_json).read_text()))]
+    cols = [("ref", read_json(reference_json))]
     for i, p in sorted(evaluation_jsons.items()):
-        ev = json.loads(Path(p).read_text())
+        ev = read_json(p)
         cols.append((str(i), {"replica_records": ev.get("nnp_replica_records", []),
                               "unbroken": ev.get("nnp_unbroken", 0),
                               "failed_replicas": ev.get("nnp_failed_replicas", [])}))
