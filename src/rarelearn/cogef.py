@@ -233,36 +233,35 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
 
     failures: list[str] = []
 
-    def image_at(base: _Image | None, ds: float, refined: bool) -> _Image | None:
-        if base is not None and base.extension + ds <= 1e-9:
+    def as_image(a, refined: bool, converged: bool) -> _Image:
+        """A relaxed structure (calculator attached) as a profile image."""
+        f = a.get_forces(apply_constraint=False).copy()
+        pos = a.positions.copy()
+        intact = not find_break(numbers, pos[None], start_pos).broke
+        return _Image(float(a.get_distance(i, j)) - d0, float(a.get_potential_energy()),
+                      _constraint_force(f, pos, i, j), pos, f, intact, refined, converged)
+
+    def image_at(base: _Image, ds: float, refined: bool) -> _Image | None:
+        """``base`` with the pulled atoms moved ``ds`` further apart, relaxed under the constraint."""
+        if base.extension + ds <= 1e-9:
             return None                      # refinement never compresses past the start
+        a = start.copy()
+        a.positions = base.positions
+        u = a.positions[j] - a.positions[i]
+        u /= np.linalg.norm(u)
+        a.positions[i] -= ds * w_i * u
+        a.positions[j] += ds * w_j * u
+        a.set_constraint(FixBondLength(i, j))
         try:
-            return _image_at(base, ds, refined)
+            a, ok = relaxed(a, calculator, fmax, optimizer, max_opt_steps)
+            return as_image(a, refined, ok)
         except Exception as exc:  # a calculator failure (SCF) ends the scan, not the job
             failures.append(f"calculation failed at Δ = {base.extension + ds:.4f} Å: {exc}")
             if progress:
                 progress(f"cogef: {failures[-1]}")
             return None
 
-    def _image_at(base: _Image | None, ds: float, refined: bool) -> _Image:
-        a = start.copy()
-        if base is not None:
-            a.positions = base.positions
-            u = a.positions[j] - a.positions[i]
-            u /= np.linalg.norm(u)
-            a.positions[i] -= ds * w_i * u
-            a.positions[j] += ds * w_j * u
-        a.set_constraint(FixBondLength(i, j))
-        a, ok = relaxed(a, calculator, fmax, optimizer, max_opt_steps)
-        e = float(a.get_potential_energy())
-        f = a.get_forces(apply_constraint=False).copy()
-        pos = a.positions.copy()
-        intact = not find_break(numbers, pos[None], start_pos).broke
-        return _Image(float(a.get_distance(i, j)) - d0, e, _constraint_force(f, pos, i, j), pos, f, intact,
-                      refined, ok)
-
-    images = [_Image(0.0, e0, _constraint_force(start.get_forces(apply_constraint=False), start_pos, i, j),
-                     start_pos, start.get_forces(apply_constraint=False).copy(), True, False, True)]
+    images = [as_image(start, False, True)]
     break_at = None
     while images[-1].extension + step <= max_extension + 1e-9:
         im = image_at(images[-1], step, False)
