@@ -12,7 +12,7 @@ Given two finished campaigns on the same reference stage, one ``model.family: an
 * family A is trained on it exactly as A's own iteration i+1 was (its config: members, seeds,
   recipe, warm start from and split inherited from A's iteration i), its best member pulls the
   molecule in the reference's SMD replicas (same seeds), and it is evaluated like a campaign
-  iteration (``pipeline.evaluate_step``: ΔE_a ± standard error, MAE on the unseen reference
+  iteration (``rarelearn.steps.evaluate.evaluate_step``: ΔE_a ± standard error, MAE on the unseen reference
   SMD frames, C–C bond/fragment flags).
 
 ``--sampled-at 0`` is the paper's experiment (Fig. S9: "trained from the configurations sampled
@@ -137,39 +137,42 @@ def _init_worker() -> None:
 
 
 def _job_train(args) -> str:
-    from rarelearn import pipeline
+    from rarelearn.steps.common import setup_logging
+    from rarelearn.steps.train import train_member_step
 
     (data, atom_energies, model_cfg, training_cfg, elements, iteration, member, out_model, out_info,
      previous_dir, base, log_path) = args
     if Path(out_model).exists() and Path(out_info).exists():
         return f"{out_model} (kept)"
-    pipeline.setup_logging(log_path, threads=1)
+    setup_logging(log_path, threads=1)
     t0 = time.time()
-    pipeline.train_member_step(data, atom_energies, model_cfg, training_cfg, elements, iteration, member,
+    train_member_step(data, atom_energies, model_cfg, training_cfg, elements, iteration, member,
                                out_model, out_info, previous_dir=previous_dir, base_data_path=base)
     return f"{out_model} ({time.time() - t0:.0f} s)"
 
 
 def _job_smd(args) -> str:
-    from rarelearn import pipeline
+    from rarelearn.steps.common import setup_logging
+    from rarelearn.steps.sample import smd_replica
 
     molecule, smd_cfg, seed, out, ensemble, best, sampler, log_path = args
     if Path(out).exists():
         return f"{out} (kept)"
-    pipeline.setup_logging(log_path, threads=1)
+    setup_logging(log_path, threads=1)
     t0 = time.time()
-    pipeline.smd_replica(molecule, smd_cfg, seed, out, ensemble_path=ensemble, best_json=best, sampler=sampler)
+    smd_replica(molecule, smd_cfg, seed, out, ensemble_path=ensemble, best_json=best, sampler=sampler)
     return f"{out} ({time.time() - t0:.0f} s)"
 
 
 def _job_evaluate(args) -> str:
-    from rarelearn import pipeline
+    from rarelearn.steps.common import setup_logging
+    from rarelearn.steps.evaluate import evaluate_step
 
     (iteration, replicas, reference, unseen, ensemble, best, infos, merge_json, out, molecule, log_path) = args
     if Path(out).exists():
         return f"{out} (kept)"
-    pipeline.setup_logging(log_path, threads=1)
-    pipeline.evaluate_step(iteration, replicas, reference, unseen, ensemble, best, infos, None, merge_json, out,
+    setup_logging(log_path, threads=1)
+    evaluate_step(iteration, replicas, reference, unseen, ensemble, best, infos, None, merge_json, out,
                            molecule_xyz=molecule)
     return str(out)
 
@@ -187,7 +190,8 @@ def cell_dir(out: Path, trained: str, sampler: str, sampled_at: int) -> Path:
 def build_cell(pool, out: Path, trained: str, sampler: str, sampled_at: int, work: dict, cfgs: dict) -> Path:
     """Train family ``trained`` on its iteration-``sampled_at`` training set + the frames family
     ``sampler`` acquired at ``sampled_at``; SMD replicas; evaluation. Returns the cell's folder."""
-    from rarelearn import pipeline
+    from rarelearn.jsonio import write_json
+    from rarelearn.steps.train import best_model_step
     from rarelearn.dataset import merge_frames, read_frames, write_frames
 
     wa, cfg = work[trained], cfgs[trained]
@@ -203,7 +207,7 @@ def build_cell(pool, out: Path, trained: str, sampler: str, sampled_at: int, wor
         merged.attrs = {"iteration": it, "cross_sampling": f"{trained} trained on {sampler}'s iteration "
                         f"{sampled_at} acquisition"}
         write_frames(data, merged)
-        pipeline.write_json(d / "merge.json", {
+        write_json(d / "merge.json", {
             "iteration": it, "previous_frames": len(base), "labelled": len(new), "failed_labels": 0,
             "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
             "label_seconds": 0.0, "selected": int(np.isin(new.source, ("al", "hal")).sum()),
@@ -222,7 +226,7 @@ def build_cell(pool, out: Path, trained: str, sampler: str, sampled_at: int, wor
          str(prev) if needs_prev else None, str(wa / "results/iter_000/dataset.h5"), str(d / f"logs/train_{k}.log"))
         for k in members])
     if not (d / "best.json").exists():
-        pipeline.best_model_step(data, [d / f"models/member_{k}.pt" for k in members], d / "ensemble.pt",
+        best_model_step(data, [d / f"models/member_{k}.pt" for k in members], d / "ensemble.pt",
                                  d / "best.json")
     n_rep = cfg["reference"]["replicas"]
     reps = [d / f"smd/replica_{r:02d}.h5" for r in range(n_rep)]
@@ -254,7 +258,7 @@ def methyl_rotation(numbers, positions, reference_positions, until: int | None) 
     """Largest rotation (degrees) of a terminal CH3 about its C–C axis, frames [0, until):
     the change of the H–C–C–C dihedrals from the first frame, averaged over the three H of
     the methyl (a rigid turn), maximised over frames and both ends. NaN if not an alkane end."""
-    from rarelearn.geometry import covalent_bonds
+    from rarelearn.chem.geometry import covalent_bonds
 
     z = np.asarray(numbers)
     pos = np.asarray(positions)[: until if until else None]
@@ -286,8 +290,8 @@ def methyl_rotation(numbers, positions, reference_positions, until: int | None) 
 def smd_geometry(molecule_xyz: Path, replica_paths) -> dict:
     """Bond/fragment flags and the two Fig. 4b / Note 2 indicators over a set of SMD replicas."""
     from rarelearn.dataset import read_frames
-    from rarelearn.pipeline import load_prepared_molecule
-    from rarelearn.schnet import cc_bond_report
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.chem.breaks import cc_bond_report
 
     atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
     rows = []
@@ -446,7 +450,7 @@ def main(argv=None) -> int:
                 print(f"[{a} on {b}] done in {time.time() - tc:.0f} s", flush=True)
     result = report(work, cfgs, args.out, i)
     result["wall_seconds"] = time.time() - t0
-    from rarelearn.pipeline import write_json
+    from rarelearn.jsonio import write_json
 
     write_json(args.out / f"cross_sampling_iter{i:03d}.json", result)
     print(f"\nwritten {args.out / f'cross_sampling_iter{i:03d}.json'}; {time.time() - t0:.0f} s")

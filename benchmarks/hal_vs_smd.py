@@ -7,7 +7,7 @@ paper's MD-stability measure of each campaign's final potential: steps of a 500 
 Langevin MD with the last iteration's best member before the molecule breaks, over
 several seeds, capped. "Breaks" is the paper's rule (van der Oord et al., PEG): a bond of
 the starting structure leaves 1.0–2.0 Å (C–C) or 0.8–2.0 Å (C–H) in a recorded frame;
-or earlier, a blow-up of :mod:`rarelearn.dynamics` stops the run.
+or earlier, a blow-up of :mod:`rarelearn.md.dynamics` stops the run.
 
 Every sampler's ΔE_a is the potential's own: the workflow evaluates the best member's
 unbiased SMD replicas (same seeds as the reference's) whatever sampled the frames.
@@ -71,10 +71,11 @@ def steps_to_break(wd: Path, seeds: int, max_steps: int, temperature_K: float, r
     (C–C 1.0–2.0 Å, X–H 0.8–2.0 Å), or the blow-up step; ``max_steps`` when neither happens."""
     import torch
 
-    from rarelearn.dynamics import run_md
-    from rarelearn.geometry import bond_matrix
-    from rarelearn.pipeline import load_prepared_molecule, read_json
-    from rarelearn.schnet import load_model, make_calculator
+    from rarelearn.md.dynamics import run_md
+    from rarelearn.chem.geometry import bond_matrix
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.jsonio import read_json
+    from rarelearn.models.files import load_model, make_calculator
 
     torch.set_num_threads(1)
     logging.getLogger("rarelearn").setLevel(logging.ERROR)  # the break is reported below, not as a warning

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rarelearn.barrier import read_replica
+from rarelearn.chem.barrier import read_replica
 from rarelearn.dataset import read_frames
 from rarelearn.units import KCAL_MOL_PER_EV
 

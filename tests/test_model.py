@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from rarelearn.dataset import Frames
-from rarelearn.model import (DEFAULT_HIDDEN, EnsembleModel, ModelError, NNPCalculator, build_ani,
-                             export_torchscript, load_ensemble, make_spec, save_ensemble)
-from rarelearn.training import TrainConfig, random_split, train_member
+from rarelearn.models.ani import DEFAULT_HIDDEN, EnsembleModel, NNPCalculator, build_ani, make_spec
+from rarelearn.models.committee import ModelError
+from rarelearn.models.export import export_torchscript
+from rarelearn.models.files import load_ensemble, save_ensemble
+from rarelearn.learning.fit import TrainConfig, train_member
+from rarelearn.learning.splits import random_split
 
 
 

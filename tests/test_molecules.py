@@ -1,4 +1,4 @@
-"""Tests of rarelearn.molecules: alkane builder and molecule specs (real GFN2-xTB relaxations)."""
+"""Tests of rarelearn.chem.molecules: alkane builder and molecule specs (real GFN2-xTB relaxations)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,14 +6,7 @@ import pytest
 from ase.build import molecule
 from ase.io import write
 
-from rarelearn.molecules import (
-    ALKANE_NAMES,
-    Molecule,
-    MoleculeError,
-    build_alkane,
-    load_molecule,
-    terminal_carbons,
-)
+from rarelearn.chem.molecules import (ALKANE_NAMES, Molecule, MoleculeError, build_alkane, load_molecule, terminal_carbons)
 
 
 @pytest.fixture(scope="module")

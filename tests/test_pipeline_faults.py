@@ -13,10 +13,14 @@ from ase.build import molecule
 
 from rarelearn.config import validate_config
 from rarelearn.dataset import Frames, read_frames, write_frames
-from rarelearn.model import ModelError, build_networks, make_spec, save_ensemble
-from rarelearn.pipeline import (ResultFileError, _member_setup, best_model_step, label_step, merge_step,
-                                read_json)
-from rarelearn.schnet import load_model
+from rarelearn.models.committee import ModelError
+from rarelearn.models.ani import build_networks, make_spec
+from rarelearn.models.files import save_ensemble
+from rarelearn.jsonio import ResultFileError, read_json
+from rarelearn.learning.members import member_setup
+from rarelearn.steps.train import best_model_step
+from rarelearn.steps.label import label_step, merge_step
+from rarelearn.models.files import load_model
 
 
 @pytest.fixture()
@@ -159,7 +163,7 @@ def test_corrupt_member_file_is_named_by_best_model_and_warm_start(tmp_path):
     training = {"epochs": 1, "batch_size": 1, "lr": 1e-3, "force_weight": 0.1, "train_fraction": 0.5,
                 "early_stopping_patience": None, "lr_patience": None, "split": "random", "warm_start": True}
     with pytest.raises(ModelError) as exc:
-        _member_setup(frames, training, iteration=1, member=0, previous_dir=tmp_path / "results" / "iter_000")
+        member_setup(frames, training, iteration=1, member=0, previous_dir=tmp_path / "results" / "iter_000")
     _one_line_naming(exc, bad)
     bad.write_bytes(b"garbage" * 20)
     with pytest.raises(ModelError, match="not a readable rarelearn model file"):
@@ -188,8 +192,9 @@ _DISK_FULL = textwrap.dedent("""
     d = sys.argv[1]
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", d], check=True)
     from rarelearn.dataset import Frames, write_frames
-    from rarelearn.model import build_networks, make_spec, save_ensemble
-    from rarelearn.pipeline import write_json
+    from rarelearn.models.ani import build_networks, make_spec
+    from rarelearn.models.files import save_ensemble
+    from rarelearn.jsonio import write_json
     spec = make_spec(["H", "C"], {"H": [64, 64], "C": [64, 64]}, {"H": -10.0, "C": -40.0})
     state = build_networks(spec).state_dict()
     jobs = {

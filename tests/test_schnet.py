@@ -8,15 +8,18 @@ import torch
 pytest.importorskip("torch_geometric", reason="SchNet needs torch-geometric (pip install torch-geometric==2.8.1)")
 
 from rarelearn.dataset import Frames  # noqa: E402
-from rarelearn.geometry import covalent_bonds, fragment_counts  # noqa: E402
-from rarelearn.model import ModelError  # noqa: E402
-from rarelearn.molecules import build_alkane  # noqa: E402
-from rarelearn.schnet import (TABLE2, CdistInteractionGraph, SchNetCalculator, SchNetEnsemble,  # noqa: E402
-                              SchNetTrainConfig, build_schnet, cc_bond_report, load_model, load_schnet,
-                              make_calculator, make_schnet_spec, save_schnet, train_schnet_member)
-from rarelearn.schnet import _SchNetData  # noqa: E402
-from rarelearn.training import TrainConfig, best_member, evaluate_errors, random_split  # noqa: E402
-from rarelearn.uq import sigma, threshold  # noqa: E402
+from rarelearn.chem.geometry import covalent_bonds, fragment_counts  # noqa: E402
+from rarelearn.models.committee import ModelError  # noqa: E402
+from rarelearn.chem.molecules import build_alkane  # noqa: E402
+from rarelearn.models.schnet import (TABLE2, CdistInteractionGraph, SchNetCalculator, SchNetEnsemble, build_schnet, make_schnet_spec)
+from rarelearn.learning.schnet_fit import SchNetTrainConfig, train_schnet_member
+from rarelearn.chem.breaks import cc_bond_report
+from rarelearn.models.files import load_model, load_schnet, make_calculator, save_schnet
+from rarelearn.learning.schnet_fit import _SchNetData  # noqa: E402
+from rarelearn.learning.fit import TrainConfig  # noqa: E402
+from rarelearn.learning.errors import best_member, evaluate_errors
+from rarelearn.learning.splits import random_split
+from rarelearn.learning.uq import sigma, threshold  # noqa: E402
 
 QUIET = dict(log=lambda m: None)
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from rarelearn.dataset import Frames
-from rarelearn.model import EnsembleModel, make_spec
-from rarelearn.training import (TrainConfig, best_member, evaluate_errors, inherited_split, random_split,
-                                seed_for, train_ensemble_fused, train_member)
+from rarelearn.models.ani import EnsembleModel, make_spec
+from rarelearn.learning.fit import TrainConfig, train_ensemble_fused, train_member
+from rarelearn.learning.errors import best_member, evaluate_errors
+from rarelearn.learning.splits import inherited_split, random_split, seed_for
 
 SMALL = {"H": [24, 16], "C": [24, 16]}
 
@@ -228,7 +229,7 @@ def test_best_member_and_evaluate_errors(ethane, spec):
 
 
 def test_warm_start_and_precompute_choice(ethane, spec):
-    from rarelearn.training import AUTO_MIN_EPOCHS, _Data
+    from rarelearn.learning.aev_data import AUTO_MIN_EPOCHS, _Data
 
     fr, _ = ethane
     tr, va = random_split(40, seed=0)

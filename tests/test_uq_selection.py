@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from rarelearn.dataset import Frames
-from rarelearn.selection import DEFAULT_ENERGY_GAP, augment, screen, select_frames
-from rarelearn.uq import member_energies, sigma, threshold
+from rarelearn.learning.selection import DEFAULT_ENERGY_GAP, augment, screen, select_frames
+from rarelearn.learning.uq import member_energies, sigma, threshold
 
 
 
@@ -43,7 +43,7 @@ def test_sigma_is_numpy_std():
 
 
 def test_sigma_of_ensemble_predictions():
-    from rarelearn.model import EnsembleModel, build_ani, make_spec
+    from rarelearn.models.ani import EnsembleModel, build_ani, make_spec
 
     import torch
 

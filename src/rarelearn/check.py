@@ -131,8 +131,8 @@ def check_file(path: Path) -> str | None:
     import h5py
 
     from .dataset import read_frames
-    from .model import read_model_blob
-    from .pipeline import read_json
+    from .models.files import read_model_blob
+    from .jsonio import read_json
 
     name = str(path)
     try:

@@ -265,7 +265,7 @@ def _check_counts(config: dict) -> None:
 def _check_labeller(config: dict) -> None:
     name = config["labeller"]["name"]
     try:
-        from rarelearn.labellers import make_labeller
+        from rarelearn.chem.labellers import make_labeller
     except ImportError:  # labellers not importable: nothing more to check here
         return
     try:

@@ -5,8 +5,8 @@ import sys
 from snakemake.exceptions import IncompleteCheckpointException
 
 from rarelearn.config import ConfigError, campaign_config
-from rarelearn.evaluation import stop_rule_met
-from rarelearn.pipeline import ResultFileError, read_json
+from rarelearn.learning.evaluation import stop_rule_met
+from rarelearn.jsonio import ResultFileError, read_json
 
 
 # The campaign's config: config/config.yaml (the default campaign), then what the command
@@ -121,6 +121,11 @@ def iteration_member_infos(wildcards):
     )
 
 
+def iteration_benchmarks(wildcards):
+    """The folder of the benchmark files of an iteration's jobs (its evaluation sums them)."""
+    return f"logs/benchmarks/iter_{wildcards.iteration}"
+
+
 def iteration_replicas(wildcards):
     return expand(
         "results/iter_{iteration}/smd/replica_{replica}.h5",
@@ -216,7 +221,7 @@ def campaign_evaluations(wildcards=None):
 # ------------------------------------------------------------------ studies (rules/studies.smk)
 import glob
 
-from rarelearn.studies import scaled_protocol, speed_label, transfer_protocol
+from rarelearn.reporting.studies import scaled_protocol, speed_label, transfer_protocol
 
 STUDIES = config["studies"]
 STUDY_REPLICAS = [f"{r:02d}" for r in range(STUDIES["replicas"])]

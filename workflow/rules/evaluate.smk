@@ -36,6 +36,8 @@ checkpoint evaluate:
     output:
         json="results/iter_{iteration}/evaluation.json",
         predictions="results/iter_{iteration}/unseen_predictions.json",
+    params:
+        benchmarks=iteration_benchmarks,
     conda:
         ENV
     threads: 1

@@ -1,7 +1,8 @@
 """Snakemake adapter: the reference barrier from the labelled SMD replicas, read up to the break."""
 import sys
 
-from rarelearn.pipeline import NoBreakError, reference_barrier, setup_logging
+from rarelearn.steps.reference import NoBreakError, reference_barrier
+from rarelearn.steps.common import setup_logging
 
 setup_logging(snakemake.log[0])
 try:

@@ -1,7 +1,9 @@
 """Snakemake adapter: a COGEF profile (reference: the labeller; iteration: the best member)."""
 import sys
 
-from rarelearn.pipeline import NoBreakError, cogef_step, reference_cogef, setup_logging
+from rarelearn.steps.reference import NoBreakError, reference_cogef
+from rarelearn.steps.sample import cogef_step
+from rarelearn.steps.common import setup_logging
 
 setup_logging(snakemake.log[0], snakemake.threads)
 try:

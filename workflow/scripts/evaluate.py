@@ -1,5 +1,9 @@
-"""Snakemake adapter: evaluate one iteration against the reference."""
-from rarelearn.pipeline import evaluate_step, setup_logging
+"""Snakemake adapter: evaluate one iteration against the reference; its wall time is the
+sum of the benchmark files of the iteration's jobs (``params.benchmarks``: their folder)."""
+from glob import glob
+
+from rarelearn.steps.evaluate import evaluate_step
+from rarelearn.steps.common import setup_logging
 
 setup_logging(snakemake.log[0], snakemake.threads)
 evaluate_step(int(snakemake.wildcards.iteration), list(snakemake.input.replicas), snakemake.input.reference,
@@ -7,4 +11,5 @@ evaluate_step(int(snakemake.wildcards.iteration), list(snakemake.input.replicas)
               list(snakemake.input.infos), snakemake.input.uq, snakemake.input.merge, snakemake.output.json,
               out_predictions=snakemake.output.predictions, molecule_xyz=snakemake.input.molecule,
               cogef_json=snakemake.input.cogef, reference_cogef_json=snakemake.input.reference_cogef,
-              reference_cogef_frames=snakemake.input.reference_cogef_frames)
+              reference_cogef_frames=snakemake.input.reference_cogef_frames,
+              benchmark_files=sorted(glob(f"{snakemake.params.benchmarks}/*.tsv")))

@@ -1,8 +1,8 @@
 """Snakemake adapter: the campaign's figures."""
 import os
 
-from rarelearn.pipeline import setup_logging
-from rarelearn.report import make_figures
+from rarelearn.steps.common import setup_logging
+from rarelearn.reporting.report import make_figures
 
 setup_logging(snakemake.log[0])
 iteration_dirs = [os.path.dirname(p) for p in snakemake.input.evaluations]

@@ -1,5 +1,6 @@
 """Snakemake adapter: one HAL run (biased committee MD until the stop criterion fires)."""
-from rarelearn.pipeline import hal_run, setup_logging
+from rarelearn.steps.sample import hal_run
+from rarelearn.steps.common import setup_logging
 
 setup_logging(snakemake.log[0], snakemake.threads)
 hal_run(snakemake.input.molecule, snakemake.input.ensemble, snakemake.params.sampler, snakemake.params.timestep_fs,

@@ -1,5 +1,6 @@
 """Snakemake adapter: iteration 0's data set from the reference MD."""
-from rarelearn.pipeline import initial_dataset, setup_logging
+from rarelearn.steps.train import initial_dataset
+from rarelearn.steps.common import setup_logging
 
 setup_logging(snakemake.log[0])
 initial_dataset(snakemake.input[0], snakemake.output[0])

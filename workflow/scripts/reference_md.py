@@ -1,5 +1,6 @@
 """Snakemake adapter: the labelled equilibrium MD set."""
-from rarelearn.pipeline import reference_md, setup_logging
+from rarelearn.steps.reference import reference_md
+from rarelearn.steps.common import setup_logging
 
 setup_logging(snakemake.log[0], snakemake.threads)
 reference_md(snakemake.input.molecule, snakemake.params.reference, snakemake.params.smd,

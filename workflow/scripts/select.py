@@ -1,5 +1,6 @@
 """Snakemake adapter: select, screen and augment frames (or take the HAL runs' frames); write label batches."""
-from rarelearn.pipeline import hal_select_step, select_step, setup_logging
+from rarelearn.steps.select import hal_select_step, select_step
+from rarelearn.steps.common import setup_logging
 
 setup_logging(snakemake.log[0])
 iteration = int(snakemake.wildcards.iteration)

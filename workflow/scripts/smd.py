@@ -1,5 +1,6 @@
 """Snakemake adapter: one SMD replica (reference: labeller-driven; iteration: best member)."""
-from rarelearn.pipeline import setup_logging, smd_replica
+from rarelearn.steps.common import setup_logging
+from rarelearn.steps.sample import smd_replica
 
 setup_logging(snakemake.log[0], snakemake.threads)
 if "ensemble" in snakemake.input.keys():

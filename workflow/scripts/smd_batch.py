@@ -1,5 +1,6 @@
 """Snakemake adapter: the potential's SMD replicas of one iteration as one batched job."""
-from rarelearn.pipeline import setup_logging, smd_batch_step
+from rarelearn.steps.common import setup_logging
+from rarelearn.steps.sample import smd_batch_step
 
 setup_logging(snakemake.log[0], snakemake.threads)
 smd_batch_step(snakemake.input.molecule, snakemake.params.smd, snakemake.params.seeds, list(snakemake.output),

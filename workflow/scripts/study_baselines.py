@@ -1,6 +1,6 @@
 """Snakemake adapter: the baselines' barriers against the reference, table and figure (Fig. 2c/2d)."""
-from rarelearn.pipeline import setup_logging
-from rarelearn.studies import baselines_step
+from rarelearn.steps.common import setup_logging
+from rarelearn.reporting.studies import baselines_step
 
 setup_logging(snakemake.log[0])
 baselines_step(list(snakemake.input.reference),

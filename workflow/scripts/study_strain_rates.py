@@ -1,6 +1,6 @@
 """Snakemake adapter: ΔE_a of the final potential per pulling speed, table and figure (SI Fig. S7)."""
-from rarelearn.pipeline import setup_logging
-from rarelearn.studies import strain_rates_step
+from rarelearn.steps.common import setup_logging
+from rarelearn.reporting.studies import strain_rates_step
 
 setup_logging(snakemake.log[0])
 strain_rates_step(snakemake.params.velocities, list(snakemake.input.labeller), list(snakemake.input.potential),

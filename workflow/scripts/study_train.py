@@ -1,5 +1,6 @@
 """Snakemake adapter: train one member of a baseline ensemble (as iteration 0: random split, no warm start)."""
-from rarelearn.pipeline import setup_logging, train_member_step
+from rarelearn.steps.common import setup_logging
+from rarelearn.steps.train import train_member_step
 
 setup_logging(snakemake.log[0], snakemake.threads)
 train_member_step(snakemake.input.data, snakemake.input.atom_energies, snakemake.params.model,

@@ -1,6 +1,6 @@
 """Snakemake adapter: ΔE_a of the final potential per n-alkane, table and figure (Fig. 7b)."""
-from rarelearn.pipeline import setup_logging
-from rarelearn.studies import transfer_step
+from rarelearn.steps.common import setup_logging
+from rarelearn.reporting.studies import transfer_step
 
 setup_logging(snakemake.log[0])
 transfer_step(snakemake.params.alkanes, list(snakemake.input.labeller), list(snakemake.input.potential),

@@ -1,6 +1,7 @@
 """Snakemake adapter: the campaign's summary table."""
 from rarelearn.dataset import read_frames
-from rarelearn.pipeline import setup_logging, summary_step
+from rarelearn.steps.common import setup_logging
+from rarelearn.steps.evaluate import summary_step
 
 setup_logging(snakemake.log[0])
 summary_step(list(snakemake.input.evaluations), snakemake.output[0],

@@ -1,7 +1,8 @@
 """Snakemake adapter: train one ensemble member."""
 import os
 
-from rarelearn.pipeline import setup_logging, train_member_step
+from rarelearn.steps.common import setup_logging
+from rarelearn.steps.train import train_member_step
 
 setup_logging(snakemake.log[0], snakemake.threads)
 iteration = int(snakemake.wildcards.iteration)

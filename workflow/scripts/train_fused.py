@@ -1,7 +1,8 @@
 """Snakemake adapter: train every ensemble member of an iteration in one job."""
 import os
 
-from rarelearn.pipeline import setup_logging, train_ensemble_step
+from rarelearn.steps.common import setup_logging
+from rarelearn.steps.train import train_ensemble_step
 
 setup_logging(snakemake.log[0], snakemake.threads)
 previous = os.path.dirname(snakemake.input.previous[0]) if snakemake.input.previous else None

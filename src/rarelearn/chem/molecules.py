@@ -25,6 +25,8 @@ __all__ = [
     "build_alkane",
     "load_molecule",
     "terminal_carbons",
+    "write_prepared_molecule",
+    "load_prepared_molecule",
 ]
 
 log = logging.getLogger(__name__)
@@ -317,3 +319,30 @@ def load_molecule(spec: dict, elements: list[str] | None = None,
     atoms.info["pull_groups"] = [list(g1), list(g2)]
     atoms.info["name"] = name
     return Molecule(atoms=atoms, group1=g1, group2=g2, name=name)
+
+
+def write_prepared_molecule(mol: Molecule, path) -> Path:
+    """The workflow's prepared-molecule file: extended XYZ of ``mol.atoms`` with the name
+    and the pulled groups in ``atoms.info`` (``name``, ``pull1``, ``pull2``), written
+    atomically. Read back with :func:`load_prepared_molecule`."""
+    from ase.io import write
+
+    from ..dataset import atomic_path
+
+    atoms = mol.atoms.copy()
+    atoms.info = {"name": mol.name, "pull1": " ".join(map(str, mol.group1)),
+                  "pull2": " ".join(map(str, mol.group2))}
+    with atomic_path(path) as tmp:
+        write(tmp, atoms, format="extxyz")
+    return Path(path)
+
+
+def load_prepared_molecule(path):
+    """(atoms, group1, group2) from the file :func:`write_prepared_molecule` wrote."""
+    from ase.io import read
+
+    atoms = read(path, format="extxyz")
+    g1 = [int(x) for x in str(atoms.info["pull1"]).split()]
+    g2 = [int(x) for x in str(atoms.info["pull2"]).split()]
+    atoms.calc = None
+    return atoms, g1, g2

@@ -14,8 +14,8 @@ with those driven by the labeller, replica by replica with the same seeds, and r
     The campaign's molecule pulled at other speeds, the pulled distance kept
     (:func:`scaled_protocol`; SI Fig. S7).
 
-The SMD runs themselves are :func:`rarelearn.pipeline.smd_replica`; the statistics are
-those of the campaign's evaluation (:mod:`rarelearn.evaluation`). Units: eV, Å, fs,
+The SMD runs themselves are :func:`rarelearn.steps.sample.smd_replica`; the statistics are
+those of the campaign's evaluation (:mod:`rarelearn.learning.evaluation`). Units: eV, Å, fs,
 Å/ps; kcal/mol only in the ``*_kcal`` columns and the figures.
 """
 from __future__ import annotations
@@ -26,9 +26,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .dataset import Frames, atomic_path, merge_frames, read_frames, write_frames
-from .evaluation import delta_record
-from .pipeline import _barrier_of, write_json
+from ..dataset import Frames, atomic_path, merge_frames, read_frames, write_frames
+from ..chem.barrier import delta_record
+from ..chem.barrier import barrier_of_files
+from ..jsonio import write_json
 
 __all__ = [
     "STUDY_COLUMNS",
@@ -57,7 +58,7 @@ STUDY_COLUMNS = [
 ]
 
 #: Columns added when the study compares COGEF profiles too (one labeller and one potential
-#: profile per case; :func:`rarelearn.evaluation.cogef_comparison`).
+#: profile per case; :func:`rarelearn.learning.evaluation.cogef_comparison`).
 COGEF_COLUMNS = [
     "labeller_cogef_e_max", "potential_cogef_e_max", "cogef_delta_e_max_kcal", "cogef_abs_delta_e_max_kcal",
     "cogef_delta_f_max", "cogef_same_bond", "labeller_cogef_broken_label", "potential_cogef_broken_label",
@@ -69,7 +70,7 @@ def compare_cogef(labeller_json, potential_json) -> dict:
     import json
     from pathlib import Path
 
-    from .evaluation import cogef_comparison
+    from ..learning.evaluation import cogef_comparison
 
     lab = json.loads(Path(labeller_json).read_text())
     pot = json.loads(Path(potential_json).read_text())
@@ -157,13 +158,13 @@ def compare_barriers(labeller_paths: Sequence, potential_paths: Sequence) -> dic
 
     A potential replica that stopped before the pull began (no frames) has no E_a: it is left
     out and counted in ``potential_failed_replicas``; a labeller replica without frames is an
-    error. E_a is read up to the break (:func:`rarelearn.barrier.read_replica`); ``*_unbroken``
-    count the replicas in which no bond broke, which have no barrier (pull further). The standard error follows :func:`rarelearn.evaluation.delta_record`: a side with one
+    error. E_a is read up to the break (:func:`rarelearn.chem.barrier.read_replica`); ``*_unbroken``
+    count the replicas in which no bond broke, which have no barrier (pull further). The standard error follows :func:`rarelearn.chem.barrier.delta_record`: a side with one
     replica counts as 0 and ``delta_stderr_defined`` is False (the figures then draw no error
     bar). Returns the :data:`STUDY_COLUMNS` plus the full records (``labeller``, ``potential``).
     """
-    lab = _barrier_of(labeller_paths)
-    pot = _barrier_of(potential_paths, allow_empty=True)
+    lab = barrier_of_files(labeller_paths)
+    pot = barrier_of_files(potential_paths, allow_empty=True)
     d = delta_record(pot, lab)
     row = {
         "labeller_ea_mean": lab["ea_mean"], "labeller_ea_stderr": lab["ea_stderr"],

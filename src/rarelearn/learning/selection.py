@@ -1,6 +1,6 @@
 """Choosing the frames to label: UQ candidates, similarity screening, caps, augmentation.
 
-Steps (2.3.3-2.3.4 of the paper, numbers from METHOD.md):
+Steps (2.3.3-2.3.4 of the paper, numbers from docs/method.md):
 
 1. candidates: frames whose ensemble σ exceeds the threshold, in time order;
 2. screening, walking the candidates in time order: a frame is kept only if it
@@ -15,15 +15,22 @@ Steps (2.3.3-2.3.4 of the paper, numbers from METHOD.md):
    cutting off the end of the pull;
 5. augmentation: ``n_copies`` copies of each kept frame with uniform noise in
    [−amplitude, +amplitude] Å on every coordinate, unlabelled.
+
+The whole policy of one iteration, from the config's ``selection`` section, is here:
+:func:`select_replica` (steps 1–3 for one SMD replica, plus the frame before a blow-up,
+:func:`blowup_frames`), :func:`cap_frames` (step 4, over all replicas together) and
+:func:`frames_to_label` (step 5, with the iteration's augmentation seed).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .dataset import STATUS_UNLABELLED, Frames
-from .units import EV_PER_KCAL_MOL
+from ..chem.breaks import find_break
+from ..dataset import STATUS_UNLABELLED, Frames
+from ..units import EV_PER_KCAL_MOL
 
-__all__ = ["DEFAULT_ENERGY_GAP", "screen", "select_frames", "augment"]
+__all__ = ["DEFAULT_ENERGY_GAP", "screen", "select_frames", "augment", "blowup_frames", "select_replica",
+           "cap_frames", "frames_to_label"]
 
 #: 1 kcal/mol in eV, the default energy gap of the screening.
 DEFAULT_ENERGY_GAP: float = EV_PER_KCAL_MOL
@@ -134,3 +141,69 @@ def augment(frames: Frames, n_copies: int = 2, amplitude: float = 0.05, seed: in
                   forces=np.full((len(parent), frames.n_atoms, 3), np.nan), source="augment",
                   iteration=frames.iteration[parent], labeller="", status=STATUS_UNLABELLED,
                   extras=extras, attrs=dict(frames.attrs))
+
+
+def blowup_frames(frames: Frames, lookback: int | None) -> list[int]:
+    """For an SMD that the blow-up check stopped: the frame ``lookback`` recorded frames before
+    the stop (the configuration the potential was driving towards its failure), to be labelled
+    whatever its UQ. Empty for a completed run or ``lookback`` None."""
+    reason = str(frames.attrs.get("stop_reason", "completed"))
+    if lookback is None or len(frames) == 0 or reason == "completed":
+        return []
+    return [max(len(frames) - 1 - int(lookback), 0)]
+
+
+def frames_to_label(kept: Frames, source: str, iteration: int, selection_cfg: dict) -> Frames:
+    """The kept frames marked unlabelled (``source``, ``iteration``), followed by
+    ``selection.augment_copies`` noisy copies of each (seed ``selection.seed + 7919·iteration``);
+    no extras or attrs (what they described was the sampling run)."""
+    kept.extras, kept.attrs = {}, {}
+    kept.source[:] = source
+    kept.iteration[:] = iteration
+    kept.status[:] = "unlabelled"
+    kept.energy = np.full(len(kept), np.nan)
+    kept.forces = np.full((len(kept), kept.n_atoms, 3), np.nan)
+    kept.labeller[:] = ""
+    if not selection_cfg["augment_copies"]:
+        return kept
+    noisy = augment(kept, n_copies=selection_cfg["augment_copies"], amplitude=selection_cfg["augment_amplitude"],
+                    seed=selection_cfg["seed"] + 7919 * iteration)
+    noisy.extras = {}
+    return Frames.concatenate([kept, noisy])
+
+
+def select_replica(frames: Frames, sigma: np.ndarray, threshold: float, energies: np.ndarray,
+                   selection_cfg: dict) -> tuple[np.ndarray, dict]:
+    """The frames of one SMD replica to label (steps 1–3, the screening gaps and the
+    post-break cap of ``selection_cfg``), plus the frame ``blowup_lookback`` before a
+    blow-up (:func:`blowup_frames`).
+
+    Parameters
+    ----------
+    frames : the replica (extras ``spring_distance``, Å), non-empty
+    sigma : (F,) committee σ per frame, eV; threshold : its UQ threshold, eV
+    energies : (K, F) member energies, eV (their mean is the screened energy)
+
+    Returns
+    -------
+    (indices (M,) int, record): record has ``candidates``, ``kept``, ``threshold``,
+    ``break_index``, ``stop_reason``, ``blowup_frames`` and ``indices`` (JSON types).
+    """
+    bi = find_break(frames.numbers, frames.positions).index
+    idx = select_frames(sigma, threshold, frames.extras["spring_distance"], energies.mean(axis=0), bi,
+                        max_post_break=selection_cfg["max_post_break"], max_frames=None,
+                        min_distance_gap=selection_cfg["min_distance_gap"],
+                        min_energy_gap=selection_cfg["min_energy_gap_kcal"] * EV_PER_KCAL_MOL)
+    forced = blowup_frames(frames, selection_cfg.get("blowup_lookback", 10))
+    idx = np.union1d(np.asarray(idx, dtype=int), forced).astype(int)
+    return idx, {"candidates": int((sigma > threshold).sum()), "kept": len(idx), "threshold": threshold,
+                 "break_index": bi, "stop_reason": frames.attrs.get("stop_reason"), "blowup_frames": forced,
+                 "indices": [int(i) for i in idx]}
+
+
+def cap_frames(kept: Frames, max_frames: int | None) -> Frames:
+    """Step 4 over all replicas of an iteration: at most ``max_frames`` (None: no cap),
+    spread evenly over the kept list."""
+    if max_frames is None or len(kept) <= max_frames:
+        return kept
+    return kept.subset(_even(len(kept), int(max_frames)))

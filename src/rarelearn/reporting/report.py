@@ -14,9 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .dataset import atomic_path, read_frames  # noqa: E402
-from .pipeline import read_json  # noqa: E402
-from .units import KCAL_MOL_PER_EV  # noqa: E402
+from ..dataset import atomic_path, read_frames  # noqa: E402
+from ..jsonio import read_json  # noqa: E402
+from ..units import KCAL_MOL_PER_EV  # noqa: E402
 
 __all__ = [
     "plot_work_curves",
@@ -50,7 +50,7 @@ def _curve(frames):
 
 def _plot_replica(ax, path, color, lw, label) -> None:
     """One replica's work curve, with a cross where it broke (the barrier is read before it)."""
-    from .barrier import read_replica
+    from ..chem.barrier import read_replica
 
     fr = read_frames(path)
     d, w = _curve(fr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import Frames
+from ..dataset import Frames
 
 __all__ = ["member_energies", "sigma", "threshold"]
 
@@ -19,7 +19,7 @@ def member_energies(ensemble, frames: Frames, batch_size: int = 256) -> np.ndarr
 
     Parameters
     ----------
-    ensemble : :class:`rarelearn.model.EnsembleModel`
+    ensemble : :class:`rarelearn.models.ani.EnsembleModel`
     frames : F frames (labels not needed)
     batch_size : frames per TorchANI call
 

@@ -9,7 +9,7 @@ system_changes)``, holds
 * ``calc.results["energies"]``      (K,)      member energies, eV
 * ``calc.results["member_forces"]`` (K, N, 3) member forces, eV/Å
 
-(``rarelearn.model.NNPCalculator`` does, when ``"member_forces"`` is among the
+(``rarelearn.models.ani.NNPCalculator`` does, when ``"member_forces"`` is among the
 requested properties, which :class:`HALCalculator` always asks for.)
 
 Biased potential (paper eq. 1, 9, 10)::
@@ -43,6 +43,7 @@ trigger when max_i softmax(f)_i > s_tol (0.5), or when max_i f_i > f_tol.
 together in one call, so one MD step is one committee evaluation). It can be
 combined with a steering spring through ``ase.calculators.mixing.SumCalculator``;
 the shared properties there are ``energy`` and ``forces`` (and ``free_energy``).
+The statistics and stop criteria live in :mod:`rarelearn.learning.hal_stats`.
 """
 from __future__ import annotations
 
@@ -51,153 +52,21 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from .hal_stats import (HALError, StopCriterion, _check_committee_arrays, committee_stats, max_softmax,
+                        relative_force_uncertainty)
+
 __all__ = [
     "COMMITTEE_PROPERTIES",
     "HALCalculator",
-    "HALError",
     "HALMonitor",
     "HALRecord",
-    "StopCriterion",
-    "committee_stats",
-    "max_softmax",
-    "max_stop",
-    "relative_force_uncertainty",
-    "softmax_stop",
+    "hand_over",
 ]
 
 #: Properties asked of the committee calculator on every step.
 COMMITTEE_PROPERTIES = ("energy", "forces", "energies", "member_forces")
 
 _NORMS = ("frobenius", "atomwise")
-
-
-class HALError(ValueError):
-    """Bad HAL parameters or a committee calculator that does not fill the results contract."""
-
-
-# ---------------------------------------------------------------------- committee statistics
-def _check_committee_arrays(energies, forces) -> tuple[np.ndarray, np.ndarray]:
-    e = np.asarray(energies, dtype=np.float64)
-    f = np.asarray(forces, dtype=np.float64)
-    if e.ndim != 1 or e.size == 0:
-        raise HALError(f"member energies must have shape (K,), got {e.shape}")
-    if f.ndim != 3 or f.shape[0] != e.shape[0] or f.shape[2] != 3:
-        raise HALError(f"member forces must have shape (K={e.shape[0]}, N, 3), got {f.shape}")
-    return e, f
-
-
-def committee_stats(energies, forces) -> dict:
-    """Committee mean, spread and the gradient of the spread.
-
-    Parameters
-    ----------
-    energies : (K,) member energies, eV
-    forces : (K, N, 3) member forces (= −∇E_k), eV/Å
-
-    Returns
-    -------
-    dict with
-      mean_energy : float, Ē (eV)
-      sigma : float, σ = std of the member energies, ddof=0 (eV)
-      mean_forces : (N, 3), F̄ (eV/Å)
-      grad_sigma : (N, 3), ∇σ = ∇σ²/(2σ) with ∇σ² = (2/K) Σ_k (E_k − Ē)(F̄ − F_k) (eV/Å).
-          Zero where σ = 0 (K = 1 or identical members), where σ is not differentiable.
-          For σ > 0, |∇σ| ≤ rms_k |F_k − F̄| (Cauchy–Schwarz), so it stays bounded as σ → 0.
-    """
-    e, f = _check_committee_arrays(energies, forces)
-    k = e.shape[0]
-    mean_e = float(e.mean())
-    d = e - mean_e
-    sigma = float(np.sqrt(np.mean(d * d)))
-    mean_f = f.mean(axis=0)
-    grad_sigma2 = (2.0 / k) * np.einsum("k,kia->ia", d, mean_f[None] - f)
-    if sigma > 0.0 and np.isfinite(sigma):
-        grad_sigma = grad_sigma2 / (2.0 * sigma)
-    else:
-        grad_sigma = np.zeros_like(mean_f)
-    return {"mean_energy": mean_e, "sigma": sigma, "mean_forces": mean_f, "grad_sigma": grad_sigma}
-
-
-# ---------------------------------------------------------------------- stop criterion
-def relative_force_uncertainty(forces, eps: float = 0.2) -> np.ndarray:
-    """Per-atom relative force uncertainty f_i (paper eq. 6).
-
-    f_i = mean_k ‖F_i^k − F̄_i‖ / (‖F̄_i‖ + eps); forces (K, N, 3) in eV/Å, eps in eV/Å.
-    Returns (N,).
-    """
-    f = np.asarray(forces, dtype=np.float64)
-    if f.ndim != 3 or f.shape[2] != 3 or f.shape[0] == 0:
-        raise HALError(f"member forces must have shape (K, N, 3), got {f.shape}")
-    if not eps > 0.0:
-        raise HALError(f"eps must be > 0 eV/Å, got {eps}")
-    mean_f = f.mean(axis=0)
-    spread = np.linalg.norm(f - mean_f[None], axis=2).mean(axis=0)
-    return spread / (np.linalg.norm(mean_f, axis=1) + eps)
-
-
-def max_softmax(f) -> float:
-    """max_i exp(f_i) / Σ_j exp(f_j), computed stably. 1/N when all f_i are equal."""
-    f = np.asarray(f, dtype=np.float64).ravel()
-    if f.size == 0:
-        raise HALError("softmax of an empty array")
-    z = np.exp(f - f.max())
-    return float(z.max() / z.sum())
-
-
-def softmax_stop(f, s_tol: float = 0.5) -> bool:
-    """Paper eq. 8: True when max_i softmax(f)_i > s_tol.
-
-    Note: with N atoms the smallest possible value is 1/N, so a 1-atom system always
-    triggers and a 2-atom system triggers as soon as f differ at all (s_tol = 0.5).
-    """
-    return max_softmax(f) > s_tol
-
-
-def max_stop(f, f_tol: float) -> bool:
-    """Paper eq. 7: True when max_i f_i > f_tol."""
-    f = np.asarray(f, dtype=np.float64)
-    if f.size == 0:
-        raise HALError("max of an empty array")
-    return bool(f.max() > f_tol)
-
-
-@dataclass(frozen=True)
-class StopCriterion:
-    """Stop-and-label rule on the committee's member forces.
-
-    kind : "softmax" (max_i softmax(f)_i > tol, default tol 0.5) or "max" (max_i f_i > tol)
-    tol : the tolerance (s_tol or f_tol); None → 0.5 for "softmax" (required for "max")
-    eps : regulariser ε of f_i, eV/Å
-    """
-
-    kind: str = "softmax"
-    tol: float | None = None
-    eps: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("softmax", "max"):
-            raise HALError(f"unknown stop criterion kind {self.kind!r}; known: 'softmax', 'max'")
-        if self.tol is None:
-            if self.kind == "max":
-                raise HALError("stop criterion kind 'max' needs a tolerance f_tol")
-            object.__setattr__(self, "tol", 0.5)
-        if not np.isfinite(self.tol):
-            raise HALError(f"stop tolerance must be finite, got {self.tol}")
-        if not self.eps > 0.0:
-            raise HALError(f"eps must be > 0 eV/Å, got {self.eps}")
-
-    def score(self, forces) -> float:
-        """The value compared with ``tol``: max softmax(f) or max f."""
-        f = relative_force_uncertainty(forces, self.eps)
-        return max_softmax(f) if self.kind == "softmax" else float(f.max())
-
-    def score_from_f(self, f) -> float:
-        f = np.asarray(f, dtype=np.float64)
-        return max_softmax(f) if self.kind == "softmax" else float(f.max())
-
-    def __call__(self, forces) -> bool:
-        """True when the configuration with member forces (K, N, 3) should be labelled."""
-        return bool(self.score(forces) > self.tol)
 
 
 # ---------------------------------------------------------------------- calculator
@@ -439,7 +308,7 @@ class HALCalculator(Calculator):
 
 # ---------------------------------------------------------------------- MD hook
 class HALMonitor:
-    """The ``stop_when`` hook of :func:`rarelearn.dynamics.run_md` for a HAL run.
+    """The ``stop_when`` hook of :func:`rarelearn.md.dynamics.run_md` for a HAL run.
 
     Called after every force evaluation of the run with ``(step, positions, energy,
     forces)``; it reads the verdict the :class:`HALCalculator` (built with a
@@ -482,3 +351,23 @@ class HALMonitor:
         rows = [self.per_step.get(int(s), (np.nan, np.nan, np.nan)) for s in np.asarray(steps).ravel()]
         arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
         return {"tau": arr[:, 0], "sigma": arr[:, 1], "score": arr[:, 2]}
+
+
+def hand_over(frames, fallback: str) -> tuple[bool, int, str]:
+    """The hand-over rule of a HAL run: which recorded frame goes to labelling.
+
+    The firing frame (the last one) when the stop criterion fired (``attrs["stop_requested"]``);
+    for a run that ended without firing (``max_steps`` reached, or a blow-up, which stops
+    cleanly and drops its bad step) its most uncertain recorded frame (highest extras
+    ``hal_score``) when ``fallback`` is ``"most_uncertain"``, nothing when it is ``"none"``.
+
+    Returns
+    -------
+    (fired, index of the frame handed over or −1, the reason in words)
+    """
+    fired = bool(frames.attrs.get("stop_requested")) and len(frames) > 0
+    if fired:
+        return fired, len(frames) - 1, "stop criterion fired"
+    if fallback == "most_uncertain" and len(frames):
+        return fired, int(np.nanargmax(frames.extras["hal_score"])), "most uncertain recorded frame (no stop)"
+    return fired, -1, "none (no stop)"

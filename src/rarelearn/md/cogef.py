@@ -15,7 +15,7 @@ How
 * The start is relaxed without constraint; every image is the previous one with the
   pulled atoms moved apart by the step, mass-weighted along their axis (as ase-cogef's
   ``shift_atoms_mass_weighted``), then relaxed under :class:`ase.constraints.FixBondLength`.
-* The break is the shared rule of :mod:`rarelearn.breaks` (a bond of the start past 2× its
+* The break is the shared rule of :mod:`rarelearn.chem.breaks` (a bond of the start past 2× its
   covalent radii); the scan goes on ``post_break_extension`` past it so that the
   post-break plateau is measured (fragments apart: a reference is flat there; a potential
   whose fragments still attract rises), or stops at ``max_extension``.
@@ -49,9 +49,9 @@ from typing import Callable
 
 import numpy as np
 
-from .breaks import BreakReport, find_break
-from .dataset import Frames
-from .units import EV_PER_KCAL_MOL
+from ..chem.breaks import BreakReport, find_break
+from ..dataset import Frames
+from ..units import EV_PER_KCAL_MOL
 
 __all__ = ["CogefProfile", "cogef_profile", "relaxed", "OPTIMIZERS"]
 
@@ -90,7 +90,7 @@ class CogefProfile:
         in ``extras`` ``cogef_energy``/``potential_energy``; see :func:`cogef_profile`)
     e_max, extension_at_max : the maximum of E over the intact images (eV, Å)
     f_max, extension_at_f_max : the largest constraint force, parabola-refined (eV/Å, Å)
-    brk : the break (:class:`rarelearn.breaks.BreakReport`, ``index`` into the arrays)
+    brk : the break (:class:`rarelearn.chem.breaks.BreakReport`, ``index`` into the arrays)
     refinement : one dict per halving: ``step``, ``e_max``, ``extension_at_max``, ``bound``
     refine_converged : whether the stop criterion was met within ``max_refinements``
     unconverged_images : images whose relaxation hit the step limit

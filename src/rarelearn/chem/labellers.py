@@ -19,7 +19,7 @@ Known labellers (:data:`LABELLERS`):
 Failures: :meth:`Labeller.label` never raises for one bad frame. A frame whose
 positions are not finite, whose SCF does not converge, whose calculation raises,
 or whose energy/forces come back NaN/inf gets status ``failed`` and NaN labels;
-the reason is logged (logger ``rarelearn.labellers``) and kept in
+the reason is logged (logger ``rarelearn.chem.labellers``) and kept in
 ``Labeller.last_errors``. tblite signals a non-converged SCF by raising
 ``ase.calculators.calculator.CalculationFailed("SCF not converged in N cycles")``;
 coincident atoms raise ``InputError("Too close interatomic distances found")``;
@@ -46,7 +46,7 @@ from ase.calculators.calculator import (
 from ase.data import atomic_numbers, chemical_symbols
 from ase.units import Bohr, Hartree
 
-from .dataset import STATUS_FAILED, STATUS_OK, Frames
+from ..dataset import STATUS_FAILED, STATUS_OK, Frames
 
 __all__ = [
     "LABELLERS",

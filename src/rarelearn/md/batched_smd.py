@@ -3,13 +3,13 @@ MD step on all of them.
 
 How it works
 ------------
-A replica here is exactly the run :func:`rarelearn.dynamics.run_smd` makes for its seed
+A replica here is exactly the run :func:`rarelearn.md.dynamics.run_smd` makes for its seed
 (same LAMMPS commands: ``fix nve``, a Berendsen thermostat and a ``fix smd cvel`` spring
 per replica, the same blow-up rules, record and ``attrs``); only the forces come from one
 batched call, ``evaluate(positions (B, N, 3) Å) -> (energies (B,) eV, forces (B, N, 3)
 eV/Å)``, per step for every replica still running.
 
-* Up to :data:`~rarelearn.dynamics.MAX_COPIES` (10) replicas share one LAMMPS instance as
+* Up to :data:`~rarelearn.md.engine.MAX_COPIES` (10) replicas share one LAMMPS instance as
   stacked copies of the molecule (LAMMPS allows 32 atom groups; each copy needs three:
   itself for its thermostat, and its two pulled groups for its spring). The copies sit
   on the same coordinates and never interact: there is no pair style, and each copy's
@@ -23,7 +23,7 @@ eV/Å)``, per step for every replica still running.
   alone for its seed, so replica k of a batch follows the trajectory it follows alone, up
   to the rounding of the batched model (bitwise with a force function whose rows do not
   depend on the batch, e.g. an analytic potential).
-* A replica that blows up (the rules of :mod:`rarelearn.dynamics`) stops alone: its frames
+* A replica that blows up (the rules of :mod:`rarelearn.md.dynamics`) stops alone: its frames
   so far are kept with its ``stop_reason``, it is no longer evaluated or recorded (its
   atoms drift, without model forces, under its own thermostat and spring), and the others
   go on. A failing batched call (an exception) stops every replica it was evaluating,
@@ -42,8 +42,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import Frames
-from .dynamics import MAX_COPIES, BlowUpRules, SMDProtocol, _check_groups, _Engine, _smd
+from ..dataset import Frames
+from .engine import MAX_COPIES, _Engine
+from .blowup import BlowUpRules
+from .dynamics import SMDProtocol, _check_groups, _smd
 
 __all__ = ["run_smd_batch", "member_evaluator", "split_batch"]
 
@@ -170,7 +172,7 @@ def run_smd_batch(atoms, evaluate: Evaluate, group1: list[int], group2: list[int
     atoms : ase.Atoms, the starting structure (not modified)
     evaluate : batched force function, positions (B, N, 3) Å -> energies (B,) eV and forces
         (B, N, 3) eV/Å, row b for structure b (e.g. :func:`member_evaluator`)
-    group1, group2, protocol, label_as, rules : as in :func:`rarelearn.dynamics.run_smd`
+    group1, group2, protocol, label_as, rules : as in :func:`rarelearn.md.dynamics.run_smd`
     seeds : one velocity seed per replica (distinct or not: equal seeds give equal runs)
     progress : optional callable receiving a one-line status about every 10 % of the run
     per_instance : replicas per LAMMPS instance (1..10); the batch is split evenly
@@ -219,7 +221,7 @@ def run_smd_batch(atoms, evaluate: Evaluate, group1: list[int], group2: list[int
 
 def member_evaluator(model, member: int, numbers) -> Evaluate:
     """The batched force function of one committee member: a copy of member ``member`` of
-    ``model`` (either family, :meth:`rarelearn.model.CommitteeBase.member`), evaluated on
+    ``model`` (either family, :meth:`rarelearn.models.committee.CommitteeBase.member`), evaluated on
     all structures in one forward and one backward pass.
 
     numbers : (N,) atomic numbers of the structures. Returns ``evaluate(positions (B, N, 3)

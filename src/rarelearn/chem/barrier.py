@@ -1,0 +1,273 @@
+"""Activation energy from an SMD work curve, read up to the break, and its statistics
+over replicas: the one module for barrier statistics (mean, standard error, the
+difference to the reference with one NaN rule, :func:`combine`).
+
+E_a of one replica is the maximum of the spring's work W *before* the molecule breaks
+(:mod:`rarelearn.chem.breaks`: the first frame in which a bond of the starting structure is
+past 2× the sum of its covalent radii). What happens after the break is reported on its
+own (:func:`read_replica`): the work gained and the mean pull force after the break. A
+reference's fragments no longer attract, so both are ~0 there; a potential whose
+fragments still attract keeps gaining work, and reading max W over the whole pull would
+count that error as barrier. A replica in which nothing broke has no barrier.
+
+Units: eV, Å.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..dataset import Frames, read_frames
+from ..units import KCAL_MOL_PER_EV
+from .breaks import find_break
+
+__all__ = ["activation_energy", "read_replica", "ReplicaSummary", "summarize", "Delta", "combine", "delta",
+           "barrier_record", "delta_record", "barrier_of_files"]
+
+
+def activation_energy(work: Sequence[float], spring_distance: Sequence[float],
+                      until: int | None = None) -> tuple[float, float]:
+    """E_a as the maximum of the spring's work, and where it was reached.
+
+    Parameters
+    ----------
+    work : (F,) accumulated work W of the spring along the pull, eV
+    spring_distance : (F,) centre-of-mass distance of the pulled groups, Å
+    until : read frames ``[0, until)`` only (the break frame, :func:`read_replica`);
+        None: every frame
+
+    Returns
+    -------
+    (E_a, break_distance) : max W (eV) and the spring distance at that frame (Å);
+        the first frame wins on ties. Non-finite W values are ignored.
+
+    Raises
+    ------
+    ValueError
+        on empty input, mismatched lengths, or no finite work value.
+    """
+    w = np.asarray(work, dtype=np.float64).reshape(-1)
+    d = np.asarray(spring_distance, dtype=np.float64).reshape(-1)
+    if w.shape != d.shape:
+        raise ValueError(f"work and spring_distance differ in length ({w.size} vs {d.size})")
+    if until is not None:
+        w, d = w[:until], d[:until]
+    finite = np.isfinite(w)
+    if not finite.any():
+        raise ValueError("no finite work values: cannot compute an activation energy")
+    i = int(np.argmax(np.where(finite, w, -np.inf)))
+    return float(w[i]), float(d[i])
+
+
+def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name: str = "") -> dict:
+    """The barrier of one SMD replica, read up to the break, and what came after it.
+
+    Parameters
+    ----------
+    frames : the replica's recorded pull (extras ``work`` eV, ``spring_distance`` Å,
+        ``pull_force`` eV/Å as :func:`rarelearn.md.dynamics.run_smd` writes them)
+    start_positions : (N, 3) Å, the structure whose bonds can break (the campaign's
+        molecule); None: the first recorded frame
+    name : the replica's name, copied into the record
+
+    Returns
+    -------
+    dict (JSON types) with ``replica``, ``n_frames``, ``stop_reason``; the break
+    (:meth:`rarelearn.chem.breaks.BreakReport.as_dict`: ``broke``, ``break_frame``,
+    ``broken_bond``, ``broken_elements``, ``broken_label``); ``ea`` = max W before the break
+    frame (eV; NaN when nothing broke, or it broke before the first recorded frame);
+    ``ea_distance`` the spring distance there (Å); ``break_distance`` the spring distance at
+    the break frame (Å, NaN without a break); ``post_break_work`` = W(last) − W(break) (eV)
+    and ``post_break_force`` = the mean pull force on the molecule after the break
+    (eV/Å, positive while the fragments resist the pull), NaN without a break.
+    """
+    n = len(frames)
+    rec = {"replica": name, "n_frames": n, "stop_reason": frames.attrs.get("stop_reason", "unknown")}
+    nan = math.nan
+    if n == 0:
+        return {**rec, "broke": False, "break_frame": None, "broken_bond": None, "broken_elements": None,
+                "broken_label": "none", "ea": nan, "ea_distance": nan, "break_distance": nan,
+                "post_break_work": nan, "post_break_force": nan}
+    brk = find_break(frames.numbers, frames.positions, start_positions)
+    rec.update(brk.as_dict())
+    w = np.asarray(frames.extras["work"], dtype=np.float64)
+    d = np.asarray(frames.extras["spring_distance"], dtype=np.float64)
+    if not brk.broke or brk.index == 0:
+        rec.update(ea=nan, ea_distance=nan, break_distance=float(d[0]) if brk.broke else nan,
+                   post_break_work=nan, post_break_force=nan)
+        return rec
+    b = brk.index
+    ea, at = activation_energy(w, d, until=b)
+    pull = -np.asarray(frames.extras["pull_force"], dtype=np.float64)[b:]
+    rec.update(ea=ea, ea_distance=at, break_distance=float(d[b]),
+               post_break_work=float(w[-1] - w[b]), post_break_force=float(np.nanmean(pull)))
+    return rec
+
+
+@dataclass
+class ReplicaSummary:
+    """Mean and spread of one quantity over independent replicas.
+
+    Attributes
+    ----------
+    mean : arithmetic mean
+    stderr : standard error of the mean, std(ddof=1)/sqrt(n); NaN for n = 1 (one replica
+        says nothing about the spread — NaN keeps that visible instead of a false 0)
+    std : sample standard deviation (ddof=1); NaN for n = 1
+    n : number of replicas
+    values : the replica values
+    """
+
+    mean: float
+    stderr: float
+    std: float
+    n: int
+    values: list = field(default_factory=list)
+
+
+def summarize(values: Sequence[float]) -> ReplicaSummary:
+    """:class:`ReplicaSummary` of replica values (e.g. E_a in eV). Empty input: NaNs, n = 0."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = int(v.size)
+    if n == 0:
+        return ReplicaSummary(math.nan, math.nan, math.nan, 0, [])
+    mean = float(v.mean())
+    if n == 1:
+        return ReplicaSummary(mean, math.nan, math.nan, 1, [float(x) for x in v])
+    std = float(v.std(ddof=1))
+    return ReplicaSummary(mean, std / math.sqrt(n), std, n, [float(x) for x in v])
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A difference of two replica means and its standard error, by the one NaN rule.
+
+    Attributes
+    ----------
+    value : a.mean − b.mean (NaN when either side has no barrier at all)
+    defined : both sides have a standard error (n ≥ 2 each) and the difference is finite
+    stderr : sqrt(se_a² + se_b²) when ``defined``, else NaN
+    partial_stderr : the same sum with a missing side counted as 0 (what the workflow
+        records next to ``defined``); NaN when the difference is NaN — never a finite
+        error beside a NaN difference
+    """
+
+    value: float
+    defined: bool
+    stderr: float
+    partial_stderr: float
+
+
+def combine(mean_a: float, se_a: float, mean_b: float, se_b: float) -> Delta:
+    """The one rule for a difference of means (:class:`Delta`)."""
+    value = float(mean_a - mean_b)
+    if not math.isfinite(value):
+        return Delta(value, False, math.nan, math.nan)
+    missing_a, missing_b = math.isnan(se_a), math.isnan(se_b)
+    partial = math.sqrt((0.0 if missing_a else se_a) ** 2 + (0.0 if missing_b else se_b) ** 2)
+    defined = not (missing_a or missing_b)
+    return Delta(value, defined, partial if defined else math.nan, partial)
+
+
+def delta(nnp: ReplicaSummary, ref: ReplicaSummary) -> tuple[float, float]:
+    """Difference of means and its standard error (:func:`combine`).
+
+    Returns
+    -------
+    (nnp.mean − ref.mean, sqrt(se_nnp² + se_ref²)); the error is NaN when it is not
+    defined (a side with a single replica); :func:`delta_record` also reports the partial
+    error that counts a missing side as 0.
+    """
+    d = combine(nnp.mean, nnp.stderr, ref.mean, ref.stderr)
+    return d.value, d.stderr
+
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def barrier_record(replicas: Sequence[dict]) -> dict:
+    """E_a statistics over SMD replica records (:func:`read_replica`).
+
+    Only replicas that broke carry a barrier; the others are counted (``unbroken``) and
+    named (``unbroken_replicas``), never read off their last frame. Mean, standard error
+    and std follow :func:`summarize` (NaN for fewer than two values).
+
+    Returns
+    -------
+    dict: ``ea_mean``, ``ea_stderr``, ``ea_std``, ``n_replicas`` (replicas with a barrier),
+    ``ea_values``, ``break_distance_mean``/``break_distances`` (spring distance at the break,
+    Å), ``ea_distance_mean`` (spring distance at max W), ``post_break_work_mean``/``_stderr``
+    (eV), ``post_break_force_mean`` (eV/Å), ``unbroken``, ``unbroken_replicas``,
+    ``per_bond`` (bond label -> mean, stderr, n of its E_a), ``replica_records``.
+    """
+    with_barrier = [r for r in replicas if r.get("broke") and _finite(r.get("ea"))]
+    ea = summarize([r["ea"] for r in with_barrier])
+    post_w = summarize([r["post_break_work"] for r in with_barrier])
+    post_f = summarize([r["post_break_force"] for r in with_barrier])
+    per_bond: dict[str, dict] = {}
+    for label in sorted({r["broken_label"] for r in with_barrier}):
+        s = summarize([r["ea"] for r in with_barrier if r["broken_label"] == label])
+        per_bond[label] = {"ea_mean": s.mean, "ea_stderr": s.stderr, "n": s.n}
+    unbroken = [r["replica"] for r in replicas if r.get("n_frames", 0) > 0 and not r.get("broke")]
+    dists = [r["break_distance"] for r in with_barrier]
+    return {
+        "ea_mean": ea.mean,
+        "ea_stderr": ea.stderr,
+        "ea_std": ea.std,
+        "n_replicas": ea.n,
+        "ea_values": ea.values,
+        "break_distance_mean": float(np.mean(dists)) if dists else math.nan,
+        "break_distances": [float(x) for x in dists],
+        "ea_distance_mean": float(np.mean([r["ea_distance"] for r in with_barrier])) if with_barrier else math.nan,
+        "post_break_work_mean": post_w.mean,
+        "post_break_work_stderr": post_w.stderr,
+        "post_break_force_mean": post_f.mean,
+        "unbroken": len(unbroken),
+        "unbroken_replicas": unbroken,
+        "per_bond": per_bond,
+        "replica_records": list(replicas),
+    }
+
+
+def delta_record(nnp: dict, ref: dict) -> dict:
+    """ΔE_a = mean(NNP) − mean(reference) with the combined standard error, in eV and kcal/mol
+    (:func:`combine`: the one NaN rule). ``post_break_work_delta`` compares the work gained
+    after the break."""
+    d = combine(nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"], ref["ea_stderr"])
+    post = nnp.get("post_break_work_mean", math.nan) - ref.get("post_break_work_mean", math.nan)
+    return {
+        "delta_ea": d.value,
+        "delta_ea_stderr": d.partial_stderr,
+        "abs_delta_ea_kcal": abs(d.value) * KCAL_MOL_PER_EV,
+        "delta_ea_kcal": d.value * KCAL_MOL_PER_EV,
+        "delta_ea_stderr_kcal": d.partial_stderr * KCAL_MOL_PER_EV,
+        "delta_stderr_defined": d.defined,
+        "post_break_work_delta_kcal": post * KCAL_MOL_PER_EV,
+    }
+
+
+def barrier_of_files(paths: Sequence, allow_empty: bool = False, start_positions=None) -> dict:
+    """:func:`barrier_record` over SMD replica files, each read up to its break.
+    A replica that stopped before the pull began (no frames) has no barrier: it is left out
+    and listed in ``failed_replicas``; with ``allow_empty`` False (reference runs) it is an
+    error instead. A replica in which nothing broke is counted in ``unbroken``."""
+    replicas, reasons, failed = [], [], []
+    for p in paths:
+        fr = read_frames(p)
+        reasons.append(fr.attrs.get("stop_reason", "unknown"))
+        if len(fr) == 0:
+            if not allow_empty:
+                raise ValueError(f"{p}: SMD replica has no frames ({reasons[-1]}); cannot compute its barrier")
+            failed.append(str(p))
+            continue
+        replicas.append(read_replica(fr, start_positions, name=Path(p).stem))
+    rec = barrier_record(replicas)
+    rec["stop_reasons"] = reasons
+    rec["replicas"] = [str(p) for p in paths]
+    rec["failed_replicas"] = failed
+    return rec

@@ -1,0 +1,114 @@
+"""Labelling a batch safely: every frame in its own process with a time limit (for a
+retry after a crash), and the screen that keeps unphysical geometries out of training."""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..dataset import STATUS_SCREENED, Frames
+from .geometry import min_pair_distance
+
+__all__ = ["label_isolated", "screen_labels", "MAX_LABEL_FORCE", "MIN_LABEL_DISTANCE"]
+
+log = logging.getLogger("rarelearn")
+
+
+def _label_one_in_child(labeller, positions, numbers, conn) -> None:  # pragma: no cover - child process
+    from ase import Atoms
+
+    try:
+        e, f = labeller.single_point(Atoms(numbers=numbers, positions=positions, pbc=False))
+        conn.send(("ok", float(e), np.asarray(f)))
+    except Exception as exc:
+        conn.send(("failed", f"{type(exc).__name__}: {exc}", None))
+    finally:
+        conn.close()
+
+
+def label_isolated(labeller, frames: Frames, timeout_s: float | None) -> Frames:
+    """Label frame by frame, each in its own child process with a wall-time limit.
+
+    A frame whose calculation crashes the process, or runs past ``timeout_s``, is recorded
+    as ``failed`` with the reason; the others are labelled as usual.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    out = frames.subset(np.arange(len(frames)))
+    n = len(out)
+    out.energy = np.full(n, np.nan)
+    out.forces = np.full((n, out.n_atoms, 3), np.nan)
+    out.status = np.array(["failed"] * n, dtype=object)
+    out.labeller = np.array([labeller.name] * n, dtype=object)
+    seconds = np.zeros(n)
+    reasons = []
+    for i in range(n):
+        parent, child = ctx.Pipe(duplex=False)
+        t0 = time.perf_counter()
+        proc = ctx.Process(target=_label_one_in_child, args=(labeller, out.positions[i], out.numbers, child))
+        proc.start()
+        child.close()
+        msg, timed_out = None, not parent.poll(timeout_s)
+        if not timed_out:
+            try:
+                msg = parent.recv()
+            except EOFError:  # the child died without answering
+                msg = None
+        proc.join(0 if timed_out else 5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        parent.close()
+        seconds[i] = time.perf_counter() - t0
+        if msg is None:
+            reason = (f"timed out after {timeout_s} s" if timed_out
+                      else f"labeller process died (exit code {proc.exitcode})")
+            reasons.append((i, reason))
+            log.warning("%s: frame %d failed: %s", labeller.name, i, reason)
+        elif msg[0] == "ok":
+            out.energy[i], out.forces[i], out.status[i] = msg[1], msg[2], "ok"
+        else:
+            reasons.append((i, msg[1]))
+            log.warning("%s: frame %d failed: %s", labeller.name, i, msg[1])
+    out.extras["label_seconds"] = seconds
+    out.attrs["failures"] = [f"frame {i}: {r}" for i, r in reasons]
+    return out
+
+
+#: The labelling screen's defaults (schema ``labelling.max_force``, eV/Å, and
+#: ``labelling.min_distance``, Å): the SMD blow-up rule's. GFN2-xTB returns 760 eV/Å for
+#: two atoms 0.52 Å apart and converges to +25 000 eV for two atoms 0.01 Å apart.
+MAX_LABEL_FORCE = 50.0
+MIN_LABEL_DISTANCE = 0.5
+
+
+def screen_labels(frames: Frames, max_force: float | None = MAX_LABEL_FORCE,
+                  min_distance: float | None = MIN_LABEL_DISTANCE) -> list[str]:
+    """Mark labelled frames of unphysical geometries ``screened`` in place: an atom's force
+    above ``max_force`` (eV/Å) or two atoms closer than ``min_distance`` (Å); None switches
+    a rule off. Their labels are kept for inspection; ``Frames.ok`` is False for them, so
+    they are left out of training. Returns one reason per screened frame."""
+    reasons: list[str] = []
+    if not len(frames):
+        return reasons
+    labelled = frames.status == "ok"
+    dmin = np.atleast_1d(min_pair_distance(frames.positions))
+    fmax = np.full(len(frames), np.nan)
+    finite = np.isfinite(frames.forces).all(axis=(1, 2))
+    fmax[finite] = np.linalg.norm(frames.forces[finite], axis=2).max(axis=1)
+    for i in np.flatnonzero(labelled):
+        why = []
+        if min_distance is not None and dmin[i] < min_distance:
+            why.append(f"atoms {dmin[i]:.3f} Å apart (< {min_distance} Å)")
+        if max_force is not None and np.isfinite(fmax[i]) and fmax[i] > max_force:
+            why.append(f"|F| {fmax[i]:.1f} eV/Å (> {max_force} eV/Å)")
+        if why:
+            frames.status[i] = STATUS_SCREENED
+            reasons.append(f"frame {i}: " + ", ".join(why))
+    frames.extras["label_max_force"] = fmax
+    frames.extras["min_pair_distance"] = dmin.astype(np.float64)
+    return reasons
+
+

@@ -1,0 +1,104 @@
+"""Evaluation of an iteration against the reference, and the campaign's stop rule.
+
+Two observables of the same event are compared:
+
+* **SMD**: E_a = max W read up to the break (:func:`rarelearn.chem.barrier.read_replica`),
+  a mean over replicas with its standard error (:func:`rarelearn.chem.barrier.barrier_record`,
+  :func:`rarelearn.chem.barrier.delta_record`); one replica scatters by ~4 kcal/mol.
+* **COGEF**: the maximum E_max of the constrained-geometry profile
+  (:mod:`rarelearn.md.cogef`), deterministic.
+
+Energies in eV inside; the kcal/mol figures written next to them are for reports.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..chem.barrier import _finite
+from ..units import KCAL_MOL_PER_EV
+
+__all__ = ["cogef_comparison", "no_barrier_reason", "stop_rule_met", "STOP_OBSERVABLES"]
+
+STOP_OBSERVABLES = ("cogef", "smd", "both")
+
+
+def no_barrier_reason(nnp: dict) -> str | None:
+    """Why an iteration has no SMD barrier (None when it has one)."""
+    if nnp["n_replicas"] > 0:
+        return None
+    parts = []
+    if nnp["failed_replicas"]:
+        parts.append(f"{len(nnp['failed_replicas'])} replica(s) blew up before the pull")
+    if nnp["unbroken"]:
+        reasons = sorted({r["stop_reason"] for r in nnp["replica_records"] if not r["broke"]})
+        parts.append(f"{nnp['unbroken']} replica(s) broke no bond (stopped: {', '.join(reasons)})")
+    return "; ".join(parts) or "no replicas"
+
+
+def cogef_comparison(nnp: dict, ref: dict) -> dict:
+    """The potential's COGEF profile against the reference's (records of
+    :meth:`rarelearn.md.cogef.CogefProfile.summary`, with ``extension``/``energy`` arrays).
+
+    Returns
+    -------
+    dict: ``cogef_delta_e_max`` (eV) and ``cogef_abs_delta_e_max_kcal``, NaN when either
+    side did not break within its scan (its maximum is then only a lower bound);
+    ``cogef_delta_f_max`` (eV/Å); ``cogef_rmse_to_break_kcal``: RMS difference of the two
+    profiles E(Δ) on the reference's images up to the earlier of the two breaks (the
+    potential's profile interpolated linearly); ``cogef_same_bond``: both broke the same
+    atom pair; the post-break rises of both (eV).
+    """
+    both = bool(nnp.get("broke")) and bool(ref.get("broke"))
+    d_e = nnp["e_max"] - ref["e_max"] if both else math.nan
+    d_f = nnp["f_max"] - ref["f_max"]
+    x_r, e_r = np.asarray(ref["extension"], float), np.asarray(ref["energy"], float)
+    x_n, e_n = np.asarray(nnp["extension"], float), np.asarray(nnp["energy"], float)
+    upto = min(ref["break_extension"] if ref.get("broke") else x_r.max(),
+               nnp["break_extension"] if nnp.get("broke") else x_n.max())
+    keep = (x_r < upto) & (x_r <= x_n.max())
+    rmse = (float(np.sqrt(np.mean((np.interp(x_r[keep], x_n, e_n) - e_r[keep]) ** 2))) * KCAL_MOL_PER_EV
+            if keep.any() else math.nan)
+    return {
+        "cogef_delta_e_max": d_e,
+        "cogef_delta_e_max_kcal": d_e * KCAL_MOL_PER_EV,
+        "cogef_abs_delta_e_max_kcal": abs(d_e) * KCAL_MOL_PER_EV,
+        "cogef_delta_f_max": d_f,
+        "cogef_rmse_to_break_kcal": rmse,
+        "cogef_same_bond": both and list(nnp["broken_bond"]) == list(ref["broken_bond"]),
+        "cogef_post_break_rise": nnp.get("post_break_rise", math.nan),
+        "ref_cogef_post_break_rise": ref.get("post_break_rise", math.nan),
+    }
+
+
+def _smd_met(ev: dict, stop: dict) -> bool:
+    a, se = ev.get("abs_delta_ea_kcal"), ev.get("delta_ea_stderr_kcal")
+    return _finite(a) and _finite(se) and a < stop["target_kcal"] and se <= stop["max_stderr_kcal"]
+
+
+def _cogef_met(ev: dict, stop: dict) -> bool:
+    a = ev.get("cogef_abs_delta_e_max_kcal")
+    return _finite(a) and a < stop["cogef_target_kcal"]
+
+
+def stop_rule_met(history: Sequence[dict], stop: dict) -> bool:
+    """Whether the campaign has converged; always False when the rule is disabled.
+
+    ``stop.observable`` picks what must hold in each of the last ``stop.consecutive``
+    evaluations: ``cogef``: |ΔE_max| < ``cogef_target_kcal`` (both profiles broke);
+    ``smd``: |ΔE_a| (read up to the break) < ``target_kcal`` with a standard error
+    ≤ ``max_stderr_kcal``; ``both``: both. A missing or non-finite figure (every replica
+    blown up or unbroken, a profile that never broke) never counts as converged.
+    """
+    if not stop or not stop.get("enabled", False):
+        return False
+    n = int(stop.get("consecutive", 1))
+    if len(history) < n:
+        return False
+    observable = stop.get("observable", "smd")
+    if observable not in STOP_OBSERVABLES:
+        raise ValueError(f"campaign.stop.observable: {observable!r} is not one of {', '.join(STOP_OBSERVABLES)}")
+    checks = {"cogef": (_cogef_met,), "smd": (_smd_met,), "both": (_cogef_met, _smd_met)}[observable]
+    return all(check(ev, stop) for ev in history[-n:] for check in checks)

@@ -1,0 +1,1 @@
+"""Reports: the campaign's figures and the studies (baselines, transfer, strain rates)."""

@@ -1,0 +1,169 @@
+"""Evaluation steps: an iteration against the reference (barrier, COGEF, errors on unseen
+frames, the bond report, wall time from the benchmark files it is given), and the
+campaign's summary table."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..chem.barrier import barrier_of_files, delta_record
+from ..chem.molecules import load_prepared_molecule
+from ..dataset import Frames, atomic_path, read_frames
+from ..jsonio import read_json, write_json
+from ..learning.evaluation import no_barrier_reason
+from .common import log
+from .sample import _start_positions
+
+__all__ = ["wall_seconds", "bond_flags", "evaluate_step", "summary_step", "SUMMARY_COLUMNS", "COGEF_KEYS"]
+
+
+def wall_seconds(benchmark_files: Sequence) -> float:
+    """Total wall time (s) in Snakemake benchmark files (first column of the second line);
+    files that are missing or unreadable count 0."""
+    total = 0.0
+    for f in benchmark_files:
+        try:
+            with open(f) as fh:
+                lines = fh.read().splitlines()
+            total += float(lines[1].split("\t")[0])
+        except (IndexError, ValueError, OSError):
+            continue
+    return total
+
+
+def bond_flags(molecule_xyz, replica_paths: Sequence) -> list[dict]:
+    """Per replica: C–C bond/fragment report of the SMD (paper's SchNet failure mode):
+    more than two pieces, or a C–C bond other than the stretched one broken."""
+    from ..chem.breaks import cc_bond_report
+
+    atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
+    out = []
+    for p in replica_paths:
+        fr = read_frames(p)
+        if len(fr) == 0 or "C" not in atoms.get_chemical_symbols():
+            out.append({"replica": Path(p).stem, "n_frames": len(fr)})
+            continue
+        rep = cc_bond_report(fr.numbers, fr.positions, atoms.positions, pulled=(g1[0], g2[0]))
+        out.append({"replica": Path(p).stem, **rep["summary"]})
+    return out
+
+
+COGEF_KEYS = ("e_max", "extension_at_max", "f_max", "broke", "broken_label", "break_extension",
+              "post_break_rise")
+
+
+def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
+                  ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out,
+                  out_predictions=None, molecule_xyz=None, cogef_json=None, reference_cogef_json=None,
+                  reference_cogef_frames=None, benchmark_files: Sequence = ()) -> dict:
+    """ΔE_a of this iteration's SMD replicas against the reference, both read up to the break,
+    with the work and force after the break; the COGEF comparison when both profiles are
+    given; errors on unseen frames (the reference SMD replicas ``unseen_paths`` and, when
+    given, the reference's COGEF images ``reference_cogef_frames``). ``wall_seconds`` is the
+    total of the iteration's ``benchmark_files`` (:func:`wall_seconds`)."""
+    from ..learning.evaluation import cogef_comparison
+    from ..models.files import load_model
+    from ..learning.errors import evaluate_errors
+    from ..learning.uq import member_energies
+
+    nnp = barrier_of_files(replica_paths, allow_empty=True, start_positions=_start_positions(molecule_xyz))
+    ref = read_json(reference_json)
+    rec = {"iteration": iteration}
+    rec.update({f"nnp_{k}": v for k, v in nnp.items() if k != "replicas"})
+    rec.update({f"ref_{k}": ref.get(k) for k in ("ea_mean", "ea_stderr", "n_replicas", "break_distance_mean",
+                                                  "post_break_work_mean", "post_break_force_mean", "per_bond")})
+    rec.update(delta_record(nnp, ref))
+    rec["no_barrier_reason"] = no_barrier_reason(nnp)
+    if cogef_json is not None and reference_cogef_json is not None:
+        c_nnp, c_ref = read_json(cogef_json), read_json(reference_cogef_json)
+        rec.update({f"nnp_cogef_{k}": c_nnp.get(k) for k in COGEF_KEYS})
+        rec.update({f"ref_cogef_{k}": c_ref.get(k) for k in COGEF_KEYS})
+        rec.update(cogef_comparison(c_nnp, c_ref))
+    ens = load_model(ensemble_path)
+    unseen = Frames.concatenate([read_frames(p) for p in unseen_paths])
+    unseen = unseen.subset(unseen.ok)
+    errs = evaluate_errors(ens, unseen)
+    predicted = member_energies(ens, unseen).mean(axis=0)
+    rec.update({"unseen_frames": len(unseen),
+                "unseen_energy_mae": float(np.abs(predicted - unseen.energy).mean()),
+                "unseen_force_mae": errs["force_mae"]})
+    if reference_cogef_frames is not None:
+        cf = read_frames(reference_cogef_frames)
+        cf = cf.subset(cf.ok)
+        rec["cogef_frames_energy_mae"] = float(np.abs(member_energies(ens, cf).mean(axis=0) - cf.energy).mean())
+    if out_predictions is not None:
+        write_json(out_predictions, {"unit": "eV", "reference_energy": unseen.energy,
+                                     "predicted_energy": predicted,
+                                     "spring_distance": unseen.extras.get("spring_distance")})
+    best = read_json(best_json)
+    rec["best_member"] = best["best_member"]
+    members = []
+    for p in member_infos:
+        h = read_json(p)["history"]
+        members.append({k: h.get(k) for k in ("train_energy_mae", "val_energy_mae", "train_force_mae",
+                                               "val_force_mae", "best_epoch", "seconds")})
+    rec["members"] = members
+    for key in ("train_energy_mae", "val_energy_mae"):
+        vals = [m[key] for m in members if m.get(key) is not None]
+        rec[f"mean_{key}"] = float(np.mean(vals)) if vals else float("nan")
+    merge = read_json(merge_json)
+    rec.update({"frames_selected": merge["selected"], "frames_augmented": merge["augmented"],
+                "labels_failed": merge["failed_labels"], "labels_screened": merge.get("screened_labels", 0),
+                "frames_added": merge["added"],
+                "dataset_frames": merge["total_frames"], "label_seconds": merge["label_seconds"],
+                "all_labels_failed": bool(merge.get("all_labels_failed", False)),
+                "empty_selection": merge["labelled"] == 0})
+    rec["wall_seconds"] = wall_seconds(benchmark_files)
+    if molecule_xyz is not None:
+        flags = bond_flags(molecule_xyz, replica_paths)
+        rec["bond_report"] = flags
+        rec["replicas_multi_fragment"] = sum(f.get("first_multi_fragment") is not None for f in flags)
+        rec["replicas_wrong_bond_broken"] = sum(f.get("first_wrong_bond_broken") is not None for f in flags)
+    write_json(out, rec)
+    log.info("iteration %d: E_a (to the break) %.4f ± %.4f eV vs reference %.4f ± %.4f eV: |ΔE_a| = %.2f ± %.2f "
+             "kcal/mol%s; work after the break %.3f eV (reference %.3f); COGEF |ΔE_max| = %s kcal/mol; "
+             "unseen energy MAE %.4f eV", iteration, nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"],
+             ref["ea_stderr"], rec["abs_delta_ea_kcal"], rec["delta_ea_stderr_kcal"],
+             f" ({rec['no_barrier_reason']})" if rec["no_barrier_reason"] else "", nnp["post_break_work_mean"],
+             ref.get("post_break_work_mean", float("nan")), f"{rec.get('cogef_abs_delta_e_max_kcal', float('nan')):.2f}",
+             errs["energy_mae"])
+    return rec
+
+
+SUMMARY_COLUMNS = [
+    "iteration", "nnp_ea_mean", "nnp_ea_stderr", "nnp_n_replicas", "ref_ea_mean", "ref_ea_stderr",
+    "ref_n_replicas", "delta_ea", "delta_ea_stderr", "abs_delta_ea_kcal", "delta_ea_stderr_kcal",
+    "nnp_break_distance_mean", "ref_break_distance_mean", "unseen_energy_mae", "unseen_force_mae",
+    "mean_train_energy_mae", "mean_val_energy_mae", "frames_selected", "frames_augmented",
+    "labels_failed", "labels_screened", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
+    "empty_selection", "all_labels_failed", "replicas_multi_fragment", "replicas_wrong_bond_broken",
+    "nnp_unbroken", "nnp_post_break_work_mean", "ref_post_break_work_mean", "nnp_post_break_force_mean",
+    "ref_post_break_force_mean", "post_break_work_delta_kcal", "no_barrier_reason",
+    "nnp_cogef_e_max", "ref_cogef_e_max", "cogef_delta_e_max_kcal", "cogef_abs_delta_e_max_kcal",
+    "nnp_cogef_f_max", "ref_cogef_f_max", "cogef_delta_f_max", "cogef_rmse_to_break_kcal", "cogef_same_bond",
+    "nnp_cogef_broke", "nnp_cogef_broken_label", "ref_cogef_broken_label", "cogef_post_break_rise",
+    "ref_cogef_post_break_rise", "cogef_frames_energy_mae",
+]
+
+
+def summary_step(evaluation_paths: Sequence, out, reference_md_frames: int | None = None) -> "object":
+    """One row per iteration (``results/summary.csv``)."""
+    import pandas as pd
+
+    rows = []
+    labels_total = reference_md_frames or 0
+    for p in evaluation_paths:
+        ev = read_json(p)
+        labels_total += ev["frames_selected"] + ev["frames_augmented"]
+        row = {c: ev.get(c) for c in SUMMARY_COLUMNS if c != "labels_total"}
+        row["labels_total"] = labels_total
+        for k, m in enumerate(ev.get("members", [])):
+            row[f"member{k}_train_energy_mae"] = m.get("train_energy_mae")
+            row[f"member{k}_val_energy_mae"] = m.get("val_energy_mae")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    return df

@@ -1,0 +1,80 @@
+"""Labelling steps: one batch labelled (and screened), and the labels merged into the data
+set (the safety rules: :mod:`rarelearn.chem.labelling`)."""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from ..chem.labelling import MAX_LABEL_FORCE, MIN_LABEL_DISTANCE, label_isolated, screen_labels
+from ..dataset import STATUS_SCREENED, Frames, merge_frames, read_frames, write_frames
+from ..jsonio import write_json
+from .common import log
+
+__all__ = ["label_step", "merge_step"]
+
+
+def label_step(batch_path, labeller_cfg: dict, out, attempt: int = 1, frame_timeout_s: float | None = None,
+               screen: dict | None = None) -> Frames:
+    """Label one batch; frames that fail are kept with status ``failed``, frames of unphysical
+    geometries (``screen``: ``max_force`` eV/Å, ``min_distance`` Å; the schema's
+    ``labelling`` keys, default 50 eV/Å and 0.5 Å) with status ``screened``
+    (:func:`screen_labels`); neither is trained on.
+
+    On a retry (``attempt`` > 1, after the job died or ran out of time) every frame is
+    labelled in its own process with ``frame_timeout_s``, so one bad frame cannot take the
+    batch down again.
+    """
+    from ..chem.labellers import make_labeller
+
+    screen = {"max_force": MAX_LABEL_FORCE, "min_distance": MIN_LABEL_DISTANCE, **(screen or {})}
+
+    frames = read_frames(batch_path)
+    labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
+    t0 = time.time()
+    if attempt > 1:
+        log.warning("attempt %d: labelling frame by frame in child processes (timeout %s s)", attempt,
+                    frame_timeout_s)
+        labelled = label_isolated(labeller, frames, frame_timeout_s)
+    else:
+        labelled = labeller.label(frames)
+    screened = screen_labels(labelled, screen["max_force"], screen["min_distance"])
+    for reason in screened:
+        log.warning("%s screened out (unphysical geometry, left out of training): %s", *reason.split(": ", 1))
+    labelled.attrs["screened"] = screened
+    labelled.attrs["screen"] = {"max_force": screen["max_force"], "min_distance": screen["min_distance"]}
+    labelled.attrs["label_seconds"] = time.time() - t0
+    write_frames(out, labelled)
+    n_failed = int((labelled.status == "failed").sum())
+    log.info("labelled %d frames with %s in %.1f s, %d failed, %d screened", len(labelled), labeller.name,
+             time.time() - t0, n_failed, len(screened))
+    return labelled
+
+
+def merge_step(data_path, labelled_paths: Sequence, iteration: int, out, out_info) -> dict:
+    """Append the labelled frames to the data set; drop failed labels and duplicates."""
+    base = read_frames(data_path)
+    new_parts = [read_frames(p) for p in labelled_paths]
+    n_new = sum(len(p) for p in new_parts)
+    n_failed = sum(int((p.status == "failed").sum()) for p in new_parts)
+    n_screened = sum(int((p.status == STATUS_SCREENED).sum()) for p in new_parts)
+    label_seconds = sum(float(p.attrs.get("label_seconds", 0.0)) for p in new_parts)
+    merged, counts = merge_frames([base] + new_parts, only_ok=True)
+    merged.attrs = {"iteration": iteration}
+    write_frames(out, merged)
+    info = {"iteration": iteration, "previous_frames": len(base), "labelled": n_new, "failed_labels": n_failed,
+            "screened_labels": n_screened, "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
+            "label_seconds": label_seconds,
+            "selected": int(sum(np.isin(p.source, ("al", "hal")).sum() for p in new_parts)),
+            "augmented": int(sum((p.source == "augment").sum() for p in new_parts))}
+    if n_new and n_failed + n_screened == n_new:
+        log.warning("iteration %d: all %d labels failed or were screened out; the data set is unchanged",
+                    iteration, n_new)
+        info["all_labels_failed"] = True
+    write_json(out_info, info)
+    log.info("merge: %d + %d labelled (%d failed, %d screened) -> %d frames", len(base), n_new, n_failed,
+             n_screened, len(merged))
+    return info
+
+

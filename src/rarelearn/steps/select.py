@@ -1,0 +1,139 @@
+"""Selection steps: the committee's σ on the SMD frames, and the frames to label written in
+label batches (policy: :mod:`rarelearn.learning.selection`, :func:`rarelearn.learning.hal.hand_over`)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..dataset import Frames, atomic_path, read_frames, write_frames
+from ..jsonio import write_json
+from ..learning.selection import frames_to_label
+from .common import log
+
+__all__ = ["uq_step", "select_step", "hal_select_step"]
+
+
+def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) -> None:
+    """Every member's energy on every SMD frame; σ per frame; μ+nσ threshold per replica
+    (one group per replica, named by its file's stem; attr ``pulls``: their directory)."""
+    import h5py
+
+    from ..models.files import load_model
+    from ..learning.uq import member_energies, sigma, threshold
+
+    ens = load_model(ensemble_path)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["units"] = "eV"
+        # the directory of the pulls scored: smd (best member) or smd_hal (HAL-biased)
+        h5.attrs["pulls"] = Path(replica_paths[0]).parent.name if len(replica_paths) else "smd"
+        for p in replica_paths:
+            fr = read_frames(p)
+            g = h5.create_group(Path(p).stem)
+            if len(fr) == 0:
+                g.create_dataset("energies", data=np.zeros((ens.n_members, 0)))
+                g.create_dataset("sigma", data=np.zeros(0))
+                g.attrs["threshold"] = np.inf
+                continue
+            e = member_energies(ens, fr)
+            s = sigma(e)
+            thr = threshold(s, n_first=selection_cfg["uq_first_steps"], n_sigma=selection_cfg["n_sigma"])
+            g.create_dataset("energies", data=e)
+            g.create_dataset("sigma", data=s)
+            g.attrs["threshold"] = thr
+            log.info("%s: σ mean %.4f eV, threshold %.4f eV, %d frames above", Path(p).stem, s.mean(), thr,
+                     int((s > thr).sum()))
+
+
+def _write_selection(out_dir, new: Frames | None, n_kept: int, batch_size: int, head: dict, tail: dict) -> dict:
+    """Write the frames to label as ``out_dir/batch_NNNN.h5`` (``batch_size`` frames each) and
+    ``out_dir/selection.json`` (``head``, the counts, ``tail``), all in a temporary directory
+    renamed into place when complete. Returns the summary written."""
+    out_dir = Path(out_dir)
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    n_batches = 0
+    if new is not None:
+        for b, start in enumerate(range(0, len(new), batch_size)):
+            write_frames(tmp_dir / f"batch_{b:04d}.h5", new.subset(slice(start, start + batch_size)))
+            n_batches += 1
+    summary = {**head, "selected": n_kept, "augmented": 0 if new is None else len(new) - n_kept,
+               "total_new": 0 if new is None else len(new), "batches": n_batches, "empty": n_kept == 0, **tail}
+    write_json(tmp_dir / "selection.json", summary)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp_dir, out_dir)
+    return summary
+
+
+def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
+                out_dir) -> dict:
+    """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
+
+    Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
+    An empty selection writes no batch and is recorded as such.
+    """
+    import h5py
+
+    from ..learning.selection import cap_frames, select_replica
+
+    per_replica, picked = [], []
+    with h5py.File(uq_path, "r") as h5:
+        for p in replica_paths:
+            fr = read_frames(p)
+            g = h5[Path(p).stem]
+            head = {"replica": Path(p).stem, "file": str(p)}
+            if len(fr) == 0:
+                per_replica.append({**head, "candidates": 0, "kept": 0})
+                continue
+            s = g["sigma"][()]
+            idx, rec = select_replica(fr, s, float(g.attrs["threshold"]), g["energies"][()], selection_cfg)
+            sub = fr.subset(idx)
+            sub.extras = {"uq_sigma": s[idx]}
+            picked.append(sub)
+            per_replica.append({**head, **rec})
+    kept = cap_frames(Frames.concatenate(picked), selection_cfg["max_frames"]) if picked else None
+    n_kept = 0 if kept is None else len(kept)
+    new = frames_to_label(kept, "al", iteration, selection_cfg) if n_kept else None
+    summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration},
+                               {"replicas": per_replica})
+    if n_kept == 0:
+        log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",
+                    iteration)
+    else:
+        log.info("iteration %d: selected %d frames + %d augmented, %d label batches", iteration, n_kept,
+                 summary["augmented"], summary["batches"])
+    return summary
+
+
+def hal_select_step(run_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int, out_dir) -> dict:
+    """Sampler ``hal``: the frame each HAL run handed over (``attrs["hal_pick"]``, see
+    :func:`hal_run`), plus ``selection.augment_copies`` noisy copies of each; written in
+    label batches like :func:`select_step` (``out_dir/batch_NNNN.h5``, ``selection.json``).
+    The frames keep source ``hal``; no UQ threshold or similarity screening is applied."""
+    picked, per_run = [], []
+    for p in run_paths:
+        fr = read_frames(p)
+        pick = int(fr.attrs.get("hal_pick", -1))
+        rec = {"run": Path(p).stem, "fired": bool(fr.attrs.get("hal_fired", False)), "pick": pick,
+               "reason": fr.attrs.get("hal_pick_reason"), "stop_reason": fr.attrs.get("stop_reason"),
+               "steps_done": fr.attrs.get("steps_done")}
+        if 0 <= pick < len(fr):
+            sub = fr.subset([pick])
+            rec.update({"step": int(sub.extras["step"][0]), "score": float(sub.extras["hal_score"][0]),
+                        "hash": str(sub.hashes[0])})
+            picked.append(sub)
+        per_run.append(rec)
+    kept = Frames.concatenate(picked) if picked else None
+    n_kept = 0 if kept is None else len(kept)
+    new = frames_to_label(kept, "hal", iteration, selection_cfg) if n_kept else None
+    summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration, "sampler": "hal"},
+                               {"fired": sum(r["fired"] for r in per_run), "runs": per_run})
+    log.info("iteration %d: %d of %d HAL runs fired; %d frames handed over + %d augmented, %d label batches",
+             iteration, summary["fired"], len(per_run), n_kept, summary["augmented"], summary["batches"])
+    return summary
+
+

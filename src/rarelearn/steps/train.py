@@ -1,0 +1,116 @@
+"""Training steps: iteration 0's data set, one member or a whole iteration's members,
+and the best member (policy: :mod:`rarelearn.learning.members`)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..dataset import Frames, read_frames, write_frames
+from ..jsonio import read_json, write_json
+from ..learning.members import fitted_self_energies, member_setup, model_spec, train_config
+from .common import log
+
+__all__ = ["initial_dataset", "train_member_step", "train_ensemble_step", "best_model_step"]
+
+
+def initial_dataset(md_path, out) -> None:
+    """Iteration 0 trains on the usable frames of the reference MD set."""
+    frames = read_frames(md_path)
+    ok = frames.subset(frames.ok)
+    write_frames(out, ok)
+    log.info("iteration 0 data set: %d of %d MD frames usable", len(ok), len(frames))
+
+
+def _write_member(frames: Frames, spec: dict, setup: dict, iteration: int, state: dict, history: dict,
+                  out_model, out_info) -> dict:
+    from ..models.files import save_model
+
+    member, seed = setup["member"], setup["seed"]
+    save_model(out_model, [state], spec, meta={"iteration": iteration, "member": member, "seed": seed})
+    hashes = frames.hashes
+    info = {"iteration": iteration, "member": member, "seed": seed, "split": setup["split"],
+            "train_hashes": [str(h) for h in hashes[np.asarray(setup["train_idx"], dtype=int)]],
+            "val_hashes": [str(h) for h in hashes[np.asarray(setup["val_idx"], dtype=int)]],
+            "history": history}
+    write_json(out_info, info)
+    return info
+
+
+def _training_inputs(data_path, atom_energies_json, model_cfg: dict, elements: Sequence[str],
+                     base_data_path=None) -> tuple[Frames, dict]:
+    frames = read_frames(data_path)
+    atom_e = read_json(atom_energies_json)["energies"]
+    base = frames if base_data_path is None else read_frames(base_data_path)
+    return frames, model_spec(model_cfg, elements, fitted_self_energies(atom_e, base))
+
+
+def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_cfg: dict,
+                      elements: Sequence[str], iteration: int, member: int, out_model, out_info,
+                      previous_dir=None, base_data_path=None) -> dict:
+    """Train ensemble member ``member`` of iteration ``iteration``; write its model and split.
+
+    Self energies are fitted on ``base_data_path`` (iteration 0's data set), so they are the
+    same in every iteration."""
+    from ..learning.schnet_fit import train_schnet_member
+    from ..learning.fit import train_member
+
+    frames, spec = _training_inputs(data_path, atom_energies_json, model_cfg, elements, base_data_path)
+    setup = member_setup(frames, training_cfg, iteration, member, previous_dir)
+    train = train_schnet_member if spec.get("family") == "schnet" else train_member
+    state, history = train(frames, setup["train_idx"], setup["val_idx"], spec, train_config(training_cfg),
+                           seed=setup["seed"], init_state=setup["init_state"], log=log.info)
+    return _write_member(frames, spec, setup, iteration, state, history, out_model, out_info)
+
+
+def train_ensemble_step(data_path, atom_energies_json, model_cfg: dict, training_cfg: dict,
+                        elements: Sequence[str], iteration: int, out_models: Sequence, out_infos: Sequence,
+                        previous_dir=None, base_data_path=None) -> list[dict]:
+    """Train every member of an iteration in one job (``training.fused``).
+
+    ANI members share one AEV/Jacobian computation (:func:`training.train_ensemble_fused`);
+    each still has its own seed, split and warm start, exactly as in
+    :func:`train_member_step`, and the files written are the same. SchNet members are
+    trained one after the other in this job."""
+    from ..learning.schnet_fit import train_schnet_member
+    from ..learning.fit import train_ensemble_fused
+
+    if len(out_models) != len(out_infos):
+        raise ValueError(f"{len(out_models)} model files but {len(out_infos)} info files")
+    frames, spec = _training_inputs(data_path, atom_energies_json, model_cfg, elements, base_data_path)
+    setups = [member_setup(frames, training_cfg, iteration, k, previous_dir)
+              for k in range(len(out_models))]
+    cfg = train_config(training_cfg)
+    if spec.get("family") == "schnet":
+        results = [train_schnet_member(frames, s["train_idx"], s["val_idx"], spec, cfg, seed=s["seed"],
+                                       init_state=s["init_state"], log=log.info) for s in setups]
+    else:
+        results = train_ensemble_fused(frames, [(s["train_idx"], s["val_idx"]) for s in setups], spec, cfg,
+                                       seeds=[s["seed"] for s in setups],
+                                       init_states=[s["init_state"] for s in setups], log=log.info)
+    return [_write_member(frames, spec, s, iteration, state, hist, m, i)
+            for s, (state, hist), m, i in zip(setups, results, out_models, out_infos)]
+
+
+def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -> dict:
+    """Join the members into one ensemble file; the best member has the lowest force MAE
+    over the whole data set (train + validation)."""
+    from ..models.files import read_model_blob
+    from ..models.files import load_model, save_model
+    from ..learning.errors import best_member
+
+    states, spec = [], None
+    for p in member_paths:
+        blob = read_model_blob(p)
+        spec = blob["spec"]
+        states.extend(blob["members"])
+    save_model(out_ensemble, states, spec, meta={"members": [str(p) for p in member_paths]})
+    ens = load_model(out_ensemble)
+    frames = read_frames(data_path)
+    k, maes = best_member(ens, frames)
+    rec = {"best_member": int(k), "force_mae": [float(m) for m in maes], "unit": "eV/Å"}
+    write_json(out_best, rec)
+    log.info("best member %d (force MAE %s eV/Å)", k, ", ".join(f"{m:.4f}" for m in maes))
+    return rec
+
+
