@@ -62,7 +62,7 @@ __all__ = [
 
 @dataclass
 class TrainConfig:
-    """Training settings (defaults: METHOD.md / the paper).
+    """Training settings (defaults: docs/method.md / the paper).
 
     Attributes
     ----------

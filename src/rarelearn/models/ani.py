@@ -6,8 +6,8 @@ members that share the AEV definition and the self energies. Everything that lea
 this module is in eV, Å and eV/Å; TorchANI works in Hartree inside (converted with
 :data:`ase.units.Hartree`).
 
-Architecture (METHOD.md, Table 1 of the paper)
-----------------------------------------------
+Architecture (docs/method.md, Table 1 of the paper)
+-----------------------------------------------------
 * AEVs: ``torchani.aev.AEVComputer.like_2x(num_species=len(elements))`` -- the ANI-2x
   radial (16 shifts, cutoff 5.1 Å) and angular (8 x 4 terms, cutoff 3.5 Å) parameters for
   the configured elements only; AEV length ``16 S + 32 S (S + 1) / 2`` for S elements
