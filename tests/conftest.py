@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -82,3 +83,43 @@ def campaign(tmp_path_factory):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     print(f"tiny campaign took {time.time() - t0:.0f} s")
     return wd
+
+
+def gfn2_atom_energies(elements=("H", "C")) -> dict:
+    """Isolated-atom energies (eV) of GFN2-xTB (tblite), per element symbol."""
+    from ase import Atoms
+    from tblite.ase import TBLite
+
+    energies = {}
+    for s in elements:
+        a = Atoms(s)
+        a.calc = TBLite(method="GFN2-xTB", verbosity=0)
+        energies[s] = float(a.get_potential_energy())
+    return energies
+
+
+def fd_forces(energy, positions, h: float) -> np.ndarray:
+    """Central finite differences −∂E/∂x of ``energy(positions (N, 3))`` (a number or an
+    array, e.g. one energy per member): shape ``energy``'s + (N, 3)."""
+    x0 = np.asarray(positions, dtype=np.float64)
+    out = None
+    for i in range(x0.shape[0]):
+        for c in range(3):
+            xp, xm = x0.copy(), x0.copy()
+            xp[i, c] += h
+            xm[i, c] -= h
+            d = -(np.asarray(energy(xp)) - np.asarray(energy(xm))) / (2 * h)
+            if out is None:
+                out = np.zeros(d.shape + x0.shape)
+            out[..., i, c] = d
+    return out
+
+
+def fd_atoms_forces(energy_of_atoms, atoms, h: float) -> np.ndarray:
+    """:func:`fd_forces` of a function of an ASE ``Atoms`` (called on moved copies)."""
+    def energy(x):
+        a = atoms.copy()
+        a.positions = x
+        return energy_of_atoms(a)
+
+    return fd_forces(energy, atoms.positions, h)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (a venv in .venv, CPU torch) and run the whole test suite.
+# Set up (a venv in .venv, CPU torch) and run the whole test suite: the fast lane first
+# (pyproject's default marker expression), then the slow and SLURM lanes.
 # Usage: bash tests/run_all.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,3 +12,4 @@ pip install -q --disable-pip-version-check -r requirements-cpu.txt
 pip install -q --disable-pip-version-check --no-deps -e .
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 python -m pytest -ra "$@"
+python -m pytest -ra -m "slow or slurm" "$@"

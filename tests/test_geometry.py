@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
-from rarelearn.chem.geometry import (bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts, fragment_labels, min_pair_distance, n_fragments)
+from rarelearn.chem.geometry import (bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts,
+                                     fragment_labels, min_pair_distance, n_fragments)
 
 
 def ethane_stretched(cc: float) -> np.ndarray:

@@ -8,8 +8,10 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.mixing import SumCalculator
 from ase.md.verlet import VelocityVerlet
 
+from conftest import fd_atoms_forces  # noqa: E402
 from rarelearn.learning.hal import HALCalculator
-from rarelearn.learning.hal_stats import (HALError, StopCriterion, committee_stats, max_softmax, max_stop, relative_force_uncertainty, softmax_stop)
+from rarelearn.learning.hal_stats import (HALError, StopCriterion, committee_stats, max_softmax, max_stop,
+                                          relative_force_uncertainty, softmax_stop)
 
 
 # ---------------------------------------------------------------------- analytic committee
@@ -99,16 +101,7 @@ def config_sequence(atoms, n, scale=0.08, seed=3):
 
 def fd_gradient(fun, atoms, h=1e-5):
     """Central finite difference of a scalar function of the positions."""
-    g = np.zeros((len(atoms), 3))
-    for i in range(len(atoms)):
-        for c in range(3):
-            a = atoms.copy()
-            a.positions[i, c] += h
-            ep = fun(a)
-            a.positions[i, c] -= 2 * h
-            em = fun(a)
-            g[i, c] = (ep - em) / (2 * h)
-    return g
+    return -fd_atoms_forces(fun, atoms, h)
 
 
 def committee_eval(committee, atoms):

@@ -8,22 +8,14 @@ import numpy as np
 import pytest
 from ase.build import molecule
 
+from conftest import fd_atoms_forces  # noqa: E402
 from rarelearn.dataset import STATUS_FAILED, STATUS_OK, Frames
 from rarelearn.chem.labellers import LABELLERS, LabellerError, make_labeller
 
 
 def _fd_forces(lab, atoms, h=1e-4):
     """Central finite difference of the labeller's energy, eV/Å."""
-    fd = np.zeros((len(atoms), 3))
-    for i in range(len(atoms)):
-        for k in range(3):
-            a = atoms.copy()
-            a.positions[i, k] += h
-            ep, _ = lab.single_point(a)
-            a.positions[i, k] -= 2 * h
-            em, _ = lab.single_point(a)
-            fd[i, k] = -(ep - em) / (2 * h)
-    return fd
+    return fd_atoms_forces(lambda a: lab.single_point(a)[0], atoms, h)
 
 
 def _perturbed(atoms, n, scale=0.05, seed=0):

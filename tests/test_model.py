@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fd_forces, gfn2_atom_energies  # noqa: E402
 from rarelearn.dataset import Frames
 from rarelearn.models.ani import DEFAULT_HIDDEN, EnsembleModel, NNPCalculator, build_ani, make_spec
 from rarelearn.models.committee import ModelError
@@ -18,7 +19,7 @@ from rarelearn.learning.splits import random_split
 @pytest.fixture(scope="session")
 def labelled():
     """300 GFN2-xTB frames of ethane (random perturbations of MD snapshots) + atom energies."""
-    from ase import Atoms, units
+    from ase import units
     from ase.build import molecule
     from ase.md.langevin import Langevin
     from tblite.ase import TBLite
@@ -40,12 +41,8 @@ def labelled():
             pos.append(p)
             e.append(probe.get_potential_energy())
             f.append(probe.get_forces())
-    self_e = {}
-    for s in ("H", "C"):
-        a = Atoms(s)
-        a.calc = TBLite(method="GFN2-xTB", verbosity=0)
-        self_e[s] = float(a.get_potential_energy())
-    return Frames(numbers=atoms.numbers, positions=np.array(pos), energy=np.array(e), forces=np.array(f)), self_e
+    return (Frames(numbers=atoms.numbers, positions=np.array(pos), energy=np.array(e), forces=np.array(f)),
+            gfn2_atom_energies())
 
 
 @pytest.fixture(scope="session")
@@ -111,15 +108,7 @@ def test_forces_are_minus_gradient(trained, labelled):
     ens64.module.double()
     x0 = fr.positions[0]
     _, f64 = ens64.energies_forces(fr.numbers, x0)
-    h = 1e-4
-    fd = np.zeros((2, 8, 3))
-    for i in range(8):
-        for c in range(3):
-            xp, xm = x0.copy(), x0.copy()
-            xp[i, c] += h
-            xm[i, c] -= h
-            e_pm = ens64.energies(fr.numbers, np.stack([xp, xm]))  # (K, 2)
-            fd[:, i, c] = -(e_pm[:, 0] - e_pm[:, 1]) / (2 * h)
+    fd = fd_forces(lambda x: ens64.energies(fr.numbers, x[None])[:, 0], x0, h=1e-4)  # (K, 8, 3)
     np.testing.assert_allclose(f64[:, 0], fd, atol=2e-5 * max(1.0, np.abs(fd).max()))
     np.testing.assert_allclose(f[:, 0], f64[:, 0], atol=5e-3)
 

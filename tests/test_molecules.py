@@ -6,7 +6,8 @@ import pytest
 from ase.build import molecule
 from ase.io import write
 
-from rarelearn.chem.molecules import (ALKANE_NAMES, Molecule, MoleculeError, build_alkane, load_molecule, terminal_carbons)
+from rarelearn.chem.molecules import (ALKANE_NAMES, Molecule, MoleculeError, build_alkane, load_molecule,
+                                      terminal_carbons)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,13 @@ import torch
 
 pytest.importorskip("torch_geometric", reason="SchNet needs torch-geometric (pip install torch-geometric==2.8.1)")
 
+from conftest import fd_forces  # noqa: E402
 from rarelearn.dataset import Frames  # noqa: E402
 from rarelearn.chem.geometry import covalent_bonds, fragment_counts  # noqa: E402
 from rarelearn.models.committee import ModelError  # noqa: E402
 from rarelearn.chem.molecules import build_alkane  # noqa: E402
-from rarelearn.models.schnet import (TABLE2, CdistInteractionGraph, SchNetCalculator, SchNetEnsemble, build_schnet, make_schnet_spec)
+from rarelearn.models.schnet import (TABLE2, CdistInteractionGraph, SchNetCalculator, SchNetEnsemble,
+                                     build_schnet, make_schnet_spec)
 from rarelearn.learning.schnet_fit import SchNetTrainConfig, train_schnet_member
 from rarelearn.chem.breaks import cc_bond_report
 from rarelearn.models.files import load_model, load_schnet, make_calculator, save_schnet
@@ -128,14 +130,7 @@ def test_forces_are_minus_gradient_of_energy_float64(ethane):
     e, f = ens.energies_forces(ethane.numbers, pos)
     assert e.shape == (2, 1) and f.shape == (2, 1, 8, 3)
     np.testing.assert_allclose(e, ens.energies(ethane.numbers, pos), atol=1e-10)
-    h = 1e-5
-    fd = np.zeros((2, 8, 3))
-    for i in range(8):
-        for c in range(3):
-            p, m = pos.copy(), pos.copy()
-            p[i, c] += h
-            m[i, c] -= h
-            fd[:, i, c] = -(ens.energies(ethane.numbers, p)[:, 0] - ens.energies(ethane.numbers, m)[:, 0]) / (2 * h)
+    fd = fd_forces(lambda x: ens.energies(ethane.numbers, x)[:, 0], pos, h=1e-5)  # (K, 8, 3)
     np.testing.assert_allclose(f[:, 0], fd, atol=1e-6)
     assert np.abs(f).max() > 0.05  # not trivially zero
 

@@ -19,7 +19,9 @@ from rarelearn.dataset import read_frames, write_frames  # noqa: E402
 from rarelearn.steps.train import best_model_step, train_member_step  # noqa: E402
 from rarelearn.steps.reference import prepare_molecule
 from rarelearn.steps.sample import smd_replica
-from rarelearn.reporting.studies import (STUDY_COLUMNS, baselines_step, compare_barriers, scaled_protocol, smd_frames_dataset, speed_label, strain_rates_step, transfer_protocol, transfer_step)
+from rarelearn.reporting.studies import (STUDY_COLUMNS, baselines_step, compare_barriers, scaled_protocol,
+                                         smd_frames_dataset, speed_label, strain_rates_step,
+                                         transfer_protocol, transfer_step)
 from rarelearn.units import KCAL_MOL_PER_EV  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import gfn2_atom_energies  # noqa: E402
 from rarelearn.dataset import Frames
 from rarelearn.models.ani import EnsembleModel, make_spec
 from rarelearn.learning.fit import TrainConfig, train_ensemble_fused, train_member
@@ -42,13 +43,7 @@ def ethane():
         atoms.positions = p
         e.append(atoms.get_potential_energy())
         f.append(atoms.get_forces())
-    from ase import Atoms
-
-    self_e = {}
-    for s in ("H", "C"):
-        a = Atoms(s)
-        a.calc = TBLite(method="GFN2-xTB", verbosity=0)
-        self_e[s] = float(a.get_potential_energy())
+    self_e = gfn2_atom_energies()
     fr = Frames(numbers=atoms.numbers, positions=pos, energy=np.array(e), forces=np.array(f), source="md",
                 labeller="gfn2-xtb")
     return fr, self_e
@@ -61,7 +56,11 @@ def spec(ethane):
 
 # ------------------------------------------------------------------ seeds and splits
 def test_seed_for_deterministic_and_distinct():
-    assert seed_for(3, 1) == seed_for(3, 1)
+    # stable across runs and machines (numpy SeedSequence): a change would reshuffle every campaign
+    assert seed_for(3, 1) == 1215816106
+    assert seed_for(0, 0) == 1138952335 and seed_for(0, 0, base_seed=1) == 205700787
+    # distinct per member and per iteration, and not symmetric in the two
+    assert seed_for(0, 1) != seed_for(0, 0) != seed_for(1, 0) != seed_for(0, 1)
     seeds = {seed_for(i, m) for i in range(20) for m in range(7)}
     assert len(seeds) == 140
     assert all(0 <= s < 2**31 for s in seeds)
@@ -181,15 +180,30 @@ def test_non_ok_frames_are_skipped(ethane, spec):
     assert any("skipping 2" in m for m in msgs)
 
 
-def test_early_stopping_and_lr_schedule(ethane, spec):
+def test_early_stopping_fires_after_patience_epochs_without_improvement(ethane, spec):
+    fr, _ = ethane
+    tr, va = random_split(80, seed=0)
+    # lr 0: the parameters never change, so no epoch after the first improves on it
+    cfg = TrainConfig(epochs=40, batch_size=16, lr=0.0, early_stopping_patience=3, log_every=0)
+    _, h = train_member(fr, tr, va, spec, cfg, seed=1, log=lambda m: None)
+    assert h["stop_reason"] == "early stopping"
+    assert h["best_epoch"] == 1 and h["epochs_run"] == 4 and len(h["epoch_lr"]) == 4
+
+
+def test_early_stopping_does_not_fire_within_patience(ethane, spec):
+    fr, _ = ethane
+    tr, va = random_split(80, seed=0)
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.0, early_stopping_patience=3, log_every=0)
+    _, h = train_member(fr, tr, va, spec, cfg, seed=1, log=lambda m: None)
+    assert h["stop_reason"] == "epochs" and h["epochs_run"] == 3
+
+
+def test_lr_schedule_reduces_the_rate_on_a_plateau(ethane, spec):
     fr, _ = ethane
     tr, va = random_split(80, seed=0)
     cfg = TrainConfig(epochs=40, batch_size=16, lr=0.05, early_stopping_patience=3, lr_patience=1,
                       lr_factor=0.5, log_every=0)
     _, h = train_member(fr, tr, va, spec, cfg, seed=1, log=lambda m: None)
-    assert h["epochs_run"] <= 40
-    if h["stop_reason"] == "early stopping":
-        assert h["epochs_run"] - h["best_epoch"] == 3
     assert min(h["epoch_lr"]) < 0.05  # plateau schedule reduced the rate at some point
 
 

@@ -74,7 +74,14 @@ def test_every_stage_writes_its_files(campaign):
         assert len(list((it / "labelled").glob("batch_*.h5"))) == sel["batches"]
         merge = json.loads((it / "merge.json").read_text())
         merged = read_frames(it / "merged.h5")
-        assert len(merged) == merge["total_frames"] == merge["previous_frames"] + merge["added"]
+        # counted from the files themselves: the data set trained on plus the new, usable,
+        # not yet known labelled frames
+        base = read_frames(it / "dataset.h5" if i == 0 else r / f"iter_{i - 1:03d}" / "merged.h5")
+        labelled = [read_frames(b) for b in sorted((it / "labelled").glob("batch_*.h5"))]
+        new = {h for fr in labelled for h, ok in zip(fr.hashes, fr.ok) if ok} - set(base.hashes)
+        assert set(merged.hashes) == set(base.hashes) | new and len(merged) == len(base) + len(new)
+        assert merge["previous_frames"] == len(base) and merge["added"] == len(new)
+        assert merge["total_frames"] == len(merged)
         assert merged.ok.all()
         ev = json.loads((it / "evaluation.json").read_text())
         # a barrier, or (a potential whose every replica blew up or stayed whole) the reason why
