@@ -52,6 +52,20 @@ SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window"
 ENV = "../../environment.yml"
 MOLECULE = "results/reference/molecule.xyz"
 ATOM_ENERGIES = "results/reference/atom_energies.json"
+# An iteration's potential: its ensemble and the record of its best member (input of every
+# run the potential drives).
+ITERATION_POTENTIAL = {
+    "ensemble": "results/iter_{iteration}/ensemble.pt",
+    "best": "results/iter_{iteration}/best.json",
+}
+# What every training job reads besides its data set: iteration 0's data (the self energies
+# are fitted on it) and the labeller's isolated-atom energies; and the config it follows.
+TRAINING_BASE = {"base": "results/iter_000/dataset.h5", "atom_energies": ATOM_ENERGIES}
+TRAINING_PARAMS = {
+    "model": config["model"],
+    "training": config["training"],
+    "elements": config["molecule"]["elements"],
+}
 
 
 def structure_file(wildcards=None):
@@ -105,20 +119,22 @@ def previous_iteration_models(wildcards):
     ]
 
 
+# What a training job of the campaign reads: its data set, iteration 0's and the atom
+# energies (TRAINING_BASE), and what it inherits from the iteration before.
+TRAINING_INPUT = {"data": training_data, **TRAINING_BASE, "previous": previous_iteration_models}
+
+
+def of_iteration(pattern, wildcards, **lists):
+    """``expand(pattern)`` for the wildcards' iteration over ``lists`` (members, replicas)."""
+    return expand(pattern, iteration=wildcards.iteration, **lists)
+
+
 def iteration_members(wildcards):
-    return expand(
-        "results/iter_{iteration}/models/member_{member}.pt",
-        iteration=wildcards.iteration,
-        member=MEMBERS,
-    )
+    return of_iteration("results/iter_{iteration}/models/member_{member}.pt", wildcards, member=MEMBERS)
 
 
 def iteration_member_infos(wildcards):
-    return expand(
-        "results/iter_{iteration}/models/member_{member}.json",
-        iteration=wildcards.iteration,
-        member=MEMBERS,
-    )
+    return of_iteration("results/iter_{iteration}/models/member_{member}.json", wildcards, member=MEMBERS)
 
 
 def iteration_benchmarks(wildcards):
@@ -127,11 +143,7 @@ def iteration_benchmarks(wildcards):
 
 
 def iteration_replicas(wildcards):
-    return expand(
-        "results/iter_{iteration}/smd/replica_{replica}.h5",
-        iteration=wildcards.iteration,
-        replica=REPLICAS,
-    )
+    return of_iteration("results/iter_{iteration}/smd/replica_{replica}.h5", wildcards, replica=REPLICAS)
 
 
 def sampling_replicas(wildcards):
@@ -216,185 +228,3 @@ def campaign_evaluations(wildcards=None):
         if stop_rule_met(history, config["campaign"]["stop"]):
             break
     return files
-
-
-# ------------------------------------------------------------------ studies (rules/studies.smk)
-import glob
-
-from rarelearn.reporting.studies import scaled_protocol, speed_label, transfer_protocol
-
-STUDIES = config["studies"]
-STUDY_REPLICAS = [f"{r:02d}" for r in range(STUDIES["replicas"])]
-TRANSFER_ALKANES = list(STUDIES["transfer"]["alkanes"])
-STRAIN_SPEEDS = [speed_label(v) for v in STUDIES["strain_rates"]["velocities"]]
-CAMPAIGN_ALKANE = config["molecule"]["alkane"] if config["molecule"]["structure"] is None else None
-STUDY_SAMPLER = {"kind": "smd"}
-SMD_FRAMES = "results/studies/baselines/smd_frames"
-
-
-
-def final_iteration():
-    """The campaign's last evaluated iteration ('003'): its potential is the one studied."""
-    return os.path.basename(os.path.dirname(campaign_evaluations()[-1]))[len("iter_") :]
-
-
-def campaign_run(side, replica, iteration, same_case):
-    """The campaign's own SMD replica when a study run would repeat it exactly, else None:
-    the labeller's is the reference's, the potential's that of the iteration (the best
-    member's plain SMD, whatever the sampler)."""
-    if not same_case or replica not in REPLICAS:
-        return None
-    if side == "labeller":
-        return f"results/reference/smd/replica_{replica}.h5"
-    return f"results/iter_{iteration}/smd/replica_{replica}.h5"
-
-
-def smd_frames_replicas(wildcards=None):
-    return expand(
-        "results/reference/smd/replica_{replica}.h5",
-        replica=REPLICAS[: STUDIES["baselines"]["smd_replicas"]],
-    )
-
-
-def equilibrium_baseline_replicas(wildcards=None):
-    """Iteration 0 is the equilibrium-only ensemble: its own SMD replicas serve."""
-    return expand("results/iter_000/smd/replica_{replica}.h5", replica=REPLICAS)
-
-
-def smd_frames_members(wildcards=None):
-    return expand(f"{SMD_FRAMES}/models/member_{{member}}.pt", member=MEMBERS)
-
-
-def smd_frames_member_infos(wildcards=None):
-    return expand(f"{SMD_FRAMES}/models/member_{{member}}.json", member=MEMBERS)
-
-
-def transfer_molecule_file(wildcards):
-    """The campaign's own molecule for its alkane, else the study's."""
-    if int(wildcards.alkane) == CAMPAIGN_ALKANE:
-        return MOLECULE
-    return f"results/studies/transfer/C{wildcards.alkane}/molecule.xyz"
-
-
-def transfer_molecule_spec(wildcards):
-    """The campaign's molecule section with another alkane (built and relaxed the same way)."""
-    return {**config["molecule"], "alkane": int(wildcards.alkane), "structure": None, "pull": None}
-
-
-def alkane_protocol(n_carbons):
-    """The smd protocol for an alkane: pulled at least studies.transfer.extension_per_bond Å
-    per C–C bond."""
-    return transfer_protocol(config["smd"], n_carbons, STUDIES["transfer"]["extension_per_bond"])
-
-
-def transfer_smd(wildcards):
-    return alkane_protocol(int(wildcards.alkane))
-
-
-def transfer_runs(side, iteration):
-    runs = []
-    for n in TRANSFER_ALKANES:
-        same = n == CAMPAIGN_ALKANE and alkane_protocol(n) == config["smd"]
-        for r in STUDY_REPLICAS:
-            study = (
-                f"results/studies/transfer/C{n}/labeller/replica_{r}.h5"
-                if side == "labeller"
-                else f"results/studies/iter_{iteration}/transfer/C{n}/replica_{r}.h5"
-            )
-            runs.append(campaign_run(side, r, iteration, same) or study)
-    return runs
-
-
-def alkane_cogef(n_carbons):
-    """The cogef section for an alkane: longer chains are scanned further (max_extension
-    scaled by the number of C–C bonds against hexane's five)."""
-    c = config["cogef"]
-    return {**c, "max_extension": max(c["max_extension"], c["max_extension"] * (n_carbons - 1) / 5)}
-
-
-def transfer_cogef_settings(wildcards):
-    return alkane_cogef(int(wildcards.alkane))
-
-
-def transfer_cogefs(side, iteration):
-    """COGEF profiles per alkane; the campaign's own for its alkane (same molecule and settings)."""
-    out = []
-    for n in TRANSFER_ALKANES:
-        own = n == CAMPAIGN_ALKANE and alkane_cogef(n) == config["cogef"]
-        if side == "labeller":
-            out.append("results/reference/cogef.json" if own else f"results/studies/transfer/C{n}/labeller/cogef.json")
-        else:
-            out.append(
-                f"results/iter_{iteration}/cogef.json"
-                if own
-                else f"results/studies/iter_{iteration}/transfer/C{n}/cogef.json"
-            )
-    return out
-
-
-def transfer_labeller_cogefs(wildcards):
-    return transfer_cogefs("labeller", wildcards.iteration)
-
-
-def transfer_potential_cogefs(wildcards):
-    return transfer_cogefs("potential", wildcards.iteration)
-
-
-def transfer_labeller_runs(wildcards):
-    return transfer_runs("labeller", wildcards.iteration)
-
-
-def transfer_potential_runs(wildcards):
-    return transfer_runs("potential", wildcards.iteration)
-
-
-def final_transfer(wildcards):
-    return expand(
-        "results/studies/iter_{iteration}/{file}",
-        iteration=final_iteration(),
-        file=["transfer.csv", "transfer.json", "figures/transfer.png"],
-    )
-
-
-def strain_protocol(wildcards):
-    """The smd protocol at this speed, pulling as far (pull_steps scaled)."""
-    return scaled_protocol(config["smd"], float(wildcards.speed))
-
-
-def strain_runs(side, iteration):
-    runs = []
-    for s in STRAIN_SPEEDS:
-        same = float(s) == float(config["smd"]["velocity"])
-        for r in STUDY_REPLICAS:
-            study = (
-                f"results/studies/strain_rates/v{s}/labeller/replica_{r}.h5"
-                if side == "labeller"
-                else f"results/studies/iter_{iteration}/strain_rates/v{s}/replica_{r}.h5"
-            )
-            runs.append(campaign_run(side, r, iteration, same) or study)
-    return runs
-
-
-def strain_labeller_runs(wildcards):
-    return strain_runs("labeller", wildcards.iteration)
-
-
-def strain_potential_runs(wildcards):
-    return strain_runs("potential", wildcards.iteration)
-
-
-def final_strain_rates(wildcards):
-    return expand(
-        "results/studies/iter_{iteration}/{file}",
-        iteration=final_iteration(),
-        file=["strain_rates.csv", "strain_rates.json", "figures/strain_rates.png"],
-    )
-
-
-def finished_studies(wildcards=None):
-    """Study figures already made by their named targets. `all` never starts a study; once one
-    ran, `all` keeps it up to date and `snakemake --report` shows its figure."""
-    found = glob.glob("results/studies/figures/baselines.png")
-    for study in ("transfer", "strain_rates"):
-        found += glob.glob(f"results/studies/iter_[0-9][0-9][0-9]/figures/{study}.png")
-    return sorted(found)

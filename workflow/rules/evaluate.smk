@@ -6,8 +6,7 @@
 use rule reference_cogef as cogef with:
     input:
         molecule=MOLECULE,
-        ensemble="results/iter_{iteration}/ensemble.pt",
-        best="results/iter_{iteration}/best.json",
+        **ITERATION_POTENTIAL,
     output:
         frames="results/iter_{iteration}/cogef.h5",
         profile="results/iter_{iteration}/cogef.json",

@@ -8,8 +8,7 @@ rule smd:
         ENV
     input:
         molecule=MOLECULE,
-        ensemble="results/iter_{iteration}/ensemble.pt",
-        best="results/iter_{iteration}/best.json",
+        **ITERATION_POTENTIAL,
     output:
         "results/iter_{iteration}/smd/replica_{replica}.h5",
     params:
@@ -33,8 +32,7 @@ rule smd_batch:
         ENV
     input:
         molecule=MOLECULE,
-        ensemble="results/iter_{iteration}/ensemble.pt",
-        best="results/iter_{iteration}/best.json",
+        **ITERATION_POTENTIAL,
     output:
         expand("results/iter_{{iteration}}/smd/replica_{replica}.h5", replica=REPLICAS),
     params:

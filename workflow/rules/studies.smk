@@ -11,6 +11,11 @@
 # The studies of the final potential live under results/studies/iter_NNN/, so a longer campaign
 # does not make them stale. Once a study has been run, the default target keeps it up to date
 # and `snakemake --report` shows its figure (`finished_studies`).
+# The studies' helpers (names the rules below use) live beside this file, in their own
+# file: `snakemake --lint` wants rules and functions apart.
+include: "studies_common.smk"
+
+
 wildcard_constraints:
     alkane=r"\d+",
     speed=r"[0-9][0-9.e+-]*",
@@ -37,15 +42,12 @@ rule baseline_train:
         ENV
     input:
         data=f"{SMD_FRAMES}/dataset.h5",
-        base="results/iter_000/dataset.h5",
-        atom_energies=ATOM_ENERGIES,
+        **TRAINING_BASE,
     output:
         model=f"{SMD_FRAMES}/models/member_{{member}}.pt",
         info=f"{SMD_FRAMES}/models/member_{{member}}.json",
     params:
-        model=config["model"],
-        training=config["training"],
-        elements=config["molecule"]["elements"],
+        **TRAINING_PARAMS,
     threads: 1
     resources:
         gpu=0,
@@ -75,9 +77,7 @@ rule baseline_best_model:
 
 
 # The equilibrium-only baseline is iteration 0: its SMD replicas are the campaign's.
-rule baseline_smd:
-    conda:
-        ENV
+use rule smd as baseline_smd with:
     input:
         molecule=MOLECULE,
         ensemble=f"{SMD_FRAMES}/ensemble.pt",
@@ -88,15 +88,10 @@ rule baseline_smd:
         smd=config["smd"],
         seed=replica_seed,
         sampler=STUDY_SAMPLER,
-    threads: 1
     log:
         "logs/studies/baselines/smd_frames/smd_{replica}.log",
     benchmark:
         "logs/benchmarks/studies/baselines/smd_frames/smd_{replica}.tsv"
-    script:
-        "../scripts/smd.py"
-
-
 rule baselines_summary:
     conda:
         ENV
@@ -141,9 +136,7 @@ rule transfer_molecule:
         "../scripts/reference_molecule.py"
 
 
-rule transfer_labeller_smd:
-    conda:
-        ENV
+use rule reference_smd as transfer_labeller_smd with:
     input:
         molecule=transfer_molecule_file,
     output:
@@ -152,37 +145,24 @@ rule transfer_labeller_smd:
         smd=transfer_smd,
         labeller=config["labeller"],
         seed=replica_seed,
-    threads: 1
     log:
         "logs/studies/transfer/C{alkane}/labeller_smd_{replica}.log",
     benchmark:
         "logs/benchmarks/studies/transfer/C{alkane}/labeller_smd_{replica}.tsv"
-    script:
-        "../scripts/smd.py"
-
-
-rule transfer_potential_smd:
-    conda:
-        ENV
+use rule smd as transfer_potential_smd with:
     input:
         molecule=transfer_molecule_file,
-        ensemble="results/iter_{iteration}/ensemble.pt",
-        best="results/iter_{iteration}/best.json",
+        **ITERATION_POTENTIAL,
     output:
         "results/studies/iter_{iteration}/transfer/C{alkane}/replica_{replica}.h5",
     params:
         smd=transfer_smd,
         seed=replica_seed,
         sampler=STUDY_SAMPLER,
-    threads: 1
     log:
         "logs/studies/iter_{iteration}/transfer/C{alkane}/smd_{replica}.log",
     benchmark:
         "logs/benchmarks/studies/iter_{iteration}/transfer/C{alkane}/smd_{replica}.tsv"
-    script:
-        "../scripts/smd.py"
-
-
 use rule reference_cogef as transfer_labeller_cogef with:
     input:
         molecule=transfer_molecule_file,
@@ -201,8 +181,7 @@ use rule reference_cogef as transfer_labeller_cogef with:
 use rule reference_cogef as transfer_potential_cogef with:
     input:
         molecule=transfer_molecule_file,
-        ensemble="results/iter_{iteration}/ensemble.pt",
-        best="results/iter_{iteration}/best.json",
+        **ITERATION_POTENTIAL,
     output:
         frames="results/studies/iter_{iteration}/transfer/C{alkane}/cogef.h5",
         profile="results/studies/iter_{iteration}/transfer/C{alkane}/cogef.json",
@@ -245,48 +224,28 @@ rule transfer:
 
 
 # ------------------------------------------------------------------ strain rates (SI Fig. S7)
-rule strain_labeller_smd:
-    conda:
-        ENV
-    input:
-        molecule=MOLECULE,
+use rule reference_smd as strain_labeller_smd with:
     output:
         "results/studies/strain_rates/v{speed}/labeller/replica_{replica}.h5",
     params:
         smd=strain_protocol,
         labeller=config["labeller"],
         seed=replica_seed,
-    threads: 1
     log:
         "logs/studies/strain_rates/v{speed}/labeller_smd_{replica}.log",
     benchmark:
         "logs/benchmarks/studies/strain_rates/v{speed}/labeller_smd_{replica}.tsv"
-    script:
-        "../scripts/smd.py"
-
-
-rule strain_potential_smd:
-    conda:
-        ENV
-    input:
-        molecule=MOLECULE,
-        ensemble="results/iter_{iteration}/ensemble.pt",
-        best="results/iter_{iteration}/best.json",
+use rule smd as strain_potential_smd with:
     output:
         "results/studies/iter_{iteration}/strain_rates/v{speed}/replica_{replica}.h5",
     params:
         smd=strain_protocol,
         seed=replica_seed,
         sampler=STUDY_SAMPLER,
-    threads: 1
     log:
         "logs/studies/iter_{iteration}/strain_rates/v{speed}/smd_{replica}.log",
     benchmark:
         "logs/benchmarks/studies/iter_{iteration}/strain_rates/v{speed}/smd_{replica}.tsv"
-    script:
-        "../scripts/smd.py"
-
-
 rule strain_rates_summary:
     conda:
         ENV

@@ -21,17 +21,12 @@ if config["training"]["fused"]:
         conda:
             ENV
         input:
-            data=training_data,
-            base="results/iter_000/dataset.h5",
-            atom_energies=ATOM_ENERGIES,
-            previous=previous_iteration_models,
+            **TRAINING_INPUT,
         output:
             models=expand("results/iter_{{iteration}}/models/member_{member}.pt", member=MEMBERS),
             infos=expand("results/iter_{{iteration}}/models/member_{member}.json", member=MEMBERS),
         params:
-            model=config["model"],
-            training=config["training"],
-            elements=config["molecule"]["elements"],
+            **TRAINING_PARAMS,
         threads: len(MEMBERS)
         resources:
             gpu=0,
@@ -48,17 +43,12 @@ else:
         conda:
             ENV
         input:
-            data=training_data,
-            base="results/iter_000/dataset.h5",
-            atom_energies=ATOM_ENERGIES,
-            previous=previous_iteration_models,
+            **TRAINING_INPUT,
         output:
             model="results/iter_{iteration}/models/member_{member}.pt",
             info="results/iter_{iteration}/models/member_{member}.json",
         params:
-            model=config["model"],
-            training=config["training"],
-            elements=config["molecule"]["elements"],
+            **TRAINING_PARAMS,
         threads: 1
         resources:
             gpu=0,

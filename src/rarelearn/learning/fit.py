@@ -210,6 +210,52 @@ class _EpochRecorder:
         return time.perf_counter() - self.t_train
 
 
+def run_epochs(net, rec: _EpochRecorder, cfg, opt, sched, gen: torch.Generator, tr_rows: torch.Tensor,
+               device: torch.device, batch_loss: Callable, evaluate_selection: Callable) -> None:
+    """The fit loop both families share: up to ``cfg.epochs`` passes over the training rows,
+    shuffled with ``gen``, in batches of ``cfg.batch_size`` (``batch_loss(rows)`` -> loss
+    tensor, one optimiser step each); after every epoch ``rec`` records
+    ``evaluate_selection()`` and says whether to stop. Ends with the recorded best
+    parameters loaded and ``net`` in eval mode."""
+    n_tr = int(tr_rows.shape[0])
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        order = tr_rows[torch.randperm(n_tr, generator=gen).to(device)]
+        s_loss = 0.0
+        for start in range(0, n_tr, cfg.batch_size):
+            rows = order[start:start + cfg.batch_size]
+            loss = batch_loss(rows)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            s_loss += float(loss.detach()) * rows.shape[0]
+        net.eval()
+        if rec.end_epoch(epoch, net, s_loss / n_tr, evaluate_selection(), opt, sched):
+            break
+    net.load_state_dict(rec.best_state)
+    net.eval()
+
+
+def fit_summary(rec: _EpochRecorder, ev_tr: dict, ev_va: dict, train_seconds: float, seed: int, device,
+                t0: float, init_state: dict | None, cfg) -> dict:
+    """The history entries both families report after a fit: the best epoch and why training
+    stopped, errors of the kept parameters on the training and validation rows (``ev_tr``,
+    ``ev_va``: their evaluations; eV, eV/Å), sizes, seed, device, timings, the config."""
+    return {
+        "best_epoch": rec.best_epoch,
+        "selected_on": rec.select_on,
+        "train_energy_mae": ev_tr["energy_mae"], "train_force_mae": ev_tr["force_mae"],
+        "train_energy_rmse": math.sqrt(ev_tr["energy_mse"]),
+        "val_energy_mae": ev_va["energy_mae"], "val_force_mae": ev_va["force_mae"],
+        "val_energy_rmse": math.sqrt(ev_va["energy_mse"]) if ev_va["n"] else float("nan"),
+        "n_train": int(ev_tr["n"]), "n_val": int(ev_va["n"]), "epochs_run": rec.epochs_run,
+        "stop_reason": rec.stop_reason, "seed": int(seed), "device": str(device),
+        "seconds_per_epoch": train_seconds / max(rec.epochs_run, 1),
+        "seconds": time.perf_counter() - t0,
+        "warm_start": init_state is not None, "config": asdict(cfg),
+    }
+
+
 def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, seed: int,
          init_state: dict | None, log: Callable) -> tuple[dict, dict]:
     t0 = time.perf_counter()
@@ -223,7 +269,6 @@ def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConf
     nets.to(data.device)
     tr_rows = data.local(train_idx)
     va_rows = data.local(val_idx)
-    n_tr = int(tr_rows.shape[0])
     alpha = float(cfg.force_weight)
     if cfg.weight_decay > 0:
         opt = torch.optim.AdamW(nets.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -237,45 +282,20 @@ def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConf
     if select_on == "train":
         log("no validation frames: keeping the parameters with the lowest training energy MSE")
     rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log)
-    for epoch in range(1, cfg.epochs + 1):
-        nets.train()
-        order = tr_rows[torch.randperm(n_tr, generator=gen).to(data.device)]
-        s_loss = 0.0
-        for start in range(0, n_tr, cfg.batch_size):
-            rows = order[start:start + cfg.batch_size]
-            e, f = data.predict(nets, rows, create_graph=True)
-            loss = data.loss(e, f, rows, alpha)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            s_loss += float(loss.detach()) * rows.shape[0]
-        nets.eval()
-        ev = data.evaluate(nets, va_rows if select_on == "val" else tr_rows, alpha, cfg.eval_batch_size)
-        if rec.end_epoch(epoch, nets, s_loss / n_tr, ev, opt, sched):
-            break
+    sel_rows = va_rows if select_on == "val" else tr_rows
+    run_epochs(nets, rec, cfg, opt, sched, gen, tr_rows, data.device,
+               batch_loss=lambda rows: data.loss(*data.predict(nets, rows, create_graph=True), rows, alpha),
+               evaluate_selection=lambda: data.evaluate(nets, sel_rows, alpha, cfg.eval_batch_size))
     train_seconds = rec.train_seconds
-    hist, best_epoch, best_mse, best_state = rec.hist, rec.best_epoch, rec.best, rec.best_state
-    epochs_run, stop_reason = rec.epochs_run, rec.stop_reason
-    nets.load_state_dict(best_state)
-    nets.eval()
     ev_tr = data.evaluate(nets, tr_rows, alpha, cfg.eval_batch_size)
     ev_va = data.evaluate(nets, va_rows, alpha, cfg.eval_batch_size)
+    hist = rec.hist
     hist.update({
-        "best_epoch": best_epoch,
-        "best_val_energy_mse": best_mse if select_on == "val" else float("nan"),
-        "selected_on": select_on,
-        "train_energy_mae": ev_tr["energy_mae"], "train_force_mae": ev_tr["force_mae"],
-        "train_energy_rmse": math.sqrt(ev_tr["energy_mse"]),
-        "val_energy_mae": ev_va["energy_mae"], "val_force_mae": ev_va["force_mae"],
-        "val_energy_rmse": math.sqrt(ev_va["energy_mse"]) if ev_va["n"] else float("nan"),
-        "n_train": n_tr, "n_val": int(va_rows.shape[0]), "epochs_run": epochs_run, "stop_reason": stop_reason,
-        "seed": int(seed), "device": str(data.device), "precompute": data.mode,
-        "precompute_seconds": data.seconds,
-        "seconds_per_epoch": train_seconds / max(epochs_run, 1),
-        "seconds": time.perf_counter() - t0,
-        "warm_start": init_state is not None, "config": asdict(cfg),
+        "best_val_energy_mse": rec.best if select_on == "val" else float("nan"),
+        **fit_summary(rec, ev_tr, ev_va, train_seconds, seed, data.device, t0, init_state, cfg),
+        "precompute": data.mode, "precompute_seconds": data.seconds,
     })
-    state = {k: v.detach().cpu().clone() for k, v in best_state.items()}
+    state = {k: v.detach().cpu().clone() for k, v in rec.best_state.items()}
     return state, hist
 
 

@@ -9,9 +9,8 @@ loss. See :class:`SchNetTrainConfig` and :func:`train_schnet_member`.
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -20,7 +19,7 @@ from ase.data import chemical_symbols as _SYMBOLS
 
 from ..dataset import Frames
 from ..models.schnet import FAMILY, RHO, CdistInteractionGraph, _complete_spec, _net_energy, build_schnet
-from .fit import _check_run_settings, _device, _EpochRecorder, _ok_indices, _threads
+from .fit import _check_run_settings, _device, _EpochRecorder, _ok_indices, _threads, fit_summary, run_epochs
 
 __all__ = ["SchNetTrainConfig", "train_schnet_member"]
 
@@ -202,7 +201,6 @@ def train_schnet_member(frames: Frames, train_idx, val_idx, spec: dict, cfg=None
             net.load_state_dict(init_state)
         net.to(device)
         tr_rows, va_rows = data.local(tr), data.local(va)
-        n_tr = int(tr_rows.shape[0])
         sel_rows, select_on = (va_rows, "val") if len(va_rows) else (tr_rows, "train")
         if select_on == "train":
             log("no validation frames: keeping the parameters with the lowest training-set loss")
@@ -213,47 +211,21 @@ def train_schnet_member(frames: Frames, train_idx, val_idx, spec: dict, cfg=None
         net.eval()
         ev0 = data.evaluate(net, sel_rows, cfg.eval_batch_size)
         rec = _EpochRecorder(net, cfg, seed, select_on, "loss", log, name="schnet", start=ev0["loss"])
-        for epoch in range(1, cfg.epochs + 1):
-            net.train()
-            order = tr_rows[torch.randperm(n_tr, generator=gen).to(device)]
-            s_loss = 0.0
-            for start in range(0, n_tr, cfg.batch_size):
-                rows = order[start:start + cfg.batch_size]
-                e, f = data.predict(net, rows, create_graph=True)
-                loss = data.loss(e, f, rows)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                s_loss += float(loss.detach()) * rows.shape[0]
-            net.eval()
-            ev = data.evaluate(net, sel_rows, cfg.eval_batch_size)
-            if rec.end_epoch(epoch, net, s_loss / n_tr, ev, opt, sched):
-                break
+        run_epochs(net, rec, cfg, opt, sched, gen, tr_rows, device,
+                   batch_loss=lambda rows: data.loss(*data.predict(net, rows, create_graph=True), rows),
+                   evaluate_selection=lambda: data.evaluate(net, sel_rows, cfg.eval_batch_size))
         train_seconds = rec.train_seconds
-        hist, best_epoch, best_loss, best_state = rec.hist, rec.best_epoch, rec.best, rec.best_state
-        epochs_run, stop_reason = rec.epochs_run, rec.stop_reason
-        net.load_state_dict(best_state)
-        net.eval()
         ev_tr = data.evaluate(net, tr_rows, cfg.eval_batch_size)
         ev_va = data.evaluate(net, va_rows, cfg.eval_batch_size)
+    hist = rec.hist
     hist.update({
         "family": FAMILY,
-        "best_epoch": best_epoch,
-        "best_val_loss": best_loss if select_on == "val" else float("nan"),
+        "best_val_loss": rec.best if select_on == "val" else float("nan"),
         "best_val_energy_mse": ev_va["energy_mse"],
         "initial_val_loss": ev0["loss"] if select_on == "val" else float("nan"),
-        "selected_on": select_on,
-        "train_energy_mae": ev_tr["energy_mae"], "train_force_mae": ev_tr["force_mae"],
-        "train_energy_rmse": math.sqrt(ev_tr["energy_mse"]),
-        "val_energy_mae": ev_va["energy_mae"], "val_force_mae": ev_va["force_mae"],
-        "val_energy_rmse": math.sqrt(ev_va["energy_mse"]) if ev_va["n"] else float("nan"),
-        "n_train": n_tr, "n_val": int(va_rows.shape[0]), "epochs_run": epochs_run, "stop_reason": stop_reason,
-        "seed": int(seed), "device": str(device),
-        "seconds_per_epoch": train_seconds / max(epochs_run, 1),
-        "seconds": time.perf_counter() - t0,
-        "warm_start": init_state is not None, "config": asdict(cfg),
+        **fit_summary(rec, ev_tr, ev_va, train_seconds, seed, device, t0, init_state, cfg),
     })
-    state = {k: v.detach().cpu().clone() for k, v in best_state.items()}
+    state = {k: v.detach().cpu().clone() for k, v in rec.best_state.items()}
     return state, hist
 
 

@@ -28,7 +28,6 @@ Model file: ``format = "rarelearn-ani"``, ``version = 1``, written and read by
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -40,7 +39,7 @@ import torch
 from ase.data import atomic_numbers as _ATOMIC_NUMBERS
 from ase.units import Hartree as _HARTREE
 
-from .committee import CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _state_plain
+from .committee import CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _check_self_energies, _state_plain
 from .files import ModelFamily
 
 __all__ = [
@@ -104,14 +103,7 @@ def make_spec(elements: Sequence[str], hidden: dict[str, Sequence[int]] | None =
         if any(s <= 0 for s in sizes):
             raise ValueError(f"hidden layer sizes of {e} must be positive, got {sizes}")
         h[e] = sizes
-    if self_energies is None:
-        raise ValueError("self_energies (eV per element) are required")
-    missing = [e for e in els if e not in self_energies]
-    if missing:
-        raise ValueError(f"self energies missing for {', '.join(missing)}")
-    se = {e: float(self_energies[e]) for e in els}
-    if not all(math.isfinite(v) for v in se.values()):
-        raise ValueError(f"self energies must be finite: {se}")
+    se = _check_self_energies(els, self_energies)
     if activation not in ("gelu", "celu"):
         raise ValueError(f"activation must be 'gelu' or 'celu', got {activation!r}")
     return {"elements": els, "hidden": h, "self_energies": se, "activation": str(activation)}
@@ -285,22 +277,15 @@ class EnsembleModel(CommitteeBase):
         return len(self.module.neural_networks.members)
 
     @property
-    def elements(self) -> list[str]:
-        return list(self.spec["elements"])
-
-    @property
     def device(self) -> torch.device:
         return self.module.energy_shifter.self_energies.device
 
     @property
-    def dtype(self) -> torch.dtype:
-        return next(self.module.parameters()).dtype
+    def _torch_module(self) -> torch.nn.Module:
+        return self.module
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "EnsembleModel":
-        """Move to ``device`` and/or cast to ``dtype``, in place; returns self."""
-        self.module.to(device=None if device is None else torch.device(device), dtype=dtype)
+    def _clear_cache(self) -> None:
         self._species_cache.clear()
-        return self
 
     # ------------------------------------------------------------ evaluation
     def _species(self, numbers: np.ndarray, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

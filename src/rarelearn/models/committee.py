@@ -3,6 +3,7 @@ energies, batched member energies and forces, and the ASE calculator's results c
 (energy, forces, energies, energy_std, member_forces; eV, Å, eV/Å)."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +31,20 @@ def _check_elements(elements: Sequence[str]) -> list[str]:
     return els
 
 
+
+def _check_self_energies(elements: list[str], self_energies: dict | None) -> dict[str, float]:
+    """The self energy (eV) of every element, finite, as floats; ValueError otherwise."""
+    if self_energies is None:
+        raise ValueError("self_energies (eV per element) are required")
+    missing = [e for e in elements if e not in self_energies]
+    if missing:
+        raise ValueError(f"self energies missing for {', '.join(missing)}")
+    se = {e: float(self_energies[e]) for e in elements}
+    if not all(math.isfinite(v) for v in se.values()):
+        raise ValueError(f"self energies must be finite: {se}")
+    return se
+
+
 def _state_plain(state: dict) -> dict:
     out = {}
     for k, v in state.items():
@@ -46,13 +61,28 @@ def _as_numbers(numbers) -> np.ndarray:
 class CommitteeBase:
     """What every model family's ensemble shares: element checks and self energies.
 
-    Subclasses set ``elements`` (list of symbols), ``source`` (file or None) and ``_sae``
-    (atomic number -> self energy, eV).
+    Subclasses set ``spec`` (its ``elements``: list of symbols), ``source`` (file or None)
+    and ``_sae`` (atomic number -> self energy, eV), and name their torch module
+    (``_torch_module``).
     """
 
-    elements: list
+    spec: dict
     source: str | None
     _sae: dict
+
+    @property
+    def elements(self) -> list[str]:
+        return list(self.spec["elements"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self._torch_module.parameters()).dtype
+
+    def to(self, device=None, dtype: torch.dtype | None = None):
+        """Move to ``device`` and/or cast to ``dtype`` (e.g. torch.float64), in place; returns self."""
+        self._torch_module.to(device=None if device is None else torch.device(device), dtype=dtype)
+        self._clear_cache()
+        return self
 
     def check_elements(self, numbers) -> None:
         """Raise :class:`ModelError` if the structure has elements the model does not cover."""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers as _ATOMIC_NUMBERS
 
-from .committee import CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _state_plain
+from .committee import CommitteeBase, CommitteeCalculator, ModelError, _check_elements, _check_self_energies, _state_plain
 from .files import ModelFamily
 
 __all__ = [
@@ -85,14 +85,7 @@ def make_schnet_spec(elements: Sequence[str], self_energies: dict[str, float] | 
     too_heavy = [e for e in els if _ATOMIC_NUMBERS[e] >= _MAX_Z]
     if too_heavy:
         raise ValueError(f"SchNet's embedding covers Z < {_MAX_Z}; got {', '.join(too_heavy)}")
-    if self_energies is None:
-        raise ValueError("self_energies (eV per element) are required")
-    missing = [e for e in els if e not in self_energies]
-    if missing:
-        raise ValueError(f"self energies missing for {', '.join(missing)}")
-    se = {e: float(self_energies[e]) for e in els}
-    if not all(math.isfinite(v) for v in se.values()):
-        raise ValueError(f"self energies must be finite: {se}")
+    se = _check_self_energies(els, self_energies)
     sizes = {"hidden_channels": int(hidden_channels), "num_filters": int(num_filters),
              "num_interactions": int(num_interactions), "num_gaussians": int(num_gaussians)}
     bad = {k: v for k, v in sizes.items() if v < 1}
@@ -276,22 +269,15 @@ class SchNetEnsemble(CommitteeBase):
         return len(self.nets)
 
     @property
-    def elements(self) -> list[str]:
-        return list(self.spec["elements"])
-
-    @property
     def device(self) -> torch.device:
         return next(self.nets.parameters()).device
 
     @property
-    def dtype(self) -> torch.dtype:
-        return next(self.nets.parameters()).dtype
+    def _torch_module(self) -> torch.nn.Module:
+        return self.nets
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "SchNetEnsemble":
-        """Move to ``device`` and/or cast to ``dtype`` (e.g. torch.float64), in place; returns self."""
-        self.nets.to(device=None if device is None else torch.device(device), dtype=dtype)
+    def _clear_cache(self) -> None:
         self._z.clear()
-        return self
 
     # ------------------------------------------------------------ evaluation
     def _numbers_tensor(self, numbers: np.ndarray, b: int) -> torch.Tensor:

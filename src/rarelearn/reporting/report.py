@@ -84,17 +84,26 @@ def _cogef_errors(summary):
     return summary[col] if col in summary and np.isfinite(summary[col].astype(float)).any() else None
 
 
+
+def _barrier_errors(summary, x: str, smd_label: str, target_kcal: float, target_label: str | None):
+    """A figure of |ΔE_a| (with its standard error) and COGEF |ΔE_max| against column ``x``,
+    log scale, with the target line; returns (figure, axes)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    ax.errorbar(summary[x], summary["abs_delta_ea_kcal"], yerr=summary["delta_ea_stderr_kcal"],
+                marker="o", capsize=3, label=smd_label)
+    cogef = _cogef_errors(summary)
+    if cogef is not None:
+        ax.plot(summary[x], cogef, "s--", label="COGEF |ΔE_max|")
+    ax.axhline(target_kcal, color="red", ls="--", label=target_label)
+    ax.set_yscale("log")
+    return fig, ax
+
+
 def plot_barrier_error(summary, out, target_kcal: float = 1.0) -> Path:
     """|ΔE_a| (SMD, read up to the break) per iteration with its standard error, COGEF
     |ΔE_max|, and the target line (Fig. 3b, 5)."""
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    ax.errorbar(summary["iteration"], summary["abs_delta_ea_kcal"], yerr=summary["delta_ea_stderr_kcal"],
-                marker="o", capsize=3, label="SMD |ΔE_a| to the break ± SE")
-    cogef = _cogef_errors(summary)
-    if cogef is not None:
-        ax.plot(summary["iteration"], cogef, "s--", label="COGEF |ΔE_max|")
-    ax.axhline(target_kcal, color="red", ls="--", label=f"{target_kcal:g} kcal/mol")
-    ax.set_yscale("log")
+    fig, ax = _barrier_errors(summary, "iteration", "SMD |ΔE_a| to the break ± SE", target_kcal,
+                              f"{target_kcal:g} kcal/mol")
     ax.set_xlabel("iteration")
     ax.set_ylabel("|ΔE_a| (kcal/mol)")
     ax.set_title("Barrier error against the reference")
@@ -171,14 +180,7 @@ def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> 
 
 def plot_label_efficiency(summary, out, target_kcal: float = 1.0) -> Path:
     """Reference labels spent vs |ΔE_a| (and COGEF |ΔE_max|): the label-efficiency curve."""
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    ax.errorbar(summary["labels_total"], summary["abs_delta_ea_kcal"], yerr=summary["delta_ea_stderr_kcal"],
-                marker="o", capsize=3, label="SMD |ΔE_a|")
-    cogef = _cogef_errors(summary)
-    if cogef is not None:
-        ax.plot(summary["labels_total"], cogef, "s--", label="COGEF |ΔE_max|")
-    ax.axhline(target_kcal, color="red", ls="--")
-    ax.set_yscale("log")
+    fig, ax = _barrier_errors(summary, "labels_total", "SMD |ΔE_a|", target_kcal, None)
     ax.set_xlabel("reference labels spent")
     ax.set_ylabel("barrier error (kcal/mol)")
     ax.legend(fontsize=8)
