@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from ase.io import read
 
-from rarelearn.dataset import (DatasetError, Frames, atomic_path, frame_hash, merge_frames, read_frames,
-                               write_extxyz, write_frames)
+from rarelearn.atomic import atomic_path
+from rarelearn.dataset import (DatasetError, Frames, frame_hash, merge_frames, read_frames, write_extxyz,
+                               write_frames)
 
 
 def make(n=5, seed=0, source="md"):

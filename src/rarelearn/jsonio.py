@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import atomic_path, remake_hint
+from .atomic import atomic_path, remake_hint
 
 __all__ = ["write_json", "read_json", "ResultFileError"]
 

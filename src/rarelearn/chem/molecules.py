@@ -327,7 +327,7 @@ def write_prepared_molecule(mol: Molecule, path) -> Path:
     atomically. Read back with :func:`load_prepared_molecule`."""
     from ase.io import write
 
-    from ..dataset import atomic_path
+    from ..atomic import atomic_path
 
     atoms = mol.atoms.copy()
     atoms.info = {"name": mol.name, "pull1": " ".join(map(str, mol.group1)),

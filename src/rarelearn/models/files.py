@@ -93,7 +93,7 @@ def _write_model_file(path: Path, fmt: str, version: int, spec: dict, states: Se
                       meta: dict | None) -> Path:
     """The model file of either family, written atomically (temporary file in the same
     folder, then rename): ``format``, ``version``, ``spec``, ``members``, ``meta``."""
-    from ..dataset import atomic_path
+    from ..atomic import atomic_path
 
     blob = {"format": fmt, "version": version, "spec": _plain(spec, "spec"),
             "members": [_state_plain(st) for st in states], "meta": _plain(meta or {}, "meta")}
@@ -106,7 +106,7 @@ def _load_blob(path: Path):
     """``torch.load(weights_only=True)`` of a model file, failing with a :class:`ModelError`
     that names the file and what to do (and not PyTorch's advice to load it with
     ``weights_only=False``, which a model file never needs)."""
-    from ..dataset import remake_hint
+    from ..atomic import remake_hint
 
     if not path.exists():
         raise ModelError(f"{path}: no such model file")
@@ -125,7 +125,7 @@ def read_model_blob(path) -> dict:
     unreadable (truncated, corrupt, or pickled objects that are not a model) or not a
     rarelearn model file. PyTorch's own advice for a refused file (to load it with
     ``weights_only=False``) is not passed on: a model file never needs it."""
-    from ..dataset import remake_hint
+    from ..atomic import remake_hint
 
     path = Path(path)
     blob = _load_blob(path)

@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..dataset import atomic_path, read_frames  # noqa: E402
+from ..dataset import read_frames  # noqa: E402
+from ..atomic import atomic_path
 from ..jsonio import read_json  # noqa: E402
 from ..units import KCAL_MOL_PER_EV  # noqa: E402
 

@@ -26,7 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dataset import Frames, atomic_path, merge_frames, read_frames, write_frames
+from ..dataset import Frames, merge_frames, read_frames, write_frames
+from ..atomic import atomic_path
 from ..chem.barrier import delta_record
 from ..chem.barrier import barrier_of_files
 from ..jsonio import write_json

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..chem.barrier import barrier_of_files, delta_record
 from ..chem.molecules import load_prepared_molecule
-from ..dataset import Frames, atomic_path, read_frames
+from ..dataset import Frames, read_frames
+from ..atomic import atomic_path
 from ..jsonio import read_json, write_json
 from ..learning.evaluation import no_barrier_reason
 from .common import log

@@ -9,7 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dataset import Frames, atomic_path, read_frames, write_frames
+from ..dataset import Frames, read_frames, write_frames
+from ..atomic import atomic_path
 from ..jsonio import write_json
 from ..learning.selection import frames_to_label
 from .common import log
