@@ -225,7 +225,7 @@ def tiny_potential(tmp_path_factory):
 
 
 def test_batched_and_unbatched_steps_agree_on_the_barrier(tiny_potential):
-    """pipeline.smd_batch_step against pipeline.smd_replica (one job per seed), five seeds.
+    """steps.sample.smd_batch_step against steps.sample.smd_replica (one job per seed), five seeds.
 
     Trajectories: the batched member (one member, a batch of five) and the lone calculator
     (all members, one frame) round differently in float32, so the replicas agree to

@@ -1,4 +1,4 @@
-"""Fault handling of the pipeline steps with the real labeller (GFN2-xTB on ethane), and
+"""Fault handling of the workflow steps (rarelearn.steps) with the real labeller (GFN2-xTB on ethane), and
 damaged or unwritable result files."""
 import json
 import shutil

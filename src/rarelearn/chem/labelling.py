@@ -10,7 +10,7 @@ import numpy as np
 from ..dataset import STATUS_SCREENED, Frames
 from .geometry import min_pair_distance
 
-__all__ = ["label_isolated", "screen_labels", "MAX_LABEL_FORCE", "MIN_LABEL_DISTANCE"]
+__all__ = ["label_batch", "label_isolated", "screen_labels", "MAX_LABEL_FORCE", "MIN_LABEL_DISTANCE"]
 
 log = logging.getLogger("rarelearn")
 
@@ -112,3 +112,28 @@ def screen_labels(frames: Frames, max_force: float | None = MAX_LABEL_FORCE,
     return reasons
 
 
+def label_batch(labeller, frames: Frames, attempt: int = 1, frame_timeout_s: float | None = None,
+                screen: dict | None = None) -> Frames:
+    """A labelled copy of ``frames``: frames that fail are kept with status ``failed``, frames
+    of unphysical geometries (``screen``: ``max_force`` eV/Å, ``min_distance`` Å; the
+    schema's ``labelling`` keys, default 50 eV/Å and 0.5 Å) with status ``screened``
+    (:func:`screen_labels`); neither is trained on. attrs ``screened`` (one reason per
+    screened frame) and ``screen`` (the thresholds).
+
+    On a retry (``attempt`` > 1, after the job died or ran out of time) every frame is
+    labelled in its own process with ``frame_timeout_s`` (:func:`label_isolated`), so one
+    bad frame cannot take the batch down again.
+    """
+    screen = {"max_force": MAX_LABEL_FORCE, "min_distance": MIN_LABEL_DISTANCE, **(screen or {})}
+    if attempt > 1:
+        log.warning("attempt %d: labelling frame by frame in child processes (timeout %s s)", attempt,
+                    frame_timeout_s)
+        labelled = label_isolated(labeller, frames, frame_timeout_s)
+    else:
+        labelled = labeller.label(frames)
+    screened = screen_labels(labelled, screen["max_force"], screen["min_distance"])
+    for reason in screened:
+        log.warning("%s screened out (unphysical geometry, left out of training): %s", *reason.split(": ", 1))
+    labelled.attrs["screened"] = screened
+    labelled.attrs["screen"] = {"max_force": screen["max_force"], "min_distance": screen["min_distance"]}
+    return labelled

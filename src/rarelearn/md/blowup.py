@@ -13,7 +13,7 @@ these holds (frames are kept up to, not including, step ``s``):
 5. a *lone atom*: no other atom within ``lone_distance`` (4 Å), unless the atom is one
    of the pulled atoms (pulling a diatomic apart is legitimate);
 6. a *stray atom* for longer than ``fragment_patience_fs`` (100 fs) of simulation
-   time: an atom with no covalent partner (bond criterion of :mod:`.geometry`, 1.3 ×
+   time: an atom with no covalent partner (bond criterion of :mod:`rarelearn.chem.geometry`, 1.3 ×
    the sum of covalent radii: C–H 1.39 Å) that is not one of the pulled atoms.
    Checked every ``check_every`` (10) steps. A C–H bond vibrates with an 11 fs period,
    so a thermal stretch never lasts 100 fs; a hydrogen that stays unbound that long has

@@ -32,7 +32,7 @@ through the same ``fix halt`` machinery, the reason is stored verbatim as
 ``stop_reason`` and — unlike a blow-up — the frame of step ``s`` is *kept* as the
 last frame, even when ``s`` is not a multiple of ``record_every``:
 that configuration is the one to hand over (e.g. the HAL stop-and-label criterion,
-:mod:`.hal`).
+:mod:`rarelearn.learning.hal`).
 """
 from __future__ import annotations
 

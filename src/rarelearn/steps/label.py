@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..chem.labelling import MAX_LABEL_FORCE, MIN_LABEL_DISTANCE, label_isolated, screen_labels
+from ..chem.labelling import label_batch
 from ..dataset import STATUS_SCREENED, Frames, merge_frames, read_frames, write_frames
 from ..jsonio import write_json
 from .common import log
@@ -17,33 +17,16 @@ __all__ = ["label_step", "merge_step"]
 
 def label_step(batch_path, labeller_cfg: dict, out, attempt: int = 1, frame_timeout_s: float | None = None,
                screen: dict | None = None) -> Frames:
-    """Label one batch; frames that fail are kept with status ``failed``, frames of unphysical
-    geometries (``screen``: ``max_force`` eV/Å, ``min_distance`` Å; the schema's
-    ``labelling`` keys, default 50 eV/Å and 0.5 Å) with status ``screened``
-    (:func:`screen_labels`); neither is trained on.
-
-    On a retry (``attempt`` > 1, after the job died or ran out of time) every frame is
-    labelled in its own process with ``frame_timeout_s``, so one bad frame cannot take the
-    batch down again.
-    """
+    """Label one batch (:func:`rarelearn.chem.labelling.label_batch`: failed and screened
+    frames kept but not trained on; on a retry, ``attempt`` > 1, every frame in its own
+    process with ``frame_timeout_s``) and write it with the time it took."""
     from ..chem.labellers import make_labeller
-
-    screen = {"max_force": MAX_LABEL_FORCE, "min_distance": MIN_LABEL_DISTANCE, **(screen or {})}
 
     frames = read_frames(batch_path)
     labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
     t0 = time.time()
-    if attempt > 1:
-        log.warning("attempt %d: labelling frame by frame in child processes (timeout %s s)", attempt,
-                    frame_timeout_s)
-        labelled = label_isolated(labeller, frames, frame_timeout_s)
-    else:
-        labelled = labeller.label(frames)
-    screened = screen_labels(labelled, screen["max_force"], screen["min_distance"])
-    for reason in screened:
-        log.warning("%s screened out (unphysical geometry, left out of training): %s", *reason.split(": ", 1))
-    labelled.attrs["screened"] = screened
-    labelled.attrs["screen"] = {"max_force": screen["max_force"], "min_distance": screen["min_distance"]}
+    labelled = label_batch(labeller, frames, attempt, frame_timeout_s, screen)
+    screened = labelled.attrs["screened"]
     labelled.attrs["label_seconds"] = time.time() - t0
     write_frames(out, labelled)
     n_failed = int((labelled.status == "failed").sum())
