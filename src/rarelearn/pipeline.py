@@ -585,14 +585,16 @@ def blowup_frames(frames: Frames, lookback: int | None) -> list[int]:
     return [max(len(frames) - 1 - int(lookback), 0)]
 
 
-def _to_label(kept: Frames, source: str, iteration: int, selection_cfg: dict) -> Frames:
-    """The kept frames marked unlabelled (``source``, ``iteration``), followed by
-    ``selection.augment_copies`` noisy copies of each (seed ``selection.seed + 7919·iteration``);
-    no extras or attrs (what they described was the sampling run)."""
+def _to_label(kept: Frames, source: str | None, iteration: int, selection_cfg: dict) -> Frames:
+    """The kept frames marked unlabelled (``source``, or the sources they carry when None;
+    ``iteration``), followed by ``selection.augment_copies`` noisy copies of each (seed
+    ``selection.seed + 7919·iteration``); no extras or attrs (what they described was the
+    sampling run)."""
     from .selection import augment
 
     kept.extras, kept.attrs = {}, {}
-    kept.source[:] = source
+    if source is not None:
+        kept.source[:] = source
     kept.iteration[:] = iteration
     kept.status[:] = "unlabelled"
     kept.energy = np.full(len(kept), np.nan)
@@ -627,19 +629,15 @@ def _write_selection(out_dir, new: Frames | None, n_kept: int, batch_size: int, 
     return summary
 
 
-def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
-                out_dir) -> dict:
-    """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
-
-    Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
-    An empty selection writes no batch and is recorded as such.
-    """
+def _smd_picks(uq_path, replica_paths: Sequence, selection_cfg: dict) -> tuple[list, list, list]:
+    """Per SMD replica: the frames above its UQ threshold, screened, post-break capped, plus
+    the blow-up look-back frame. Returns (picked Frames, per-replica records, thresholds)."""
     import h5py
 
     from .breaks import find_break
     from .selection import select_frames
 
-    per_replica, picked = [], []
+    per_replica, picked, thresholds = [], [], []
     with h5py.File(uq_path, "r") as h5:
         for p in replica_paths:
             fr = read_frames(p)
@@ -648,6 +646,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
             if len(fr) == 0:
                 per_replica.append({"replica": Path(p).stem, "file": str(p), "candidates": 0, "kept": 0})
                 continue
+            thresholds.append(thr)
             bi = find_break(fr.numbers, fr.positions).index
             idx = select_frames(s, thr, fr.extras["spring_distance"], e.mean(axis=0), bi,
                                 max_post_break=selection_cfg["max_post_break"], max_frames=None,
@@ -663,20 +662,85 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                                 "kept": len(idx), "threshold": thr, "break_index": bi,
                                 "stop_reason": fr.attrs.get("stop_reason"), "blowup_frames": forced,
                                 "indices": [int(i) for i in idx]})
-    kept = Frames.concatenate(picked) if picked else None
-    if kept is not None and selection_cfg["max_frames"] is not None and len(kept) > selection_cfg["max_frames"]:
-        keep = np.unique(np.linspace(0, len(kept) - 1, selection_cfg["max_frames"]).round().astype(int))
-        kept = kept.subset(keep)
+    return picked, per_replica, thresholds
+
+
+def cogef_picks(cogef_path, threshold: float, selection_cfg: dict, max_frames: int | None) -> tuple:
+    """The frames to label from the potential's own COGEF path (sampler ``cogef`` and
+    ``smd+cogef``): its relaxed images (in order of extension) whose committee spread
+    ``uq_sigma`` exceeds ``threshold``, screened like SMD frames (the extension standing in
+    for the spring distance, the best member's energy for the predicted energy), at most
+    ``selection.max_post_break`` at or past the break, at most ``max_frames`` spread evenly
+    over the path. Returns (Frames or None, record)."""
+    from .breaks import find_break
+    from .selection import select_frames
+
+    fr = read_frames(cogef_path)
+    rec = {"file": str(cogef_path), "images": len(fr), "threshold": float(threshold), "candidates": 0, "kept": 0}
+    if len(fr) == 0 or not np.isfinite(threshold):
+        return None, rec
+    s = np.asarray(fr.extras["uq_sigma"], dtype=float)
+    bi = find_break(fr.numbers, fr.positions).index
+    idx = select_frames(s, threshold, fr.extras["extension"], fr.extras["potential_energy"], bi,
+                        max_post_break=selection_cfg["max_post_break"], max_frames=max_frames,
+                        min_distance_gap=selection_cfg["min_distance_gap"],
+                        min_energy_gap=selection_cfg["min_energy_gap_kcal"] * EV_PER_KCAL_MOL)
+    ext = fr.extras["extension"]
+    rec.update({"candidates": int((s > threshold).sum()), "kept": len(idx), "break_index": bi,
+                "indices": [int(i) for i in idx], "extensions": [float(ext[i]) for i in idx]})
+    if not len(idx):
+        return None, rec
+    sub = fr.subset(idx)
+    sub.extras = {"uq_sigma": s[idx]}
+    return sub, rec
+
+
+def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
+                out_dir, cogef_path=None, cogef_frames: int | None = None, smd: bool = True) -> dict:
+    """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
+
+    SMD frames (``smd``) come from the scored replicas (source ``al``); with ``cogef_path``
+    (samplers ``cogef`` and ``smd+cogef``) frames also come from the potential's COGEF path
+    (source ``cogef``), judged against the median of the replicas' thresholds (the same
+    μ+nσ rule). Budget: the COGEF frames take at most ``cogef_frames`` (``selection.max_frames``
+    when SMD frames are not selected), the SMD frames the rest of ``selection.max_frames``.
+    Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
+    An empty selection writes no batch and is recorded as such.
+    """
+    picked, per_replica, thresholds = _smd_picks(uq_path, replica_paths, selection_cfg)
+    max_frames = selection_cfg["max_frames"]
+    parts, tail = [], {"replicas": per_replica if smd else [], "sources": {}}
+    if cogef_path is not None:
+        thr = float(np.median(thresholds)) if thresholds else float("nan")
+        cap = (cogef_frames if smd else max_frames)
+        if cap is not None and max_frames is not None:
+            cap = min(cap, max_frames)
+        sub, tail["cogef"] = cogef_picks(cogef_path, thr, selection_cfg, cap)
+        if sub is not None:
+            sub.source[:] = "cogef"
+            parts.append(sub)
+            tail["sources"]["cogef"] = len(sub)
+    if smd and picked:
+        kept = Frames.concatenate(picked)
+        kept.source[:] = "al"
+        room = None if max_frames is None else max_frames - sum(len(p) for p in parts)
+        if room is not None and len(kept) > room:
+            keep = np.unique(np.linspace(0, len(kept) - 1, room).round().astype(int)) if room > 0 else []
+            kept = kept.subset(np.asarray(keep, dtype=int))
+        if len(kept):
+            parts.append(kept)
+            tail["sources"]["al"] = len(kept)
+    kept = Frames.concatenate(parts) if parts else None
     n_kept = 0 if kept is None else len(kept)
-    new = _to_label(kept, "al", iteration, selection_cfg) if n_kept else None
-    summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration},
-                               {"replicas": per_replica})
+    new = _to_label(kept, None, iteration, selection_cfg) if n_kept else None
+    summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration}, tail)
     if n_kept == 0:
         log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",
                     iteration)
     else:
-        log.info("iteration %d: selected %d frames + %d augmented, %d label batches", iteration, n_kept,
-                 summary["augmented"], summary["batches"])
+        log.info("iteration %d: selected %d frames (%s) + %d augmented, %d label batches", iteration, n_kept,
+                 ", ".join(f"{k} {v}" for k, v in tail["sources"].items()), summary["augmented"],
+                 summary["batches"])
     return summary
 
 
@@ -916,7 +980,7 @@ def merge_step(data_path, labelled_paths: Sequence, iteration: int, out, out_inf
     info = {"iteration": iteration, "previous_frames": len(base), "labelled": n_new, "failed_labels": n_failed,
             "screened_labels": n_screened, "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
             "label_seconds": label_seconds,
-            "selected": int(sum(np.isin(p.source, ("al", "hal")).sum() for p in new_parts)),
+            "selected": int(sum(np.isin(p.source, ("al", "hal", "cogef")).sum() for p in new_parts)),
             "augmented": int(sum((p.source == "augment").sum() for p in new_parts))}
     if n_new and n_failed + n_screened == n_new:
         log.warning("iteration %d: all %d labels failed or were screened out; the data set is unchanged",
