@@ -24,6 +24,25 @@ from rarelearn.units import KCAL_MOL_PER_EV
 REPO = Path(__file__).resolve().parents[1]
 
 
+def print_table(df: "pd.DataFrame", wall: float | None = None) -> None:
+    """Per iteration of a summary.csv: both barrier observables, post-break work, labels and
+    job time; then the totals and the best iteration of each observable."""
+    k = KCAL_MOL_PER_EV
+    print(f"{'iter':>4} {'COGEF |dEmax|':>13} {'SMD |dEa|':>9} {'± SE':>5} {'unbroken':>8} "
+          f"{'post-break W (ref) kcal/mol':>28} {'labels':>7} {'wall s':>7} {'unseen E MAE meV':>17}")
+    for _, r in df.iterrows():
+        post = f"{r.nnp_post_break_work_mean * k:.1f} ({r.ref_post_break_work_mean * k:.1f})"
+        print(f"{int(r.iteration):>4} {r.cogef_abs_delta_e_max_kcal:>13.2f} {r.abs_delta_ea_kcal:>9.2f} "
+              f"{r.delta_ea_stderr_kcal:>5.2f} {int(r.nnp_unbroken):>8} {post:>28} {int(r.labels_total):>7} "
+              f"{r.wall_seconds:>7.0f} {1000 * r.unseen_energy_mae:>17.1f}")
+    print(f"total: {len(df)} iterations, {int(df.labels_total.iloc[-1])} labels, "
+          f"summed job time {df.wall_seconds.sum():.0f} s"
+          + (f", campaign wall time {wall:.0f} s" if wall is not None else ""))
+    for col, name in (("cogef_abs_delta_e_max_kcal", "COGEF |dEmax|"), ("abs_delta_ea_kcal", "SMD |dEa|")):
+        if df[col].notna().any():
+            print(f"best {name} = {df[col].min():.2f} kcal/mol at iteration {int(df.iteration[df[col].idxmin()])}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, type=Path)
@@ -45,21 +64,7 @@ def main(argv=None) -> int:
         if rc:
             print(f"snakemake failed (exit {rc}); see {args.workdir / 'campaign.log'}")
             return rc
-    df = pd.read_csv(args.workdir / "results" / "summary.csv")
-    k = KCAL_MOL_PER_EV
-    print(f"{'iter':>4} {'COGEF |dEmax|':>13} {'SMD |dEa|':>9} {'± SE':>5} {'unbroken':>8} "
-          f"{'post-break W (ref) kcal/mol':>28} {'labels':>7} {'wall s':>7} {'unseen E MAE meV':>17}")
-    for _, r in df.iterrows():
-        post = f"{r.nnp_post_break_work_mean * k:.1f} ({r.ref_post_break_work_mean * k:.1f})"
-        print(f"{int(r.iteration):>4} {r.cogef_abs_delta_e_max_kcal:>13.2f} {r.abs_delta_ea_kcal:>9.2f} "
-              f"{r.delta_ea_stderr_kcal:>5.2f} {int(r.nnp_unbroken):>8} {post:>28} {int(r.labels_total):>7} "
-              f"{r.wall_seconds:>7.0f} {1000 * r.unseen_energy_mae:>17.1f}")
-    print(f"total: {len(df)} iterations, {int(df.labels_total.iloc[-1])} labels, "
-          f"summed job time {df.wall_seconds.sum():.0f} s"
-          + (f", campaign wall time {wall:.0f} s" if wall is not None else ""))
-    for col, name in (("cogef_abs_delta_e_max_kcal", "COGEF |dEmax|"), ("abs_delta_ea_kcal", "SMD |dEa|")):
-        if df[col].notna().any():
-            print(f"best {name} = {df[col].min():.2f} kcal/mol at iteration {int(df.iteration[df[col].idxmin()])}")
+    print_table(pd.read_csv(args.workdir / "results" / "summary.csv"), wall)
     return 0
 
 

@@ -46,6 +46,8 @@ MAE_REPLICAS = REPLICAS[: config["evaluation"]["mae_replicas"]]
 HAL_SAMPLER = config["sampler"]["kind"] == "hal"
 HAL_RUNS = [f"{r:02d}" for r in range(config["sampler"]["runs"])]
 SMD_HAL = config["sampler"]["kind"] == "smd+hal"
+# Samplers that select frames of the potential's own COGEF path (cogef, smd+cogef).
+COGEF_SAMPLER = config["sampler"]["kind"] in ("cogef", "smd+cogef")
 # What the HAL-biased pull (sampler smd+hal) needs of the sampler section: only these keys
 # rerun it.
 SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
@@ -171,13 +173,18 @@ def iteration_hal_runs(wildcards):
 
 
 def selection_inputs(wildcards):
-    """What the select checkpoint reads: the HAL runs (sampler hal), else the SMD UQ."""
+    """What the select checkpoint reads: the HAL runs (sampler hal), else the SMD UQ (the
+    thresholds, and the frames of sampler smd, smd+hal and smd+cogef) and the potential's
+    COGEF path (cogef, smd+cogef)."""
     if HAL_SAMPLER:
         return {"hal_runs": iteration_hal_runs(wildcards)}
-    return {
+    inputs = {
         "uq": f"results/iter_{wildcards.iteration}/uq.h5",
         "replicas": sampling_replicas(wildcards),
     }
+    if COGEF_SAMPLER:
+        inputs["cogef"] = f"results/iter_{wildcards.iteration}/cogef.h5"
+    return inputs
 
 
 def labelling_screen():

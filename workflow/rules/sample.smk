@@ -1,6 +1,7 @@
 # Sampling: SMD with the best member (the evaluation's pulls: one batched job for all
 # replicas, or one job per replica), HAL-biased SMD (sampler smd+hal, one job per
-# replica), UQ, HAL runs (sampler hal, one job per run), selection (checkpoint).
+# replica), UQ, HAL runs (sampler hal, one job per run), selection (checkpoint; samplers
+# cogef and smd+cogef also take the frames of the iteration's COGEF path, evaluate.smk).
 
 
 rule smd:
@@ -119,6 +120,7 @@ checkpoint select:
     params:
         selection=config["selection"],
         batch_size=config["labelling"]["batch_size"],
+        sampler={k: config["sampler"][k] for k in ("kind", "cogef_frames")},
     log:
         "logs/iter_{iteration}/select.log",
     script:

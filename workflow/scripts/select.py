@@ -1,12 +1,15 @@
-"""Snakemake adapter: select, screen and augment frames (or take the HAL runs' frames); write label batches."""
-from rarelearn.steps.select import hal_select_step, select_step
+"""Snakemake adapter: select, screen and augment frames (SMD, COGEF path, or the HAL runs'); write label batches."""
 from rarelearn.steps.common import setup_logging
+from rarelearn.steps.select import hal_select_step, select_step
 
 setup_logging(snakemake.log[0])
 iteration = int(snakemake.wildcards.iteration)
+sampler = snakemake.params.sampler
 if "hal_runs" in snakemake.input.keys():
     hal_select_step(list(snakemake.input.hal_runs), snakemake.params.selection, snakemake.params.batch_size,
                     iteration, snakemake.output[0])
 else:
     select_step(snakemake.input.uq, list(snakemake.input.replicas), snakemake.params.selection,
-                snakemake.params.batch_size, iteration, snakemake.output[0])
+                snakemake.params.batch_size, iteration, snakemake.output[0],
+                cogef_path=snakemake.input.get("cogef"), cogef_frames=sampler["cogef_frames"],
+                smd=sampler["kind"] != "cogef")

@@ -30,7 +30,7 @@ from ..dataset import STATUS_UNLABELLED, Frames
 from ..units import EV_PER_KCAL_MOL
 
 __all__ = ["DEFAULT_ENERGY_GAP", "screen", "select_frames", "augment", "blowup_frames", "select_replica",
-           "cap_frames", "frames_to_label"]
+           "cap_frames", "frames_to_label", "select_path"]
 
 #: 1 kcal/mol in eV, the default energy gap of the screening.
 DEFAULT_ENERGY_GAP: float = EV_PER_KCAL_MOL
@@ -153,12 +153,14 @@ def blowup_frames(frames: Frames, lookback: int | None) -> list[int]:
     return [max(len(frames) - 1 - int(lookback), 0)]
 
 
-def frames_to_label(kept: Frames, source: str, iteration: int, selection_cfg: dict) -> Frames:
-    """The kept frames marked unlabelled (``source``, ``iteration``), followed by
-    ``selection.augment_copies`` noisy copies of each (seed ``selection.seed + 7919·iteration``);
-    no extras or attrs (what they described was the sampling run)."""
+def frames_to_label(kept: Frames, source: str | None, iteration: int, selection_cfg: dict) -> Frames:
+    """The kept frames marked unlabelled (``source``, or the sources they carry when None;
+    ``iteration``), followed by ``selection.augment_copies`` noisy copies of each (seed
+    ``selection.seed + 7919·iteration``); no extras or attrs (what they described was the
+    sampling run)."""
     kept.extras, kept.attrs = {}, {}
-    kept.source[:] = source
+    if source is not None:
+        kept.source[:] = source
     kept.iteration[:] = iteration
     kept.status[:] = "unlabelled"
     kept.energy = np.full(len(kept), np.nan)
@@ -199,6 +201,34 @@ def select_replica(frames: Frames, sigma: np.ndarray, threshold: float, energies
     return idx, {"candidates": int((sigma > threshold).sum()), "kept": len(idx), "threshold": threshold,
                  "break_index": bi, "stop_reason": frames.attrs.get("stop_reason"), "blowup_frames": forced,
                  "indices": [int(i) for i in idx]}
+
+
+def select_path(path: Frames, threshold: float, selection_cfg: dict, max_frames: int | None) -> tuple:
+    """The images of a COGEF path to label (samplers ``cogef`` and ``smd+cogef``): the relaxed
+    images (in order of extension, extras ``extension``, ``potential_energy``, ``uq_sigma``)
+    whose committee spread exceeds ``threshold``, screened like SMD frames (the extension
+    standing in for the spring distance, the best member's energy for the predicted energy),
+    at most ``selection.max_post_break`` at or past the break, at most ``max_frames`` spread
+    evenly over the path.
+
+    Returns
+    -------
+    (indices (M,) int, record): record has ``images``, ``threshold``, ``candidates``, ``kept``,
+    ``break_index``, ``indices`` and ``extensions`` (JSON types).
+    """
+    rec = {"images": len(path), "threshold": float(threshold), "candidates": 0, "kept": 0}
+    if len(path) == 0 or not np.isfinite(threshold):
+        return np.zeros(0, dtype=int), rec
+    sigma = np.asarray(path.extras["uq_sigma"], dtype=float)
+    ext = path.extras["extension"]
+    bi = find_break(path.numbers, path.positions).index
+    idx = select_frames(sigma, threshold, ext, path.extras["potential_energy"], bi,
+                        max_post_break=selection_cfg["max_post_break"], max_frames=max_frames,
+                        min_distance_gap=selection_cfg["min_distance_gap"],
+                        min_energy_gap=selection_cfg["min_energy_gap_kcal"] * EV_PER_KCAL_MOL)
+    rec.update({"candidates": int((sigma > threshold).sum()), "kept": len(idx), "break_index": bi,
+                "indices": [int(i) for i in idx], "extensions": [float(ext[i]) for i in idx]})
+    return idx, rec
 
 
 def cap_frames(kept: Frames, max_frames: int | None) -> Frames:

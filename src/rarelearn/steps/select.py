@@ -70,18 +70,14 @@ def _write_selection(out_dir, new: Frames | None, n_kept: int, batch_size: int, 
     return summary
 
 
-def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
-                out_dir) -> dict:
-    """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
-
-    Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
-    An empty selection writes no batch and is recorded as such.
-    """
+def _smd_picks(uq_path, replica_paths: Sequence, selection_cfg: dict) -> tuple[list, list, list]:
+    """Per SMD replica, the frames to label (:func:`select_replica`). Returns (picked Frames,
+    per-replica records, the replicas' UQ thresholds)."""
     import h5py
 
-    from ..learning.selection import cap_frames, select_replica
+    from ..learning.selection import select_replica
 
-    per_replica, picked = [], []
+    per_replica, picked, thresholds = [], [], []
     with h5py.File(uq_path, "r") as h5:
         for p in replica_paths:
             fr = read_frames(p)
@@ -91,22 +87,65 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                 per_replica.append({**head, "candidates": 0, "kept": 0})
                 continue
             s = g["sigma"][()]
-            idx, rec = select_replica(fr, s, float(g.attrs["threshold"]), g["energies"][()], selection_cfg)
+            thresholds.append(float(g.attrs["threshold"]))
+            idx, rec = select_replica(fr, s, thresholds[-1], g["energies"][()], selection_cfg)
             sub = fr.subset(idx)
             sub.extras = {"uq_sigma": s[idx]}
             picked.append(sub)
             per_replica.append({**head, **rec})
-    kept = cap_frames(Frames.concatenate(picked), selection_cfg["max_frames"]) if picked else None
+    return picked, per_replica, thresholds
+
+
+def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
+                out_dir, cogef_path=None, cogef_frames: int | None = None, smd: bool = True) -> dict:
+    """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
+
+    SMD frames (``smd``) come from the scored replicas (source ``al``); with ``cogef_path``
+    (samplers ``cogef`` and ``smd+cogef``) frames also come from the potential's COGEF path
+    (source ``cogef``, :func:`select_path`), judged against the median of the replicas' UQ
+    thresholds (the same μ+nσ rule). Budget: the path's frames take at most ``cogef_frames``
+    (``selection.max_frames`` when no SMD frames are selected), the SMD frames the rest of
+    ``selection.max_frames``.
+    Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
+    An empty selection writes no batch and is recorded as such.
+    """
+    from ..learning.selection import cap_frames, select_path
+
+    picked, per_replica, thresholds = _smd_picks(uq_path, replica_paths, selection_cfg)
+    max_frames = selection_cfg["max_frames"]
+    parts, tail = [], {"replicas": per_replica if smd else [], "sources": {}}
+    if cogef_path is not None:
+        cap = cogef_frames if smd else max_frames
+        if cap is not None and max_frames is not None:
+            cap = min(cap, max_frames)
+        path = read_frames(cogef_path)
+        idx, tail["cogef"] = select_path(path, float(np.median(thresholds)) if thresholds else float("nan"),
+                                         selection_cfg, cap)
+        tail["cogef"]["file"] = str(cogef_path)
+        if len(idx):
+            sub = path.subset(idx)
+            sub.extras = {"uq_sigma": np.asarray(path.extras["uq_sigma"])[idx]}
+            sub.source[:] = "cogef"
+            parts.append(sub)
+            tail["sources"]["cogef"] = len(sub)
+    if smd and picked:
+        room = None if max_frames is None else max(max_frames - sum(len(p) for p in parts), 0)
+        kept = cap_frames(Frames.concatenate(picked), room)
+        kept.source[:] = "al"
+        if len(kept):
+            parts.append(kept)
+            tail["sources"]["al"] = len(kept)
+    kept = Frames.concatenate(parts) if parts else None
     n_kept = 0 if kept is None else len(kept)
-    new = frames_to_label(kept, "al", iteration, selection_cfg) if n_kept else None
-    summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration},
-                               {"replicas": per_replica})
+    new = frames_to_label(kept, None, iteration, selection_cfg) if n_kept else None
+    summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration}, tail)
     if n_kept == 0:
         log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",
                     iteration)
     else:
-        log.info("iteration %d: selected %d frames + %d augmented, %d label batches", iteration, n_kept,
-                 summary["augmented"], summary["batches"])
+        log.info("iteration %d: selected %d frames (%s) + %d augmented, %d label batches", iteration, n_kept,
+                 ", ".join(f"{k} {v}" for k, v in tail["sources"].items()), summary["augmented"],
+                 summary["batches"])
     return summary
 
 

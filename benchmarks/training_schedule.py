@@ -1,0 +1,86 @@
+"""Training schedules measured (issue 17: training that converges): one ensemble member
+trained on a campaign's data set with each schedule, the same split and seed; per schedule
+the epochs run, where the best epoch fell, the learning rates visited, validation energy and
+force MAE, and what decides the barrier: the error on the reference COGEF images (held-out
+test data) and on the COGEF barrier read off them, E(image at the reference maximum) − E(start).
+
+    python benchmarks/training_schedule.py --campaign /tmp/d --iteration 2
+    python benchmarks/training_schedule.py --campaign /tmp/d --iteration 2 \\
+        --schedule epochs=50,lr_patience=10,early_stopping_patience=20 \\
+        --schedule epochs=150,lr_patience=5,early_stopping_patience=30
+
+The data set is results/iter_NNN/merged.h5 of the campaign (what iteration NNN + 1 trains
+on), the member is warm-started from iteration NNN's member 0 as the workflow does
+(``--cold`` trains from scratch). Run on demand; not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rarelearn.config import campaign_config
+from rarelearn.dataset import read_frames
+from rarelearn.steps.train import train_member_step
+from rarelearn.models.files import load_model
+from rarelearn.units import KCAL_MOL_PER_EV
+
+DEFAULT_SCHEDULES = [
+    "epochs=50,lr_patience=10,early_stopping_patience=20",      # the defaults before issue 17
+    "epochs=150,lr_patience=5,early_stopping_patience=30",
+]
+
+
+def parse(text: str) -> dict:
+    out = {}
+    for item in text.split(","):
+        k, v = item.split("=")
+        out[k.strip()] = None if v.strip().lower() == "none" else (float(v) if "." in v or "e-" in v else int(v))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--campaign", required=True, type=Path, help="a campaign's work directory")
+    p.add_argument("--iteration", type=int, required=True)
+    p.add_argument("--schedule", action="append", default=None, help="key=value,... over training.*")
+    p.add_argument("--member", type=int, default=0)
+    p.add_argument("--cold", action="store_true", help="train from scratch (no warm start)")
+    args = p.parse_args(argv)
+    res = args.campaign / "results"
+    it = res / f"iter_{args.iteration:03d}"
+    cfg = campaign_config()
+    ref = read_frames(res / "reference" / "cogef.h5")
+    ref_e = ref.energy
+    k_max = int(np.argmax(np.where(ref.extras["intact"] > 0, ref_e, -np.inf)))
+    ref_barrier = ref_e[k_max] - ref_e[0]
+    print(f"data {it / 'merged.h5'} ({len(read_frames(it / 'merged.h5'))} frames); reference COGEF: "
+          f"{len(ref)} images, barrier {ref_barrier:.4f} eV at image {k_max}")
+    print(f"{'schedule':<58} {'epochs':>6} {'best':>4} {'min lr':>8} {'val E':>6} {'val F':>6} "
+          f"{'COGEF E MAE':>11} {'dBarrier':>8} {'s':>5}")
+    print(f"{'':<58} {'':>6} {'':>4} {'':>8} {'meV':>6} {'meV/A':>6} {'meV':>11} {'kcal/mol':>8} {'':>5}")
+    for text in args.schedule or DEFAULT_SCHEDULES:
+        training = {**cfg["training"], **parse(text), "warm_start": not args.cold, "split": "inherited"}
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            info = train_member_step(it / "merged.h5", res / "reference" / "atom_energies.json", cfg["model"],
+                                     training, cfg["molecule"]["elements"], args.iteration + 1, args.member,
+                                     Path(tmp) / "m.pt", Path(tmp) / "m.json", previous_dir=it,
+                                     base_data_path=res / "iter_000" / "dataset.h5")
+            wall = time.time() - t0
+            model = load_model(Path(tmp) / "m.pt")
+            pred = model.energies(ref.numbers, ref.positions)[0]
+        h = info["history"]
+        mae = np.abs((pred - pred[0]) - (ref_e - ref_e[0])).mean()
+        d_barrier = ((pred[k_max] - pred[0]) - ref_barrier) * KCAL_MOL_PER_EV
+        print(f"{text:<58} {h['epochs_run']:>6} {h['best_epoch']:>4} {min(h['epoch_lr']):>8.1e} "
+              f"{1000 * h['val_energy_mae']:>6.1f} {1000 * h['val_force_mae']:>6.1f} {1000 * mae:>11.1f} "
+              f"{d_barrier:>8.2f} {wall:>5.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

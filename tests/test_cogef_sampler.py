@@ -1,0 +1,153 @@
+"""Samplers ``cogef`` and ``smd+cogef`` (issue 21): frames of the potential's own COGEF path
+selected by the committee's spread, with the SMD sampler's screening, post-break cap,
+budget and augmentation; and through Snakemake on the session's tiny campaign."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+
+from conftest import jobs_run, snakemake, write_config
+from rarelearn.chem.breaks import find_break
+from rarelearn.md.cogef import cogef_profile
+from rarelearn.dataset import Frames, read_frames, write_frames
+from rarelearn.steps.label import merge_step
+from rarelearn.steps.select import select_step
+from test_cogef import MorseBonds
+
+SEL = {"uq_first_steps": 5, "n_sigma": 3.0, "max_post_break": 50, "max_frames": 50, "min_distance_gap": 0.01,
+       "min_energy_gap_kcal": 1.0, "augment_copies": 2, "augment_amplitude": 0.05, "seed": 11,
+       "blowup_lookback": 10}
+
+
+@pytest.fixture(scope="module")
+def path_h5(tmp_path_factory):
+    """A real COGEF path (a C4 Morse chain pulled end to end, the weak middle bond breaks)
+    written as the workflow writes an iteration's cogef.h5, with a committee spread that
+    grows along the path."""
+    d = tmp_path_factory.mktemp("cogef")
+    atoms = Atoms("C4", positions=[(0, 0, 0), (1.5, 0, 0), (3.0, 0, 0), (4.5, 0, 0)])
+    calc = MorseBonds([(0, 1, 5.0, 2.0, 1.5), (1, 2, 3.0, 2.0, 1.5), (2, 3, 5.0, 2.0, 1.5)])
+    prof = cogef_profile(atoms, calc, (0, 3), step=0.1, max_extension=3.0, post_break_extension=1.0, fmax=1e-3)
+    fr = prof.frames
+    fr.extras["uq_sigma"] = 0.01 + 0.1 * fr.extras["extension"]
+    write_frames(d / "cogef.h5", fr)
+    return d / "cogef.h5"
+
+
+def _replicas(tmp_path, thresholds):
+    """SMD replicas of 20 frames each, with uq.h5 groups whose thresholds are ``thresholds``
+    and whose σ exceeds them on frames 10-19 (the SMD candidates)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    with h5py.File(tmp_path / "uq.h5", "w") as h5:
+        for r, thr in enumerate(thresholds):
+            pos = np.array([[0, 0, 0], [1.5, 0, 0], [3.0, 0, 0], [4.5, 0, 0]])[None] + rng.normal(0, 0.01, (20, 4, 3))
+            pos[:, 3, 0] += np.linspace(0, 0.4, 20)
+            fr = Frames(numbers=np.full(4, 6), positions=pos, source="smd",
+                        extras={"spring_distance": np.linspace(4.5, 4.9, 20)})
+            p = tmp_path / f"replica_{r:02d}.h5"
+            write_frames(p, fr)
+            paths.append(p)
+            g = h5.create_group(p.stem)
+            g.create_dataset("energies", data=np.tile(np.linspace(0, 2.0, 20), (3, 1)))
+            g.create_dataset("sigma", data=np.where(np.arange(20) >= 10, thr + 0.05, thr / 2))
+            g.attrs["threshold"] = thr
+    return tmp_path / "uq.h5", paths
+
+
+def _selected(out):
+    frames = [read_frames(p) for p in sorted(out.glob("batch_*.h5"))]
+    return Frames.concatenate(frames), json.loads((out / "selection.json").read_text())
+
+
+def test_cogef_sampler_picks_path_images_above_the_median_smd_threshold(tmp_path, path_h5):
+    uq, reps = _replicas(tmp_path, [0.05, 0.1, 0.3])
+    s = select_step(uq, reps, SEL, 1000, 4, tmp_path / "sel", cogef_path=path_h5, cogef_frames=25, smd=False)
+    path = read_frames(path_h5)
+    sigma, ext = path.extras["uq_sigma"], path.extras["extension"]
+    rec = s["cogef"]
+    assert rec["threshold"] == pytest.approx(0.1)          # the median, not the mean (0.15)
+    assert rec["candidates"] == int((sigma > 0.1).sum()) > 0
+    idx = np.array(rec["indices"])
+    assert (sigma[idx] > 0.1).all() and s["replicas"] == [] and s["sources"] == {"cogef": len(idx)}
+    # screening: the kept images differ from each other by > 1 kcal/mol and > 0.01 Å
+    e = path.extras["potential_energy"][idx]
+    assert np.abs(np.subtract.outer(e, e))[~np.eye(len(idx), dtype=bool)].min() > 0.0433
+    new, _ = _selected(tmp_path / "sel")
+    kept = new.subset(new.source == "cogef")
+    np.testing.assert_array_equal(kept.positions, path.positions[idx])   # the relaxed images themselves
+    assert (new.source == "augment").sum() == 2 * len(idx) and (new.iteration == 4).all()
+    assert (new.status == "unlabelled").all() and np.isnan(new.energy).all()
+    # images past the break are selected too
+    bi = find_break(path.numbers, path.positions).index
+    assert bi is not None and (idx >= bi).any() and (idx < bi).any()
+    assert rec["extensions"] == pytest.approx(ext[idx].tolist())
+
+
+def test_cogef_sampler_caps_post_break_and_total(tmp_path, path_h5):
+    uq, reps = _replicas(tmp_path, [0.02])
+    path = read_frames(path_h5)
+    bi = find_break(path.numbers, path.positions).index
+    free = select_step(uq, reps, SEL, 1000, 0, tmp_path / "a", cogef_path=path_h5, smd=False)
+    assert sum(i >= bi for i in free["cogef"]["indices"]) > 2
+    capped = select_step(uq, reps, {**SEL, "max_post_break": 2, "max_frames": 6}, 1000, 0, tmp_path / "b",
+                         cogef_path=path_h5, smd=False)
+    idx = capped["cogef"]["indices"]
+    assert len(idx) == 6 and sum(i >= bi for i in idx) <= 2 and capped["selected"] == 6
+
+
+def test_smd_plus_cogef_splits_the_budget(tmp_path, path_h5):
+    uq, reps = _replicas(tmp_path, [0.02, 0.02])
+    smd_only = select_step(uq, reps, {**SEL, "max_frames": None}, 1000, 0, tmp_path / "smd")
+    n_smd = smd_only["selected"]
+    assert smd_only["sources"] == {"al": n_smd} and n_smd > 4
+    both = select_step(uq, reps, {**SEL, "max_frames": 12}, 1000, 0, tmp_path / "both", cogef_path=path_h5,
+                       cogef_frames=5)
+    assert both["sources"]["cogef"] == 5 and both["sources"]["al"] == 12 - 5 and both["selected"] == 12
+    new, _ = _selected(tmp_path / "both")
+    assert (new.source == "cogef").sum() == 5 and (new.source == "al").sum() == 7
+    # the SMD frames are the plain SMD selection thinned to the room left
+    plain, _ = _selected(tmp_path / "smd")
+    plain_al = {h for h, s in zip(plain.hashes, plain.source) if s == "al"}
+    assert {h for h, s in zip(new.hashes, new.source) if s == "al"} <= plain_al
+
+
+def test_merge_counts_cogef_frames_as_selected(tmp_path, path_h5):
+    path = read_frames(path_h5).subset([0, 5, 9])
+    base = Frames(numbers=path.numbers, positions=path.positions[:1] + 0.3, energy=np.zeros(1),
+                  forces=np.zeros((1, 4, 3)), source="md", labeller="x")
+    new = Frames(numbers=path.numbers, positions=path.positions, energy=np.ones(3), forces=np.zeros((3, 4, 3)),
+                 source=["cogef", "cogef", "augment"], labeller="x", iteration=1)
+    write_frames(tmp_path / "d.h5", base)
+    write_frames(tmp_path / "l.h5", new)
+    info = merge_step(tmp_path / "d.h5", [tmp_path / "l.h5"], 1, tmp_path / "m.h5", tmp_path / "m.json")
+    assert info["selected"] == 2 and info["augmented"] == 1 and info["total_frames"] == 4
+
+
+@pytest.mark.slow
+def test_smd_plus_cogef_campaign_labels_frames_of_the_potentials_path(campaign, tmp_path):
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    cfg = write_config(tmp_path / "cg.yaml", **{"campaign.max_iterations": 1, "sampler.kind": "smd+cogef",
+                                                "sampler.cogef_frames": 4})
+    res = snakemake(wd, configfile=cfg)
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    # only the selection and what follows it rerun: the members, pulls and COGEF path are reused
+    assert counts["select"] == 1 and "train" not in counts and "smd_batch" not in counts and "cogef" not in counts
+    it = wd / "results" / "iter_000"
+    sel = json.loads((it / "selected" / "selection.json").read_text())
+    path = read_frames(it / "cogef.h5")
+    assert 0 < sel["sources"]["cogef"] <= 4
+    assert (path.extras["uq_sigma"][sel["cogef"]["indices"]] > sel["cogef"]["threshold"]).all()
+    merged = read_frames(it / "merged.h5")
+    from_path = merged.subset(merged.source == "cogef")
+    assert 0 < len(from_path) <= sel["sources"]["cogef"]        # labelled and merged, less screened-out labels
+    assert set(from_path.hashes) <= set(path.hashes) and (from_path.labeller == "gfn2-xtb").all()
+    # the reference's COGEF images stay test data
+    assert not set(read_frames(wd / "results" / "reference" / "cogef.h5").hashes) & set(merged.hashes)
