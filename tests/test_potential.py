@@ -304,3 +304,32 @@ def test_command_line_md(potential_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     fr = read_frames(tmp_path / "md.h5")
     assert len(fr) == 20 and fr.attrs["member"] == "mean" and "energy_std" in fr.extras
+
+
+def test_schnet_committee_has_a_card_and_a_calculator_but_no_torchscript(campaign_files, tmp_path):
+    """A SchNet campaign's potential: the same card and calculator; potential.ts says why it
+    is not TorchScript, and the card lists no such file."""
+    import shutil
+
+    pytest.importorskip("torch_geometric")
+    from rarelearn.schnet import build_schnet, make_schnet_spec, save_model
+
+    root = tmp_path / "results"
+    shutil.copytree(campaign_files, root, ignore=shutil.ignore_patterns("potential"))
+    spec = {**make_schnet_spec(["H", "C"], {"H": -10.0, "C": -40.0}, hidden_channels=16, num_filters=16,
+                               num_interactions=1, num_gaussians=8), "family": "schnet"}
+    torch.manual_seed(0)
+    save_model(root / "iter_001" / "ensemble.pt", [build_schnet(spec).state_dict() for _ in range(2)], spec)
+    evs = [root / f"iter_{i:03d}" / "evaluation.json" for i in (0, 1)]
+    src = potential_sources(evs, {"observable": "smd"}, results=str(root))
+    card = build_potential(src["evaluations"], {"observable": "smd"}, src["ensemble"], src["best"], src["data"],
+                           src["uq"], src["final_uq"], src["molecule"], {"name": "gfn2-xtb"}, root / "potential")
+    assert card["model"]["family"] == "schnet" and not card["model"]["torchscript"]
+    assert set(card["files"]) == {"ensemble.pt"}
+    assert "no TorchScript export" in (root / "potential" / "potential.ts").read_text()
+    from ase.build import molecule
+
+    atoms = molecule("C2H6")
+    atoms.calc = load_potential(root / "potential", member=0, warn=False)
+    atoms.get_potential_energy()
+    assert atoms.calc.results["energies"].shape == (2,) and atoms.calc.results["force_std"] >= 0

@@ -49,6 +49,7 @@ import copy
 import datetime
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -86,6 +87,8 @@ __all__ = [
     "PotentialCalculator",
     "load_potential",
 ]
+
+log = logging.getLogger("rarelearn")
 
 CARD_FORMAT = "rarelearn-potential-card"
 CARD_VERSION = 1
@@ -620,6 +623,9 @@ def build_potential(evaluation_paths: Sequence, stop: dict | None, ensemble, bes
     _write_text(out_dir / "card.md", card_markdown(card))
     _write_text(out_dir / "card.rst", card_rst(card))
     write_json(out_dir / "card.json", card)
+    log.info("potential: iteration %d (%s: %s), member %d, %d training frames; %s", choice["iteration"],
+             choice["rule"], choice["reason"], best, len(frames), ", ".join(f"{k} {v['sha256'][:12]}"
+                                                                            for k, v in files.items()))
     return card
 
 

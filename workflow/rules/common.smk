@@ -393,3 +393,16 @@ def finished_studies(wildcards=None):
     for study in ("transfer", "strain_rates"):
         found += glob.glob(f"results/studies/iter_[0-9][0-9][0-9]/figures/{study}.png")
     return sorted(found)
+
+
+# ------------------------------------------------------------------ the potential (rules/potential.smk)
+from rarelearn.potential import potential_sources
+
+
+def chosen_potential(wildcards=None):
+    """The files the potential is built from: the campaign's evaluations and the chosen
+    iteration's committee, best member, training set and UQ, the last iteration's UQ
+    (rarelearn.potential.choose_iteration picks the iteration)."""
+    src = potential_sources(campaign_evaluations(), config["campaign"]["stop"])
+    src.pop("choice")
+    return src
