@@ -514,13 +514,17 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def card_markdown(card: dict) -> str:
     """The card as a short Markdown page (``card.md``)."""
     lines = ["# The potential: model card", "",
-             f"{card['errors']['measured_with'].capitalize()}. Made {card['created']} by rarelearn "
+             f"{_sentence(card['errors']['measured_with'])}. Made {card['created']} by rarelearn "
              f"{card['rarelearn_version']}; every figure is in `card.json`.", "",
              "| | |", "|---|---|"]
-    lines += [f"| {k} | {v.replace('|', '/')} |" for k, v in _card_rows(card)]
+    lines += [f"| {k} | {v.replace('|', chr(92) + '|')} |" for k, v in _card_rows(card)]
     lines += ["", "Use it: `rarelearn.load_potential(\"results/potential\")` (ASE calculator), "
                   "`torch.jit.load(\"results/potential/potential.ts\")` (no rarelearn needed), or "
                   "`python -m rarelearn.run smd --potential results/potential --structure my.xyz --pull I J`.", ""]
@@ -531,7 +535,7 @@ def card_rst(card: dict) -> str:
     """The card as reStructuredText (``card.rst``, the opening of the HTML report)."""
     rows = _card_rows(card)
     out = ["The potential: model card", "==========================", "",
-           f"{card['errors']['measured_with'].capitalize()}. Every figure is in ``results/potential/card.json``.", "",
+           f"{_sentence(card['errors']['measured_with'])}. Every figure is in ``results/potential/card.json``.", "",
            ".. list-table::", "   :widths: 25 75", ""]
     for k, v in rows:
         v = v.replace("*", r"\*").replace("`", r"\`").replace("|", r"\|")
