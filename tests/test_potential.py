@@ -200,9 +200,7 @@ def test_calculator_reports_spread_and_warns_once(potential_dir):
     mean = load_potential(potential_dir, member="mean", warn=False)
     atoms.calc = mean
     assert atoms.get_potential_energy() == pytest.approx(r["energies"].mean())
-    # the card's hash guards the model file
-    (potential_dir / "card.json").write_text((potential_dir / "card.json").read_text())
-    import rarelearn
+    import rarelearn  # the one-call entry point
     assert isinstance(rarelearn.load_potential(potential_dir), PotentialCalculator)
 
 

@@ -51,9 +51,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
