@@ -16,6 +16,7 @@ include: "workflow/rules/label.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/studies.smk"
+include: "workflow/rules/potential.smk"
 
 
 # Light steps run where Snakemake runs, not as cluster jobs.
@@ -26,6 +27,7 @@ rule all:
     input:
         campaign_evaluations,
         "results/summary.csv",
+        "results/potential/card.json",
         expand("results/figures/{figure}.png", figure=FIGURES),
         finished_studies,
     default_target: True

@@ -44,7 +44,7 @@ KILL_POINTS = [
     ("train", 0), ("smd_batch", 0), ("uq", 0), ("label", 0), ("merge", 0), ("evaluate", 0),
     ("train", 1), ("select", 1), ("label", 1), ("evaluate", 1),
 ]
-#: order of the rules within an iteration (reference stage before, summary and figures after)
+#: order of the rules within an iteration (reference stage before; summary, figures and potential after)
 STAGES = ["initial_dataset", "train", "best_model", "smd_batch", "uq", "select", "label", "merge", "evaluate"]
 #: seconds after a job's script has started (its log file was written) before the kill (a tiny SMD
 #: replica or evaluation ends ~1 s after its log appears on an idle machine: killed at once)
@@ -72,7 +72,7 @@ class Job:
     @property
     def key(self) -> tuple:
         """Position in campaign order (comparable with a kill point's key)."""
-        if self.rule in ("summary", "figures", "all"):
+        if self.rule in ("summary", "figures", "potential", "all"):
             return (10**6, 0)
         if self.rule == "initial_dataset":
             return (0, 0)

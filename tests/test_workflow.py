@@ -116,8 +116,11 @@ def test_rerun_does_nothing_and_raising_max_iterations_runs_only_new(campaign, t
     assert counts.get("train", 0) == 2  # only iteration 2's members
     assert (wd / "results" / "iter_002" / "evaluation.json").exists()
     changed = {p.relative_to(wd / "results") for p, m in before.items() if p.exists() and p.stat().st_mtime != m}
-    # only the campaign-wide summary and its figures are rebuilt; nothing of iterations 0-1
-    assert changed and all(str(p) == "summary.csv" or str(p).startswith("figures/") for p in changed), changed
+    # only the campaign-wide summary, its figures and the potential are rebuilt; nothing of
+    # iterations 0-1
+    assert changed and all(str(p) == "summary.csv" or str(p).startswith(("figures/", "potential/"))
+                           for p in changed), changed
+    assert json.loads((wd / "results" / "potential" / "card.json").read_text())["iteration"]["final"] == 2
 
 
 def test_kill_and_resume(tmp_path):
@@ -291,6 +294,65 @@ def test_summary_columns_match_evaluations_and_report_builds(campaign, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     html = (wd / "report.html").read_text(errors="replace")
     assert "barrier_error.png" in html
+    # the report opens with the model card
+    assert "The potential: model card" in html and "Barrier error, COGEF" in html
+
+
+def test_the_potential_is_delivered_with_its_card(campaign):
+    """results/potential/ after the campaign: the chosen iteration's committee, TorchScript,
+    and a card whose figures are the campaign's own results."""
+    import hashlib
+
+    import torch
+
+    from rarelearn import load_potential
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.potential import choose_iteration
+
+    r = campaign / "results"
+    pot = r / "potential"
+    card = json.loads((pot / "card.json").read_text())
+    evs = [json.loads((r / f"iter_{i:03d}" / "evaluation.json").read_text()) for i in (0, 1)]
+    choice = choose_iteration(evs, {})  # tiny.yaml: stop rule off, observable both
+    i = card["iteration"]["chosen"]
+    assert i == choice["iteration"] and card["iteration"]["rule"] == "best" and card["iteration"]["final"] == 1
+    it = r / f"iter_{i:03d}"
+    assert (pot / "ensemble.pt").read_bytes() == (it / "ensemble.pt").read_bytes()
+    for name, f in card["files"].items():
+        assert hashlib.sha256((pot / name).read_bytes()).hexdigest() == f["sha256"], name
+    assert card["model"]["best_member"] == json.loads((it / "best.json").read_text())["best_member"]
+    assert card["elements"] == ["H", "C"] and card["labeller"]["name"] == "gfn2-xtb"
+    # figures from the chosen iteration's evaluation
+    ev = evs[i]
+    err = card["errors"]
+    for key, src in (("smd_abs_delta_ea_kcal", "abs_delta_ea_kcal"), ("cogef_abs_delta_e_max_kcal",
+                     "cogef_abs_delta_e_max_kcal"), ("unseen_energy_mae_eV", "unseen_energy_mae"),
+                     ("unseen_force_mae_eV_per_A", "unseen_force_mae")):
+        if ev[src] is None or not np.isfinite(ev[src]):
+            assert err[key] is None, key
+        else:
+            assert err[key] == pytest.approx(ev[src]), key
+    assert err["unseen_frames"] == ev["unseen_frames"] > 0
+    # the data set it was trained on, by source and iteration
+    data = read_frames(r / "iter_000" / "dataset.h5" if i == 0 else r / f"iter_{i - 1:03d}" / "merged.h5")
+    assert card["dataset"]["frames"] == int(data.ok.sum()) == sum(card["dataset"]["by_source"].values())
+    assert card["dataset"]["by_source"]["md"] == 100 and card["dataset"]["by_iteration"]["-1"] == 100
+    # the UQ threshold the campaign ended with: the last iteration's, mean over replicas
+    with h5py.File(r / "iter_001" / "uq.h5") as h5:
+        thr = [float(g.attrs["threshold"]) for g in h5.values()]
+    assert card["uncertainty"]["uq_threshold_eV"] == pytest.approx(np.mean([t for t in thr if np.isfinite(t)]))
+    tr = card["trained_range"]
+    assert tr["bond_lengths"]["C-C"]["min"] < 1.6 < tr["bond_lengths"]["C-C"]["max"]
+    assert tr["energy"]["min"] < tr["energy"]["max"] and tr["energy_std"]["max"] > 0
+    assert "Barrier error, SMD" in (pot / "card.md").read_text()
+    # usable: the ASE calculator and the TorchScript file agree on the molecule
+    atoms, _, _ = load_prepared_molecule(r / "reference" / "molecule.xyz")
+    atoms.calc = load_potential(pot)
+    e = atoms.get_potential_energy()
+    assert np.isfinite(e) and atoms.calc.results["energy_std"] >= 0 and "force_std" in atoms.calc.results
+    ts = torch.jit.load(str(pot / "potential.ts"))
+    e_ts, f_ts = ts.energy_forces(torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions))
+    assert abs(float(e_ts[0]) - e) < 1e-6 and np.abs(f_ts[0].numpy() - atoms.get_forces()).max() < 1e-6
 
 
 def test_barrier_is_read_up_to_the_break_and_cogef_is_compared(campaign):

@@ -43,6 +43,7 @@ _RULES = [
     (r"results/iter_\d{3}/(evaluation|unseen_predictions)\.json", "evaluate"),
     (r"results/summary\.csv", "summary"),
     (r"results/figures/.*", "figures"),
+    (r"results/potential/.*", "potential"),
     (r"results/studies/.*", "a study"),
 ]
 #: The target a study file belongs to (a forced file is only remade when its target is asked for).

@@ -235,3 +235,16 @@ def campaign_evaluations(wildcards=None):
         if stop_rule_met(history, config["campaign"]["stop"]):
             break
     return files
+
+
+# ------------------------------------------------------------------ the potential (rules/potential.smk)
+from rarelearn.potential import potential_sources
+
+
+def chosen_potential(wildcards=None):
+    """The files the potential is built from: the campaign's evaluations and the chosen
+    iteration's committee, best member, training set and UQ, the last iteration's UQ
+    (rarelearn.potential.choose_iteration picks the iteration)."""
+    src = potential_sources(campaign_evaluations(), config["campaign"]["stop"])
+    src.pop("choice")
+    return src
