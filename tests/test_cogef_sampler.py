@@ -145,9 +145,14 @@ def test_smd_plus_cogef_campaign_labels_frames_of_the_potentials_path(campaign, 
     path = read_frames(it / "cogef.h5")
     assert 0 < sel["sources"]["cogef"] <= 4
     assert (path.extras["uq_sigma"][sel["cogef"]["indices"]] > sel["cogef"]["threshold"]).all()
+    labelled = Frames.concatenate([read_frames(p) for p in sorted((it / "labelled").glob("batch_*.h5"))])
+    lab = labelled.subset(labelled.source == "cogef")
+    # every selected image was labelled (the tiny potential's relaxed images may be screened out
+    # as unphysical: labelling.max_force, min_distance), and they are images of the path
+    assert len(lab) == sel["sources"]["cogef"] and set(lab.hashes) <= set(path.hashes)
+    assert set(lab.status) <= {"ok", "screened", "failed"} and (lab.labeller == "gfn2-xtb").all()
     merged = read_frames(it / "merged.h5")
     from_path = merged.subset(merged.source == "cogef")
-    assert 0 < len(from_path) <= sel["sources"]["cogef"]        # labelled and merged, less screened-out labels
-    assert set(from_path.hashes) <= set(path.hashes) and (from_path.labeller == "gfn2-xtb").all()
+    assert set(from_path.hashes) == {h for h, st in zip(lab.hashes, lab.status) if st == "ok"}
     # the reference's COGEF images stay test data
     assert not set(read_frames(wd / "results" / "reference" / "cogef.h5").hashes) & set(merged.hashes)
