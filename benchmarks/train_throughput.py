@@ -50,15 +50,10 @@ def _generate(n_frames: int, n_carbons: int, seed: int):
 
 
 def _atom_energies(symbols):
-    from ase import Atoms
-    from tblite.ase import TBLite
+    """Isolated-atom energies (eV) of the labeller the frames come from (GFN2-xTB)."""
+    from rarelearn.chem.labellers import make_labeller
 
-    out = {}
-    for s in symbols:
-        a = Atoms(s)
-        a.calc = TBLite(method="GFN2-xTB", verbosity=0)
-        out[s] = float(a.get_potential_energy())
-    return out
+    return make_labeller("gfn2-xtb").isolated_atom_energies(list(symbols))
 
 
 def main(argv=None) -> int:
