@@ -69,6 +69,7 @@ def run_potential(mode: str, potential, structure, out, *, pull: Sequence[int] |
 
     calc = load_potential(potential, member=member)
     atoms = read(structure)
+    start = atoms.positions.copy()  # the bonds that can break are those of the structure given
     atoms.calc = None
     calc.model.check_elements(atoms.numbers)
     card = calc.card
@@ -116,8 +117,15 @@ def run_potential(mode: str, potential, structure, out, *, pull: Sequence[int] |
         write_extxyz(xyz, frames)
     last = f"{mode.upper()} done in {time.time() - t0:.1f} s: {len(frames)} frames ({frames.attrs.get('stop_reason')})"
     if mode == "smd" and len(frames):
-        w = frames.extras["work"]
-        last += f", max work {w.max():.3f} eV at {frames.extras['spring_distance'][int(np.argmax(w))]:.2f} Å"
+        from .chem.barrier import read_replica
+
+        # the barrier as the campaign reads it: max W up to the break (work after it is not barrier)
+        rec = read_replica(frames, start_positions=start)
+        if rec.get("broke"):
+            last += (f", broke {rec['broken_label']} at {rec['break_distance']:.2f} Å, E_a (max work before the "
+                     f"break) {rec['ea']:.3f} eV, {rec['post_break_work']:.3f} eV of work after it")
+        else:
+            last += f", no bond broke (max work {frames.extras['work'].max():.3f} eV, no barrier)"
     last += f", {int(outside.sum())} frames outside the trained range; wrote {out}"
     progress(last)
     return frames

@@ -90,6 +90,11 @@ def build_card(*, choice: dict, evaluation: dict, model, best_member: int, membe
         "cogef_e_max_potential_eV": _num(ev.get("nnp_cogef_e_max")),
         "cogef_e_max_reference_eV": _num(ev.get("ref_cogef_e_max")),
         "cogef_rmse_to_break_kcal": _num(ev.get("cogef_rmse_to_break_kcal")),
+        "cogef_break_extension_potential_A": _num(ev.get("nnp_cogef_break_extension")),
+        "cogef_break_extension_reference_A": _num(ev.get("ref_cogef_break_extension")),
+        "cogef_post_break_rise_potential_eV": _num(ev.get("cogef_post_break_rise")),
+        "cogef_post_break_rise_reference_eV": _num(ev.get("ref_cogef_post_break_rise")),
+        "smd_post_break_work_delta_kcal": _num(ev.get("post_break_work_delta_kcal")),
         "unseen_frames": ev.get("unseen_frames"),
         "unseen_energy_mae_eV": _num(ev.get("unseen_energy_mae")),
         "unseen_force_mae_eV_per_A": _num(ev.get("unseen_force_mae")),
@@ -162,6 +167,12 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
                      + "; by iteration: " + ", ".join(f"{k}: {v}" for k, v in ds["by_iteration"].items())),
         ("Barrier error, SMD (ΔE_a ± SE)", smd),
         ("Barrier error, COGEF (ΔE_max)", f"{_fmt(err['cogef_delta_e_max_kcal'], '+.2f')} kcal/mol"),
+        # |ΔE_max| alone can be met by a profile wrong on both sides of its maximum: the shape too
+        ("COGEF profile", f"RMS difference to the break {_fmt(err.get('cogef_rmse_to_break_kcal'))} kcal/mol; "
+                          f"breaks at Δ = {_fmt(err.get('cogef_break_extension_potential_A'))} Å (reference "
+                          f"{_fmt(err.get('cogef_break_extension_reference_A'))} Å); energy rise after the break "
+                          f"{_fmt(err.get('cogef_post_break_rise_potential_eV'), '.3f')} eV (reference "
+                          f"{_fmt(err.get('cogef_post_break_rise_reference_eV'), '.3f')} eV)"),
         ("MAE on unseen frames", f"energy {_fmt(err['unseen_energy_mae_eV'], '.4f')} eV, forces "
                                  f"{_fmt(err['unseen_force_mae_eV_per_A'], '.4f')} eV/Å "
                                  f"({err['unseen_frames']} reference SMD frames)"),
