@@ -132,3 +132,29 @@ def test_hexane_gfn2_profile_rises_breaks_a_cc_bond_and_is_flat_after():
     assert abs(p.post_break_rise) < 0.1            # GFN2 fragments barely interact
     assert (p.frames.status == "ok").all() and np.isfinite(p.frames.energy).all()
     assert np.allclose(p.frames.energy - p.e0, p.energy)
+
+
+def test_same_bond_up_to_the_symmetry_about_the_pulled_atoms(tmp_path):
+    """Butane pulled end to end: its two terminal C–C bonds sit at the same place along the load
+    path, the middle one does not; a COGEF comparison counts the first pair as the same bond."""
+    from conftest import write_prepared_butane
+
+    from rarelearn.chem.breaks import bond_position
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.learning.evaluation import cogef_comparison
+
+    mol, g1, g2 = load_prepared_molecule(write_prepared_butane(tmp_path))
+    pull = (g1[0], g2[0])
+    carbons = [i for i, z in enumerate(mol.numbers) if z == 6]
+    chain = sorted(carbons, key=lambda i: np.linalg.norm(mol.positions[i] - mol.positions[pull[0]]))
+    ends = [(chain[0], chain[1]), (chain[2], chain[3])]
+    middle = (chain[1], chain[2])
+    pos = lambda b: bond_position(mol.numbers, mol.positions, pull, b)  # noqa: E731
+    assert pos(ends[0]) == pos(ends[1]) != pos(middle)
+    assert pos(ends[0])[1] == ((0.0, 1.0), (2.0, 3.0))
+    prof = {"broke": True, "e_max": 1.0, "f_max": 1.0, "extension": [0.0, 1.0], "energy": [0.0, 1.0],
+            "break_extension": 1.0}
+    same = lambda a, b: pos(a) == pos(b)  # noqa: E731
+    assert cogef_comparison({**prof, "broken_bond": ends[0]}, {**prof, "broken_bond": ends[1]}, same)["cogef_same_bond"]
+    assert not cogef_comparison({**prof, "broken_bond": ends[0]}, {**prof, "broken_bond": ends[1]})["cogef_same_bond"]
+    assert not cogef_comparison({**prof, "broken_bond": middle}, {**prof, "broken_bond": ends[1]}, same)["cogef_same_bond"]

@@ -37,7 +37,7 @@ from ase.data import covalent_radii as _COVALENT_RADII
 
 from .geometry import DEFAULT_BOND_SCALE, _radii, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
 
-__all__ = ["BREAK_SCALE", "BreakReport", "find_break", "break_lengths", "cc_bond_report"]
+__all__ = ["BREAK_SCALE", "BreakReport", "find_break", "break_lengths", "bond_position", "cc_bond_report"]
 
 BREAK_SCALE = 2.0
 
@@ -121,6 +121,33 @@ def find_break(numbers, positions: np.ndarray, start_positions: np.ndarray | Non
     i, j = (int(x) for x in pairs[m])
     return BreakReport(f, (i, j), f"{chemical_symbols[z[i]]}-{chemical_symbols[z[j]]}",
                        float(lengths[f, m]), float(limit[m]))
+
+def bond_position(numbers, positions: np.ndarray, pulled: Sequence[int], bond: Sequence[int]) -> tuple:
+    """Where a bond sits relative to the pulled atoms, for telling bonds that are the same up
+    to the molecule's symmetry (hexane pulled end to end: C0–C1 and C4–C5).
+
+    Parameters
+    ----------
+    numbers : (N,) atomic numbers; positions : (N, 3) Å, the intact structure (its covalent
+        bonds are the graph); pulled : the two pulled atoms; bond : the pair (i, j)
+
+    Returns
+    -------
+    (elements, distances): the sorted element pair, and for each pulled atom the sorted pair
+    of graph distances (bonds) to i and j, the two sorted; equal positions mean the same
+    elements at the same places along the load path.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import shortest_path
+
+    z = np.asarray(numbers, dtype=np.int64).reshape(-1)
+    pairs = covalent_bonds(z, np.asarray(positions, dtype=np.float64).reshape(-1, 3), DEFAULT_BOND_SCALE)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(z), len(z)))
+    dist = shortest_path(graph, directed=False, unweighted=True, indices=[int(pulled[0]), int(pulled[1])])
+    i, j = (int(x) for x in bond)
+    elements = tuple(sorted((chemical_symbols[z[i]], chemical_symbols[z[j]])))
+    return elements, tuple(sorted(tuple(sorted((float(d[i]), float(d[j])))) for d in dist))
+
 
 # ---------------------------------------------------------------------- C–C bond report
 def _first(mask: np.ndarray) -> int | None:

@@ -38,7 +38,7 @@ def no_barrier_reason(nnp: dict) -> str | None:
     return "; ".join(parts) or "no replicas"
 
 
-def cogef_comparison(nnp: dict, ref: dict) -> dict:
+def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     """The potential's COGEF profile against the reference's (records of
     :meth:`rarelearn.md.cogef.CogefProfile.summary`, with ``extension``/``energy`` arrays).
 
@@ -49,7 +49,9 @@ def cogef_comparison(nnp: dict, ref: dict) -> dict:
     ``cogef_delta_f_max`` (eV/Å); ``cogef_rmse_to_break_kcal``: RMS difference of the two
     profiles E(Δ) on the reference's images up to the earlier of the two breaks (the
     potential's profile interpolated linearly); ``cogef_same_bond``: both broke the same
-    atom pair; the post-break rises of both (eV).
+    atom pair, or (with ``same_place(bond_a, bond_b)``, e.g. from
+    :func:`rarelearn.chem.breaks.bond_position`) bonds at the same place along the load path;
+    the post-break rises of both (eV).
     """
     both = bool(nnp.get("broke")) and bool(ref.get("broke"))
     d_e = nnp["e_max"] - ref["e_max"] if both else math.nan
@@ -67,7 +69,8 @@ def cogef_comparison(nnp: dict, ref: dict) -> dict:
         "cogef_abs_delta_e_max_kcal": abs(d_e) * KCAL_MOL_PER_EV,
         "cogef_delta_f_max": d_f,
         "cogef_rmse_to_break_kcal": rmse,
-        "cogef_same_bond": both and list(nnp["broken_bond"]) == list(ref["broken_bond"]),
+        "cogef_same_bond": both and (list(nnp["broken_bond"]) == list(ref["broken_bond"]) or (
+            same_place is not None and bool(same_place(nnp["broken_bond"], ref["broken_bond"])))),
         "cogef_post_break_rise": nnp.get("post_break_rise", math.nan),
         "ref_cogef_post_break_rise": ref.get("post_break_rise", math.nan),
     }

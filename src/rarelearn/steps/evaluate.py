@@ -55,6 +55,19 @@ COGEF_KEYS = ("e_max", "extension_at_max", "f_max", "broke", "broken_label", "br
               "post_break_rise")
 
 
+def _same_place(molecule_xyz, pull):
+    """Whether two bonds of the molecule sit at the same place along its load path
+    (:func:`rarelearn.chem.breaks.bond_position`); None without the molecule."""
+    if molecule_xyz is None:
+        return None
+    from ..chem.breaks import bond_position
+    from ..chem.molecules import load_prepared_molecule
+
+    mol = load_prepared_molecule(molecule_xyz)[0]
+    return lambda a, b: (bond_position(mol.numbers, mol.positions, pull, a)
+                         == bond_position(mol.numbers, mol.positions, pull, b))
+
+
 def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
                   ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out,
                   out_predictions=None, molecule_xyz=None, cogef_json=None, reference_cogef_json=None,
@@ -81,7 +94,7 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
         c_nnp, c_ref = read_json(cogef_json), read_json(reference_cogef_json)
         rec.update({f"nnp_cogef_{k}": c_nnp.get(k) for k in COGEF_KEYS})
         rec.update({f"ref_cogef_{k}": c_ref.get(k) for k in COGEF_KEYS})
-        rec.update(cogef_comparison(c_nnp, c_ref))
+        rec.update(cogef_comparison(c_nnp, c_ref, _same_place(molecule_xyz, c_ref["pull"])))
     ens = load_model(ensemble_path)
     unseen = Frames.concatenate([read_frames(p) for p in unseen_paths])
     unseen = unseen.subset(unseen.ok)
