@@ -96,6 +96,15 @@ def _smd_picks(uq_path, replica_paths: Sequence, selection_cfg: dict) -> tuple[l
     return picked, per_replica, thresholds
 
 
+def _thresholds(uq_path, replica_paths: Sequence) -> list[float]:
+    """The UQ thresholds of the replicas that have frames (an empty one's is inf)."""
+    import h5py
+
+    with h5py.File(uq_path, "r") as h5:
+        thr = [float(h5[Path(p).stem].attrs["threshold"]) for p in replica_paths]
+    return [t for t in thr if np.isfinite(t)]
+
+
 def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
                 out_dir, cogef_path=None, cogef_frames: int | None = None, smd: bool = True) -> dict:
     """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
@@ -111,9 +120,12 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     """
     from ..learning.selection import cap_frames, select_path
 
-    picked, per_replica, thresholds = _smd_picks(uq_path, replica_paths, selection_cfg)
+    if smd:
+        picked, per_replica, thresholds = _smd_picks(uq_path, replica_paths, selection_cfg)
+    else:  # only the replicas' thresholds are needed
+        picked, per_replica, thresholds = [], [], _thresholds(uq_path, replica_paths)
     max_frames = selection_cfg["max_frames"]
-    parts, tail = [], {"replicas": per_replica if smd else [], "sources": {}}
+    parts, tail = [], {"replicas": per_replica, "sources": {}}
     if cogef_path is not None:
         cap = cogef_frames if smd else max_frames
         if cap is not None and max_frames is not None:
