@@ -17,7 +17,6 @@ class OutsideTrainedRange(UserWarning):
     """A frame's committee spread is larger than any the potential saw on its training data."""
 
 
-
 # ---------------------------------------------------------------------- ASE
 class PotentialCalculator(Calculator):
     """The potential as an ASE calculator, with the committee's spread in its results.

@@ -17,13 +17,10 @@ from ..models.committee import ModelError
 from .choice import _finite
 
 
-
 CARD_FORMAT = "rarelearn-potential-card"
 CARD_VERSION = 1
 #: What ``results/potential/`` holds.
 POTENTIAL_FILES = ("ensemble.pt", "potential.ts", "card.json", "card.md", "card.rst")
-
-
 
 
 # ---------------------------------------------------------------------- the card

@@ -4,10 +4,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-
 from ..jsonio import read_json
 from ..learning.evaluation import stop_rule_met
-
 
 
 # ---------------------------------------------------------------------- which iteration

@@ -11,7 +11,6 @@ from ..chem.geometry import covalent_bonds
 from ..dataset import Frames
 
 
-
 # ---------------------------------------------------------------------- committee spread
 def committee_spread(member_energies: np.ndarray, member_forces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Energy and force spread of a committee per frame.

@@ -13,7 +13,6 @@ from ..models.committee import ModelError
 from ..units import HARTREE_EV
 
 
-
 # ---------------------------------------------------------------------- TorchScript
 class _ScriptedPotential(torch.nn.Module):
     """The committee as one TorchScript module (ANI family), double precision.
