@@ -24,15 +24,25 @@ from rarelearn.units import KCAL_MOL_PER_EV
 REPO = Path(__file__).resolve().parents[1]
 
 
-def print_table(df: "pd.DataFrame", wall: float | None = None) -> None:
-    """Per iteration of a summary.csv: both barrier observables, post-break work, labels and
-    job time; then the totals and the best iteration of each observable."""
+def _members(rows) -> str:
+    """Every member's COGEF ΔE_max (kcal/mol; x: no break), or '-' without them."""
+    if not rows:
+        return "-"
+    return " ".join("x" if not m["broke"] else f"{m['delta_e_max_kcal']:+.0f}" for m in rows)
+
+
+def print_table(df: "pd.DataFrame", wall: float | None = None, evaluations: dict | None = None) -> None:
+    """Per iteration of a summary.csv: both barrier observables (and every member's COGEF
+    ΔE_max, from ``evaluations``: iteration → evaluation.json record), post-break work,
+    labels and job time; then the totals and the best iteration of each observable."""
     k = KCAL_MOL_PER_EV
-    print(f"{'iter':>4} {'COGEF |dEmax|':>13} {'SMD |dEa|':>9} {'± SE':>5} {'unbroken':>8} "
+    print(f"{'iter':>4} {'COGEF |dEmax|':>13} {'members dEmax':>16} {'SMD |dEa|':>9} {'± SE':>5} {'unbroken':>8} "
           f"{'post-break W (ref) kcal/mol':>28} {'labels':>7} {'wall s':>7} {'unseen E MAE meV':>17}")
     for _, r in df.iterrows():
         post = f"{r.nnp_post_break_work_mean * k:.1f} ({r.ref_post_break_work_mean * k:.1f})"
-        print(f"{int(r.iteration):>4} {r.cogef_abs_delta_e_max_kcal:>13.2f} {r.abs_delta_ea_kcal:>9.2f} "
+        members = (evaluations or {}).get(int(r.iteration), {}).get("cogef_members")
+        print(f"{int(r.iteration):>4} {r.cogef_abs_delta_e_max_kcal:>13.2f} {_members(members):>16} "
+              f"{r.abs_delta_ea_kcal:>9.2f} "
               f"{r.delta_ea_stderr_kcal:>5.2f} {int(r.nnp_unbroken):>8} {post:>28} {int(r.labels_total):>7} "
               f"{r.wall_seconds:>7.0f} {1000 * r.unseen_energy_mae:>17.1f}")
     print(f"total: {len(df)} iterations, {int(df.labels_total.iloc[-1])} labels, "
@@ -41,6 +51,13 @@ def print_table(df: "pd.DataFrame", wall: float | None = None) -> None:
     for col, name in (("cogef_abs_delta_e_max_kcal", "COGEF |dEmax|"), ("abs_delta_ea_kcal", "SMD |dEa|")):
         if df[col].notna().any():
             print(f"best {name} = {df[col].min():.2f} kcal/mol at iteration {int(df.iteration[df[col].idxmin()])}")
+
+
+def evaluations_of(results: Path) -> dict:
+    """iteration → its evaluation.json record, for :func:`print_table`."""
+    import json
+
+    return {int(p.parent.name[5:]): json.loads(p.read_text()) for p in sorted(results.glob("iter_*/evaluation.json"))}
 
 
 def main(argv=None) -> int:
@@ -64,7 +81,7 @@ def main(argv=None) -> int:
         if rc:
             print(f"snakemake failed (exit {rc}); see {args.workdir / 'campaign.log'}")
             return rc
-    print_table(pd.read_csv(args.workdir / "results" / "summary.csv"), wall)
+    print_table(pd.read_csv(args.workdir / "results" / "summary.csv"), wall, evaluations_of(args.workdir / "results"))
     return 0
 
 

@@ -8,7 +8,11 @@ the campaign goes on with ``--rerun-triggers mtime`` (the copies are not rebuilt
 
     python benchmarks/samplers.py --workdir /tmp/samplers                       # smd cogef smd+cogef hal
     python benchmarks/samplers.py --workdir /tmp/samplers --samplers smd cogef --iterations 4
+    python benchmarks/samplers.py --workdir /tmp/samplers --samplers cogef:all  # every member's path
     python benchmarks/samplers.py --workdir /tmp/samplers --no-run              # only report
+
+A sampler is ``sampler.kind``, optionally ``:all`` for ``sampler.cogef_paths: all`` (the COGEF
+paths of every member, not only the best's).
 
 Run on demand; not a test.
 """
@@ -25,20 +29,28 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from campaign import REPO, print_table  # noqa: E402
+from campaign import REPO, evaluations_of, print_table  # noqa: E402
 
 #: what iteration 0 makes before its selection: the same for every sampler
 SHARED = ["results/reference/barrier.json", "results/reference/cogef.json", "results/iter_000/uq.h5",
           "results/iter_000/cogef.h5"]
 
 
-def snakemake(workdir: Path, args: argparse.Namespace, *extra: str) -> int:
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(REPO / "Snakefile"), "--cores",
-           str(args.cores), "--nocolor", "--rerun-triggers", "mtime", *extra]
+def snakemake(workdir: Path, args: argparse.Namespace, targets=(), config=()) -> int:
+    # targets first: --rerun-triggers, --configfile and --config each take a list of values
+    cmd = [str(Path(sys.executable).with_name("snakemake")), *targets, "-s", str(REPO / "Snakefile"), "--cores",
+           str(args.cores), "--nocolor", "--rerun-triggers", "mtime"]
     if args.config:
         cmd += ["--configfile", str(args.config.resolve())]
+    if config:
+        cmd += ["--config", *config]
     with open(workdir / "campaign.log", "a") as log:
         return subprocess.call(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+
+
+def workdir_of(root: Path, sampler: str) -> Path:
+    """Where a sampler's campaign runs: ``smd+cogef`` → ``root/smd_cogef``, ``cogef:all`` → ``root/cogef_all``."""
+    return root / sampler.replace("+", "_").replace(":", "_")
 
 
 def figure(tables: dict, out: Path) -> None:
@@ -76,22 +88,23 @@ def main(argv=None) -> int:
     if not args.no_run:
         base.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        if snakemake(base, args, *SHARED):
+        if snakemake(base, args, targets=SHARED):
             print(f"the shared stage failed; see {base / 'campaign.log'}")
             return 1
         walls["base"] = time.time() - t0
     tables = {}
     for name in args.samplers:
-        wd = args.workdir / name.replace("+", "_")
+        wd = workdir_of(args.workdir, name)
         if not args.no_run:
             if not (wd / "results").exists():
                 shutil.copytree(base / "results", wd / "results", symlinks=True)
                 shutil.copytree(base / "logs", wd / "logs", symlinks=True)
-            config = {"sampler": {"kind": name}}
+            kind, _, paths = name.partition(":")
+            config = {"sampler": {"kind": kind, **({"cogef_paths": paths} if paths else {})}}
             if args.iterations:
                 config["campaign"] = {"max_iterations": args.iterations}
             t0 = time.time()
-            rc = snakemake(wd, args, "--config", *(f"{k}={json.dumps(v)}" for k, v in config.items()))
+            rc = snakemake(wd, args, config=[f"{k}={json.dumps(v)}" for k, v in config.items()])
             walls[name] = time.time() - t0
             if rc:
                 print(f"{name}: snakemake failed (exit {rc}); see {wd / 'campaign.log'}")
@@ -101,7 +114,7 @@ def main(argv=None) -> int:
             tables[name] = pd.read_csv(summary)
     for name, df in tables.items():
         print(f"\n== sampler {name}")
-        print_table(df, walls.get(name))
+        print_table(df, walls.get(name), evaluations_of(workdir_of(args.workdir, name) / "results"))
     if "base" in walls:
         print(f"\nshared stage (reference, iteration 0's members, pulls, UQ, COGEF): {walls['base']:.0f} s wall")
     if tables:

@@ -152,3 +152,32 @@ def test_stop_rule_needs_consecutive_iterations():
     assert stop_rule_met([bad, good, good], rule)
     with pytest.raises(ValueError, match="observable"):
         stop_rule_met([good], {**STOP, "observable": "work"})
+
+
+def test_committee_cogef_reports_every_member_and_the_stop_rule_needs_them_all():
+    from rarelearn.learning.evaluation import committee_cogef
+    from rarelearn.units import KCAL_MOL_PER_EV
+
+    ref = {"broke": True, "e_max": 7.66, "break_extension": 2.47}
+    mem = [{"member": 0, "broke": True, "e_max": 7.66 + 0.5 / KCAL_MOL_PER_EV, "break_extension": 2.45,
+            "broken_label": "C-C 2-3"},
+           {"member": 1, "broke": True, "e_max": 7.66 - 0.8 / KCAL_MOL_PER_EV, "break_extension": 2.40,
+            "broken_label": "C-C 2-3"},
+           {"member": 2, "broke": False, "e_max": 9.9, "break_extension": None, "broken_label": None}]
+    c = committee_cogef(mem, ref)
+    assert [r["member"] for r in c["cogef_members"]] == [0, 1, 2]
+    assert c["cogef_members"][0]["delta_e_max_kcal"] == pytest.approx(0.5)
+    assert c["cogef_members"][1]["delta_e_max_kcal"] == pytest.approx(-0.8)
+    assert math.isnan(c["cogef_members"][2]["delta_e_max_kcal"]) and not c["cogef_members"][2]["broke"]
+    assert c["cogef_members_n"] == 3 and c["cogef_members_broke"] == 2
+    assert math.isnan(c["cogef_members_worst_abs_delta_kcal"])        # member 2 never broke: unknown
+    assert c["cogef_members_e_max_spread_kcal"] == pytest.approx(1.3)
+    two = committee_cogef(mem[:2], ref)
+    assert two["cogef_members_worst_abs_delta_kcal"] == pytest.approx(0.8)
+    # the best member alone within target is not enough when another member is not
+    rule = {**STOP, "observable": "cogef"}
+    best_only = _ev(5.0, 2.0, 0.5)
+    assert stop_rule_met([best_only], rule)                              # profiles of the best only
+    assert not stop_rule_met([{**best_only, **c}], rule)                 # a member that never broke
+    assert stop_rule_met([{**best_only, **two}], rule)                   # worst 0.8 < 1
+    assert not stop_rule_met([{**best_only, **two}], {**rule, "cogef_target_kcal": 0.7})

@@ -67,10 +67,10 @@ def _selected(out):
 
 def test_cogef_sampler_picks_path_images_above_the_median_smd_threshold(tmp_path, path_h5):
     uq, reps = _replicas(tmp_path, [0.05, 0.1, 0.3])
-    s = select_step(uq, reps, SEL, 1000, 4, tmp_path / "sel", cogef_path=path_h5, cogef_frames=25, smd=False)
+    s = select_step(uq, reps, SEL, 1000, 4, tmp_path / "sel", cogef_paths=[path_h5], cogef_frames=25, smd=False)
     path = read_frames(path_h5)
     sigma, ext = path.extras["uq_sigma"], path.extras["extension"]
-    rec = s["cogef"]
+    rec, = s["cogef"]
     assert rec["threshold"] == pytest.approx(0.1)          # the median, not the mean (0.15)
     assert rec["candidates"] == int((sigma > 0.1).sum()) > 0
     idx = np.array(rec["indices"])
@@ -93,12 +93,36 @@ def test_cogef_sampler_caps_post_break_and_total(tmp_path, path_h5):
     uq, reps = _replicas(tmp_path, [0.02])
     path = read_frames(path_h5)
     bi = find_break(path.numbers, path.positions).index
-    free = select_step(uq, reps, SEL, 1000, 0, tmp_path / "a", cogef_path=path_h5, smd=False)
-    assert sum(i >= bi for i in free["cogef"]["indices"]) > 2
+    free = select_step(uq, reps, SEL, 1000, 0, tmp_path / "a", cogef_paths=[path_h5], smd=False)
+    assert sum(i >= bi for i in free["cogef"][0]["indices"]) > 2
     capped = select_step(uq, reps, {**SEL, "max_post_break": 2, "max_frames": 6}, 1000, 0, tmp_path / "b",
-                         cogef_path=path_h5, smd=False)
-    idx = capped["cogef"]["indices"]
+                         cogef_paths=[path_h5], smd=False)
+    idx = capped["cogef"][0]["indices"]
     assert len(idx) == 6 and sum(i >= bi for i in idx) <= 2 and capped["selected"] == 6
+
+
+def test_cogef_sampler_takes_every_members_path(tmp_path, path_h5):
+    """sampler.cogef_paths: all: images of every path are candidates, judged against the same
+    threshold, the budget spread over all of them."""
+    uq, reps = _replicas(tmp_path, [0.02])
+    other = read_frames(path_h5)
+    other.positions = other.positions * 1.02          # another member's path: other geometries
+    other.extras["uq_sigma"] = np.asarray(other.extras["uq_sigma"]) + 0.05
+    write_frames(tmp_path / "other.h5", other)
+    one = select_step(uq, reps, SEL, 1000, 0, tmp_path / "one", cogef_paths=[path_h5], smd=False)
+    two = select_step(uq, reps, SEL, 1000, 0, tmp_path / "two", cogef_paths=[path_h5, tmp_path / "other.h5"],
+                      smd=False)
+    a, b = two["cogef"]
+    assert a["indices"] == one["cogef"][0]["indices"] and a["threshold"] == b["threshold"] == pytest.approx(0.02)
+    assert len(b["indices"]) > 0 and two["sources"]["cogef"] == len(a["indices"]) + len(b["indices"])
+    new, _ = _selected(tmp_path / "two")
+    kept = set(new.subset(new.source == "cogef").hashes)
+    assert kept & set(read_frames(path_h5).hashes) and kept & set(other.hashes)
+    capped = select_step(uq, reps, {**SEL, "max_frames": 8}, 1000, 0, tmp_path / "cap",
+                         cogef_paths=[path_h5, tmp_path / "other.h5"], smd=False)
+    new, _ = _selected(tmp_path / "cap")
+    kept = set(new.subset(new.source == "cogef").hashes)
+    assert capped["selected"] == 8 and kept & set(read_frames(path_h5).hashes) and kept & set(other.hashes)
 
 
 def test_smd_plus_cogef_splits_the_budget(tmp_path, path_h5):
@@ -106,7 +130,7 @@ def test_smd_plus_cogef_splits_the_budget(tmp_path, path_h5):
     smd_only = select_step(uq, reps, {**SEL, "max_frames": None}, 1000, 0, tmp_path / "smd")
     n_smd = smd_only["selected"]
     assert smd_only["sources"] == {"al": n_smd} and n_smd > 4
-    both = select_step(uq, reps, {**SEL, "max_frames": 12}, 1000, 0, tmp_path / "both", cogef_path=path_h5,
+    both = select_step(uq, reps, {**SEL, "max_frames": 12}, 1000, 0, tmp_path / "both", cogef_paths=[path_h5],
                        cogef_frames=5)
     assert both["sources"]["cogef"] == 5 and both["sources"]["al"] == 12 - 5 and both["selected"] == 12
     new, _ = _selected(tmp_path / "both")
@@ -144,7 +168,8 @@ def test_smd_plus_cogef_campaign_labels_frames_of_the_potentials_path(campaign, 
     sel = json.loads((it / "selected" / "selection.json").read_text())
     path = read_frames(it / "cogef.h5")
     assert 0 < sel["sources"]["cogef"] <= 4
-    assert (path.extras["uq_sigma"][sel["cogef"]["indices"]] > sel["cogef"]["threshold"]).all()
+    rec, = sel["cogef"]
+    assert (path.extras["uq_sigma"][rec["indices"]] > rec["threshold"]).all()
     labelled = Frames.concatenate([read_frames(p) for p in sorted((it / "labelled").glob("batch_*.h5"))])
     lab = labelled.subset(labelled.source == "cogef")
     # every selected image was labelled (the tiny potential's relaxed images may be screened out

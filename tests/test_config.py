@@ -60,6 +60,8 @@ def test_shipped_configs_are_valid():
     ({"labeller": {"options": {"multiplicity": 1.5}}}, "labeller.options.multiplicity"),
     ({"training": {"lr": "fast"}}, "training.lr"),
     ({"evaluation": {"mae_replicas": 5}}, "evaluation.mae_replicas"),
+    ({"evaluation": {"cogef_members": "some"}}, "evaluation.cogef_members"),
+    ({"sampler": {"cogef_paths": "all"}, "evaluation": {"cogef_members": "best"}}, "sampler.cogef_paths"),
     ({"studies": {"baselines": {"smd_replicas": 5}}}, "studies.baselines.smd_replicas"),
     ({"labelling": {"max_force": 0}}, "labelling.max_force"),
 ])

@@ -121,7 +121,11 @@ def campaign_files(tmp_path_factory):
               "nnp_n_replicas": 2, "nnp_unbroken": 0, "nnp_ea_mean": 4.0, "ref_ea_mean": 4.1,
               "cogef_abs_delta_e_max_kcal": 2.0 + i, "cogef_delta_e_max_kcal": 2.0 + i, "nnp_cogef_e_max": 4.4,
               "ref_cogef_e_max": 4.3, "unseen_frames": 50, "unseen_energy_mae": 0.05, "unseen_force_mae": 0.2,
-              "no_barrier_reason": None}
+              "no_barrier_reason": None,
+              "cogef_members": [{"member": 0, "broke": True, "delta_e_max_kcal": 4.5 + i},
+                                {"member": 1, "broke": True, "delta_e_max_kcal": 2.0 + i},
+                                {"member": 2, "broke": False, "delta_e_max_kcal": float("nan")}],
+              "cogef_members_worst_abs_delta_kcal": float("nan")}
         (d / "evaluation.json").write_text(json.dumps(ev))
     return root
 
@@ -153,6 +157,9 @@ def test_card_holds_the_campaigns_figures(potential_dir, campaign_files):
     err = card["errors"]
     assert err["smd_abs_delta_ea_kcal"] == 2.0 and err["smd_delta_ea_stderr_kcal"] == 0.4
     assert err["cogef_abs_delta_e_max_kcal"] == 3.0 and err["unseen_energy_mae_eV"] == 0.05
+    # every member's COGEF error, a member that never broke said so
+    assert err["cogef_members_delta_e_max_kcal"] == [5.5, 3.0, None]
+    assert err["cogef_members_worst_abs_delta_kcal"] is None
     unc = card["uncertainty"]
     assert unc["uq_threshold_eV"] == pytest.approx(1.03) and unc["uq_threshold_iteration"] == 1
     tr = card["trained_range"]
@@ -165,6 +172,7 @@ def test_card_holds_the_campaigns_figures(potential_dir, campaign_files):
         assert hashlib.sha256((potential_dir / name).read_bytes()).hexdigest() == f["sha256"]
     assert (potential_dir / "ensemble.pt").read_bytes() == (campaign_files / "iter_001" / "ensemble.pt").read_bytes()
     md = (potential_dir / "card.md").read_text()
+    assert "every member: +5.5, +3.0, no break" in md
     assert "Barrier error, SMD" in md and "-2.00 ± 0.40 kcal/mol" in md and card["files"]["potential.ts"]["sha256"] in md
     from docutils.core import publish_parts
     html = publish_parts((potential_dir / "card.rst").read_text(), writer="html",

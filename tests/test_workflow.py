@@ -382,7 +382,20 @@ def test_barrier_is_read_up_to_the_break_and_cogef_is_compared(campaign):
             # no barrier: said why, and no finite error beside a NaN difference
             assert ev["no_barrier_reason"] and np.isnan(ev["delta_ea_stderr_kcal"])
         cogef = json.loads((it / "cogef.json").read_text())
-        assert len(cogef["uq_sigma"]) == cogef["n_images"] and cogef["driver"] == "nnp best member"
+        best = json.loads((it / "best.json").read_text())["best_member"]
+        assert len(cogef["uq_sigma"]) == cogef["n_images"] and cogef["driver"] == f"nnp member {best}"
+        # every member's profile (evaluation.cogef_members: all); the best one's is cogef.json
+        members = [json.loads((it / "cogef" / f"member_{k}.json").read_text()) for k in (0, 1)]
+        assert [m["member"] for m in members] == [0, 1] and members[best] == cogef
+        assert read_frames(it / "cogef" / f"member_{best}.h5").hashes.tolist() == \
+            read_frames(it / "cogef.h5").hashes.tolist()
+        assert [r["e_max"] for r in ev["cogef_members"]] == [m["e_max"] for m in members]
+        assert ev["cogef_members_broke"] == sum(m["broke"] for m in members)
+        if all(m["broke"] for m in members):
+            assert ev["cogef_members_worst_abs_delta_kcal"] == pytest.approx(
+                max(abs(m["e_max"] - ref_cogef["e_max"]) for m in members) * 23.0605, rel=1e-4)
+        else:
+            assert np.isnan(ev["cogef_members_worst_abs_delta_kcal"])
         assert ev["nnp_cogef_e_max"] == cogef["e_max"] and ev["ref_cogef_e_max"] == ref_cogef["e_max"]
         if cogef["broke"]:
             assert ev["cogef_abs_delta_e_max_kcal"] == pytest.approx(
@@ -401,7 +414,9 @@ def test_stop_rule_ends_the_campaign_early(campaign, tmp_path):
     shutil.copytree(campaign, wd, symlinks=True)
     ev0 = json.loads((wd / "results" / "iter_000" / "evaluation.json").read_text())
     shutil.rmtree(wd / "results" / "iter_001")
-    loose = ev0["cogef_abs_delta_e_max_kcal"] + 1.0
+    # the COGEF test needs every member within the tolerance (evaluation.cogef_members: all)
+    assert ev0["cogef_members_broke"] == 2, "a tiny member did not break: no tolerance can be met"
+    loose = ev0["cogef_members_worst_abs_delta_kcal"] + 1.0
     cfg = write_config(tmp_path / "stop.yaml", **{"campaign.stop": {"enabled": True, "observable": "cogef",
                                                                    "cogef_target_kcal": loose}})
     res = snakemake(wd, configfile=cfg)

@@ -262,6 +262,13 @@ def _check_counts(config: dict) -> None:
                               "reference.replicas")
 
 
+def _check_sampler(config: dict) -> None:
+    """Every member's COGEF path can be sampled only where every member's profile is made."""
+    if config["sampler"]["cogef_paths"] == "all" and config["evaluation"]["cogef_members"] != "all":
+        raise ConfigError("sampler.cogef_paths: all needs every member's COGEF profile; set "
+                          "evaluation.cogef_members: all (or sampler.cogef_paths: best)")
+
+
 def _check_labeller(config: dict) -> None:
     name = config["labeller"]["name"]
     try:
@@ -301,6 +308,7 @@ def validate_config(config: dict | None, schema_path=None, base_dir=None, check_
     _check_molecule(full, base)
     _check_model(full)
     _check_counts(full)
+    _check_sampler(full)
     if check_labeller:
         _check_labeller(full)
     return _canonical(full)

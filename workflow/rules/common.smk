@@ -48,6 +48,8 @@ HAL_RUNS = [f"{r:02d}" for r in range(config["sampler"]["runs"])]
 SMD_HAL = config["sampler"]["kind"] == "smd+hal"
 # Samplers that select frames of the potential's own COGEF path (cogef, smd+cogef).
 COGEF_SAMPLER = config["sampler"]["kind"] in ("cogef", "smd+cogef")
+# Every member's COGEF profile each iteration (evaluation.cogef_members: all), not only the best's.
+COGEF_MEMBERS = config["evaluation"]["cogef_members"] == "all"
 # What the HAL-biased pull (sampler smd+hal) needs of the sampler section: only these keys
 # rerun it.
 SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
@@ -139,6 +141,19 @@ def iteration_member_infos(wildcards):
     return of_iteration("results/iter_{iteration}/models/member_{member}.json", wildcards, member=MEMBERS)
 
 
+def iteration_member_cogef_profiles(wildcards):
+    """Every member's COGEF profile (summary JSON) of an iteration, in member order; none
+    with evaluation.cogef_members: best."""
+    if not COGEF_MEMBERS:
+        return []
+    return of_iteration("results/iter_{iteration}/cogef/member_{member}.json", wildcards, member=MEMBERS)
+
+
+def iteration_member_cogef_frames(wildcards):
+    """Every member's COGEF images (HDF5) of an iteration, in member order."""
+    return of_iteration("results/iter_{iteration}/cogef/member_{member}.h5", wildcards, member=MEMBERS)
+
+
 def iteration_benchmarks(wildcards):
     """The folder of the benchmark files of an iteration's jobs (its evaluation sums them)."""
     return f"logs/benchmarks/iter_{wildcards.iteration}"
@@ -183,7 +198,11 @@ def selection_inputs(wildcards):
         "replicas": sampling_replicas(wildcards),
     }
     if COGEF_SAMPLER:
-        inputs["cogef"] = f"results/iter_{wildcards.iteration}/cogef.h5"
+        inputs["cogef"] = (
+            iteration_member_cogef_frames(wildcards)
+            if config["sampler"]["cogef_paths"] == "all"
+            else [f"results/iter_{wildcards.iteration}/cogef.h5"]
+        )
     return inputs
 
 

@@ -1,21 +1,54 @@
-# Evaluation of an iteration: the best member's COGEF profile; ΔE_a (read up to the break)
-# and COGEF ΔE_max against the reference, MAE on unseen reference SMD and COGEF frames.
+# Evaluation of an iteration: the COGEF profile of every member (evaluation.cogef_members:
+# all, one job each) or of the best one only (best); ΔE_a (read up to the break) and COGEF
+# ΔE_max against the reference, MAE on unseen reference SMD and COGEF frames.
 # A checkpoint, so that the optional stop rule can end the campaign early.
 
+if COGEF_MEMBERS:
 
-use rule reference_cogef as cogef with:
-    input:
-        molecule=MOLECULE,
-        **ITERATION_POTENTIAL,
-    output:
-        frames="results/iter_{iteration}/cogef.h5",
-        profile="results/iter_{iteration}/cogef.json",
-    params:
-        cogef=config["cogef"],
-    log:
-        "logs/iter_{iteration}/cogef.log",
-    benchmark:
-        "logs/benchmarks/iter_{iteration}/cogef.tsv"
+    use rule reference_cogef as member_cogef with:
+        input:
+            molecule=MOLECULE,
+            ensemble="results/iter_{iteration}/ensemble.pt",
+        output:
+            frames="results/iter_{iteration}/cogef/member_{member}.h5",
+            profile="results/iter_{iteration}/cogef/member_{member}.json",
+        params:
+            cogef=config["cogef"],
+        log:
+            "logs/iter_{iteration}/cogef_member_{member}.log",
+        benchmark:
+            "logs/benchmarks/iter_{iteration}/cogef_member_{member}.tsv"
+
+    rule cogef:
+        input:
+            best="results/iter_{iteration}/best.json",
+            profiles=iteration_member_cogef_profiles,
+            frames=iteration_member_cogef_frames,
+        output:
+            frames="results/iter_{iteration}/cogef.h5",
+            profile="results/iter_{iteration}/cogef.json",
+        conda:
+            ENV
+        log:
+            "logs/iter_{iteration}/cogef.log",
+        script:
+            "../scripts/best_cogef.py"
+
+else:
+
+    use rule reference_cogef as cogef with:
+        input:
+            molecule=MOLECULE,
+            **ITERATION_POTENTIAL,
+        output:
+            frames="results/iter_{iteration}/cogef.h5",
+            profile="results/iter_{iteration}/cogef.json",
+        params:
+            cogef=config["cogef"],
+        log:
+            "logs/iter_{iteration}/cogef.log",
+        benchmark:
+            "logs/benchmarks/iter_{iteration}/cogef.tsv"
 
 
 checkpoint evaluate:
@@ -30,6 +63,7 @@ checkpoint evaluate:
         merge="results/iter_{iteration}/merge.json",
         molecule=MOLECULE,
         cogef="results/iter_{iteration}/cogef.json",
+        member_cogef=iteration_member_cogef_profiles,
         reference_cogef="results/reference/cogef.json",
         reference_cogef_frames="results/reference/cogef.h5",
     output:

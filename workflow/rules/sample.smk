@@ -120,7 +120,7 @@ checkpoint select:
     params:
         selection=config["selection"],
         batch_size=config["labelling"]["batch_size"],
-        sampler={k: config["sampler"][k] for k in ("kind", "cogef_frames")},
+        sampler={k: config["sampler"][k] for k in ("kind", "cogef_frames", "cogef_paths")},
     log:
         "logs/iter_{iteration}/select.log",
     script:

@@ -1,4 +1,4 @@
-"""Snakemake adapter: a COGEF profile (reference: the labeller; iteration: the best member)."""
+"""Snakemake adapter: a COGEF profile (reference: the labeller; iteration: one member, or the best)."""
 import sys
 
 from rarelearn.steps.reference import NoBreakError, reference_cogef
@@ -7,7 +7,11 @@ from rarelearn.steps.common import setup_logging
 
 setup_logging(snakemake.log[0], snakemake.threads)
 try:
-    if "ensemble" in snakemake.input.keys():
+    if "member" in snakemake.wildcards.keys():
+        cogef_step(snakemake.input.molecule, snakemake.params.cogef, snakemake.output.frames,
+                   snakemake.output.profile, ensemble_path=snakemake.input.ensemble,
+                   member=int(snakemake.wildcards.member))
+    elif "ensemble" in snakemake.input.keys():
         cogef_step(snakemake.input.molecule, snakemake.params.cogef, snakemake.output.frames,
                    snakemake.output.profile, ensemble_path=snakemake.input.ensemble, best_json=snakemake.input.best)
     else:

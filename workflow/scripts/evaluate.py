@@ -12,4 +12,5 @@ evaluate_step(int(snakemake.wildcards.iteration), list(snakemake.input.replicas)
               out_predictions=snakemake.output.predictions, molecule_xyz=snakemake.input.molecule,
               cogef_json=snakemake.input.cogef, reference_cogef_json=snakemake.input.reference_cogef,
               reference_cogef_frames=snakemake.input.reference_cogef_frames,
+              member_cogef_jsons=list(snakemake.input.member_cogef),
               benchmark_files=sorted(glob(f"{snakemake.params.benchmarks}/*.tsv")))

@@ -11,5 +11,5 @@ if "hal_runs" in snakemake.input.keys():
 else:
     select_step(snakemake.input.uq, list(snakemake.input.replicas), snakemake.params.selection,
                 snakemake.params.batch_size, iteration, snakemake.output[0],
-                cogef_path=snakemake.input.get("cogef"), cogef_frames=sampler["cogef_frames"],
+                cogef_paths=list(snakemake.input.get("cogef", [])) or None, cogef_frames=sampler["cogef_frames"],
                 smd=sampler["kind"] != "cogef")

@@ -20,7 +20,7 @@ import numpy as np
 from ..chem.barrier import _finite
 from ..units import KCAL_MOL_PER_EV
 
-__all__ = ["cogef_comparison", "no_barrier_reason", "stop_rule_met", "STOP_OBSERVABLES"]
+__all__ = ["cogef_comparison", "committee_cogef", "no_barrier_reason", "stop_rule_met", "STOP_OBSERVABLES"]
 
 STOP_OBSERVABLES = ("cogef", "smd", "both")
 
@@ -76,21 +76,71 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     }
 
 
+def committee_cogef(members: Sequence[dict], ref: dict) -> dict:
+    """Every member's COGEF maximum against the reference's (``evaluation.cogef_members:
+    all``): the committee's own uncertainty of the barrier. Members fitted to the same data
+    agree where the data are, and can part on the stretched bond: one breaks near the
+    reference's extension, another holds the bond to the end of the scan. The best member's
+    |ΔE_max| alone can then be small by luck.
+
+    Parameters
+    ----------
+    members : profile summaries (:meth:`rarelearn.md.cogef.CogefProfile.summary` with
+        ``member``), one per member
+    ref : the reference's profile summary
+
+    Returns
+    -------
+    dict: ``cogef_members`` (per member: ``member``, ``broke``, ``e_max`` eV,
+    ``delta_e_max_kcal`` (NaN when it did not break), ``break_extension`` Å,
+    ``broken_label``); ``cogef_members_n``, ``cogef_members_broke``;
+    ``cogef_members_worst_abs_delta_kcal``: the largest |ΔE_max| over the members, NaN
+    unless every member and the reference broke; ``cogef_members_e_max_spread_kcal``: the
+    range of E_max over the members that broke (NaN with fewer than two).
+    """
+    rows = []
+    for m in members:
+        broke = bool(m.get("broke")) and bool(ref.get("broke"))
+        rows.append({"member": m.get("member"), "broke": bool(m.get("broke")), "e_max": m["e_max"],
+                     "delta_e_max_kcal": (m["e_max"] - ref["e_max"]) * KCAL_MOL_PER_EV if broke else math.nan,
+                     "break_extension": m.get("break_extension") if m.get("broke") else math.nan,
+                     "broken_label": m.get("broken_label")})
+    deltas = [r["delta_e_max_kcal"] for r in rows]
+    e_broke = [r["e_max"] for r in rows if r["broke"]]
+    every = bool(rows) and all(_finite(d) for d in deltas)
+    return {
+        "cogef_members": rows,
+        "cogef_members_n": len(rows),
+        "cogef_members_broke": len(e_broke),
+        "cogef_members_worst_abs_delta_kcal": max(abs(d) for d in deltas) if every else math.nan,
+        "cogef_members_e_max_spread_kcal": ((max(e_broke) - min(e_broke)) * KCAL_MOL_PER_EV
+                                            if len(e_broke) > 1 else math.nan),
+    }
+
+
 def _smd_met(ev: dict, stop: dict) -> bool:
     a, se = ev.get("abs_delta_ea_kcal"), ev.get("delta_ea_stderr_kcal")
     return _finite(a) and _finite(se) and a < stop["target_kcal"] and se <= stop["max_stderr_kcal"]
 
 
 def _cogef_met(ev: dict, stop: dict) -> bool:
+    """|ΔE_max| of the best member within target, and of every member when the iteration
+    has every member's profile (:func:`committee_cogef`)."""
     a = ev.get("cogef_abs_delta_e_max_kcal")
-    return _finite(a) and a < stop["cogef_target_kcal"]
+    if not (_finite(a) and a < stop["cogef_target_kcal"]):
+        return False
+    if ev.get("cogef_members"):
+        worst = ev.get("cogef_members_worst_abs_delta_kcal")
+        return _finite(worst) and worst < stop["cogef_target_kcal"]
+    return True
 
 
 def stop_rule_met(history: Sequence[dict], stop: dict) -> bool:
     """Whether the campaign has converged; always False when the rule is disabled.
 
     ``stop.observable`` picks what must hold in each of the last ``stop.consecutive``
-    evaluations: ``cogef``: |ΔE_max| < ``cogef_target_kcal`` (both profiles broke);
+    evaluations: ``cogef``: |ΔE_max| < ``cogef_target_kcal`` (both profiles broke; every
+    member's, when the evaluation has every member's profile);
     ``smd``: |ΔE_a| (read up to the break) < ``target_kcal`` with a standard error
     ≤ ``max_stderr_kcal``; ``both``: both. A missing or non-finite figure (every replica
     blown up or unbroken, a profile that never broke) never counts as converged.

@@ -24,6 +24,14 @@ POTENTIAL_FILES = ("ensemble.pt", "potential.ts", "card.json", "card.md", "card.
 
 
 # ---------------------------------------------------------------------- the card
+
+def _members_text(deltas) -> str:
+    """``; every member: +0.4, no break, …`` (every member's COGEF ΔE_max, kcal/mol), or nothing."""
+    if not deltas:
+        return ""
+    return "; every member: " + ", ".join("no break" if d is None else f"{d:+.1f}" for d in deltas)
+
+
 def _sha256(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -96,6 +104,11 @@ def build_card(*, choice: dict, evaluation: dict, model, best_member: int, membe
         "unseen_energy_mae_eV": _num(ev.get("unseen_energy_mae")),
         "unseen_force_mae_eV_per_A": _num(ev.get("unseen_force_mae")),
         "cogef_frames_energy_mae_eV": _num(ev.get("cogef_frames_energy_mae")),
+        # every member's COGEF ΔE_max (evaluation.cogef_members: all): the committee's own
+        # uncertainty of the barrier; None when only the best member's profile was made
+        "cogef_members_delta_e_max_kcal": ([_num(r["delta_e_max_kcal"]) for r in ev["cogef_members"]]
+                                           if ev.get("cogef_members") else None),
+        "cogef_members_worst_abs_delta_kcal": _num(ev.get("cogef_members_worst_abs_delta_kcal")),
         "measured_with": f"member {best_member} (the best member) drove the SMD pulls and the COGEF scan; "
                          "the unseen-frame MAEs are of the committee mean",
     }
@@ -163,7 +176,8 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
                      + ", ".join(f"{k} {v}" for k, v in ds["by_source"].items())
                      + "; by iteration: " + ", ".join(f"{k}: {v}" for k, v in ds["by_iteration"].items())),
         ("Barrier error, SMD (ΔE_a ± SE)", smd),
-        ("Barrier error, COGEF (ΔE_max)", f"{_fmt(err['cogef_delta_e_max_kcal'], '+.2f')} kcal/mol"),
+        ("Barrier error, COGEF (ΔE_max)", f"{_fmt(err['cogef_delta_e_max_kcal'], '+.2f')} kcal/mol"
+                                          + _members_text(err.get("cogef_members_delta_e_max_kcal"))),
         # |ΔE_max| alone can be met by a profile wrong on both sides of its maximum: the shape too
         ("COGEF profile", f"RMS difference to the break {_fmt(err.get('cogef_rmse_to_break_kcal'))} kcal/mol; "
                           f"breaks at Δ = {_fmt(err.get('cogef_break_extension_potential_A'))} Å (reference "

@@ -80,8 +80,7 @@ def plot_work_curves(reference_replicas: Sequence, iteration_replicas: dict, out
     return _save(fig, out)
 
 
-def _cogef_errors(summary):
-    col = "cogef_abs_delta_e_max_kcal"
+def _cogef_errors(summary, col: str = "cogef_abs_delta_e_max_kcal"):
     return summary[col] if col in summary and np.isfinite(summary[col].astype(float)).any() else None
 
 
@@ -95,6 +94,9 @@ def _barrier_errors(summary, x: str, smd_label: str, target_kcal: float, target_
     cogef = _cogef_errors(summary)
     if cogef is not None:
         ax.plot(summary[x], cogef, "s--", label="COGEF |ΔE_max|")
+    worst = _cogef_errors(summary, "cogef_members_worst_abs_delta_kcal")
+    if worst is not None:  # missing where a member did not break within the scan
+        ax.plot(summary[x], worst, "^:", label="COGEF |ΔE_max|, worst member")
     ax.axhline(target_kcal, color="red", ls="--", label=target_label)
     ax.set_yscale("log")
     return fig, ax

@@ -68,16 +68,27 @@ def _same_place(molecule_xyz, pull):
                          == bond_position(mol.numbers, mol.positions, pull, b))
 
 
+def _members_note(rec: dict) -> str:
+    """`` (members: …)``: every member's COGEF ΔE_max, when the evaluation has them."""
+    rows = rec.get("cogef_members")
+    if not rows:
+        return ""
+    return " (members: " + ", ".join(f"{r['member']}: {r['delta_e_max_kcal']:+.1f}" if r["broke"]
+                                     else f"{r['member']}: no break" for r in rows) + ")"
+
+
 def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
                   ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out,
                   out_predictions=None, molecule_xyz=None, cogef_json=None, reference_cogef_json=None,
-                  reference_cogef_frames=None, benchmark_files: Sequence = ()) -> dict:
+                  reference_cogef_frames=None, benchmark_files: Sequence = (),
+                  member_cogef_jsons: Sequence = ()) -> dict:
     """ΔE_a of this iteration's SMD replicas against the reference, both read up to the break,
     with the work and force after the break; the COGEF comparison when both profiles are
-    given; errors on unseen frames (the reference SMD replicas ``unseen_paths`` and, when
+    given, and every member's against the reference (``member_cogef_jsons``,
+    :func:`committee_cogef`); errors on unseen frames (the reference SMD replicas ``unseen_paths`` and, when
     given, the reference's COGEF images ``reference_cogef_frames``). ``wall_seconds`` is the
     total of the iteration's ``benchmark_files`` (:func:`wall_seconds`)."""
-    from ..learning.evaluation import cogef_comparison
+    from ..learning.evaluation import cogef_comparison, committee_cogef
     from ..models.files import load_model
     from ..learning.errors import evaluate_errors
     from ..learning.uq import member_energies
@@ -95,6 +106,8 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
         rec.update({f"nnp_cogef_{k}": c_nnp.get(k) for k in COGEF_KEYS})
         rec.update({f"ref_cogef_{k}": c_ref.get(k) for k in COGEF_KEYS})
         rec.update(cogef_comparison(c_nnp, c_ref, _same_place(molecule_xyz, c_ref["pull"])))
+        if member_cogef_jsons:
+            rec.update(committee_cogef([read_json(p) for p in member_cogef_jsons], c_ref))
     ens = load_model(ensemble_path)
     unseen = Frames.concatenate([read_frames(p) for p in unseen_paths])
     unseen = unseen.subset(unseen.ok)
@@ -137,11 +150,12 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
         rec["replicas_wrong_bond_broken"] = sum(f.get("first_wrong_bond_broken") is not None for f in flags)
     write_json(out, rec)
     log.info("iteration %d: E_a (to the break) %.4f ± %.4f eV vs reference %.4f ± %.4f eV: |ΔE_a| = %.2f ± %.2f "
-             "kcal/mol%s; work after the break %.3f eV (reference %.3f); COGEF |ΔE_max| = %s kcal/mol; "
+             "kcal/mol%s; work after the break %.3f eV (reference %.3f); COGEF |ΔE_max| = %s kcal/mol%s; "
              "unseen energy MAE %.4f eV", iteration, nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"],
              ref["ea_stderr"], rec["abs_delta_ea_kcal"], rec["delta_ea_stderr_kcal"],
              f" ({rec['no_barrier_reason']})" if rec["no_barrier_reason"] else "", nnp["post_break_work_mean"],
              ref.get("post_break_work_mean", float("nan")), f"{rec.get('cogef_abs_delta_e_max_kcal', float('nan')):.2f}",
+             _members_note(rec),
              errs["energy_mae"])
     return rec
 
@@ -158,7 +172,8 @@ SUMMARY_COLUMNS = [
     "nnp_cogef_e_max", "ref_cogef_e_max", "cogef_delta_e_max_kcal", "cogef_abs_delta_e_max_kcal",
     "nnp_cogef_f_max", "ref_cogef_f_max", "cogef_delta_f_max", "cogef_rmse_to_break_kcal", "cogef_same_bond",
     "nnp_cogef_broke", "nnp_cogef_broken_label", "ref_cogef_broken_label", "cogef_post_break_rise",
-    "ref_cogef_post_break_rise", "cogef_frames_energy_mae",
+    "ref_cogef_post_break_rise", "cogef_frames_energy_mae", "cogef_members_n", "cogef_members_broke",
+    "cogef_members_worst_abs_delta_kcal", "cogef_members_e_max_spread_kcal",
 ]
 
 

@@ -12,7 +12,7 @@ from ..dataset import Frames, write_frames
 from ..jsonio import read_json, write_json
 from .common import _progress, log
 
-__all__ = ["smd_replica", "smd_batch_step", "cogef_step", "hal_run"]
+__all__ = ["smd_replica", "smd_batch_step", "cogef_step", "best_cogef_step", "hal_run"]
 
 
 def _protocol(smd_cfg: dict):
@@ -108,30 +108,38 @@ def _start_positions(molecule_xyz):
     return None if molecule_xyz is None else load_prepared_molecule(molecule_xyz)[0].positions
 
 
-def _cogef_calculator(labeller_cfg: dict | None, ensemble_path, best_json, atoms):
-    """(calculator, label_as, ensemble or None): the labeller, or the potential's best member."""
+def _cogef_calculator(labeller_cfg: dict | None, ensemble_path, best_json, atoms, member: int | None = None):
+    """(calculator, label_as, ensemble or None, member): the labeller, or one member of the
+    potential (``member``; None: the best one of ``best_json``)."""
     if labeller_cfg is not None:
         from ..chem.labellers import make_labeller
 
         labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
-        return labeller.calculator(), labeller.name, None
-    from ..models.files import make_calculator
+        return labeller.calculator(), labeller.name, None, None
+    from ..models.files import load_model, make_calculator
 
-    ens, best = _best_member(ensemble_path, best_json, atoms)
-    return make_calculator(ens, member=best), None, ens
+    if member is None:
+        ens, member = _best_member(ensemble_path, best_json, atoms)
+    else:
+        ens = load_model(ensemble_path)
+        ens.check_elements(atoms.numbers)
+        if not 0 <= member < ens.n_members:
+            raise ValueError(f"member {member}: the committee {ensemble_path} has {ens.n_members} members")
+    return make_calculator(ens, member=member), None, ens, member
 
 
 def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: dict | None = None,
-               ensemble_path=None, best_json=None) -> dict:
+               ensemble_path=None, best_json=None, member: int | None = None) -> dict:
     """The COGEF profile of the pulled atoms (the first atom of each pulled group), with the
-    labeller (reference: frames labelled, test data) or with the potential's best member
-    (an iteration: the committee's energy spread along the path in extras ``uq_sigma``).
+    labeller (reference: frames labelled, test data) or with one member of the potential
+    (``member``, default the best one of ``best_json``; an iteration: the committee's energy
+    spread along the path in extras ``uq_sigma``, the member in the summary's ``member``).
     Writes the relaxed images (HDF5) and the profile's summary (JSON)."""
     from ..md.cogef import cogef_profile
     from ..learning.uq import member_energies
 
     atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
-    calc, label_as, ens = _cogef_calculator(labeller_cfg, ensemble_path, best_json, atoms)
+    calc, label_as, ens, member = _cogef_calculator(labeller_cfg, ensemble_path, best_json, atoms, member)
     t0 = time.time()
     prof = cogef_profile(atoms, calc, (g1[0], g2[0]), step=cogef_cfg["step"],
                          max_extension=cogef_cfg["max_extension"],
@@ -146,7 +154,10 @@ def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: di
         frames.extras["uq_sigma"] = sig
         summary["uq_sigma"] = sig.tolist()
         summary["uq_sigma_max_to_break"] = float(sig[prof.intact].max())
-    summary["driver"] = label_as or "nnp best member"
+    if ens is not None:
+        summary["member"] = member
+        summary["best_member"] = None if best_json is None else int(read_json(best_json)["best_member"])
+    summary["driver"] = label_as or f"nnp member {member}"
     summary["wall_seconds"] = time.time() - t0
     write_frames(out_h5, frames)
     write_json(out_json, summary)
@@ -155,6 +166,28 @@ def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: di
              f"broke {prof.brk.label} at Δ = {prof.break_extension:.3f} Å" if prof.broke else "NO break",
              len(frames), summary["wall_seconds"])
     return summary
+
+
+def best_cogef_step(best_json, member_profiles: Sequence, member_frames: Sequence, out_h5, out_json) -> int:
+    """The best member's COGEF profile, picked from every member's (``cogef.members: all``):
+    copies ``member_frames[b]``/``member_profiles[b]`` (b = the best member of ``best_json``;
+    both lists in member order) to ``out_h5``/``out_json``, each written whole or not at all.
+    Returns b."""
+    import shutil
+
+    from ..atomic import atomic_path
+
+    best = int(read_json(best_json)["best_member"])
+    if not 0 <= best < len(member_profiles) or len(member_frames) != len(member_profiles):
+        raise ValueError(f"best member {best} ({best_json}): {len(member_profiles)} member profiles given")
+    prof = read_json(member_profiles[best])
+    if prof.get("member") != best:
+        raise ValueError(f"{member_profiles[best]} is member {prof.get('member')}'s profile, not member {best}'s")
+    with atomic_path(out_h5) as tmp:
+        shutil.copyfile(member_frames[best], tmp)
+    write_json(out_json, prof)
+    log.info("COGEF: the best member's profile is member %d's (%s)", best, member_profiles[best])
+    return best
 
 
 def hal_run(molecule_xyz, ensemble_path, sampler_cfg: dict, timestep_fs: float, seed: int, out,

@@ -106,14 +106,17 @@ def _thresholds(uq_path, replica_paths: Sequence) -> list[float]:
 
 
 def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
-                out_dir, cogef_path=None, cogef_frames: int | None = None, smd: bool = True) -> dict:
+                out_dir, cogef_paths: Sequence | None = None, cogef_frames: int | None = None,
+                smd: bool = True) -> dict:
     """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
 
-    SMD frames (``smd``) come from the scored replicas (source ``al``); with ``cogef_path``
-    (samplers ``cogef`` and ``smd+cogef``) frames also come from the potential's COGEF path
-    (source ``cogef``, :func:`select_path`), judged against the median of the replicas' UQ
-    thresholds (the same μ+nσ rule). Budget: the path's frames take at most ``cogef_frames``
-    (``selection.max_frames`` when no SMD frames are selected), the SMD frames the rest of
+    SMD frames (``smd``) come from the scored replicas (source ``al``); with ``cogef_paths``
+    (samplers ``cogef`` and ``smd+cogef``: the best member's COGEF path, or every member's
+    with ``sampler.cogef_paths: all``) frames also come from the potential's COGEF paths
+    (source ``cogef``, :func:`select_path` on each), judged against the median of the
+    replicas' UQ thresholds (the same μ+nσ rule). Budget: the paths' frames together take at
+    most ``cogef_frames`` (``selection.max_frames`` when no SMD frames are selected), spread
+    evenly over the paths' kept images in path order; the SMD frames the rest of
     ``selection.max_frames``.
     Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
     An empty selection writes no batch and is recorded as such.
@@ -126,17 +129,23 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         picked, per_replica, thresholds = [], [], _thresholds(uq_path, replica_paths)
     max_frames = selection_cfg["max_frames"]
     parts, tail = [], {"replicas": per_replica, "sources": {}}
-    if cogef_path is not None:
+    if cogef_paths:
         cap = cogef_frames if smd else max_frames
         if cap is not None and max_frames is not None:
             cap = min(cap, max_frames)
-        path = read_frames(cogef_path)
-        idx, tail["cogef"] = select_path(path, float(np.median(thresholds)) if thresholds else float("nan"),
-                                         selection_cfg, cap)
-        tail["cogef"]["file"] = str(cogef_path)
-        if len(idx):
-            sub = path.subset(idx)
-            sub.extras = {"uq_sigma": np.asarray(path.extras["uq_sigma"])[idx]}
+        threshold = float(np.median(thresholds)) if thresholds else float("nan")
+        from_paths, tail["cogef"] = [], []
+        for cogef_path in cogef_paths:
+            path = read_frames(cogef_path)
+            idx, rec = select_path(path, threshold, selection_cfg, cap)
+            rec["file"] = str(cogef_path)
+            tail["cogef"].append(rec)
+            if len(idx):
+                sub = path.subset(idx)
+                sub.extras = {"uq_sigma": np.asarray(path.extras["uq_sigma"])[idx]}
+                from_paths.append(sub)
+        if from_paths:
+            sub = cap_frames(Frames.concatenate(from_paths), cap)
             sub.source[:] = "cogef"
             parts.append(sub)
             tail["sources"]["cogef"] = len(sub)
