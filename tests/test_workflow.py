@@ -409,26 +409,34 @@ def test_barrier_is_read_up_to_the_break_and_cogef_is_compared(campaign):
 def test_stop_rule_ends_the_campaign_early(campaign, tmp_path):
     """campaign.stop on: with a COGEF tolerance the first iteration meets, the campaign ends
     after iteration 0 (summary has one row, nothing of iteration 1 is needed); with one no
-    iteration meets, both iterations stay."""
+    iteration meets, both iterations stay; with every member's profile (the default) the
+    tolerance must hold for every member."""
     wd = tmp_path / "c"
     shutil.copytree(campaign, wd, symlinks=True)
     ev0 = json.loads((wd / "results" / "iter_000" / "evaluation.json").read_text())
     shutil.rmtree(wd / "results" / "iter_001")
-    # the COGEF test needs every member within the tolerance (evaluation.cogef_members: all)
-    assert ev0["cogef_members_broke"] == 2, "a tiny member did not break: no tolerance can be met"
-    loose = ev0["cogef_members_worst_abs_delta_kcal"] + 1.0
-    cfg = write_config(tmp_path / "stop.yaml", **{"campaign.stop": {"enabled": True, "observable": "cogef",
-                                                                   "cogef_target_kcal": loose}})
-    res = snakemake(wd, configfile=cfg)
+    loose = ev0["cogef_abs_delta_e_max_kcal"] + 1.0
+    stop = {"enabled": True, "observable": "cogef", "cogef_target_kcal": loose}
+    # the best member's profile only: its ΔE_max is within the tolerance
+    best_only = write_config(tmp_path / "stop.yaml", **{"campaign.stop": stop, "evaluation.cogef_members": "best"})
+    res = snakemake(wd, configfile=best_only)
     assert res.returncode == 0, res.stderr[-4000:]
     counts = jobs_run(res.stdout + res.stderr)
-    assert "train" not in counts and "evaluate" not in counts
+    assert "train" not in counts and "member_cogef" not in counts
     assert len(pd.read_csv(wd / "results" / "summary.csv")) == 1
     assert not (wd / "results" / "iter_001").exists()
-    tight = write_config(tmp_path / "tight.yaml", **{"campaign.stop": {"enabled": True, "observable": "both",
-                                                                     "cogef_target_kcal": loose}})
+    tight = write_config(tmp_path / "tight.yaml", **{"campaign.stop": {**stop, "observable": "both"},
+                                                     "evaluation.cogef_members": "best"})
     res = snakemake(wd, "-n", configfile=tight)   # SMD side not met: iteration 1 is planned again
     assert res.returncode == 0 and jobs_run(res.stdout + res.stderr).get("train") == 2
+    # every member's (the default): met only if every member broke within the tolerance
+    every = write_config(tmp_path / "every.yaml", **{"campaign.stop": stop})
+    members = ev0["cogef_members"]
+    met = all(m["broke"] and abs(m["delta_e_max_kcal"]) < loose for m in members)
+    res = snakemake(wd, "results/iter_000/evaluation.json", configfile=every)  # evaluated with the members
+    assert res.returncode == 0, res.stderr[-4000:]
+    res = snakemake(wd, "-n", configfile=every)
+    assert res.returncode == 0 and ("train" in jobs_run(res.stdout + res.stderr)) is not met
 
 
 def test_a_reference_pull_that_breaks_nothing_stops_with_one_line(tmp_path):
