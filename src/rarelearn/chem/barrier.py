@@ -1,6 +1,7 @@
 """Activation energy from an SMD work curve, read up to the break, and its statistics
 over replicas: the one module for barrier statistics (mean, standard error, the
-difference to the reference with one NaN rule, :func:`combine`).
+difference to the reference with one NaN rule, :func:`combine`; how many more rounds of
+replicas a target standard error calls for, :func:`rounds_to_go`).
 
 E_a of one replica is the maximum of the spring's work W *before* the molecule breaks
 (:mod:`rarelearn.chem.breaks`: the first frame in which a bond of the starting structure is
