@@ -20,7 +20,7 @@ include: "workflow/rules/potential.smk"
 
 
 # Light steps run where Snakemake runs, not as cluster jobs.
-localrules: reference_molecule, reference_barrier, initial_dataset, select, merge, summary, figures
+localrules: reference_molecule, reference_round, reference_barrier, initial_dataset, select, merge, summary, figures
 
 
 rule all:

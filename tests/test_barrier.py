@@ -1,14 +1,18 @@
+import json
 import math
 
 import numpy as np
 import pytest
 from ase.build import molecule
 
-from rarelearn.chem.barrier import ReplicaSummary, activation_energy, delta, read_replica, summarize
+from rarelearn.chem.barrier import (ReplicaSummary, RoundsToGo, activation_energy, delta, read_replica,
+                                    rounds_to_go, summarize)
 from rarelearn.chem.breaks import find_break
 from rarelearn.chem.barrier import barrier_record, delta_record
 from rarelearn.learning.evaluation import stop_rule_met
-from rarelearn.dataset import Frames
+from rarelearn.dataset import Frames, write_frames
+from rarelearn.steps.reference import reference_barrier, reference_round
+from rarelearn.units import KCAL_MOL_PER_EV
 
 
 def test_activation_energy_on_a_hand_made_curve():
@@ -181,3 +185,112 @@ def test_committee_cogef_reports_every_member_and_the_stop_rule_needs_them_all()
     assert not stop_rule_met([{**best_only, **c}], rule)                 # a member that never broke
     assert stop_rule_met([{**best_only, **two}], rule)                   # worst 0.8 < 1
     assert not stop_rule_met([{**best_only, **two}], {**rule, "cogef_target_kcal": 0.7})
+
+
+# ---------------------------------------------------------------- adaptive reference: the stopping rule
+def _values_with_std(std, n, mean=7.6):
+    """n values (eV) whose sample standard deviation (ddof 1) is exactly ``std``."""
+    z = np.resize([-1.0, 1.0], n)
+    z = (z - z.mean()) / z.std(ddof=1)
+    return (mean + std * z).tolist()
+
+
+KCAL = KCAL_MOL_PER_EV
+
+
+def test_rounds_to_go_estimates_the_rounds_to_the_target():
+    # METHOD.md: one replica scatters by 4.2 kcal/mol; 1 kcal/mol takes ceil(4.2²) = 18 replicas
+    v = _values_with_std(4.2 / KCAL, 4)
+    go = rounds_to_go(v, 4, 4, 1.0 / KCAL, 80)
+    assert go.reason == "above_target" and go.stderr * KCAL == pytest.approx(2.1)
+    assert go.replicas_needed == 18 and go.rounds == 4          # 14 more replicas, rounds of 4
+    # the cap: no more than max_replicas in all, the last round cut short
+    capped = rounds_to_go(v, 4, 4, 1.0 / KCAL, 10)
+    assert capped.replicas_needed == 10 and capped.rounds == 2
+    assert rounds_to_go(v, 4, 4, 1.0 / KCAL, 5).rounds == 1
+    # at the cap, or the target met: stop
+    assert rounds_to_go(v, 4, 4, 1.0 / KCAL, 4) == RoundsToGo(0, "max_replicas", go.stderr, None)
+    met = rounds_to_go(v, 4, 4, 2.2 / KCAL, 80)
+    assert met.rounds == 0 and met.reason == "target_met" and met.replicas_needed == 4
+    assert rounds_to_go(v, 4, 4, 2.1 / KCAL + 1e-12, 4).reason == "target_met"  # met beats the cap
+    # no target: a fixed count, never another round
+    assert rounds_to_go(v, 4, 4, None, 80) == RoundsToGo(0, "fixed", go.stderr, None)
+
+
+def test_rounds_to_go_counts_replicas_without_a_barrier():
+    # half the replicas did not break: twice as many must run for the same number of barriers
+    v = _values_with_std(4.2 / KCAL, 4) + [math.nan] * 4
+    go = rounds_to_go(v, 8, 4, 1.0 / KCAL, 80)
+    assert go.replicas_needed == 36 and go.rounds == 7
+    # one barrier: no spread to go by, one more round; none at all: more of the same pull won't help
+    one = rounds_to_go([7.6, math.nan], 4, 4, 1.0 / KCAL, 80)
+    assert one.rounds == 1 and one.reason == "stderr_undefined" and math.isnan(one.stderr)
+    none = rounds_to_go([math.nan] * 4, 4, 4, 1.0 / KCAL, 80)
+    assert none.rounds == 0 and none.reason == "no_barrier"
+    assert rounds_to_go([7.6], 1, 1, 1.0 / KCAL, 1).reason == "max_replicas"
+
+
+def test_rounds_to_go_rejects_what_cannot_be():
+    with pytest.raises(ValueError, match="per_round"):
+        rounds_to_go([7.6, 7.7], 2, 0, 0.01, 10)
+    with pytest.raises(ValueError, match="replicas_run"):
+        rounds_to_go([7.6, 7.7, 7.8], 2, 2, 0.01, 10)
+    with pytest.raises(ValueError, match="target_stderr"):
+        rounds_to_go([7.6, 7.7], 2, 2, 0.0, 10)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rounds_run_as_the_workflow_runs_them_end_at_the_target_or_the_cap(seed):
+    """The workflow's loop (a round of per_round replicas, then the rule) over replicas that
+    scatter as hexane's do (4.2 kcal/mol, METHOD.md): it ends with the standard error at most
+    the target, or at the cap, and never stops early while there is room."""
+    rng = np.random.default_rng(seed)
+    per_round, cap, target = 4, 40, 1.0 / KCAL
+    values: list[float] = []
+    while True:
+        values += list(7.63 + rng.normal(0.0, 4.2 / KCAL, min(per_round, cap - len(values))))
+        go = rounds_to_go(values, len(values), per_round, target, cap)
+        if go.rounds == 0:
+            break
+        assert go.reason in ("above_target", "stderr_undefined") and len(values) < cap
+    se = summarize(values).stderr
+    assert (go.reason == "target_met" and se <= target) or (go.reason == "max_replicas" and len(values) == cap)
+    assert len(values) % per_round == 0 or len(values) == cap
+
+
+def _replica_file(path, ea, broke=True):
+    ccs = [1.53, 1.8, 2.1, 2.5, 3.2, 3.6] if broke else [1.53, 1.6, 1.7, 1.8]
+    work = np.linspace(0.0, ea, len(ccs))
+    if broke:
+        work = np.array([0.0, 0.3 * ea, 0.7 * ea, ea, ea + 0.1, ea + 0.1])
+    write_frames(path, _replica(ccs, work, -np.ones(len(ccs))))
+    return path
+
+
+def test_reference_rounds_decide_and_the_barrier_records_the_count(tmp_path):
+    """The steps of the reference_round checkpoint and reference_barrier on made-up replicas:
+    the decision after a round whose standard error is above the target asks for another; the
+    barrier records how many replicas ran, in how many rounds, and the standard error reached."""
+    rounds = {"per_round": 2, "target_stderr_kcal": 1.0, "max_replicas": 6}
+    paths = [_replica_file(tmp_path / f"replica_{k:02d}.h5", ea) for k, ea in enumerate([3.0, 3.3, 3.1, 3.2])]
+    first = reference_round(paths[:2], tmp_path / "round_00.json", 0, rounds)
+    assert first["more"] and first["reason"] == "above_target" and first["replicas_run"] == 2
+    assert first["ea_stderr_kcal"] == pytest.approx(0.15 * KCAL)
+    assert json.loads((tmp_path / "round_00.json").read_text())["more"] is True
+    # a target the first round meets: no more rounds
+    loose = reference_round(paths[:2], tmp_path / "loose.json", 0, {**rounds, "target_stderr_kcal": 5.0})
+    assert not loose["more"] and loose["reason"] == "target_met" and loose["target_met"]
+    rec = reference_barrier(paths, tmp_path / "barrier.json", rounds=rounds,
+                            decisions=[tmp_path / "round_00.json"])
+    assert rec["replicas_run"] == 4 and rec["n_replicas"] == 4
+    assert rec["ea_stderr_kcal"] == pytest.approx(rec["ea_stderr"] * KCAL)
+    assert rec["rounds"]["count"] == 2 and rec["rounds"]["per_round"] == 2 and rec["rounds"]["target_met"] is False
+    assert rec["rounds"]["decisions"] == [str(tmp_path / "round_00.json")]
+    # a fixed count (no rounds given): one round, no target
+    fixed = reference_barrier(paths[:2], tmp_path / "fixed.json")
+    assert fixed["rounds"]["count"] == 1 and fixed["rounds"]["reason"] == "fixed"
+    assert fixed["rounds"]["target_met"] is None and fixed["replicas_run"] == 2
+    # a replica without a barrier is run (counted) but has no E_a
+    unbroken = _replica_file(tmp_path / "replica_09.h5", 1.0, broke=False)
+    dec = reference_round(paths[:2] + [unbroken], tmp_path / "round_x.json", 1, rounds)
+    assert dec["replicas_run"] == 3 and dec["n_replicas"] == 2

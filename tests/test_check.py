@@ -39,6 +39,28 @@ def test_rule_of_every_kind_of_result():
     assert rule_of("results/reference/barrier.json") == "reference_barrier"
     assert rule_of("results/iter_000/unseen_predictions.json") == "evaluate"
     assert Problem("results/iter_001/selected/batch_0001.h5", "missing").target == "results/iter_001/selected"
+    assert rule_of("results/reference/rounds/round_01.json") == "reference_round"
+
+
+def test_an_adaptive_reference_expects_the_replicas_its_barrier_read(tmp_path):
+    """The replicas of an adaptive reference's later rounds, and its rounds' decisions, are
+    those barrier.json lists (the config alone names only the first round)."""
+    _tree(tmp_path)
+    ref = tmp_path / "results" / "reference"
+    ref.mkdir()
+    replicas = [f"results/reference/smd/replica_{k:02d}.h5" for k in range(4)]
+    (ref / "barrier.json").write_text(json.dumps({
+        "replicas": replicas, "rounds": {"count": 2, "decisions": ["results/reference/rounds/round_00.json"]}}))
+    cfg = validate_config({"reference": {"replicas": 2, "target_stderr_kcal": 1.0}, "model": {"members": 2}},
+                          check_labeller=False)
+    expected = expected_files(cfg, tmp_path)
+    assert all(expected.count(r) == 1 for r in replicas)
+    assert "results/reference/rounds/round_00.json" in expected
+    problems, _ = check_results(cfg, tmp_path)
+    assert {p.rule for p in problems if p.path == "results/reference/rounds/round_00.json"} == {"reference_round"}
+    (ref / "barrier.json").write_text("{")  # damaged: named itself, the first round still expected
+    expected = expected_files(cfg, tmp_path)
+    assert replicas[1] in expected and replicas[2] not in expected
 
 
 def test_missing_and_damaged_results_are_named_with_their_rerun(tmp_path, capsys):

@@ -165,6 +165,14 @@ def test_replica_counts_fit_the_reference():
     with pytest.raises(ConfigError, match=r"^evaluation.mae_replicas: 3 is more than reference.replicas \(2\)"):
         validate_config({"reference": {"replicas": 2}, "evaluation": {"mae_replicas": 3}})
     assert validate_config({"reference": {"replicas": 3}, "evaluation": {"mae_replicas": 3}})
+    # an adaptive reference's cap holds its first round; without a target the cap is not read
+    with pytest.raises(ConfigError, match=r"^reference.max_replicas: 2 is less than reference.replicas \(4\)"):
+        validate_config({"reference": {"replicas": 4, "target_stderr_kcal": 1.0, "max_replicas": 2}})
+    assert validate_config({"reference": {"replicas": 4, "max_replicas": 2}})["reference"]["target_stderr_kcal"] is None
+    with pytest.raises(ConfigError, match=r"reference.max_replicas"):
+        validate_config({"reference": {"target_stderr_kcal": 1.0, "max_replicas": 101}})
+    with pytest.raises(ConfigError, match=r"reference.target_stderr_kcal"):
+        validate_config({"reference": {"target_stderr_kcal": 0}})
 
 
 def test_yaml_errors_and_missing_files_name_the_file_and_line(tmp_path):

@@ -98,7 +98,10 @@ def campaign_files(tmp_path_factory):
     mol = atoms.copy()
     mol.info = {"name": "ethane", "pull1": "0", "pull2": "1"}
     write(root / "reference" / "molecule.xyz", mol, format="extxyz")
-    (root / "reference" / "barrier.json").write_text(json.dumps({"ea_mean": 4.1, "ea_stderr": 0.05, "n_replicas": 2}))
+    # an adaptive reference: 12 replicas run in 3 rounds, 11 with a barrier, SE 0.92 kcal/mol
+    (root / "reference" / "barrier.json").write_text(json.dumps({
+        "ea_mean": 4.1, "ea_stderr": 0.04, "n_replicas": 11, "replicas_run": 12,
+        "rounds": {"count": 3, "per_round": 4, "target_stderr_kcal": 1.0, "reason": "target_met"}}))
     (root / "reference" / "cogef.json").write_text(json.dumps({"e_max": 4.3, "broken_label": "C0-C1"}))
     md, merged = frames.subset(np.arange(60)), frames
     for i, data in ((0, md), (1, merged)):
@@ -174,6 +177,11 @@ def test_card_holds_the_campaigns_figures(potential_dir, campaign_files):
     md = (potential_dir / "card.md").read_text()
     assert "every member: +5.5, +3.0, no break" in md
     assert "Barrier error, SMD" in md and "-2.00 ± 0.40 kcal/mol" in md and card["files"]["potential.ts"]["sha256"] in md
+    # the reference's replica count, rounds and standard error (an adaptive reference)
+    assert card["reference"]["smd_replicas_run"] == 12 and card["reference"]["smd_rounds"] == 3
+    assert card["reference"]["smd_ea_stderr_kcal"] == pytest.approx(0.04 * 23.0605, rel=1e-4)
+    assert ("| Reference barrier, SMD | E_a 4.100 eV, standard error 0.92 kcal/mol, from 11 replicas with a "
+            "barrier (12 run in 3 round(s); target standard error 1 kcal/mol, target met) |") in md
     from docutils.core import publish_parts
     html = publish_parts((potential_dir / "card.rst").read_text(), writer="html",
                          settings_overrides={"halt_level": 2})["html_body"]

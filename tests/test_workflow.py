@@ -449,6 +449,49 @@ def test_a_reference_pull_that_breaks_nothing_stops_with_one_line(tmp_path):
     assert not (tmp_path / "results" / "reference" / "barrier.json").exists()
 
 
+def test_an_adaptive_reference_runs_another_round_until_its_target_or_cap(tmp_path):
+    """reference.target_stderr_kcal: a round of reference.replicas SMD replicas, then the
+    reference_round checkpoint; a first round whose E_a standard error is above the target
+    asks for a second (new seeds), up to max_replicas; barrier.json records the count. A
+    looser target reruns only the decision and the barrier; a damaged decision is named."""
+    cfg = write_config(tmp_path / "adaptive.yaml", **{"reference.target_stderr_kcal": 0.001,
+                                                      "reference.max_replicas": 4})
+    wd = tmp_path / "w"
+    wd.mkdir()
+    plan = snakemake(wd, "-n", configfile=cfg)      # planned up to the first decision
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    counts = jobs_run(plan.stdout + plan.stderr)
+    assert counts["reference_smd"] == 2 and counts["reference_round"] == 1 and counts["reference_barrier"] == 1
+    res = snakemake(wd, "results/reference/barrier.json", configfile=cfg)
+    assert res.returncode == 0, res.stderr[-4000:]
+    ref = wd / "results" / "reference"
+    first = json.loads((ref / "rounds" / "round_00.json").read_text())
+    assert first["more"] and first["replicas_run"] == 2 and first["ea_stderr_kcal"] > 0.001
+    assert not (ref / "rounds" / "round_01.json").exists()    # the cap's last round decides nothing
+    seeds = [read_frames(ref / "smd" / f"replica_{k:02d}.h5").attrs["seed"] for k in range(4)]
+    assert seeds == [1000, 1001, 1002, 1003]
+    rec = json.loads((ref / "barrier.json").read_text())
+    assert rec["replicas_run"] == 4 and len(rec["ea_values"]) == rec["n_replicas"] == 4
+    assert rec["rounds"]["count"] == 2 and rec["rounds"]["reason"] == "max_replicas"
+    assert rec["rounds"]["target_met"] is False
+    assert rec["ea_stderr_kcal"] == pytest.approx(rec["ea_stderr"] * 23.0605, rel=1e-4)
+    again = snakemake(wd, "-n", "results/reference/barrier.json", configfile=cfg)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    # a target the first round meets: its decision and the barrier are redone, no replica
+    loose = write_config(tmp_path / "loose.yaml", **{"reference.target_stderr_kcal": 1.0, "reference.max_replicas": 4})
+    res = snakemake(wd, "results/reference/barrier.json", configfile=loose)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert jobs_run(res.stdout + res.stderr) == {"reference_round": 1, "reference_barrier": 1}
+    rec = json.loads((ref / "barrier.json").read_text())
+    assert rec["replicas_run"] == 2 and rec["rounds"]["count"] == 1 and rec["rounds"]["target_met"] is True
+    # a damaged decision is not taken as made: one line naming it and the remake
+    (ref / "rounds" / "round_00.json").write_text('{"round": 0, "more"')
+    res = snakemake(wd, "-n", "results/reference/barrier.json", configfile=loose)
+    assert res.returncode != 0
+    line = next(ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("result error:"))
+    assert "results/reference/rounds/round_00.json: not valid JSON" in line and "--forcerun" in line
+
+
 # ---------------------------------------------------------------- issue 18: config through snakemake
 def test_config_values_are_read_as_meant(tmp_path):
     """`members: 3.0`, `max_iterations: 2.0` and YAML 1.1's string '1e-3' load as 3, 2 and 0.001."""

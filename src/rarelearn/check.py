@@ -29,6 +29,7 @@ _RULES = [
     (r"results/reference/(molecule\.xyz|atom_energies\.json)", "reference_molecule"),
     (r"results/reference/md\.h5", "reference_md"),
     (r"results/reference/smd/replica_\d+\.h5", "reference_smd"),
+    (r"results/reference/rounds/round_\d{2}\.json", "reference_round"),
     (r"results/reference/barrier\.json", "reference_barrier"),
     (r"results/iter_\d{3}/dataset\.h5", "initial_dataset"),
     (r"results/iter_\d{3}/models/member_\d+\.(pt|json)", "train"),
@@ -113,7 +114,21 @@ def expected_files(config: dict, root: Path = Path(".")) -> list[str]:
         out += ["results/reference/molecule.xyz", "results/reference/atom_energies.json",
                 "results/reference/md.h5", "results/reference/barrier.json", "results/iter_000/dataset.h5"]
         out += [f"results/reference/smd/replica_{r}.h5" for r in replicas]
+        out += [p for p in _reference_rounds_files(root) if p not in out]
     return out
+
+
+def _reference_rounds_files(root: Path) -> list[str]:
+    """The reference replicas and round decisions that barrier.json says it read (an
+    adaptive reference's later rounds); none when it cannot be read (the check names it)."""
+    from .jsonio import ResultFileError, read_json
+
+    try:
+        rec = read_json(root / "results" / "reference" / "barrier.json")
+        files = list(rec.get("replicas", [])) + list((rec.get("rounds") or {}).get("decisions", []))
+    except (ResultFileError, AttributeError, TypeError):
+        return []
+    return [str(p) for p in files if isinstance(p, str) and p.startswith("results/reference/")]
 
 
 def _reason(path: str, exc: BaseException) -> str:

@@ -253,13 +253,18 @@ def _check_model(config: dict) -> None:
 
 
 def _check_counts(config: dict) -> None:
-    """Keys that count reference SMD replicas cannot ask for more than there are."""
+    """Keys that count reference SMD replicas cannot ask for more than there are (the first
+    round's, with an adaptive reference), and the adaptive reference's cap holds its first round."""
     replicas = config["reference"]["replicas"]
     for key, value in (("evaluation.mae_replicas", config["evaluation"]["mae_replicas"]),
                        ("studies.baselines.smd_replicas", config["studies"]["baselines"]["smd_replicas"])):
         if value > replicas:
             raise ConfigError(f"{key}: {value} is more than reference.replicas ({replicas}); lower it or raise "
                               "reference.replicas")
+    most = config["reference"]["max_replicas"]
+    if config["reference"]["target_stderr_kcal"] is not None and most < replicas:
+        raise ConfigError(f"reference.max_replicas: {most} is less than reference.replicas ({replicas}), the "
+                          "first round; raise it or lower reference.replicas")
 
 
 def _check_sampler(config: dict) -> None:

@@ -7,6 +7,7 @@ from snakemake.exceptions import IncompleteCheckpointException
 from rarelearn.config import ConfigError, campaign_config
 from rarelearn.learning.evaluation import stop_rule_met
 from rarelearn.jsonio import ResultFileError, read_json
+from rarelearn.atomic import remake_hint
 
 
 # The campaign's config: config/config.yaml (the default campaign), then what the command
@@ -38,10 +39,26 @@ wildcard_constraints:
     replica=r"\d{2}",
     batch=r"\d{4}",
     hal_run=r"\d{2}",
+    round=r"\d{2}",
 
 
 MEMBERS = list(range(config["model"]["members"]))
 REPLICAS = [f"{r:02d}" for r in range(config["reference"]["replicas"])]
+# The reference's SMD replicas run in rounds of reference.replicas, the first round being
+# REPLICAS; with reference.target_stderr_kcal a checkpoint after each round decides whether
+# another is needed (reference_round_decisions), up to reference.max_replicas. Without a
+# target: one round, no checkpoint. What the rounds' decisions and the barrier follow:
+ADAPTIVE_REFERENCE = config["reference"]["target_stderr_kcal"] is not None
+REFERENCE_ROUNDS = {
+    "per_round": config["reference"]["replicas"],
+    "target_stderr_kcal": config["reference"]["target_stderr_kcal"],
+    "max_replicas": config["reference"]["max_replicas"] if ADAPTIVE_REFERENCE else config["reference"]["replicas"],
+}
+# Rounds the cap allows (the last one runs only up to reference.max_replicas).
+MAX_REFERENCE_ROUNDS = -(-REFERENCE_ROUNDS["max_replicas"] // REFERENCE_ROUNDS["per_round"])
+# What the reference MD follows: the reference section without the rounds' keys, which say
+# how many SMD replicas run, not how the MD runs.
+REFERENCE_MD = {k: v for k, v in config["reference"].items() if k not in ("target_stderr_kcal", "max_replicas")}
 MAE_REPLICAS = REPLICAS[: config["evaluation"]["mae_replicas"]]
 HAL_SAMPLER = config["sampler"]["kind"] == "hal"
 HAL_RUNS = [f"{r:02d}" for r in range(config["sampler"]["runs"])]
@@ -95,8 +112,52 @@ def replica_seeds(wildcards=None):
     return [config["reference"]["smd_seed"] + int(r) for r in REPLICAS]
 
 
+def round_replicas(r):
+    """Names of the reference SMD replicas of round r (0-based): reference.replicas a round,
+    numbered on (so seeds differ across rounds), the last round cut at the cap."""
+    n = REFERENCE_ROUNDS["per_round"]
+    return [f"{k:02d}" for k in range(r * n, min((r + 1) * n, REFERENCE_ROUNDS["max_replicas"]))]
+
+
+def replicas_through_round(wildcards):
+    """What the decision after a round reads: the reference replicas of that round and of
+    every round before it."""
+    names = [name for r in range(int(wildcards.round) + 1) for name in round_replicas(r)]
+    return expand("results/reference/smd/replica_{replica}.h5", replica=names)
+
+
+def reference_rounds():
+    """(rounds of reference SMD replicas to run, the files of the decisions that say so).
+    Round r+1 runs when the decision after round r (the reference_round checkpoint) asks for
+    it; there is no decision after the last round the cap allows, nor any without a target.
+    Raises IncompleteCheckpointException while a decision is to be made (a dry run plans up
+    to the first)."""
+    rounds, decisions = 1, []
+    for r in range(MAX_REFERENCE_ROUNDS - 1):
+        path = checkpoints.reference_round.get(round=f"{r:02d}").output[0]
+        decisions.append(path)
+        try:
+            decision = read_json(path)
+            more = decision["more"]
+        except (ResultFileError, KeyError, TypeError) as exc:
+            if being_remade(path, "reference_round"):
+                break  # remade by this run; the rounds after it follow once it is
+            what = exc if isinstance(exc, ResultFileError) else f"{path}: no decision ('more') in it; {remake_hint(path)}"
+            sys.exit(f"result error: {what}")
+        if not more:
+            break
+        rounds += 1
+    return rounds, decisions
+
+
+def reference_round_decisions(wildcards=None):
+    return reference_rounds()[1]
+
+
 def reference_replicas(wildcards=None):
-    return expand("results/reference/smd/replica_{replica}.h5", replica=REPLICAS)
+    """Every reference SMD replica: those of each round that runs (reference_rounds)."""
+    names = [name for r in range(reference_rounds()[0]) for name in round_replicas(r)]
+    return expand("results/reference/smd/replica_{replica}.h5", replica=names)
 
 
 def unseen_test_frames(wildcards=None):
@@ -222,10 +283,10 @@ def labelled_batches(wildcards):
     )
 
 
-def being_remade(path):
+def being_remade(path, rule="evaluate"):
     """Whether this run forces `path` (--forcerun of the file or its rule, or --forceall)."""
     forced = {os.path.normpath(str(f)) for f in workflow.dag_settings.forcerun}
-    return workflow.dag_settings.forceall or bool(forced & {os.path.normpath(path), "evaluate"})
+    return workflow.dag_settings.forceall or bool(forced & {os.path.normpath(path), rule})
 
 
 def campaign_evaluations(wildcards=None):

@@ -1,5 +1,6 @@
 # Reference stage: the molecule, the labelled 500 K MD set, labelled SMD replicas, the barrier
-# (read up to the break), and the labeller's COGEF profile.
+# (read up to the break), and the labeller's COGEF profile. With reference.target_stderr_kcal
+# the SMD replicas run in rounds, a checkpoint after each deciding whether another is needed.
 
 
 rule reference_molecule:
@@ -27,7 +28,7 @@ rule reference_md:
     output:
         "results/reference/md.h5",
     params:
-        reference=config["reference"],
+        reference=REFERENCE_MD,
         smd=config["smd"],
         labeller=config["labeller"],
     threads: 1
@@ -59,14 +60,35 @@ rule reference_smd:
         "../scripts/smd.py"
 
 
+# After round RR of an adaptive reference: whether the standard error of E_a over the replicas
+# so far calls for round RR+1 (rarelearn.chem.barrier.rounds_to_go).
+checkpoint reference_round:
+    conda:
+        ENV
+    input:
+        replicas=replicas_through_round,
+        molecule=MOLECULE,
+    output:
+        "results/reference/rounds/round_{round}.json",
+    params:
+        rounds=REFERENCE_ROUNDS,
+    log:
+        "logs/reference/round_{round}.log",
+    script:
+        "../scripts/reference_round.py"
+
+
 rule reference_barrier:
     conda:
         ENV
     input:
         replicas=reference_replicas,
+        decisions=reference_round_decisions,
         molecule=MOLECULE,
     output:
         "results/reference/barrier.json",
+    params:
+        rounds=REFERENCE_ROUNDS,
     log:
         "logs/reference/barrier.log",
     script:

@@ -1,6 +1,7 @@
 """Activation energy from an SMD work curve, read up to the break, and its statistics
 over replicas: the one module for barrier statistics (mean, standard error, the
-difference to the reference with one NaN rule, :func:`combine`).
+difference to the reference with one NaN rule, :func:`combine`; how many more rounds of
+replicas a target standard error calls for, :func:`rounds_to_go`).
 
 E_a of one replica is the maximum of the spring's work W *before* the molecule breaks
 (:mod:`rarelearn.chem.breaks`: the first frame in which a bond of the starting structure is
@@ -26,7 +27,7 @@ from ..units import KCAL_MOL_PER_EV
 from .breaks import find_break
 
 __all__ = ["activation_energy", "read_replica", "ReplicaSummary", "summarize", "Delta", "combine", "delta",
-           "barrier_record", "delta_record", "barrier_of_files"]
+           "barrier_record", "delta_record", "barrier_of_files", "RoundsToGo", "rounds_to_go"]
 
 
 def activation_energy(work: Sequence[float], spring_distance: Sequence[float],
@@ -140,6 +141,78 @@ def summarize(values: Sequence[float]) -> ReplicaSummary:
         return ReplicaSummary(mean, math.nan, math.nan, 1, [float(x) for x in v])
     std = float(v.std(ddof=1))
     return ReplicaSummary(mean, std / math.sqrt(n), std, n, [float(x) for x in v])
+
+
+@dataclass(frozen=True)
+class RoundsToGo:
+    """Whether a replica mean is precise enough, and how many more rounds it may take.
+
+    Attributes
+    ----------
+    rounds : further rounds of replicas estimated to bring the standard error to the target
+        (0: stop now; at least 1 while the target is not met and there is room)
+    reason : why: ``fixed`` (no target), ``target_met``, ``max_replicas`` (no room left),
+        ``no_barrier`` (no replica has a barrier: more of the same pull will not help),
+        ``stderr_undefined`` (one barrier: no spread yet, one more round) or
+        ``above_target`` (an estimate from the spread so far)
+    stderr : standard error of the mean now (eV; NaN below two barriers)
+    replicas_needed : estimated replicas in all (run so far included, at most
+        ``max_replicas``) that meet the target; None where it cannot be estimated
+    """
+
+    rounds: int
+    reason: str
+    stderr: float
+    replicas_needed: int | None
+
+
+def rounds_to_go(values: Sequence[float], replicas_run: int, per_round: int, target_stderr: float | None,
+                 max_replicas: int) -> RoundsToGo:
+    """The stopping rule of replicas run in rounds: run ``per_round`` more replicas while the
+    standard error of their mean (:func:`summarize`) is above ``target_stderr`` and fewer
+    than ``max_replicas`` have run.
+
+    Parameters
+    ----------
+    values : (n,) the quantity of each replica that has one (E_a, eV); non-finite values
+        (a replica without a barrier) are left out
+    replicas_run : replicas run so far, those without a value included (>= the finite values)
+    per_round : replicas per round (>= 1)
+    target_stderr : the standard error to reach (eV); None: a fixed count, never another round
+    max_replicas : the most replicas to run in all
+
+    Returns
+    -------
+    :class:`RoundsToGo`. The estimate: n* = ceil((std / target)²) values meet the target;
+    with the fraction f of replicas run so far that has a value, ceil(n* / f) replicas in all
+    (at most ``max_replicas``), in rounds of ``per_round``. Only whether it is 0 decides;
+    the number says how far off the target is (it is made again after every round).
+    """
+    if per_round < 1:
+        raise ValueError(f"per_round must be at least 1, got {per_round}")
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if replicas_run < v.size:
+        raise ValueError(f"replicas_run ({replicas_run}) is less than the values given ({v.size})")
+    s = summarize(v)
+    if target_stderr is None:
+        return RoundsToGo(0, "fixed", s.stderr, None)
+    if not target_stderr > 0:
+        raise ValueError(f"target_stderr must be positive, got {target_stderr}")
+    if math.isfinite(s.stderr) and s.stderr <= target_stderr:
+        return RoundsToGo(0, "target_met", s.stderr, replicas_run)
+    room = max_replicas - replicas_run
+    if room <= 0:
+        return RoundsToGo(0, "max_replicas", s.stderr, None)
+    if s.n == 0:
+        return RoundsToGo(0, "no_barrier", s.stderr, None)
+    if s.n == 1:
+        return RoundsToGo(1, "stderr_undefined", s.stderr, None)
+    # s.stderr > target, so n* > n >= 2 and at least one more replica is needed
+    n_star = math.ceil((s.std / target_stderr) ** 2 - 1e-9)
+    needed = math.ceil(n_star * replicas_run / s.n - 1e-9)
+    more = min(needed, max_replicas) - replicas_run
+    return RoundsToGo(max(1, math.ceil(more / per_round)), "above_target", s.stderr, min(needed, max_replicas))
 
 
 @dataclass(frozen=True)

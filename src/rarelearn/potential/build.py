@@ -13,6 +13,7 @@ from ..chem.molecules import load_prepared_molecule
 from ..dataset import read_frames
 from ..jsonio import read_json, write_json
 from ..models.committee import ModelError
+from ..units import ev_to_kcal
 
 log = logging.getLogger("rarelearn")
 from .card import _num, _sha256, _uq_thresholds, _write_text, build_card, card_markdown, card_rst
@@ -75,6 +76,14 @@ def build_potential(evaluation_paths: Sequence, stop: dict | None, ensemble, bes
         reference["smd_ea_eV"] = _num(rb.get("ea_mean"))
         reference["smd_ea_stderr_eV"] = _num(rb.get("ea_stderr"))
         reference["smd_replicas"] = rb.get("n_replicas")
+        # how many replicas ran, in how many rounds, against which target (adaptive reference)
+        rounds = rb.get("rounds") or {}
+        reference["smd_replicas_run"] = rb.get("replicas_run")
+        reference["smd_ea_stderr_kcal"] = _num(ev_to_kcal(reference["smd_ea_stderr_eV"])) \
+            if reference["smd_ea_stderr_eV"] is not None else None
+        reference["smd_rounds"] = rounds.get("count")
+        reference["smd_target_stderr_kcal"] = rounds.get("target_stderr_kcal")
+        reference["smd_rounds_reason"] = rounds.get("reason")
     if reference_cogef is not None:
         rc = read_json(reference_cogef)
         reference["cogef_e_max_eV"] = _num(rc.get("e_max"))

@@ -176,6 +176,7 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
                      + ", ".join(f"{k} {v}" for k, v in ds["by_source"].items())
                      + "; by iteration: " + ", ".join(f"{k}: {v}" for k, v in ds["by_iteration"].items())),
         ("Barrier error, SMD (ΔE_a ± SE)", smd),
+        *_reference_rows(card.get("reference") or {}),
         ("Barrier error, COGEF (ΔE_max)", f"{_fmt(err['cogef_delta_e_max_kcal'], '+.2f')} kcal/mol"
                                           + _members_text(err.get("cogef_members_delta_e_max_kcal"))),
         # |ΔE_max| alone can be met by a profile wrong on both sides of its maximum: the shape too
@@ -201,6 +202,25 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
     for name, f in card["files"].items():
         rows.append((f"SHA-256 {name}", f"{f['sha256']}"))
     return rows
+
+
+#: How the reference's replica rounds ended (rarelearn.chem.barrier.RoundsToGo.reason), in words.
+_ROUNDS_END = {"fixed": "a fixed count", "target_met": "target met", "max_replicas": "target not met, "
+               "reference.max_replicas reached"}
+
+
+def _reference_rows(ref: dict) -> list[tuple[str, str]]:
+    """The reference SMD barrier: how precise, from how many replicas in how many rounds."""
+    if ref.get("smd_ea_eV") is None:
+        return []
+    text = (f"E_a {_fmt(ref['smd_ea_eV'], '.3f')} eV, standard error {_fmt(ref.get('smd_ea_stderr_kcal'))} "
+            f"kcal/mol, from {ref.get('smd_replicas')} replicas with a barrier")
+    if ref.get("smd_replicas_run") is not None:
+        target = ref.get("smd_target_stderr_kcal")
+        reason = _ROUNDS_END.get(ref.get("smd_rounds_reason"), ref.get("smd_rounds_reason"))
+        text += (f" ({ref['smd_replicas_run']} run in {ref.get('smd_rounds')} round(s); "
+                 + (f"target standard error {target:g} kcal/mol, {reason})" if target is not None else f"{reason})"))
+    return [("Reference barrier, SMD", text)]
 
 
 def _sentence(text: str) -> str:

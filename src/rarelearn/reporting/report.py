@@ -216,9 +216,13 @@ def plot_cogef_profiles(reference_json, iteration_jsons: dict, out) -> Path:
 
 def plot_ea_distributions(reference_json, evaluation_jsons: dict, out) -> Path:
     """Every replica's E_a (read up to the break): the reference against each iteration,
-    coloured by the bond that broke; the number of unbroken replicas under each column."""
+    coloured by the bond that broke; the number of unbroken replicas under each column, and
+    how many reference replicas ran in how many rounds (an adaptive reference)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    cols = [("ref", read_json(reference_json))]
+    ref = read_json(reference_json)
+    rounds = (ref.get("rounds") or {}).get("count")
+    cols = [("ref" + (f" ({ref['replicas_run']} run, {rounds} round{'s' if rounds != 1 else ''})"
+                      if ref.get("replicas_run") is not None and rounds else ""), ref)]
     for i, p in sorted(evaluation_jsons.items()):
         ev = read_json(p)
         cols.append((str(i), {"replica_records": ev.get("nnp_replica_records", []),

@@ -97,8 +97,9 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
     ref = read_json(reference_json)
     rec = {"iteration": iteration}
     rec.update({f"nnp_{k}": v for k, v in nnp.items() if k != "replicas"})
-    rec.update({f"ref_{k}": ref.get(k) for k in ("ea_mean", "ea_stderr", "n_replicas", "break_distance_mean",
-                                                  "post_break_work_mean", "post_break_force_mean", "per_bond")})
+    rec.update({f"ref_{k}": ref.get(k) for k in ("ea_mean", "ea_stderr", "n_replicas", "replicas_run",
+                                                  "break_distance_mean", "post_break_work_mean",
+                                                  "post_break_force_mean", "per_bond")})
     rec.update(delta_record(nnp, ref))
     rec["no_barrier_reason"] = no_barrier_reason(nnp)
     if cogef_json is not None and reference_cogef_json is not None:
@@ -162,7 +163,7 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
 
 SUMMARY_COLUMNS = [
     "iteration", "nnp_ea_mean", "nnp_ea_stderr", "nnp_n_replicas", "ref_ea_mean", "ref_ea_stderr",
-    "ref_n_replicas", "delta_ea", "delta_ea_stderr", "abs_delta_ea_kcal", "delta_ea_stderr_kcal",
+    "ref_n_replicas", "ref_replicas_run", "delta_ea", "delta_ea_stderr", "abs_delta_ea_kcal", "delta_ea_stderr_kcal",
     "nnp_break_distance_mean", "ref_break_distance_mean", "unseen_energy_mae", "unseen_force_mae",
     "mean_train_energy_mae", "mean_val_energy_mae", "frames_selected", "frames_augmented",
     "labels_failed", "labels_screened", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",

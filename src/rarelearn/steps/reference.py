@@ -1,19 +1,22 @@
 """Reference steps: the prepared molecule and isolated-atom energies, the labelled MD
-set, the reference barrier from the labeller's SMD replicas, the reference COGEF scan."""
+set, the reference barrier from the labeller's SMD replicas (run in rounds until its
+standard error is small enough, :func:`reference_round`), the reference COGEF scan."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 from typing import Sequence
 
-from ..chem.barrier import barrier_of_files
+from ..chem.barrier import barrier_of_files, rounds_to_go
 from ..chem.molecules import load_prepared_molecule
 from ..dataset import Frames, read_frames, write_frames
 from ..jsonio import write_json
+from ..units import ev_to_kcal, kcal_to_ev
 from .common import _progress, log
 from .sample import _start_positions, cogef_step
 
-__all__ = ["prepare_molecule", "reference_md", "NoBreakError", "reference_barrier", "reference_cogef"]
+__all__ = ["prepare_molecule", "reference_md", "NoBreakError", "fixed_rounds", "rounds_record", "reference_round",
+           "reference_barrier", "reference_cogef"]
 
 
 def prepare_molecule(molecule_cfg: dict, labeller_cfg: dict, out_xyz, out_atom_energies) -> None:
@@ -61,8 +64,75 @@ class NoBreakError(ValueError):
     """No reference SMD replica (or COGEF scan) broke a bond: there is no barrier to learn."""
 
 
-def reference_barrier(replica_paths: Sequence, out, molecule_xyz=None) -> dict:
+def fixed_rounds(replicas: int) -> dict:
+    """The rounds of a fixed count: one round of ``replicas`` (no target)."""
+    return {"per_round": int(replicas), "target_stderr_kcal": None, "max_replicas": int(replicas)}
+
+
+def rounds_record(rec: dict, rounds: dict) -> dict:
+    """How a barrier record (:func:`rarelearn.chem.barrier.barrier_of_files`) stands
+    against the rounds' stopping rule (:func:`rarelearn.chem.barrier.rounds_to_go`).
+
+    Parameters
+    ----------
+    rec : the record of the replicas run so far (``ea_values`` eV, ``replicas``)
+    rounds : ``per_round`` (replicas per round), ``target_stderr_kcal`` (None: a fixed
+        count) and ``max_replicas`` (the config's ``reference`` keys; :func:`fixed_rounds`)
+
+    Returns
+    -------
+    dict: ``replicas_run``, ``ea_stderr_kcal``, ``per_round``, ``target_stderr_kcal``,
+    ``max_replicas``, ``rounds_to_go`` (estimated rounds still needed, 0 = stop),
+    ``reason`` (:class:`rarelearn.chem.barrier.RoundsToGo`), ``replicas_needed`` (the
+    estimate of replicas in all, or None) and ``target_met`` (None without a target).
+    """
+    target = rounds.get("target_stderr_kcal")
+    run = len(rec["replicas"])
+    go = rounds_to_go(rec["ea_values"], run, int(rounds["per_round"]),
+                      None if target is None else kcal_to_ev(float(target)), int(rounds["max_replicas"]))
+    return {"replicas_run": run, "ea_stderr_kcal": ev_to_kcal(go.stderr), "per_round": int(rounds["per_round"]),
+            "target_stderr_kcal": target, "max_replicas": int(rounds["max_replicas"]), "rounds_to_go": go.rounds,
+            "reason": go.reason, "replicas_needed": go.replicas_needed,
+            "target_met": None if target is None else go.reason == "target_met"}
+
+
+def _target_text(target) -> str:
+    return "none" if target is None else f"{target:g}"
+
+
+def reference_round(replica_paths: Sequence, out, round_index: int, rounds: dict, molecule_xyz=None) -> dict:
+    """Whether the reference needs another round of SMD replicas: the decision after round
+    ``round_index`` (0-based), from every replica of rounds 0..round_index, each read up to
+    its break as :func:`reference_barrier` reads it.
+
+    Writes ``out`` (JSON, atomically): :func:`rounds_record` plus ``round``, ``n_replicas``
+    (replicas with a barrier), ``ea_mean``/``ea_stderr`` (eV), ``replicas`` and ``more``
+    (true: run round ``round_index`` + 1). A round without any barrier decides no more: the
+    barrier step then says what to lengthen (:class:`NoBreakError`).
+    """
+    rec = barrier_of_files(replica_paths, start_positions=_start_positions(molecule_xyz))
+    state = rounds_record(rec, rounds)
+    decision = {"round": int(round_index), "more": state["rounds_to_go"] > 0, **state,
+                "n_replicas": rec["n_replicas"], "ea_mean": rec["ea_mean"], "ea_stderr": rec["ea_stderr"],
+                "replicas": rec["replicas"]}
+    write_json(out, decision)
+    log.info("reference round %d: %d replicas run, %d with a barrier, E_a standard error %.3f kcal/mol "
+             "(target %s kcal/mol): %s", round_index, state["replicas_run"], rec["n_replicas"],
+             state["ea_stderr_kcal"], _target_text(state["target_stderr_kcal"]),
+             f"another round ({state['reason']}; about {state['rounds_to_go']} more to the target)"
+             if decision["more"] else f"no more rounds ({state['reason']})")
+    return decision
+
+
+def reference_barrier(replica_paths: Sequence, out, molecule_xyz=None, rounds: dict | None = None,
+                      decisions: Sequence = ()) -> dict:
     """E_a of the reference: mean ± standard error over the replicas that broke (eV).
+
+    ``rounds`` says how the replicas were run (:func:`rounds_record`; None: one round of
+    them all, :func:`fixed_rounds`) and ``decisions`` are the files of the rounds'
+    decisions (:func:`reference_round`); both are recorded: ``replicas_run``,
+    ``ea_stderr_kcal`` and ``rounds`` (the stopping rule's state, ``count`` the rounds run,
+    ``decisions`` their files).
 
     Raises :class:`NoBreakError` (one line: what to lengthen) when no replica broke."""
     rec = barrier_of_files(replica_paths, start_positions=_start_positions(molecule_xyz))
@@ -74,9 +144,17 @@ def reference_barrier(replica_paths: Sequence, out, molecule_xyz=None) -> dict:
     if rec["unbroken"]:
         log.warning("reference: %d replica(s) did not break and have no barrier: %s", rec["unbroken"],
                     ", ".join(rec["unbroken_replicas"]))
+    state = rounds_record(rec, rounds if rounds is not None else fixed_rounds(len(replica_paths)))
+    rec["replicas_run"] = state.pop("replicas_run")
+    rec["ea_stderr_kcal"] = state.pop("ea_stderr_kcal")
+    state.pop("rounds_to_go")
+    rec["rounds"] = {"count": -(-rec["replicas_run"] // state["per_round"]), **state,
+                     "decisions": [str(p) for p in decisions]}
     write_json(out, rec)
-    log.info("reference E_a = %.4f ± %.4f eV over %d replicas (read up to the break; bonds broken: %s)",
-             rec["ea_mean"], rec["ea_stderr"], rec["n_replicas"], ", ".join(rec["per_bond"]))
+    log.info("reference E_a = %.4f ± %.4f eV over %d replicas (read up to the break; bonds broken: %s); "
+             "%d replicas run in %d round(s), standard error %.3f kcal/mol (target %s kcal/mol: %s)",
+             rec["ea_mean"], rec["ea_stderr"], rec["n_replicas"], ", ".join(rec["per_bond"]), rec["replicas_run"],
+             rec["rounds"]["count"], rec["ea_stderr_kcal"], _target_text(state["target_stderr_kcal"]), state["reason"])
     return rec
 
 
