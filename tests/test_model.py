@@ -9,7 +9,7 @@ from conftest import fd_forces, gfn2_atom_energies  # noqa: E402
 from rarelearn.dataset import Frames
 from rarelearn.models.ani import DEFAULT_HIDDEN, EnsembleModel, NNPCalculator, build_ani, make_spec
 from rarelearn.models.committee import ModelError
-from rarelearn.models.export import export_torchscript
+from rarelearn.models.export import export_potential
 from rarelearn.models.files import load_ensemble, save_ensemble
 from rarelearn.learning.fit import TrainConfig, train_member
 from rarelearn.learning.splits import random_split
@@ -239,17 +239,20 @@ def test_torchscript_export(trained, labelled, tmp_path):
     path, _, _ = trained
     fr, _ = labelled
     ens = load_ensemble(path)
-    out = export_torchscript(path, tmp_path / "ens.ts")
+    out = export_potential(ens, tmp_path / "ens.ts")          # member -1: the committee mean
     ts = torch.jit.load(str(out))
     z = torch.as_tensor(fr.numbers)
-    x = torch.as_tensor(fr.positions[:4], dtype=torch.float32)
+    x = torch.as_tensor(fr.positions[:4], dtype=torch.float64)
     ref = ens.energies(fr.numbers, fr.positions[:4])
-    np.testing.assert_allclose(ts(z, x).double().numpy(), ref.mean(axis=0), atol=2e-4)
-    np.testing.assert_allclose(ts.member_energies(z, x).double().numpy(), ref, atol=2e-4)
-    one = torch.jit.load(str(export_torchscript(path, tmp_path / "m1.ts", member=1)))
-    np.testing.assert_allclose(one(z, x).double().numpy(), ref[1], atol=2e-4)
-    # forces by autograd through the scripted module
+    # float64 module against the float32 model (self energies in float64 on both sides)
+    np.testing.assert_allclose(ts(z, x).numpy(), ref.mean(axis=0), atol=2e-4)
+    np.testing.assert_allclose(ts.member_energies(z, x).numpy(), ref, atol=2e-4)
+    one = torch.jit.load(str(export_potential(ens, tmp_path / "m1.ts", member=1)))
+    np.testing.assert_allclose(one(z, x).numpy(), ref[1], atol=2e-4)
+    # forces: energy_forces, and autograd through the scripted module
+    _, fk = ens.energies_forces(fr.numbers, fr.positions[:1])
+    _, f = ts.energy_forces(z, x[:1])
+    np.testing.assert_allclose(f[0].numpy(), fk[:, 0].mean(axis=0), atol=1e-3)
     xg = x[:1].clone().requires_grad_(True)
     g, = torch.autograd.grad(ts(z, xg).sum(), xg)
-    _, fk = ens.energies_forces(fr.numbers, fr.positions[:1])
-    np.testing.assert_allclose(-g[0].double().numpy(), fk[:, 0].mean(axis=0), atol=1e-3)
+    np.testing.assert_allclose(-g[0].numpy(), fk[:, 0].mean(axis=0), atol=1e-3)

@@ -48,7 +48,7 @@ from .calculator import OutsideTrainedRange, PotentialCalculator, load_potential
 from .card import CARD_FORMAT, CARD_VERSION, POTENTIAL_FILES, build_card, card_markdown, card_rst, read_card
 from .choice import choose_iteration, potential_sources
 from .spread import committee_spread, trained_range
-from .torchscript import export_potential
+from ..models.export import export_potential
 
 __all__ = [
     "CARD_FORMAT",

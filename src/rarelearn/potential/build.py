@@ -19,7 +19,7 @@ log = logging.getLogger("rarelearn")
 from .card import _num, _sha256, _uq_thresholds, _write_text, build_card, card_markdown, card_rst
 from .choice import choose_iteration
 from .spread import trained_range
-from .torchscript import export_potential
+from ..models.export import export_potential
 
 
 def build_potential(evaluation_paths: Sequence, stop: dict | None, ensemble, best_json, data, uq, final_uq,
