@@ -12,4 +12,4 @@ pip install -q --disable-pip-version-check -r requirements-cpu.txt
 pip install -q --disable-pip-version-check --no-deps -e .
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 python -m pytest -ra "$@"
-python -m pytest -ra -m "slow or slurm" "$@"
+python -m pytest -ra --durations=20 -m "slow or slurm" "$@"
