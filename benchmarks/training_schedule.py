@@ -9,9 +9,16 @@ test data) and on the COGEF barrier read off them, E(image at the reference maxi
         --schedule epochs=50,lr_patience=10,early_stopping_patience=20 \\
         --schedule epochs=150,lr_patience=5,early_stopping_patience=30
 
+    python benchmarks/training_schedule.py --campaign /tmp/c --iteration 2 --members 0 1 2 --cogef \
+        --schedule epochs=100,lr_patience=3,early_stopping_patience=15,lr=0.0003
+
 The data set is results/iter_NNN/merged.h5 of the campaign (what iteration NNN + 1 trains
-on), the member is warm-started from iteration NNN's member 0 as the workflow does
-(``--cold`` trains from scratch). Run on demand; not a test.
+on), each member is warm-started from its own parameters of iteration NNN as the workflow
+does (``--cold`` trains from scratch). ``--cogef``: each trained member's own COGEF profile
+from the campaign's prepared molecule with the campaign's COGEF settings, its ΔE_max
+against the reference's and where it breaks (the members of one committee can part on the
+stretched bond; a schedule that converges should bring them together). Run on demand; not a
+test.
 """
 from __future__ import annotations
 
@@ -42,12 +49,34 @@ def parse(text: str) -> dict:
     return out
 
 
+def _cogef(model, res: Path, cogef_cfg: dict) -> str:
+    """`` dEmax break``: the (one-member) model's COGEF maximum against the reference's,
+    kcal/mol, and the extension it breaks at, Å ('no break' when it holds to the end)."""
+    import json
+
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.md.cogef import cogef_profile
+    from rarelearn.models.files import make_calculator
+
+    atoms, g1, g2 = load_prepared_molecule(res / "reference" / "molecule.xyz")
+    ref = json.loads((res / "reference" / "cogef.json").read_text())
+    c = cogef_cfg
+    prof = cogef_profile(atoms, make_calculator(model, member=0), (g1[0], g2[0]), step=c["step"],
+                         max_extension=c["max_extension"], post_break_extension=c["post_break_extension"],
+                         fmax=c["fmax"], optimizer=c["optimizer"], max_opt_steps=c["max_opt_steps"],
+                         refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"])
+    if not prof.broke:
+        return f" {'no break':>14}"
+    return f" {(prof.e_max - ref['e_max']) * KCAL_MOL_PER_EV:>+7.1f} {prof.break_extension:>6.2f}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--campaign", required=True, type=Path, help="a campaign's work directory")
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument("--schedule", action="append", default=None, help="key=value,... over training.*")
-    p.add_argument("--member", type=int, default=0)
+    p.add_argument("--members", type=int, nargs="+", default=[0], help="members to train (each its own seed and split)")
+    p.add_argument("--cogef", action="store_true", help="each trained member's COGEF ΔE_max and break extension")
     p.add_argument("--cold", action="store_true", help="train from scratch (no warm start)")
     args = p.parse_args(argv)
     res = args.campaign / "results"
@@ -59,26 +88,29 @@ def main(argv=None) -> int:
     ref_barrier = ref_e[k_max] - ref_e[0]
     print(f"data {it / 'merged.h5'} ({len(read_frames(it / 'merged.h5'))} frames); reference COGEF: "
           f"{len(ref)} images, barrier {ref_barrier:.4f} eV at image {k_max}")
-    print(f"{'schedule':<58} {'epochs':>6} {'best':>4} {'min lr':>8} {'val E':>6} {'val F':>6} "
-          f"{'COGEF E MAE':>11} {'dBarrier':>8} {'s':>5}")
-    print(f"{'':<58} {'':>6} {'':>4} {'':>8} {'meV':>6} {'meV/A':>6} {'meV':>11} {'kcal/mol':>8} {'':>5}")
+    print(f"{'schedule':<58} {'member':>6} {'epochs':>6} {'best':>4} {'min lr':>8} {'val E':>6} {'val F':>6} "
+          f"{'COGEF E MAE':>11} {'dBarrier':>8} {'s':>5}" + (f" {'dEmax':>7} {'break':>6}" if args.cogef else ""))
+    print(f"{'':<58} {'':>6} {'':>6} {'':>4} {'':>8} {'meV':>6} {'meV/A':>6} {'meV':>11} {'kcal/mol':>8} {'':>5}"
+          + (f" {'kcal':>7} {'A':>6}" if args.cogef else ""))
     for text in args.schedule or DEFAULT_SCHEDULES:
         training = {**cfg["training"], **parse(text), "warm_start": not args.cold, "split": "inherited"}
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.time()
-            info = train_member_step(it / "merged.h5", res / "reference" / "atom_energies.json", cfg["model"],
-                                     training, cfg["molecule"]["elements"], args.iteration + 1, args.member,
-                                     Path(tmp) / "m.pt", Path(tmp) / "m.json", previous_dir=it,
-                                     base_data_path=res / "iter_000" / "dataset.h5")
-            wall = time.time() - t0
-            model = load_model(Path(tmp) / "m.pt")
-            pred = model.energies(ref.numbers, ref.positions)[0]
-        h = info["history"]
-        mae = np.abs((pred - pred[0]) - (ref_e - ref_e[0])).mean()
-        d_barrier = ((pred[k_max] - pred[0]) - ref_barrier) * KCAL_MOL_PER_EV
-        print(f"{text:<58} {h['epochs_run']:>6} {h['best_epoch']:>4} {min(h['epoch_lr']):>8.1e} "
-              f"{1000 * h['val_energy_mae']:>6.1f} {1000 * h['val_force_mae']:>6.1f} {1000 * mae:>11.1f} "
-              f"{d_barrier:>8.2f} {wall:>5.0f}", flush=True)
+        for member in args.members:
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.time()
+                info = train_member_step(it / "merged.h5", res / "reference" / "atom_energies.json", cfg["model"],
+                                         training, cfg["molecule"]["elements"], args.iteration + 1, member,
+                                         Path(tmp) / "m.pt", Path(tmp) / "m.json", previous_dir=it,
+                                         base_data_path=res / "iter_000" / "dataset.h5")
+                wall = time.time() - t0
+                model = load_model(Path(tmp) / "m.pt")
+                pred = model.energies(ref.numbers, ref.positions)[0]
+                cogef = _cogef(model, res, cfg["cogef"]) if args.cogef else ""
+            h = info["history"]
+            mae = np.abs((pred - pred[0]) - (ref_e - ref_e[0])).mean()
+            d_barrier = ((pred[k_max] - pred[0]) - ref_barrier) * KCAL_MOL_PER_EV
+            print(f"{text:<58} {member:>6} {h['epochs_run']:>6} {h['best_epoch']:>4} {min(h['epoch_lr']):>8.1e} "
+                  f"{1000 * h['val_energy_mae']:>6.1f} {1000 * h['val_force_mae']:>6.1f} {1000 * mae:>11.1f} "
+                  f"{d_barrier:>8.2f} {wall:>5.0f}{cogef}", flush=True)
     return 0
 
 
