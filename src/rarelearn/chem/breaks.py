@@ -7,8 +7,8 @@ evaluation's per-replica break report and by the selection's post-break cap:
   ``1.3·(r_i + r_j)`` there (:data:`rarelearn.chem.geometry.DEFAULT_BOND_SCALE`, covalent radii
   of :data:`ase.data.covalent_radii`), any element pair;
 * a bond counts as **broken** in a frame once its length exceeds
-  ``BREAK_SCALE·(r_i + r_j)`` with ``BREAK_SCALE = 2.0``: C–C past 3.04 Å, C–H past
-  2.14 Å, C–O past 2.92 Å, H–H past 1.24 Å;
+  ``BREAK_SCALE·(r_i + r_j)`` with ``BREAK_SCALE = 2.0``: C–C past 3.04 Å, C–N 2.94 Å,
+  C–O 2.84 Å, N–N 2.84 Å, O–O 2.64 Å, C–H 2.14 Å, N–H 2.04 Å, O–H 1.94 Å, H–H 1.24 Å;
 * the molecule **has broken** at the first frame in which any bond is broken; the bond
   that broke is the one furthest past its break length in that frame.
 

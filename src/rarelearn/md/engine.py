@@ -31,7 +31,10 @@ global vector already describes step ``s`` when the callback reads it:
   the start of the recorded phase (step 1 is the first step of the pull / production).
 
 Steps ``record_every, 2·record_every, …`` of the recorded phase are stored; the
-state at its step 0 (end of relaxation) is not.
+state at its step 0 (end of relaxation) is not. Phases may be recorded one after the other
+(SMD records its relaxation, then its pull): a new phase's record replaces the old one for
+every copy still running, and a copy that stopped keeps the record of the phase it stopped
+in, counted from that phase's start.
 """
 from __future__ import annotations
 
