@@ -90,11 +90,27 @@ def test_structure_file_checks(tmp_path):
         validate_config({"molecule": {**base, "structure": "water.xyz", "pull": [[0], [0]]}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="molecule.pull: required"):
         validate_config({"molecule": {"elements": ["H", "O", "C"], "structure": "water.xyz"}}, base_dir=tmp_path)
-    with pytest.raises(ConfigError, match="model.hidden: no layer sizes for O"):
-        validate_config({"molecule": {**base, "structure": "water.xyz"}}, base_dir=tmp_path)
     ok = validate_config({"molecule": {**base, "structure": "water.xyz"},
                           "model": {"hidden": {"H": [8], "C": [8], "O": [8]}}}, base_dir=tmp_path)
-    assert ok["molecule"]["pull"] == [[0], [1]]
+    assert ok["molecule"]["pull"] == [[0], [1]] and ok["model"]["hidden"]["O"] == [8]
+
+
+def test_every_element_has_default_networks(tmp_path):
+    """H and C as the paper's Table 1, N and O as ANI-2x's networks; a config's model.hidden
+    replaces them element by element, never leaving an element of the molecule without sizes."""
+    from rarelearn.models.ani import DEFAULT_HIDDEN
+
+    cfg = validate_config({})
+    assert cfg["model"]["hidden"] == {"H": [256, 192, 160], "C": [224, 192, 160], "N": [192, 160, 128],
+                                      "O": [192, 160, 128]}
+    assert all(cfg["model"]["hidden"][e] == DEFAULT_HIDDEN[e] for e in "HCNO")  # the model's own defaults
+    write(tmp_path / "ethanol.xyz", molecule("CH3CH2OH"))
+    mol = {"structure": "ethanol.xyz", "pull": [[0], [2]], "elements": ["H", "C", "N", "O"]}
+    # a hidden that names only H (the whole mapping: the schema's default does not fill in the
+    # keys of a mapping given) keeps the defaults of the molecule's other elements
+    cfg = validate_config({"molecule": mol, "model": {"hidden": {"H": [16, 8]}}}, base_dir=tmp_path)
+    assert cfg["model"]["hidden"] == {"H": [16, 8], "C": [224, 192, 160], "N": [192, 160, 128],
+                                      "O": [192, 160, 128]}
 
 
 def test_dftb_without_binary_fails_at_load(monkeypatch):

@@ -210,7 +210,17 @@ def test_blowup_on_calculator_exception_during_relaxation():
     fr = run_smd(a, Harmonic(a, raise_after=10), [0], [3], proto, seed=0)
     assert fr.attrs["stop_reason"].startswith("during relaxation: calculator failed: RuntimeError")
     assert "SCF did not converge" in fr.attrs["stop_reason"]
-    assert len(fr) == 0 and fr.attrs["steps_done"] == 0
+    assert fr.attrs["steps_done"] == 0 and fr.attrs["phase"] == "relaxation"
+    # call 11 is relaxation step 10: its nine sane steps before are kept, counted from where
+    # the pull would have begun, with the groups' distance and no spring
+    assert len(fr) == 9 and fr.attrs["relax_steps_done"] == 9
+    assert fr.extras["step"].tolist() == list(range(-49, -40))
+    assert np.allclose(fr.extras["time_fs"], fr.extras["step"] * proto.timestep_fs)
+    assert np.allclose(fr.extras["spring_distance"], np.linalg.norm(fr.positions[:, 3] - fr.positions[:, 0], axis=1))
+    assert (fr.extras["work"] == 0).all() and (fr.extras["pull_force"] == 0).all()
+    assert np.isnan(fr.extras["spring_reference"]).all()
+    rec = read_replica(fr)  # no barrier before the pull
+    assert rec["pull_began"] is False and not rec["broke"] and np.isnan(rec["ea"])
 
 
 def test_blowup_when_atoms_collide():

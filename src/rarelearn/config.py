@@ -243,9 +243,16 @@ def _check_molecule(config: dict, base_dir: Path) -> None:
                           "the pulled groups must be distinct")
 
 
-def _check_model(config: dict) -> None:
+def _check_model(config: dict, schema: dict) -> None:
+    """Every element of the molecule has layer sizes: those given in ``model.hidden``, else the
+    schema's default for it (a ``hidden`` a config gives replaces the default as a whole when
+    layered, so the default's elements are put back one by one)."""
     elements = config["molecule"]["elements"]
     hidden = config["model"]["hidden"]
+    default = schema["properties"]["model"]["properties"]["hidden"].get("default", {})
+    for e in elements:
+        if e not in hidden and e in default:
+            hidden[e] = list(default[e])
     missing = [e for e in elements if e not in hidden]
     if missing:
         raise ConfigError(f"model.hidden: no layer sizes for {', '.join(missing)}; add e.g. "
@@ -311,7 +318,7 @@ def validate_config(config: dict | None, schema_path=None, base_dir=None, check_
     _check_schema(full, schema)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     _check_molecule(full, base)
-    _check_model(full)
+    _check_model(full, schema)
     _check_counts(full)
     _check_sampler(full)
     if check_labeller:

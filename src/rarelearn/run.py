@@ -121,7 +121,9 @@ def run_potential(mode: str, potential, structure, out, *, pull: Sequence[int] |
 
         # the barrier as the campaign reads it: max W up to the break (work after it is not barrier)
         rec = read_replica(frames, start_positions=start)
-        if rec.get("broke"):
+        if not rec["pull_began"]:
+            last += ", the pull never began (blew up during the relaxation: its frames are kept, no barrier)"
+        elif rec.get("broke"):
             last += (f", broke {rec['broken_label']} at {rec['break_distance']:.2f} Å, E_a (max work before the "
                      f"break) {rec['ea']:.3f} eV, {rec['post_break_work']:.3f} eV of work after it")
         else:

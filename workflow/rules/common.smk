@@ -82,8 +82,13 @@ ITERATION_POTENTIAL = {
 # What every training job reads besides its data set: iteration 0's data (the self energies
 # are fitted on it) and the labeller's isolated-atom energies; and the config it follows.
 TRAINING_BASE = {"base": "results/iter_000/dataset.h5", "atom_energies": ATOM_ENERGIES}
+# Only the molecule's elements' layer sizes reach training: the defaults of other elements
+# (model.hidden) must not rerun it.
 TRAINING_PARAMS = {
-    "model": config["model"],
+    "model": {
+        **config["model"],
+        "hidden": {e: config["model"]["hidden"][e] for e in sorted(config["molecule"]["elements"])},
+    },
     "training": config["training"],
     "elements": config["molecule"]["elements"],
 }

@@ -26,8 +26,8 @@ from ..dataset import Frames, read_frames
 from ..units import KCAL_MOL_PER_EV
 from .breaks import find_break
 
-__all__ = ["activation_energy", "read_replica", "ReplicaSummary", "summarize", "Delta", "combine", "delta",
-           "barrier_record", "delta_record", "barrier_of_files", "RoundsToGo", "rounds_to_go"]
+__all__ = ["activation_energy", "pull_began", "read_replica", "ReplicaSummary", "summarize", "Delta", "combine",
+           "delta", "barrier_record", "delta_record", "barrier_of_files", "RoundsToGo", "rounds_to_go"]
 
 
 def activation_energy(work: Sequence[float], spring_distance: Sequence[float],
@@ -64,6 +64,14 @@ def activation_energy(work: Sequence[float], spring_distance: Sequence[float],
     return float(w[i]), float(d[i])
 
 
+def pull_began(frames: Frames) -> bool:
+    """Whether an SMD replica's frames are frames of the pull. False for a replica that
+    stopped before the pull began: no frames, or only the relaxation's up to a blow-up
+    (``attrs["phase"] == "relaxation"``, :func:`rarelearn.md.dynamics.run_smd`); such a
+    replica has no work curve and no barrier, but its frames still go to the selection."""
+    return len(frames) > 0 and frames.attrs.get("phase", "pull") != "relaxation"
+
+
 def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name: str = "") -> dict:
     """The barrier of one SMD replica, read up to the break, and what came after it.
 
@@ -84,12 +92,14 @@ def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name
     ``ea_distance`` the spring distance there (Å); ``break_distance`` the spring distance at
     the break frame (Å, NaN without a break); ``post_break_work`` = W(last) − W(break) (eV)
     and ``post_break_force`` = the mean pull force on the molecule after the break
-    (eV/Å, positive while the fragments resist the pull), NaN without a break.
+    (eV/Å, positive while the fragments resist the pull), NaN without a break; ``pull_began``
+    (:func:`pull_began`): a replica that stopped before the pull has no barrier and nothing broke.
     """
     n = len(frames)
-    rec = {"replica": name, "n_frames": n, "stop_reason": frames.attrs.get("stop_reason", "unknown")}
+    rec = {"replica": name, "n_frames": n, "stop_reason": frames.attrs.get("stop_reason", "unknown"),
+           "pull_began": pull_began(frames)}
     nan = math.nan
-    if n == 0:
+    if not rec["pull_began"]:
         return {**rec, "broke": False, "break_frame": None, "broken_bond": None, "broken_elements": None,
                 "broken_label": "none", "ea": nan, "ea_distance": nan, "break_distance": nan,
                 "post_break_work": nan, "post_break_force": nan}
@@ -286,7 +296,8 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
     for label in sorted({r["broken_label"] for r in with_barrier}):
         s = summarize([r["ea"] for r in with_barrier if r["broken_label"] == label])
         per_bond[label] = {"ea_mean": s.mean, "ea_stderr": s.stderr, "n": s.n}
-    unbroken = [r["replica"] for r in replicas if r.get("n_frames", 0) > 0 and not r.get("broke")]
+    unbroken = [r["replica"] for r in replicas if r.get("n_frames", 0) > 0 and r.get("pull_began", True)
+                and not r.get("broke")]
     dists = [r["break_distance"] for r in with_barrier]
     return {
         "ea_mean": ea.mean,
@@ -326,21 +337,25 @@ def delta_record(nnp: dict, ref: dict) -> dict:
 
 def barrier_of_files(paths: Sequence, allow_empty: bool = False, start_positions=None) -> dict:
     """:func:`barrier_record` over SMD replica files, each read up to its break.
-    A replica that stopped before the pull began (no frames) has no barrier: it is left out
-    and listed in ``failed_replicas``; with ``allow_empty`` False (reference runs) it is an
-    error instead. A replica in which nothing broke is counted in ``unbroken``."""
-    replicas, reasons, failed = [], [], []
+    A replica that stopped before the pull began (no frames, or only its relaxation's:
+    :func:`pull_began`) has no barrier: it is left out and listed in ``failed_replicas``
+    (its stop reason in ``failed_reasons``); with ``allow_empty`` False (reference runs) it is
+    an error instead. A replica in which nothing broke is counted in ``unbroken``."""
+    replicas, reasons, failed, failed_reasons = [], [], [], []
     for p in paths:
         fr = read_frames(p)
         reasons.append(fr.attrs.get("stop_reason", "unknown"))
-        if len(fr) == 0:
+        if not pull_began(fr):
             if not allow_empty:
-                raise ValueError(f"{p}: SMD replica has no frames ({reasons[-1]}); cannot compute its barrier")
+                raise ValueError(f"{p}: SMD replica stopped before the pull ({reasons[-1]}; {len(fr)} relaxation "
+                                 "frames); cannot compute its barrier")
             failed.append(str(p))
+            failed_reasons.append(reasons[-1])
             continue
         replicas.append(read_replica(fr, start_positions, name=Path(p).stem))
     rec = barrier_record(replicas)
     rec["stop_reasons"] = reasons
     rec["replicas"] = [str(p) for p in paths]
     rec["failed_replicas"] = failed
+    rec["failed_reasons"] = failed_reasons
     return rec

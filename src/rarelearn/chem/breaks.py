@@ -1,4 +1,4 @@
-"""When a pulled molecule has broken, which bond broke, and the C–C bond report.
+"""When a pulled molecule has broken, which bond broke, and the bond report.
 
 One rule, shared by every barrier read (SMD work curves, COGEF profiles), by the
 evaluation's per-replica break report and by the selection's post-break cap:
@@ -7,8 +7,8 @@ evaluation's per-replica break report and by the selection's post-break cap:
   ``1.3·(r_i + r_j)`` there (:data:`rarelearn.chem.geometry.DEFAULT_BOND_SCALE`, covalent radii
   of :data:`ase.data.covalent_radii`), any element pair;
 * a bond counts as **broken** in a frame once its length exceeds
-  ``BREAK_SCALE·(r_i + r_j)`` with ``BREAK_SCALE = 2.0``: C–C past 3.04 Å, C–H past
-  2.14 Å, C–O past 2.92 Å, H–H past 1.24 Å;
+  ``BREAK_SCALE·(r_i + r_j)`` with ``BREAK_SCALE = 2.0``: C–C past 3.04 Å, C–N 2.94 Å,
+  C–O 2.84 Å, N–N 2.84 Å, O–O 2.64 Å, C–H 2.14 Å, N–H 2.04 Å, O–H 1.94 Å, H–H 1.24 Å;
 * the molecule **has broken** at the first frame in which any bond is broken; the bond
   that broke is the one furthest past its break length in that frame.
 
@@ -20,9 +20,10 @@ the work stays flat for the reference. A potential whose fragments still attract
 3–4 Å keeps gaining work after that frame: that work is an error of its own
 (reported as the post-break work and force), not part of the barrier.
 
-The C–C bond report (:func:`cc_bond_report`) follows the C–C bonds of a reference
-structure along any trajectory (ANI or SchNet SMD) and flags the failures of the paper's
-Fig. 4b: more than two fragments, and a C–C bond broken other than the one stretched.
+The bond report (:func:`bond_report`) follows the skeleton bonds (between atoms other than
+hydrogen: C–C, C–O, C–N, ...) of a reference structure along any trajectory (ANI or SchNet
+SMD) and flags the failures of the paper's Fig. 4b: more than two fragments, and a bond
+broken other than the one stretched; :func:`cc_bond_report` is the same for C–C bonds only.
 
 Units: Å.
 """
@@ -33,11 +34,11 @@ from typing import Sequence
 
 import numpy as np
 from ase.data import chemical_symbols
-from ase.data import covalent_radii as _COVALENT_RADII
 
 from .geometry import DEFAULT_BOND_SCALE, _radii, bond_lengths, bonds_of_elements, covalent_bonds, fragment_counts
 
-__all__ = ["BREAK_SCALE", "BreakReport", "find_break", "break_lengths", "bond_position", "cc_bond_report"]
+__all__ = ["BREAK_SCALE", "BreakReport", "find_break", "break_lengths", "bond_position", "bond_report",
+           "cc_bond_report"]
 
 BREAK_SCALE = 2.0
 
@@ -149,7 +150,7 @@ def bond_position(numbers, positions: np.ndarray, pulled: Sequence[int], bond: S
     return elements, tuple(sorted(tuple(sorted((float(d[i]), float(d[j])))) for d in dist))
 
 
-# ---------------------------------------------------------------------- C–C bond report
+# ---------------------------------------------------------------------- bond report
 def _first(mask: np.ndarray) -> int | None:
     w = np.flatnonzero(mask)
     return int(w[0]) if w.size else None
@@ -179,34 +180,48 @@ def _load_path_bonds(numbers, reference_positions: np.ndarray, pulled: tuple[int
     return np.array([(int(a), int(b)) in on_path for a, b in pairs], dtype=bool)
 
 
-def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int] | None = None,
-                   expected_bond: Sequence[int] | None = None, scale: float = DEFAULT_BOND_SCALE) -> dict:
-    """C–C bonds along a trajectory and flags for unphysical bond breaking (any model family).
+def _followed_bonds(z: np.ndarray, ref: np.ndarray, elements, scale: float) -> np.ndarray:
+    """(M, 2) the bonds a bond report follows (see :func:`bond_report`)."""
+    if elements is not None:
+        return bonds_of_elements(z, ref, tuple(elements), scale)
+    pairs = covalent_bonds(z, ref, scale)
+    heavy = pairs[(z[pairs[:, 0]] != 1) & (z[pairs[:, 1]] != 1)] if len(pairs) else pairs
+    return heavy if len(heavy) else pairs
 
-    The C–C bonds followed are those of ``reference_positions``
-    (:func:`rarelearn.chem.geometry.bonds_of_elements`); a bond counts as broken above
-    ``break_length = scale · 2 r_C`` (1.3 × 1.52 = 1.98 Å by default).
 
-    The **stretched bond** is ``expected_bond`` when given; else, of the C–C bonds broken
+def bond_report(numbers, positions, reference_positions, pulled: Sequence[int] | None = None,
+                expected_bond: Sequence[int] | None = None, scale: float = DEFAULT_BOND_SCALE,
+                elements: Sequence[str] | None = None) -> dict:
+    """The molecule's skeleton bonds along a trajectory and flags for unphysical bond breaking
+    (any model family, any elements).
+
+    The bonds followed are those of ``reference_positions`` between two atoms that are not
+    hydrogen (the skeleton: C–C, C–O, C–N, O–O, ...; a molecule without any, such as water,
+    has all its bonds followed), or with ``elements`` (e.g. ``("C", "C")``,
+    :func:`cc_bond_report`) those between that pair only. A bond (i, j) counts as broken above
+    its own ``break_length = scale · (r_i + r_j)`` (covalent radii; 1.3 × by default: C–C
+    1.98 Å, C–N 1.91 Å, C–O 1.85 Å, N–N 1.85 Å, O–O 1.72 Å).
+
+    The **stretched bond** is ``expected_bond`` when given; else, of the followed bonds broken
     in the last frame, the one whose final broken stretch began first (the bond the pull
-    broke; a tie goes to the longest in the last frame); with none broken in the last
-    frame, the longest there (the most strained one).
+    broke; a tie goes to the one furthest past its break length in the last frame); with
+    none broken in the last frame, the one nearest its break length there (the most strained).
 
     Flags per frame:
 
     * ``multi_fragment`` — more than 2 fragments (:func:`rarelearn.chem.geometry.fragment_counts`,
       all atoms): the molecule came apart in more than the two pieces one dissociation makes.
-    * ``wrong_bond_broken`` — a C–C bond other than the stretched one is above the break
+    * ``wrong_bond_broken`` — a followed bond other than the stretched one is above its break
       length; or the stretched bond is above it although it is not on the load path, the
       shortest bond path between the two ``pulled`` atoms in the reference structure.
 
-    Decision: when no ``expected_bond`` is given, whichever single load-path C–C bond
-    breaks is accepted. Pulling butane by C0 and C3 may break C1–C2 or a terminal C–C
-    bond; the reference method (GFN2-xTB or DFTB) itself breaks different bonds in
-    different runs, so this function does not call one of them wrong. To require a
-    particular bond (for example the one the reference SMD broke), pass ``expected_bond``.
-    A second C–C bond that goes beyond the break length, even briefly and even if it
-    reforms (two long C–C bonds, Fig. 4b iii of the paper), is flagged.
+    Decision: when no ``expected_bond`` is given, whichever single load-path bond breaks is
+    accepted. Pulling butane by C0 and C3 may break C1–C2 or a terminal C–C bond; the
+    reference method (GFN2-xTB or DFTB) itself breaks different bonds in different runs, so
+    this function does not call one of them wrong. To require a particular bond (for example
+    the one the reference SMD broke), pass ``expected_bond``. A second bond that goes beyond
+    its break length, even briefly and even if it reforms (two long C–C bonds, Fig. 4b iii of
+    the paper), is flagged.
 
     Parameters
     ----------
@@ -215,20 +230,22 @@ def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int
     reference_positions : (N, 3) Å, intact molecule that defines the bonds
     pulled : (i, j) atom indices of the pulled atoms (e.g. the terminal carbons); None: no
         load-path check
-    expected_bond : (a, b) the C–C bond that should break, or None
+    expected_bond : (a, b) the followed bond that should break, or None
     scale : bond criterion (see :mod:`rarelearn.chem.geometry`)
+    elements : follow only the bonds of this element pair; None: the skeleton's
 
     Returns
     -------
     dict with
-        bonds (M, 2) int: the reference C–C bonds (i < j); bond_lengths (F, M) Å;
-        break_length float Å; broken (F, M) bool; n_fragments (F,) int;
+        bonds (M, 2) int: the followed bonds (i < j); labels (M,) e.g. ``"C-O 1-2"``;
+        bond_lengths (F, M) Å; break_lengths (M,) Å; break_length float Å (the stretched
+        bond's; None without bonds); broken (F, M) bool; n_fragments (F,) int;
         pulled_distance (F,) Å or None; on_load_path (M,) bool (all True without ``pulled``);
-        stretched_bond (a, b) or None (no C–C bond); stretched_index int or None;
+        stretched_bond (a, b) or None (no bond followed); stretched_index int or None;
         multi_fragment (F,) bool; wrong_bond_broken (F,) bool;
         first_break, first_multi_fragment, first_wrong_bond_broken: int frame index or None
-        (first_break: first frame with the stretched bond above the break length);
-        summary: the scalars above plus n_frames and max_fragments, as JSON types.
+        (first_break: first frame with the stretched bond above its break length);
+        summary: the scalars above, ``stretched_label``, n_frames and max_fragments, as JSON types.
     """
     z = np.asarray(numbers, dtype=np.int64).reshape(-1)
     pos = np.asarray(positions, dtype=np.float64)
@@ -239,11 +256,13 @@ def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int
         raise ValueError(f"positions must be (F, {len(z)}, 3) and reference_positions ({len(z)}, 3); "
                          f"got {pos.shape} and {ref.shape}")
     n_frames = pos.shape[0]
-    pairs = bonds_of_elements(z, ref, ("C", "C"), scale)
+    pairs = _followed_bonds(z, ref, elements, scale)
     lengths = bond_lengths(z, pos, reference_bonds=pairs) if len(pairs) else np.zeros((n_frames, 0))
-    break_len = float(scale * 2.0 * _COVALENT_RADII[6])
-    broken = lengths > break_len
+    limits = scale * (_radii(z)[pairs[:, 0]] + _radii(z)[pairs[:, 1]]) if len(pairs) else np.zeros(0)
+    ratio = lengths / limits if len(pairs) else lengths
+    broken = ratio > 1.0
     frags = fragment_counts(z, pos, scale) if n_frames else np.zeros(0, dtype=np.int64)
+    labels = [f"{chemical_symbols[z[i]]}-{chemical_symbols[z[j]]} {i}-{j}" for i, j in pairs.tolist()]
 
     if pulled is not None:
         pi, pj = (int(v) for v in pulled)
@@ -260,7 +279,9 @@ def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int
         a, b = sorted(int(v) for v in expected_bond)
         hit = np.flatnonzero((pairs[:, 0] == a) & (pairs[:, 1] == b)) if len(pairs) else np.zeros(0, int)
         if not hit.size:
-            raise ValueError(f"expected_bond {tuple(expected_bond)} is not a C–C bond of the reference structure")
+            what = f"{'-'.join(elements)} " if elements is not None else "followed (skeleton) "
+            raise ValueError(f"expected_bond {tuple(expected_bond)} is not a {what}bond of the reference structure "
+                             f"(followed: {', '.join(labels) or 'none'})")
         s_idx = int(hit[0])
     elif len(pairs) and n_frames:
         end_broken = np.flatnonzero(broken[-1])
@@ -271,9 +292,9 @@ def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int
                 starts.append(int(intact[-1]) + 1 if intact.size else 0)
             starts = np.array(starts)
             cand = end_broken[starts == starts.min()]
-            s_idx = int(cand[np.argmax(lengths[-1, cand])])
+            s_idx = int(cand[np.argmax(ratio[-1, cand])])
         else:
-            s_idx = int(np.argmax(lengths[-1]))
+            s_idx = int(np.argmax(ratio[-1]))
 
     wrong = np.zeros(n_frames, dtype=bool)
     if s_idx is not None:
@@ -285,8 +306,10 @@ def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int
     multi = frags > 2
     first_break = _first(broken[:, s_idx]) if s_idx is not None else None
     stretched = (int(pairs[s_idx, 0]), int(pairs[s_idx, 1])) if s_idx is not None else None
+    break_len = float(limits[s_idx]) if s_idx is not None else None
     out = {
-        "bonds": pairs, "bond_lengths": lengths, "break_length": break_len, "broken": broken,
+        "bonds": pairs, "labels": labels, "bond_lengths": lengths, "break_lengths": limits,
+        "break_length": break_len, "broken": broken,
         "n_fragments": frags, "pulled_distance": pulled_distance, "on_load_path": on_path,
         "stretched_bond": stretched, "stretched_index": s_idx,
         "multi_fragment": multi, "wrong_bond_broken": wrong,
@@ -296,9 +319,16 @@ def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int
     out["summary"] = {
         "n_frames": int(n_frames), "break_length": break_len,
         "stretched_bond": list(stretched) if stretched else None,
+        "stretched_label": labels[s_idx] if s_idx is not None else None,
         "stretched_on_load_path": bool(on_path[s_idx]) if s_idx is not None else None,
         "first_break": first_break, "first_multi_fragment": out["first_multi_fragment"],
         "first_wrong_bond_broken": out["first_wrong_bond_broken"],
         "max_fragments": int(frags.max()) if n_frames else 0,
     }
     return out
+
+
+def cc_bond_report(numbers, positions, reference_positions, pulled: Sequence[int] | None = None,
+                   expected_bond: Sequence[int] | None = None, scale: float = DEFAULT_BOND_SCALE) -> dict:
+    """:func:`bond_report` of the C–C bonds only (break length 1.3 × 2 r_C = 1.98 Å by default)."""
+    return bond_report(numbers, positions, reference_positions, pulled, expected_bond, scale, elements=("C", "C"))

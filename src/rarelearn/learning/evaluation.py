@@ -13,6 +13,7 @@ Energies in eV inside; the kcal/mol figures written next to them are for reports
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -26,12 +27,19 @@ STOP_OBSERVABLES = ("cogef", "smd", "both")
 
 
 def no_barrier_reason(nnp: dict) -> str | None:
-    """Why an iteration has no SMD barrier (None when it has one)."""
+    """Why an iteration has no SMD barrier (None when it has one), in one line naming every
+    replica that has none and why: stopped before the pull (during the relaxation, with its
+    blow-up), or pulled without breaking a bond.
+
+    ``nnp`` is :func:`rarelearn.chem.barrier.barrier_of_files`'s record."""
     if nnp["n_replicas"] > 0:
         return None
     parts = []
-    if nnp["failed_replicas"]:
-        parts.append(f"{len(nnp['failed_replicas'])} replica(s) blew up before the pull")
+    failed = nnp.get("failed_replicas") or []
+    if failed:
+        reasons = nnp.get("failed_reasons") or [""] * len(failed)
+        named = "; ".join(f"{Path(p).stem}: {r}" if r else Path(p).stem for p, r in zip(failed, reasons))
+        parts.append(f"{len(failed)} replica(s) stopped before the pull began ({named})")
     if nnp["unbroken"]:
         reasons = sorted({r["stop_reason"] for r in nnp["replica_records"] if not r["broke"]})
         parts.append(f"{nnp['unbroken']} replica(s) broke no bond (stopped: {', '.join(reasons)})")

@@ -18,13 +18,15 @@ Steps (2.3.3-2.3.4 of the paper, numbers from docs/method.md):
 
 The whole policy of one iteration, from the config's ``selection`` section, is here:
 :func:`select_replica` (steps 1–3 for one SMD replica, plus the frame before a blow-up,
-:func:`blowup_frames`), :func:`cap_frames` (step 4, over all replicas together) and
+:func:`blowup_frames`; a replica that blew up before the pull offers every frame of its
+relaxation as a candidate), :func:`cap_frames` (step 4, over all replicas together) and
 :func:`frames_to_label` (step 5, with the iteration's augmentation seed).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..chem.barrier import pull_began
 from ..chem.breaks import find_break
 from ..dataset import STATUS_UNLABELLED, Frames
 from ..units import EV_PER_KCAL_MOL
@@ -180,6 +182,15 @@ def select_replica(frames: Frames, sigma: np.ndarray, threshold: float, energies
     post-break cap of ``selection_cfg``), plus the frame ``blowup_lookback`` before a
     blow-up (:func:`blowup_frames`).
 
+    A replica that blew up before the pull began holds its relaxation's frames up to the
+    blow-up (:func:`rarelearn.chem.barrier.pull_began` False): every one of them is a
+    candidate, whatever its σ, and the screening and caps pick among them. The potential
+    could not hold the molecule together at the pull's temperature, which says more than
+    any threshold: a μ+nσ threshold read off a run that is wrong from its start can leave
+    all of it below (measured: ethanol, a committee trained for 5 epochs, 134 frames to
+    the blow-up, σ ≤ 0.19 eV under a threshold of 0.27 eV), and then the next iteration
+    would learn nothing new and blow up again.
+
     Parameters
     ----------
     frames : the replica (extras ``spring_distance``, Å), non-empty
@@ -188,19 +199,23 @@ def select_replica(frames: Frames, sigma: np.ndarray, threshold: float, energies
 
     Returns
     -------
-    (indices (M,) int, record): record has ``candidates``, ``kept``, ``threshold``,
-    ``break_index``, ``stop_reason``, ``blowup_frames`` and ``indices`` (JSON types).
+    (indices (M,) int, record): record has ``pull_began``, ``candidates``, ``kept``,
+    ``threshold``, ``break_index``, ``stop_reason``, ``blowup_frames`` and ``indices``
+    (JSON types).
     """
+    began = pull_began(frames)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    cut = threshold if began else -np.inf
     bi = find_break(frames.numbers, frames.positions).index
-    idx = select_frames(sigma, threshold, frames.extras["spring_distance"], energies.mean(axis=0), bi,
+    idx = select_frames(sigma, cut, frames.extras["spring_distance"], energies.mean(axis=0), bi,
                         max_post_break=selection_cfg["max_post_break"], max_frames=None,
                         min_distance_gap=selection_cfg["min_distance_gap"],
                         min_energy_gap=selection_cfg["min_energy_gap_kcal"] * EV_PER_KCAL_MOL)
     forced = blowup_frames(frames, selection_cfg.get("blowup_lookback", 10))
     idx = np.union1d(np.asarray(idx, dtype=int), forced).astype(int)
-    return idx, {"candidates": int((sigma > threshold).sum()), "kept": len(idx), "threshold": threshold,
-                 "break_index": bi, "stop_reason": frames.attrs.get("stop_reason"), "blowup_frames": forced,
-                 "indices": [int(i) for i in idx]}
+    return idx, {"pull_began": began, "candidates": int((sigma > cut).sum()), "kept": len(idx),
+                 "threshold": threshold, "break_index": bi, "stop_reason": frames.attrs.get("stop_reason"),
+                 "blowup_frames": forced, "indices": [int(i) for i in idx]}
 
 
 def select_path(path: Frames, threshold: float, selection_cfg: dict, max_frames: int | None) -> tuple:

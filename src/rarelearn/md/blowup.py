@@ -14,10 +14,13 @@ these holds (frames are kept up to, not including, step ``s``):
    of the pulled atoms (pulling a diatomic apart is legitimate);
 6. a *stray atom* for longer than ``fragment_patience_fs`` (100 fs) of simulation
    time: an atom with no covalent partner (bond criterion of :mod:`rarelearn.chem.geometry`, 1.3 ×
-   the sum of covalent radii: C–H 1.39 Å) that is not one of the pulled atoms.
-   Checked every ``check_every`` (10) steps. A C–H bond vibrates with an 11 fs period,
-   so a thermal stretch never lasts 100 fs; a hydrogen that stays unbound that long has
-   come off, the usual signature of a potential driven outside its data.
+   the sum of covalent radii: C–H 1.39 Å, N–H 1.33 Å, O–H 1.26 Å) that is not one of the
+   pulled atoms. Checked every ``check_every`` (10) steps. X–H bonds vibrate with periods
+   of 9–11 fs (O–H to C–H), so a thermal stretch never lasts 100 fs; a hydrogen that stays
+   unbound that long has come off, the usual signature of a potential driven outside its data.
+
+Every rule holds for any elements: distances and forces need none, and bonds come from the
+covalent radii of the two atoms.
 
 Fragmentation into polyatomic pieces is *not* a blow-up. In SMD, breaking into two
 fragments, each holding a pulled group, is the expected event; under a fast pull a

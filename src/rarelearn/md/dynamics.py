@@ -18,7 +18,9 @@ Steered MD (:func:`run_smd`) follows the paper's protocol: ``relax_steps`` of NV
 (velocity Verlet + Berendsen) at ``temperature_K``, then ``fix smd cvel`` couples the
 centres of mass of ``group1`` and ``group2`` by a spring of stiffness ``spring_k``
 whose rest length grows at ``velocity`` for ``pull_steps`` more steps (thermostat
-still on).
+still on). The frames of the pull are the run's frames; a run that blows up during the
+relaxation keeps the relaxation's frames instead (``attrs["phase"] == "relaxation"``), so
+that a potential that fails before the pull still hands configurations to the selection.
 
 Recording and alignment: :mod:`.engine`. Blow-up rule: :mod:`.blowup`.
 
@@ -62,7 +64,8 @@ class SMDProtocol:
 
     Attributes
     ----------
-    relax_steps : steps of NVT relaxation before the pull (not recorded)
+    relax_steps : steps of NVT relaxation before the pull (their frames are kept only when
+        the run blows up before the pull, see :func:`run_smd`)
     pull_steps : steps with the moving spring (recorded)
     timestep_fs : MD time step, fs
     temperature_K : Berendsen target temperature for both phases, K; also the
@@ -115,6 +118,28 @@ def _finish(engine: _Engine, c: int, what: str) -> str:
     return reason
 
 
+_RELAX_EXTRAS = ("step", "time_fs", "potential_energy", "kinetic_energy")
+
+
+def _relaxation_frames(frames: Frames, masses: np.ndarray, g1: list[int], g2: list[int], p: SMDProtocol) -> Frames:
+    """The relaxation record of a copy that blew up before the pull, with the extras of a pull
+    frame: ``step``/``time_fs`` counted from the start the pull would have had (<= 0),
+    ``spring_distance`` the centre-of-mass distance of the pulled groups (what fix smd would
+    report), no spring (``spring_reference`` NaN, ``pull_force`` and ``work`` 0)."""
+    x = frames.positions
+    m1, m2 = masses[g1], masses[g2]
+    c1 = np.einsum("a,fak->fk", m1, x[:, g1]) / m1.sum()
+    c2 = np.einsum("a,fak->fk", m2, x[:, g2]) / m2.sum()
+    ex = {k: np.array(v, dtype=np.float64) for k, v in frames.extras.items()}
+    ex["step"] = ex["step"] - p.relax_steps
+    ex["time_fs"] = ex["step"] * p.timestep_fs
+    n = len(frames)
+    ex.update({"spring_distance": np.linalg.norm(c2 - c1, axis=1), "spring_reference": np.full(n, np.nan),
+               "pull_force": np.zeros(n), "work": np.zeros(n)})
+    frames.extras = {k: ex[k] for k in _SMD_EXTRAS}
+    return frames
+
+
 def _smd(engine: _Engine, p: SMDProtocol, g1: list[int], g2: list[int], seeds: Sequence[int],
          label_as: str | None) -> list[Frames]:
     """The SMD protocol on an engine of one copy per seed; one :class:`Frames` per copy
@@ -125,8 +150,12 @@ def _smd(engine: _Engine, p: SMDProtocol, g1: list[int], g2: list[int], seeds: S
         engine.create_velocities(p.temperature_K, seeds)
     engine.command("fix nve all nve")
     engine.add_thermostat(p.temperature_K, p.thermostat_damp_fs / _FS_PER_PS)
+    # the relaxation is recorded too: a copy that blows up in it keeps its frames up to the
+    # blow-up (for the selection); the pull's record replaces it for every other copy
+    engine.start_recording(p.relax_steps // p.record_every, p.record_every, label_as is not None, _RELAX_EXTRAS)
     ok = engine.run(p.relax_steps)
     relax_done = np.minimum(p.relax_steps, np.maximum(0, engine.last_good_steps))
+    pulled = engine.live.copy()  # copies that reached the pull
     if ok:
         engine.attach_springs(g1, g2, p.spring_k, p.velocity)
         engine.start_recording(p.pull_steps // p.record_every, p.record_every, label_as is not None, _SMD_EXTRAS)
@@ -134,13 +163,13 @@ def _smd(engine: _Engine, p: SMDProtocol, g1: list[int], g2: list[int], seeds: S
     out = []
     for c, seed in enumerate(seeds):
         reason = _finish(engine, c, f"SMD (seed {seed})")
-        recorded = engine.records[c] is not None
-        if engine.stop_reasons[c] is not None and not recorded:
+        if not pulled[c]:
             reason = f"during relaxation: {reason}"
         steps_done = p.pull_steps if engine.stop_reasons[c] is None else (
-            engine.recorded_steps_done(c) if recorded else 0)
+            engine.recorded_steps_done(c) if pulled[c] else 0)
         attrs = {
             "stop_reason": reason,
+            "phase": "pull" if pulled[c] else "relaxation",
             "seed": int(seed),
             "protocol": asdict(p),
             "group1": list(g1),
@@ -150,7 +179,8 @@ def _smd(engine: _Engine, p: SMDProtocol, g1: list[int], g2: list[int], seeds: S
             "calculator_calls": int(engine.n_calls[c]),
             "engine": f"lammps {engine.lmp.version()} fix smd + fix external",
         }
-        out.append(engine.frames(c, label_as, "smd", attrs))
+        frames = engine.frames(c, label_as, "smd", attrs)
+        out.append(frames if pulled[c] else _relaxation_frames(frames, engine.masses, g1, g2, p))
     return out
 
 
@@ -182,9 +212,18 @@ def run_smd(atoms, calculator, group1: list[int], group2: list[int], protocol: S
         start of the pull), ``spring_distance`` (Å), ``spring_reference`` (Å),
         ``pull_force`` (eV/Å), ``work`` (eV), ``potential_energy`` (eV),
         ``kinetic_energy`` (eV); see the module docstring for their exact alignment.
-        ``attrs``: ``stop_reason`` ("completed" or the blow-up reason), ``seed``,
-        ``protocol`` (dict), ``group1``, ``group2``, ``steps_done`` (pull steps completed),
-        ``relax_steps_done``, ``calculator_calls``, ``engine``.
+        ``attrs``: ``stop_reason`` ("completed" or the blow-up reason), ``phase``,
+        ``seed``, ``protocol`` (dict), ``group1``, ``group2``, ``steps_done`` (pull steps
+        completed), ``relax_steps_done``, ``calculator_calls``, ``engine``.
+
+        A run that blew up during the relaxation (``phase`` ``"relaxation"``, ``stop_reason``
+        ``"during relaxation: ..."``, ``steps_done`` 0) holds the relaxation's frames up to the
+        blow-up instead, recorded every ``record_every`` steps with the same extras: ``step``
+        and ``time_fs`` counted from where the pull would have begun (so <= 0),
+        ``spring_distance`` the centre-of-mass distance of the groups, no spring
+        (``spring_reference`` NaN, ``pull_force`` and ``work`` 0). They carry no barrier
+        (:func:`rarelearn.chem.barrier.pull_began`) but reach the selection, so that the
+        configurations the potential failed on get labelled. ``phase`` is ``"pull"`` otherwise.
 
     See also
     --------

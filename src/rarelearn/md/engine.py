@@ -31,7 +31,10 @@ global vector already describes step ``s`` when the callback reads it:
   the start of the recorded phase (step 1 is the first step of the pull / production).
 
 Steps ``record_every, 2·record_every, …`` of the recorded phase are stored; the
-state at its step 0 (end of relaxation) is not.
+state at its step 0 (end of relaxation) is not. Phases may be recorded one after the other
+(SMD records its relaxation, then its pull): a new phase's record replaces the old one for
+every copy still running, and a copy that stopped keeps the record of the phase it stopped
+in, counted from that phase's start.
 """
 from __future__ import annotations
 
@@ -120,6 +123,7 @@ class _Record:
     capacity: int
     keep_forces: bool
     names: tuple
+    start: int = 0  # LAMMPS step of the recorded phase's step 0
     n: int = 0
     positions: np.ndarray = field(init=False)
     forces: np.ndarray | None = field(init=False)
@@ -399,8 +403,10 @@ class _Engine:
             self._stop(int(c), step, reason)
 
     def recorded_steps_done(self, c: int = 0) -> int:
-        """Steps of the recorded phase copy c completed with sane forces."""
-        return max(0, int(self.last_good_steps[c]) - self.rec_start)
+        """Steps of copy c's recorded phase (the one its record belongs to) completed with sane
+        forces."""
+        start = self.rec_start if self.records[c] is None else self.records[c].start
+        return max(0, int(self.last_good_steps[c]) - start)
 
     def _evaluate(self, step: int, P: np.ndarray) -> None:
         """Energies and forces of the live copies at ``step`` into last_e/last_f; copies whose
@@ -537,11 +543,12 @@ class _Engine:
         return out
 
     def start_recording(self, n_frames: int, every: int, keep_forces: bool, names: tuple) -> None:
-        """Record from the next step on, every ``every`` steps, for every copy still running."""
+        """Record from the next step on, every ``every`` steps, for every copy still running (a
+        stopped copy keeps the record of the phase it stopped in)."""
         self.rec_start = int(self.lmp.extract_global("ntimestep"))
         self.rec_every = int(every)
         for c in np.flatnonzero(self.live):
-            self.records[c] = _Record(self.n, int(n_frames), keep_forces, names)
+            self.records[c] = _Record(self.n, int(n_frames), keep_forces, names, start=self.rec_start)
         self.recording = True
 
     def frames(self, c: int, label_as: str | None, source: str, attrs: dict) -> Frames:
@@ -552,7 +559,7 @@ class _Engine:
             # a blow-up: keep only frames strictly before the step at which the copy was stopped;
             # a requested stop (stop_when): keep the frame of that step too
             side = "right" if self.keep_stop_frames[c] else "left"
-            n = int(np.searchsorted(rec.values["step"][:n], self.stop_steps[c] - self.rec_start, side=side))
+            n = int(np.searchsorted(rec.values["step"][:n], self.stop_steps[c] - rec.start, side=side))
         if rec is None:
             positions = np.zeros((0, self.n, 3))
             extras: dict = {}

@@ -44,7 +44,9 @@ def _save(fig, path) -> Path:
 
 def _curve(frames):
     """(spring distance, work) of an SMD replica; empty arrays for a run that stopped before the pull."""
-    if len(frames) == 0 or "work" not in frames.extras:
+    from ..chem.barrier import pull_began
+
+    if not pull_began(frames) or "work" not in frames.extras:
         return np.zeros(0), np.zeros(0)
     return frames.extras["spring_distance"], frames.extras["work"]
 
@@ -175,7 +177,11 @@ def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> 
             ax.plot(d[idx], s[idx], "o", ms=3, color="orange", label="selected")
         ax.set_ylabel("σ (eV)")
         biased = Path(replica_files[i][0]).parent.name == "smd_hal"
-        ax.set_title(f"iteration {i}" + (" (HAL-biased pull)" if biased else ""), fontsize=9)
+        if fr.attrs.get("phase") == "relaxation":  # every frame was a candidate (select_replica)
+            ax.set_title(f"iteration {i}: replica {first} {fr.attrs.get('stop_reason')}; its relaxation's "
+                         f"frames, all candidates", fontsize=8)
+        else:
+            ax.set_title(f"iteration {i}" + (" (HAL-biased pull)" if biased else ""), fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("spring distance (Å)")
     return _save(fig, out)

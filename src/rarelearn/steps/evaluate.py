@@ -35,18 +35,19 @@ def wall_seconds(benchmark_files: Sequence) -> float:
 
 
 def bond_flags(molecule_xyz, replica_paths: Sequence) -> list[dict]:
-    """Per replica: C–C bond/fragment report of the SMD (paper's SchNet failure mode):
-    more than two pieces, or a C–C bond other than the stretched one broken."""
-    from ..chem.breaks import cc_bond_report
+    """Per replica: the bond/fragment report of the SMD (:func:`rarelearn.chem.breaks.bond_report`
+    on the skeleton bonds, any elements; the paper's SchNet failure mode): more than two
+    pieces, or a bond other than the stretched one broken."""
+    from ..chem.breaks import bond_report
 
     atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
     out = []
     for p in replica_paths:
         fr = read_frames(p)
-        if len(fr) == 0 or "C" not in atoms.get_chemical_symbols():
+        if len(fr) == 0:
             out.append({"replica": Path(p).stem, "n_frames": len(fr)})
             continue
-        rep = cc_bond_report(fr.numbers, fr.positions, atoms.positions, pulled=(g1[0], g2[0]))
+        rep = bond_report(fr.numbers, fr.positions, atoms.positions, pulled=(g1[0], g2[0]))
         out.append({"replica": Path(p).stem, **rep["summary"]})
     return out
 

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..chem.barrier import pull_began
 from ..dataset import Frames, read_frames, write_frames
 from ..atomic import atomic_path
 from ..jsonio import write_json
@@ -19,8 +20,13 @@ __all__ = ["uq_step", "select_step", "hal_select_step"]
 
 
 def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) -> None:
-    """Every member's energy on every SMD frame; σ per frame; μ+nσ threshold per replica
-    (one group per replica, named by its file's stem; attr ``pulls``: their directory)."""
+    """Every member's energy on every SMD frame; σ per frame; μ+nσ threshold per replica over
+    its first ``selection.uq_first_steps`` frames (one group per replica, named by its file's
+    stem, attrs ``threshold`` and ``pull_began``; attr ``pulls``: their directory). A replica
+    that blew up before the pull holds its relaxation's frames (at the pull's temperature,
+    without the spring): its threshold is read off them, though its selection takes every
+    frame (:func:`rarelearn.learning.selection.select_replica`); one without frames has an
+    infinite threshold."""
     import h5py
 
     from ..models.files import load_model
@@ -34,6 +40,7 @@ def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) ->
         for p in replica_paths:
             fr = read_frames(p)
             g = h5.create_group(Path(p).stem)
+            g.attrs["pull_began"] = pull_began(fr)
             if len(fr) == 0:
                 g.create_dataset("energies", data=np.zeros((ens.n_members, 0)))
                 g.create_dataset("sigma", data=np.zeros(0))
@@ -84,11 +91,15 @@ def _smd_picks(uq_path, replica_paths: Sequence, selection_cfg: dict) -> tuple[l
             g = h5[Path(p).stem]
             head = {"replica": Path(p).stem, "file": str(p)}
             if len(fr) == 0:
-                per_replica.append({**head, "candidates": 0, "kept": 0})
+                per_replica.append({**head, "pull_began": False, "candidates": 0, "kept": 0,
+                                    "stop_reason": fr.attrs.get("stop_reason")})
                 continue
             s = g["sigma"][()]
             thresholds.append(float(g.attrs["threshold"]))
             idx, rec = select_replica(fr, s, thresholds[-1], g["energies"][()], selection_cfg)
+            if not rec["pull_began"]:
+                log.warning("%s blew up before the pull (%s): all %d frames of its relaxation are candidates, "
+                            "%d kept", head["replica"], rec["stop_reason"], len(fr), rec["kept"])
             sub = fr.subset(idx)
             sub.extras = {"uq_sigma": s[idx]}
             picked.append(sub)
