@@ -70,6 +70,9 @@ COGEF_MEMBERS = config["evaluation"]["cogef_members"] == "all"
 # What the HAL-biased pull (sampler smd+hal) needs of the sampler section: only these keys
 # rerun it.
 SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
+# What the HAL runs (sampler hal) see of the sampler section: all of it but the key of the
+# cogef samplers added later (so that HAL runs made before it are not redone).
+HAL_RUN_SAMPLER = {k: v for k, v in config["sampler"].items() if k != "cogef_paths"}
 ENV = "../../environment.yml"
 MOLECULE = "results/reference/molecule.xyz"
 ATOM_ENERGIES = "results/reference/atom_energies.json"

@@ -98,7 +98,7 @@ rule hal_run:
     output:
         "results/iter_{iteration}/hal/run_{hal_run}.h5",
     params:
-        sampler=config["sampler"],
+        sampler=HAL_RUN_SAMPLER,
         timestep_fs=config["smd"]["timestep_fs"],
         seed=hal_run_seed,
     threads: 1
