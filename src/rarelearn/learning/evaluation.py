@@ -21,7 +21,8 @@ import numpy as np
 from ..chem.barrier import _finite
 from ..units import KCAL_MOL_PER_EV
 
-__all__ = ["cogef_comparison", "committee_cogef", "no_barrier_reason", "stop_rule_met", "STOP_OBSERVABLES"]
+__all__ = ["cogef_comparison", "committee_cogef", "members_text", "no_barrier_reason", "stop_rule_met",
+           "STOP_OBSERVABLES"]
 
 STOP_OBSERVABLES = ("cogef", "smd", "both")
 
@@ -124,6 +125,14 @@ def committee_cogef(members: Sequence[dict], ref: dict) -> dict:
         "cogef_members_e_max_spread_kcal": ((max(e_broke) - min(e_broke)) * KCAL_MOL_PER_EV
                                             if len(e_broke) > 1 else math.nan),
     }
+
+
+def members_text(deltas: Sequence) -> str:
+    """``every member: +6.8, +3.1, no break`` for the members' COGEF ΔE_max (kcal/mol, in
+    member order; None or NaN: the member never broke), or "" without any."""
+    if not deltas:
+        return ""
+    return "every member: " + ", ".join(f"{d:+.1f}" if _finite(d) else "no break" for d in deltas)
 
 
 def _smd_met(ev: dict, stop: dict) -> bool:

@@ -25,11 +25,12 @@ POTENTIAL_FILES = ("ensemble.pt", "potential.ts", "card.json", "card.md", "card.
 
 # ---------------------------------------------------------------------- the card
 
-def _members_text(deltas) -> str:
-    """``; every member: +0.4, no break, …`` (every member's COGEF ΔE_max, kcal/mol), or nothing."""
-    if not deltas:
-        return ""
-    return "; every member: " + ", ".join("no break" if d is None else f"{d:+.1f}" for d in deltas)
+def _members_row(deltas) -> str:
+    """``; every member: …`` (:func:`rarelearn.learning.evaluation.members_text`), or nothing."""
+    from ..learning.evaluation import members_text
+
+    text = members_text(deltas)
+    return f"; {text}" if text else ""
 
 
 def _sha256(path) -> str:
@@ -178,7 +179,7 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
         ("Barrier error, SMD (ΔE_a ± SE)", smd),
         *_reference_rows(card.get("reference") or {}),
         ("Barrier error, COGEF (ΔE_max)", f"{_fmt(err['cogef_delta_e_max_kcal'], '+.2f')} kcal/mol"
-                                          + _members_text(err.get("cogef_members_delta_e_max_kcal"))),
+                                          + _members_row(err.get("cogef_members_delta_e_max_kcal"))),
         # |ΔE_max| alone can be met by a profile wrong on both sides of its maximum: the shape too
         ("COGEF profile", f"RMS difference to the break {_fmt(err.get('cogef_rmse_to_break_kcal'))} kcal/mol; "
                           f"breaks at Δ = {_fmt(err.get('cogef_break_extension_potential_A'))} Å (reference "

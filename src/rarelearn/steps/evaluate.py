@@ -70,12 +70,11 @@ def _same_place(molecule_xyz, pull):
 
 
 def _members_note(rec: dict) -> str:
-    """`` (members: …)``: every member's COGEF ΔE_max, when the evaluation has them."""
-    rows = rec.get("cogef_members")
-    if not rows:
-        return ""
-    return " (members: " + ", ".join(f"{r['member']}: {r['delta_e_max_kcal']:+.1f}" if r["broke"]
-                                     else f"{r['member']}: no break" for r in rows) + ")"
+    """`` (every member: …)``: every member's COGEF ΔE_max, when the evaluation has them."""
+    from ..learning.evaluation import members_text
+
+    text = members_text([r["delta_e_max_kcal"] for r in rec.get("cogef_members") or []])
+    return f" ({text})" if text else ""
 
 
 def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
