@@ -123,6 +123,18 @@ def find_break(numbers, positions: np.ndarray, start_positions: np.ndarray | Non
     return BreakReport(f, (i, j), f"{chemical_symbols[z[i]]}-{chemical_symbols[z[j]]}",
                        float(lengths[f, m]), float(limit[m]))
 
+def _bond_graph(numbers, positions: np.ndarray, scale: float):
+    """The covalent bonds of a structure (:func:`rarelearn.chem.geometry.covalent_bonds`, H
+    included) as a sparse (N, N) adjacency matrix, for graph distances along the bonds."""
+    from scipy.sparse import coo_matrix
+
+    n = len(numbers)
+    pairs = covalent_bonds(numbers, positions, scale)
+    if not len(pairs):
+        return coo_matrix((n, n)).tocsr()
+    return coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
+
+
 def bond_position(numbers, positions: np.ndarray, pulled: Sequence[int], bond: Sequence[int]) -> tuple:
     """Where a bond sits relative to the pulled atoms, for telling bonds that are the same up
     to the molecule's symmetry (hexane pulled end to end: C0–C1 and C4–C5).
@@ -138,12 +150,10 @@ def bond_position(numbers, positions: np.ndarray, pulled: Sequence[int], bond: S
     of graph distances (bonds) to i and j, the two sorted; equal positions mean the same
     elements at the same places along the load path.
     """
-    from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import shortest_path
 
     z = np.asarray(numbers, dtype=np.int64).reshape(-1)
-    pairs = covalent_bonds(z, np.asarray(positions, dtype=np.float64).reshape(-1, 3), DEFAULT_BOND_SCALE)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(z), len(z)))
+    graph = _bond_graph(z, np.asarray(positions, dtype=np.float64).reshape(-1, 3), DEFAULT_BOND_SCALE)
     dist = shortest_path(graph, directed=False, unweighted=True, indices=[int(pulled[0]), int(pulled[1])])
     i, j = (int(x) for x in bond)
     elements = tuple(sorted((chemical_symbols[z[i]], chemical_symbols[z[j]])))
@@ -160,13 +170,9 @@ def _load_path_bonds(numbers, reference_positions: np.ndarray, pulled: tuple[int
                      pairs: np.ndarray, scale: float) -> np.ndarray:
     """(M,) bool: bond m of ``pairs`` lies on the shortest bond path between the pulled atoms
     in the reference structure (all bonds, H included, count as edges)."""
-    from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import shortest_path
 
-    n = len(numbers)
-    allb = covalent_bonds(numbers, reference_positions, scale)
-    g = coo_matrix((np.ones(len(allb)), (allb[:, 0], allb[:, 1])), shape=(n, n)).tocsr() if len(allb) \
-        else coo_matrix((n, n)).tocsr()
+    g = _bond_graph(numbers, reference_positions, scale)
     i, j = pulled
     _, pred = shortest_path(g, directed=False, unweighted=True, indices=[i], return_predecessors=True)
     on_path = set()
