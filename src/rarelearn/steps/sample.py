@@ -156,7 +156,6 @@ def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: di
         summary["uq_sigma_max_to_break"] = float(sig[prof.intact].max())
     if ens is not None:
         summary["member"] = member
-        summary["best_member"] = None if best_json is None else int(read_json(best_json)["best_member"])
     summary["driver"] = label_as or f"nnp member {member}"
     summary["wall_seconds"] = time.time() - t0
     write_frames(out_h5, frames)
