@@ -65,9 +65,17 @@ def _cogef(model, res: Path, cogef_cfg: dict) -> str:
                          max_extension=c["max_extension"], post_break_extension=c["post_break_extension"],
                          fmax=c["fmax"], optimizer=c["optimizer"], max_opt_steps=c["max_opt_steps"],
                          refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"])
+    # Past the break: the member's last image against the reference's energy there (its
+    # fragments' plateau, flat past its break): a stretched, still-bonded branch of the
+    # member's shows as a large positive gap.
+    ref_frames = read_frames(res / "reference" / "cogef.h5")
+    ref_ext, ref_e = ref_frames.extras["extension"], ref_frames.energy - ref["e0"]
+    order = np.argsort(ref_ext)
+    end = float(np.interp(prof.extension[-1], ref_ext[order], ref_e[order]))
+    post = f" {(prof.energy[-1] - end) * KCAL_MOL_PER_EV:>+7.1f}@{prof.extension[-1]:.2f}"
     if not prof.broke:
-        return f" {'no break':>14}"
-    return f" {(prof.e_max - ref['e_max']) * KCAL_MOL_PER_EV:>+7.1f} {prof.break_extension:>6.2f}"
+        return f" {'no break':>14}{post}"
+    return f" {(prof.e_max - ref['e_max']) * KCAL_MOL_PER_EV:>+7.1f} {prof.break_extension:>6.2f}{post}"
 
 
 def main(argv=None) -> int:
@@ -89,9 +97,9 @@ def main(argv=None) -> int:
     print(f"data {it / 'merged.h5'} ({len(read_frames(it / 'merged.h5'))} frames); reference COGEF: "
           f"{len(ref)} images, barrier {ref_barrier:.4f} eV at image {k_max}")
     print(f"{'schedule':<58} {'member':>6} {'epochs':>6} {'best':>4} {'min lr':>8} {'val E':>6} {'val F':>6} "
-          f"{'COGEF E MAE':>11} {'dBarrier':>8} {'s':>5}" + (f" {'dEmax':>7} {'break':>6}" if args.cogef else ""))
+          f"{'COGEF E MAE':>11} {'dBarrier':>8} {'s':>5}" + (f" {'dEmax':>7} {'break':>6} {'dE_end@ext':>13}" if args.cogef else ""))
     print(f"{'':<58} {'':>6} {'':>6} {'':>4} {'':>8} {'meV':>6} {'meV/A':>6} {'meV':>11} {'kcal/mol':>8} {'':>5}"
-          + (f" {'kcal':>7} {'A':>6}" if args.cogef else ""))
+          + (f" {'kcal':>7} {'A':>6} {'kcal@A':>13}" if args.cogef else ""))
     for text in args.schedule or DEFAULT_SCHEDULES:
         training = {**cfg["training"], **parse(text), "warm_start": not args.cold, "split": "inherited"}
         for member in args.members:

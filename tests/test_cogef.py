@@ -158,3 +158,53 @@ def test_same_bond_up_to_the_symmetry_about_the_pulled_atoms(tmp_path):
     assert cogef_comparison({**prof, "broken_bond": ends[0]}, {**prof, "broken_bond": ends[1]}, same)["cogef_same_bond"]
     assert not cogef_comparison({**prof, "broken_bond": ends[0]}, {**prof, "broken_bond": ends[1]})["cogef_same_bond"]
     assert not cogef_comparison({**prof, "broken_bond": middle}, {**prof, "broken_bond": ends[1]}, same)["cogef_same_bond"]
+
+
+def test_smd_pulls_that_break_another_bond_than_the_reference_are_named_and_never_converged(tmp_path):
+    """Hexane's pulls under GFN2-xTB break a terminal C–C bond, the campaigns' potentials
+    often an inner one: the evaluation counts the potential's replicas that broke where the
+    reference's did (up to the symmetry about the pulled atoms), names both sides' bonds, and
+    the stop rule never counts a potential whose pulls mostly break another bond."""
+    from conftest import write_prepared_butane
+
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.learning.evaluation import smd_bond_comparison, smd_bonds_text, stop_rule_met
+    from rarelearn.steps.evaluate import _same_place
+
+    path = write_prepared_butane(tmp_path)
+    mol, g1, g2 = load_prepared_molecule(path)
+    carbons = [i for i, z in enumerate(mol.numbers) if z == 6]
+    chain = sorted(carbons, key=lambda i: np.linalg.norm(mol.positions[i] - mol.positions[g1[0]]))
+    end0, end1, middle = (chain[0], chain[1]), (chain[2], chain[3]), (chain[1], chain[2])
+
+    def rec(bond):
+        label = "none" if bond is None else f"C-C {min(bond)}-{max(bond)}"
+        return {"broke": bond is not None, "broken_bond": None if bond is None else list(bond), "broken_label": label}
+
+    ref = [rec(end0), rec(end0), rec(end1)]
+    same = _same_place(path)
+    # the other terminal bond is the same place; the middle one is not; unbroken replicas are not counted
+    c = smd_bond_comparison([rec(end1), rec(middle), rec(middle), rec(None)], ref, same)
+    assert c["smd_same_bond_fraction"] == pytest.approx(1 / 3) and c["smd_same_bond_replicas"] == 1
+    assert sorted(c["nnp_smd_bonds"].split(", ")) == sorted([f"C-C {min(end1)}-{max(end1)} ×1",
+                                                             f"C-C {min(middle)}-{max(middle)} ×2"])
+    assert c["ref_smd_bonds"].endswith("×1") and "×2" in c["ref_smd_bonds"]
+    # without the molecule only the same atom pair counts
+    assert smd_bond_comparison([rec(end1)], ref)["smd_same_bond_fraction"] == 1.0
+    assert smd_bond_comparison([rec(end1)], [rec(end0)])["smd_same_bond_fraction"] == 0.0
+    assert math.isnan(smd_bond_comparison([rec(None)], ref, same)["smd_same_bond_fraction"])
+    text = smd_bonds_text({**c, "nnp_n_replicas": 3})
+    assert "another bond than the reference's in 2 of 3 replicas" in text
+    assert smd_bonds_text({**smd_bond_comparison([rec(end1)], ref, same), "nnp_n_replicas": 1}) == ""
+    # the stop rule: |ΔE_a| within target is not enough when most pulls break another bond
+    rule = {"enabled": True, "observable": "smd", "target_kcal": 1.0, "max_stderr_kcal": 0.5,
+            "cogef_target_kcal": 1.0, "consecutive": 1}
+    good = {"abs_delta_ea_kcal": 0.4, "delta_ea_stderr_kcal": 0.3}
+    assert stop_rule_met([good], rule)                                   # made before the comparison
+    assert not stop_rule_met([{**good, **c}], rule)                       # 1 of 3 at the reference's bond
+    assert stop_rule_met([{**good, **smd_bond_comparison([rec(end1), rec(end0), rec(middle)], ref, same)}], rule)
+    assert not stop_rule_met([{**good, "smd_same_bond_fraction": math.nan}], rule)
+    # ... and a COGEF profile that breaks another bond is not converged either
+    cogef_rule = {**rule, "observable": "cogef"}
+    assert stop_rule_met([{"cogef_abs_delta_e_max_kcal": 0.3, "cogef_same_bond": True}], cogef_rule)
+    assert not stop_rule_met([{"cogef_abs_delta_e_max_kcal": 0.3, "cogef_same_bond": False}], cogef_rule)

@@ -21,8 +21,8 @@ import numpy as np
 from ..chem.barrier import _finite
 from ..units import KCAL_MOL_PER_EV
 
-__all__ = ["cogef_comparison", "committee_cogef", "members_text", "no_barrier_reason", "stop_rule_met",
-           "STOP_OBSERVABLES"]
+__all__ = ["cogef_comparison", "committee_cogef", "members_text", "no_barrier_reason", "smd_bond_comparison",
+           "smd_bonds_text", "stop_rule_met", "STOP_OBSERVABLES"]
 
 STOP_OBSERVABLES = ("cogef", "smd", "both")
 
@@ -45,6 +45,61 @@ def no_barrier_reason(nnp: dict) -> str | None:
         reasons = sorted({r["stop_reason"] for r in nnp["replica_records"] if not r["broke"]})
         parts.append(f"{nnp['unbroken']} replica(s) broke no bond (stopped: {', '.join(reasons)})")
     return "; ".join(parts) or "no replicas"
+
+
+def _bond_counts(records: Sequence[dict]) -> str:
+    """``C-C 1-2 ×2, C-C 3-4 ×2``: the bonds the broken replicas broke, with their counts."""
+    labels = [r["broken_label"] for r in records]
+    return ", ".join(f"{lab} ×{labels.count(lab)}" for lab in sorted(set(labels))) or "none"
+
+
+def smd_bond_comparison(nnp_records: Sequence[dict], ref_records: Sequence[dict], same_place=None) -> dict:
+    """Which bond the potential's SMD pulls break, against the reference's.
+
+    E_a compares the work up to *a* break; a potential whose pulls break another bond than
+    the reference's (hexane: an inner C–C bond where GFN2-xTB breaks a terminal one) has the
+    wrong weakest bond under tension, whatever its ΔE_a says.
+
+    Parameters
+    ----------
+    nnp_records, ref_records : replica records (:func:`rarelearn.chem.barrier.read_replica`)
+    same_place : ``same_place(bond_a, bond_b)``: whether two bonds sit at the same place
+        along the load path (e.g. C0–C1 and C4–C5 of hexane pulled end to end); None: the
+        same atom pair only
+
+    Returns
+    -------
+    dict: ``smd_same_bond_fraction``: share of the potential's broken replicas whose bond
+    sits where a reference replica's broke (NaN when either side has none);
+    ``smd_same_bond_replicas`` (their count); ``nnp_smd_bonds`` and ``ref_smd_bonds``:
+    ``C-C 1-2 ×2, C-C 3-4 ×2``.
+    """
+    nnp = [r for r in nnp_records if r.get("broke") and r.get("broken_bond") is not None]
+    ref = [r for r in ref_records if r.get("broke") and r.get("broken_bond") is not None]
+
+    def same(a, b) -> bool:
+        return list(a) == list(b) or (same_place is not None and bool(same_place(a, b)))
+
+    hits = [any(same(r["broken_bond"], q["broken_bond"]) for q in ref) for r in nnp]
+    return {
+        "smd_same_bond_fraction": float(np.mean(hits)) if nnp and ref else math.nan,
+        "smd_same_bond_replicas": int(sum(hits)),
+        "nnp_smd_bonds": _bond_counts(nnp),
+        "ref_smd_bonds": _bond_counts(ref),
+    }
+
+
+def smd_bonds_text(rec: dict) -> str:
+    """`` breaks C-C 1-2 ×2, C-C 3-4 ×2 (reference C-C 0-1 ×4): another bond than the
+    reference's in 4 of 4 replicas``, or "" when the evaluation has no bond comparison or
+    every replica broke where the reference's did."""
+    frac = rec.get("smd_same_bond_fraction")
+    if frac is None or not _finite(frac) or frac == 1.0:
+        return ""
+    n = rec.get("nnp_n_replicas") or 0
+    other = n - (rec.get("smd_same_bond_replicas") or 0)
+    return (f"breaks {rec.get('nnp_smd_bonds')} (reference {rec.get('ref_smd_bonds')}): another bond than "
+            f"the reference's in {other} of {n} replicas")
 
 
 def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
@@ -136,15 +191,22 @@ def members_text(deltas: Sequence) -> str:
 
 
 def _smd_met(ev: dict, stop: dict) -> bool:
+    """|ΔE_a| and its standard error within target, and most of the potential's pulls break
+    the bond the reference's break (:func:`smd_bond_comparison`; an evaluation made before
+    that comparison existed is not judged on it)."""
     a, se = ev.get("abs_delta_ea_kcal"), ev.get("delta_ea_stderr_kcal")
-    return _finite(a) and _finite(se) and a < stop["target_kcal"] and se <= stop["max_stderr_kcal"]
+    if not (_finite(a) and _finite(se) and a < stop["target_kcal"] and se <= stop["max_stderr_kcal"]):
+        return False
+    same = ev.get("smd_same_bond_fraction", 1.0)
+    return _finite(same) and same >= 0.5
 
 
 def _cogef_met(ev: dict, stop: dict) -> bool:
-    """|ΔE_max| of the best member within target, and of every member when the iteration
-    has every member's profile (:func:`committee_cogef`)."""
+    """|ΔE_max| of the best member within target and its profile breaking the reference's
+    bond, and every member's |ΔE_max| within target when the iteration has every member's
+    profile (:func:`committee_cogef`)."""
     a = ev.get("cogef_abs_delta_e_max_kcal")
-    if not (_finite(a) and a < stop["cogef_target_kcal"]):
+    if not (_finite(a) and a < stop["cogef_target_kcal"]) or ev.get("cogef_same_bond") is False:
         return False
     if ev.get("cogef_members"):
         worst = ev.get("cogef_members_worst_abs_delta_kcal")
@@ -156,10 +218,11 @@ def stop_rule_met(history: Sequence[dict], stop: dict) -> bool:
     """Whether the campaign has converged; always False when the rule is disabled.
 
     ``stop.observable`` picks what must hold in each of the last ``stop.consecutive``
-    evaluations: ``cogef``: |ΔE_max| < ``cogef_target_kcal`` (both profiles broke; every
-    member's, when the evaluation has every member's profile);
+    evaluations: ``cogef``: |ΔE_max| < ``cogef_target_kcal`` (both profiles broke, the same
+    bond; every member's, when the evaluation has every member's profile);
     ``smd``: |ΔE_a| (read up to the break) < ``target_kcal`` with a standard error
-    ≤ ``max_stderr_kcal``; ``both``: both. A missing or non-finite figure (every replica
+    ≤ ``max_stderr_kcal``, and at least half the potential's pulls break the bond the
+    reference's break; ``both``: both. A missing or non-finite figure (every replica
     blown up or unbroken, a profile that never broke) never counts as converged.
     """
     if not stop or not stop.get("enabled", False):

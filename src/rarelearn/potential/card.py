@@ -101,6 +101,14 @@ def build_card(*, choice: dict, evaluation: dict, model, best_member: int, membe
         "cogef_post_break_rise_potential_eV": _num(ev.get("cogef_post_break_rise")),
         "cogef_post_break_rise_reference_eV": _num(ev.get("ref_cogef_post_break_rise")),
         "smd_post_break_work_delta_kcal": _num(ev.get("post_break_work_delta_kcal")),
+        # which bond breaks: a potential with the wrong weakest bond under tension is wrong
+        # whatever its barrier error (None: an evaluation made before this was recorded)
+        "smd_bonds_potential": ev.get("nnp_smd_bonds"),
+        "smd_bonds_reference": ev.get("ref_smd_bonds"),
+        "smd_same_bond_fraction": _num(ev.get("smd_same_bond_fraction")),
+        "cogef_bond_potential": ev.get("nnp_cogef_broken_label"),
+        "cogef_bond_reference": ev.get("ref_cogef_broken_label"),
+        "cogef_same_bond": ev.get("cogef_same_bond"),
         "unseen_frames": ev.get("unseen_frames"),
         "unseen_energy_mae_eV": _num(ev.get("unseen_energy_mae")),
         "unseen_force_mae_eV_per_A": _num(ev.get("unseen_force_mae")),
@@ -156,6 +164,21 @@ def _fmt(x, spec=".2f", unit="") -> str:
     return f"{x:{spec}}{unit}"
 
 
+def _bond_rows(err: dict) -> list[tuple[str, str]]:
+    """The card's "Bond broken" row: which bond the potential's SMD pulls and COGEF scan
+    break against the reference's (same place along the load path or not); none for a card
+    made before this was recorded."""
+    if err.get("smd_bonds_potential") is None:
+        return []
+    frac = err.get("smd_same_bond_fraction")
+    text = (f"SMD: {err['smd_bonds_potential']} (reference {err['smd_bonds_reference']}); "
+            f"the reference's bond in {_fmt(None if frac is None else 100 * frac, '.0f')} % of the pulls")
+    if err.get("cogef_bond_potential") is not None:
+        same = {True: "the same place along the load path", False: "another bond"}.get(err.get("cogef_same_bond"), "n/a")
+        text += (f"; COGEF: {err['cogef_bond_potential']} (reference {err['cogef_bond_reference']}): {same}")
+    return [("Bond broken", text)]
+
+
 def _card_rows(card: dict) -> list[tuple[str, str]]:
     err, unc, tr, it, ds = card["errors"], card["uncertainty"], card["trained_range"], card["iteration"], card["dataset"]
     smd = (f"{_fmt(err['smd_delta_ea_kcal'], '+.2f')} ± {_fmt(err['smd_delta_ea_stderr_kcal'])} kcal/mol "
@@ -177,6 +200,7 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
                      + ", ".join(f"{k} {v}" for k, v in ds["by_source"].items())
                      + "; by iteration: " + ", ".join(f"{k}: {v}" for k, v in ds["by_iteration"].items())),
         ("Barrier error, SMD (ΔE_a ± SE)", smd),
+        *_bond_rows(err),
         *_reference_rows(card.get("reference") or {}),
         ("Barrier error, COGEF (ΔE_max)", f"{_fmt(err['cogef_delta_e_max_kcal'], '+.2f')} kcal/mol"
                                           + _members_row(err.get("cogef_members_delta_e_max_kcal"))),

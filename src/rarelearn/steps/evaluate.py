@@ -13,7 +13,7 @@ from ..chem.molecules import load_prepared_molecule
 from ..dataset import Frames, read_frames
 from ..atomic import atomic_path
 from ..jsonio import read_json, write_json
-from ..learning.evaluation import no_barrier_reason
+from ..learning.evaluation import no_barrier_reason, smd_bond_comparison, smd_bonds_text
 from .common import log
 from .sample import _start_positions
 
@@ -56,15 +56,17 @@ COGEF_KEYS = ("e_max", "extension_at_max", "f_max", "broke", "broken_label", "br
               "post_break_rise")
 
 
-def _same_place(molecule_xyz, pull):
+def _same_place(molecule_xyz, pull=None):
     """Whether two bonds of the molecule sit at the same place along its load path
-    (:func:`rarelearn.chem.breaks.bond_position`); None without the molecule."""
+    (:func:`rarelearn.chem.breaks.bond_position`) between the atoms ``pull`` (default: the
+    first atom of each pulled group); None without the molecule."""
     if molecule_xyz is None:
         return None
     from ..chem.breaks import bond_position
     from ..chem.molecules import load_prepared_molecule
 
-    mol = load_prepared_molecule(molecule_xyz)[0]
+    mol, g1, g2 = load_prepared_molecule(molecule_xyz)
+    pull = (g1[0], g2[0]) if pull is None else pull
     return lambda a, b: (bond_position(mol.numbers, mol.positions, pull, a)
                          == bond_position(mol.numbers, mol.positions, pull, b))
 
@@ -101,6 +103,8 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
                                                   "break_distance_mean", "post_break_work_mean",
                                                   "post_break_force_mean", "per_bond")})
     rec.update(delta_record(nnp, ref))
+    rec.update(smd_bond_comparison(nnp["replica_records"], ref.get("replica_records") or [],
+                                   _same_place(molecule_xyz)))
     rec["no_barrier_reason"] = no_barrier_reason(nnp)
     if cogef_json is not None and reference_cogef_json is not None:
         c_nnp, c_ref = read_json(cogef_json), read_json(reference_cogef_json)
@@ -151,10 +155,11 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
         rec["replicas_wrong_bond_broken"] = sum(f.get("first_wrong_bond_broken") is not None for f in flags)
     write_json(out, rec)
     log.info("iteration %d: E_a (to the break) %.4f ± %.4f eV vs reference %.4f ± %.4f eV: |ΔE_a| = %.2f ± %.2f "
-             "kcal/mol%s; work after the break %.3f eV (reference %.3f); COGEF |ΔE_max| = %s kcal/mol%s; "
+             "kcal/mol%s%s; work after the break %.3f eV (reference %.3f); COGEF |ΔE_max| = %s kcal/mol%s; "
              "unseen energy MAE %.4f eV", iteration, nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"],
              ref["ea_stderr"], rec["abs_delta_ea_kcal"], rec["delta_ea_stderr_kcal"],
-             f" ({rec['no_barrier_reason']})" if rec["no_barrier_reason"] else "", nnp["post_break_work_mean"],
+             f" ({rec['no_barrier_reason']})" if rec["no_barrier_reason"] else "",
+             f" ({smd_bonds_text(rec)})" if smd_bonds_text(rec) else "", nnp["post_break_work_mean"],
              ref.get("post_break_work_mean", float("nan")), f"{rec.get('cogef_abs_delta_e_max_kcal', float('nan')):.2f}",
              _members_note(rec),
              errs["energy_mae"])
@@ -164,7 +169,7 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
 SUMMARY_COLUMNS = [
     "iteration", "nnp_ea_mean", "nnp_ea_stderr", "nnp_n_replicas", "ref_ea_mean", "ref_ea_stderr",
     "ref_n_replicas", "ref_replicas_run", "delta_ea", "delta_ea_stderr", "abs_delta_ea_kcal", "delta_ea_stderr_kcal",
-    "nnp_break_distance_mean", "ref_break_distance_mean", "unseen_energy_mae", "unseen_force_mae",
+    "nnp_break_distance_mean", "ref_break_distance_mean", "smd_same_bond_fraction", "nnp_smd_bonds", "ref_smd_bonds", "unseen_energy_mae", "unseen_force_mae",
     "mean_train_energy_mae", "mean_val_energy_mae", "frames_selected", "frames_augmented",
     "labels_failed", "labels_screened", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
     "empty_selection", "all_labels_failed", "replicas_multi_fragment", "replicas_wrong_bond_broken",
