@@ -208,3 +208,47 @@ def test_smd_pulls_that_break_another_bond_than_the_reference_are_named_and_neve
     cogef_rule = {**rule, "observable": "cogef"}
     assert stop_rule_met([{"cogef_abs_delta_e_max_kcal": 0.3, "cogef_same_bond": True}], cogef_rule)
     assert not stop_rule_met([{"cogef_abs_delta_e_max_kcal": 0.3, "cogef_same_bond": False}], cogef_rule)
+
+
+class SnapBond(Calculator):
+    """One C–C pair: E(r) = k (r − r0)² s(r), s = 1 / (1 + exp((r − r_snap) / w)): a bond that
+    stiffens up to r_snap = 2.2 Å and then lets go, the energy falling to 0 while the two atoms
+    are still closer than the 3.04 Å break length."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, k=3.0, r0=1.54, r_snap=2.2, w=0.01):
+        super().__init__()
+        self.k, self.r0, self.r_snap, self.w = k, r0, r_snap, w
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        d = atoms.positions[1] - atoms.positions[0]
+        r = float(np.linalg.norm(d))
+        s = 1.0 / (1.0 + math.exp((r - self.r_snap) / self.w))
+        e = self.k * (r - self.r0) ** 2 * s
+        de = 2 * self.k * (r - self.r0) * s - self.k * (r - self.r0) ** 2 * s * (1 - s) / self.w
+        f = np.zeros((2, 3))
+        f[1] = -de * d / r
+        f[0] = -f[1]
+        self.results = {"energy": e, "forces": f}
+
+
+def test_an_energy_drop_is_the_break_even_below_the_break_length():
+    """A profile whose energy drops by more than drop_tol has broken there, though no bond is
+    past its break length: E_max is the top of the intact branch, the break is at the drop, the
+    scan goes on post_break_extension past it, and the drop's images are not intact."""
+    atoms = Atoms("C2", positions=[(0, 0, 0), (1.54, 0, 0)])
+    p = cogef_profile(atoms, SnapBond(), (0, 1), step=0.1, max_extension=3.0, post_break_extension=0.2,
+                      fmax=1e-4, relax_start=False, max_refinements=6)
+    assert p.broke and p.brk.bond == (0, 1) and p.brk.elements == "C-C"
+    assert 0.6 < p.break_extension < 0.75                  # the drop near r = 2.2 Å, far below 3.04 Å
+    assert p.stop_reason == "past the break" and p.extension[-1] < 1.0
+    assert np.all(np.linalg.norm(p.frames.positions[:, 1] - p.frames.positions[:, 0], axis=1) < 3.04)
+    assert p.e_max == pytest.approx(p.energy[p.intact].max()) and p.e_max > 1.0
+    assert not p.intact[p.extension >= p.break_extension].any()
+    assert p.energy[p.extension >= p.break_extension].max() < p.e_max - 0.5
+    # with the drop rule off (an infinite tolerance) the same scan sees no break at all
+    q = cogef_profile(atoms, SnapBond(), (0, 1), step=0.1, max_extension=1.2, post_break_extension=0.2,
+                      fmax=1e-4, relax_start=False, max_refinements=0, drop_tol=math.inf)
+    assert not q.broke and q.intact.all()

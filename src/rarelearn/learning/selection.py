@@ -236,7 +236,12 @@ def select_path(path: Frames, threshold: float, selection_cfg: dict, max_frames:
         return np.zeros(0, dtype=int), rec
     sigma = np.asarray(path.extras["uq_sigma"], dtype=float)
     ext = path.extras["extension"]
-    bi = find_break(path.numbers, path.positions).index
+    intact = path.extras.get("intact")
+    if intact is not None:   # the scan's own rule, which also counts an energy drop as the break
+        gone = np.flatnonzero(np.asarray(intact) < 0.5)
+        bi = int(gone[0]) if gone.size else None
+    else:
+        bi = find_break(path.numbers, path.positions).index
     idx = select_frames(sigma, threshold, ext, path.extras["potential_energy"], bi,
                         max_post_break=selection_cfg["max_post_break"], max_frames=max_frames,
                         min_distance_gap=selection_cfg["min_distance_gap"],

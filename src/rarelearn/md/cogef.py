@@ -16,7 +16,14 @@ How
   pulled atoms moved apart by the step, mass-weighted along their axis (as ase-cogef's
   ``shift_atoms_mass_weighted``), then relaxed under :class:`ase.constraints.FixBondLength`.
 * The break is the shared rule of :mod:`rarelearn.chem.breaks` (a bond of the start past 2× its
-  covalent radii); the scan goes on ``post_break_extension`` past it so that the
+  covalent radii), or the drop: an image whose energy lies more than ``drop_tol`` (0.5 eV)
+  below an intact image at a smaller extension has left the intact branch, whatever its
+  bond lengths (along the intact branch E only rises with Δ, by F·Δ at most). The drop
+  catches breaks whose bonds stay below 2× the radii: a hexane potential that stretches
+  both second C–C bonds alike and lets them go at once, leaving ethyl + ethylene + ethyl
+  with both broken bonds at 2.7–3.0 Å (C–C counts as broken past 3.04 Å), had been
+  counted intact for another 1.5 Å. The broken bond named is then the one stretched most
+  (relative to its break length) in the first image past the drop. The scan goes on ``post_break_extension`` past it so that the
   post-break plateau is measured (fragments apart: a reference is flat there; a potential
   whose fragments still attract rises), or stops at ``max_extension``.
 * **Refinement of E_max**: around the highest intact image k the step is halved and new
@@ -49,7 +56,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..chem.breaks import BreakReport, find_break
+from ..chem.breaks import BreakReport, break_lengths, find_break
 from ..dataset import Frames
 from ..units import EV_PER_KCAL_MOL
 
@@ -183,7 +190,7 @@ def _constraint_force(forces: np.ndarray, positions: np.ndarray, i: int, j: int)
 def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1, max_extension: float = 4.0,
                   post_break_extension: float = 1.0, fmax: float = 0.01, optimizer: str = "BFGS",
                   max_opt_steps: int = 2000, refine_tol_kcal: float = 0.1, force_tol: float = 1e-3,
-                  max_refinements: int = 12,
+                  max_refinements: int = 12, drop_tol: float = 0.5,
                   relax_start: bool = True, label_as: str | None = None,
                   progress: Callable[[str], None] | None = None) -> CogefProfile:
     """The COGEF profile of pulling atoms ``pull = (i, j)`` apart.
@@ -203,6 +210,8 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     refine_tol_kcal : convergence of E_max, kcal/mol (see the module's docstring)
     force_tol : convergence of F_max, eV/Å
     max_refinements : most halvings of the step
+    drop_tol : an image this far (eV) below an intact image at a smaller extension counts as
+        broken (the module's docstring)
     label_as : name of the labeller when ``calculator`` is the reference: the frames are
         then labelled (energy, forces, status ok); None: unlabelled (a potential's path)
     progress : optional callable receiving one-line progress messages
@@ -234,12 +243,15 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     failures: list[str] = []
 
     def as_image(a, refined: bool, converged: bool) -> _Image:
-        """A relaxed structure (calculator attached) as a profile image."""
+        """A relaxed structure (calculator attached) as a profile image: intact unless a bond
+        is past its break length or its energy has dropped below the intact branch's."""
         f = a.get_forces(apply_constraint=False).copy()
         pos = a.positions.copy()
-        intact = not find_break(numbers, pos[None], start_pos).broke
-        return _Image(float(a.get_distance(i, j)) - d0, float(a.get_potential_energy()),
-                      _constraint_force(f, pos, i, j), pos, f, intact, refined, converged)
+        ext, energy = float(a.get_distance(i, j)) - d0, float(a.get_potential_energy())
+        below = [im.energy for im in images if im.intact and im.extension < ext - 1e-9]
+        intact = (not find_break(numbers, pos[None], start_pos).broke
+                  and not (below and energy < max(below) - drop_tol))
+        return _Image(ext, energy, _constraint_force(f, pos, i, j), pos, f, intact, refined, converged)
 
     def image_at(base: _Image, ds: float, refined: bool) -> _Image | None:
         """``base`` with the pulled atoms moved ``ds`` further apart, relaxed under the constraint."""
@@ -261,7 +273,8 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
                 progress(f"cogef: {failures[-1]}")
             return None
 
-    images = [as_image(start, False, True)]
+    images: list[_Image] = []
+    images.append(as_image(start, False, True))
     break_at = None
     while images[-1].extension + step <= max_extension + 1e-9:
         im = image_at(images[-1], step, False)
@@ -305,7 +318,7 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     force = np.array([im.force for im in images])
     intact = np.array([im.intact for im in images])
     pos = np.stack([im.positions for im in images])
-    brk = find_break(numbers, pos, start_pos)
+    brk = _first_break(numbers, pos, start_pos, intact)
     k = int(np.argmax(np.where(intact, energy, -np.inf)))
     extras = {"extension": ext, "distance": ext + d0, "cogef_energy": energy, "cogef_force": force,
               "intact": intact.astype(float), "refined": np.array([im.refined for im in images], float),
@@ -321,6 +334,21 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     return CogefProfile((i, j), d0, e0, ext, energy, force, intact, np.array([im.refined for im in images]),
                         frames, float(energy[k]), float(ext[k]), fmax_val, at_f, brk, refinement, converged,
                         sum(not im.converged for im in images), stop_reason)
+
+
+def _first_break(numbers, pos: np.ndarray, start_pos: np.ndarray, intact: np.ndarray) -> BreakReport:
+    """The profile's break: the first image (in order of extension) that is not intact, past
+    a bond's break length (:func:`rarelearn.chem.breaks.find_break`) or past an energy drop;
+    for a drop, the bond stretched most relative to its break length there."""
+    brk = find_break(numbers, pos, start_pos)
+    broken = np.flatnonzero(~np.asarray(intact, dtype=bool))
+    if broken.size == 0 or (brk.broke and brk.index <= broken[0]):
+        return brk
+    k = int(broken[0])
+    # every bond counts as broken at a vanishing scale: the one returned is the most stretched
+    most = find_break(numbers, pos[k][None], start_pos, scale=1e-6)
+    limit = break_lengths(numbers, np.array([most.bond]))[0]
+    return BreakReport(k, most.bond, most.elements, most.length, float(limit))
 
 
 def _vertex(xm: float, x0: float, xp: float, fm: float, f0: float, fp: float) -> tuple[float, float]:

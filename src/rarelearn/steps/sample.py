@@ -129,8 +129,9 @@ def _cogef_calculator(labeller_cfg: dict | None, ensemble_path, best_json, atoms
 
 
 def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: dict | None = None,
-               ensemble_path=None, best_json=None, member: int | None = None) -> dict:
-    """The COGEF profile of the pulled atoms (the first atom of each pulled group), with the
+               ensemble_path=None, best_json=None, member: int | None = None, pull=None) -> dict:
+    """The COGEF profile of the pulled atoms (``pull``, default the first atom of each pulled
+    group; a bond's two atoms stretch that bond alone), with the
     labeller (reference: frames labelled, test data) or with one member of the potential
     (``member``, default the best one of ``best_json``; an iteration: the committee's energy
     spread along the path in extras ``uq_sigma``, the member in the summary's ``member``).
@@ -141,7 +142,8 @@ def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: di
     atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
     calc, label_as, ens, member = _cogef_calculator(labeller_cfg, ensemble_path, best_json, atoms, member)
     t0 = time.time()
-    prof = cogef_profile(atoms, calc, (g1[0], g2[0]), step=cogef_cfg["step"],
+    prof = cogef_profile(atoms, calc, (g1[0], g2[0]) if pull is None else tuple(int(a) for a in pull),
+                         step=cogef_cfg["step"],
                          max_extension=cogef_cfg["max_extension"],
                          post_break_extension=cogef_cfg["post_break_extension"], fmax=cogef_cfg["fmax"],
                          optimizer=cogef_cfg["optimizer"], max_opt_steps=cogef_cfg["max_opt_steps"],
