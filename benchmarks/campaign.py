@@ -33,17 +33,18 @@ def _members(rows) -> str:
 
 def print_table(df: "pd.DataFrame", wall: float | None = None, evaluations: dict | None = None) -> None:
     """Per iteration of a summary.csv: both barrier observables (and every member's COGEF
-    ΔE_max, from ``evaluations``: iteration → evaluation.json record), post-break work,
+    ΔE_max, from ``evaluations``: iteration → evaluation.json record; ``bond``: whether the
+    SMD pulls break the reference's bond), post-break work,
     labels and job time; then the totals and the best iteration of each observable."""
     k = KCAL_MOL_PER_EV
-    print(f"{'iter':>4} {'COGEF |dEmax|':>13} {'members dEmax':>16} {'SMD |dEa|':>9} {'± SE':>5} {'unbroken':>8} "
+    print(f"{'iter':>4} {'COGEF |dEmax|':>13} {'members dEmax':>16} {'SMD |dEa|':>9} {'± SE':>5} {'bond':>4} {'unbroken':>8} "
           f"{'post-break W (ref) kcal/mol':>28} {'labels':>7} {'wall s':>7} {'unseen E MAE meV':>17}")
     for _, r in df.iterrows():
         post = f"{r.nnp_post_break_work_mean * k:.1f} ({r.ref_post_break_work_mean * k:.1f})"
         members = (evaluations or {}).get(int(r.iteration), {}).get("cogef_members")
         print(f"{int(r.iteration):>4} {r.cogef_abs_delta_e_max_kcal:>13.2f} {_members(members):>16} "
               f"{r.abs_delta_ea_kcal:>9.2f} "
-              f"{r.delta_ea_stderr_kcal:>5.2f} {int(r.nnp_unbroken):>8} {post:>28} {int(r.labels_total):>7} "
+              f"{r.delta_ea_stderr_kcal:>5.2f} {_same_bond(r):>4} {int(r.nnp_unbroken):>8} {post:>28} {int(r.labels_total):>7} "
               f"{r.wall_seconds:>7.0f} {1000 * r.unseen_energy_mae:>17.1f}")
     print(f"total: {len(df)} iterations, {int(df.labels_total.iloc[-1])} labels, "
           f"summed job time {df.wall_seconds.sum():.0f} s"
@@ -51,6 +52,15 @@ def print_table(df: "pd.DataFrame", wall: float | None = None, evaluations: dict
     for col, name in (("cogef_abs_delta_e_max_kcal", "COGEF |dEmax|"), ("abs_delta_ea_kcal", "SMD |dEa|")):
         if df[col].notna().any():
             print(f"best {name} = {df[col].min():.2f} kcal/mol at iteration {int(df.iteration[df[col].idxmin()])}")
+
+
+def _same_bond(r) -> str:
+    """``ok`` when the potential's pulls (most of them) break the reference's bond, ``x`` when
+    not, ``?`` when unknown (no break, or a summary made before this was recorded)."""
+    frac = r.get("smd_same_bond_fraction")
+    if frac is None or frac != frac:
+        return "?"
+    return "ok" if frac >= 0.5 else "x"
 
 
 def evaluations_of(results: Path) -> dict:

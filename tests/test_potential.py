@@ -42,6 +42,15 @@ def test_choose_iteration_converged_best_and_fallback():
     evs = [_ev(0, 3.0, 4.0), _ev(1, 2.0, 16.0), _ev(2, None, 0.1)]
     c = choose_iteration(evs, both)
     assert c["iteration"] == 0 and c["scores"][2] is None
+    # an iteration whose pulls break another bond than the reference's ranks after those that
+    # break its bond, whatever its error; so does one whose COGEF profile does (cogef, both)
+    evs = [_ev(0, 3.0, 4.0), {**_ev(1, 0.5, 1.0), "smd_same_bond_fraction": 0.25}, _ev(2, 3.5, 5.0)]
+    c = choose_iteration(evs, both)
+    assert c["iteration"] == 0 and "iterations 1 breaking another bond" in c["reason"]
+    assert choose_iteration(evs, {"observable": "cogef"})["iteration"] == 1        # the pulls are not asked
+    evs[0]["cogef_same_bond"] = False
+    assert choose_iteration(evs, {"observable": "cogef"})["iteration"] == 1
+    assert choose_iteration(evs, both)["iteration"] == 2
     # no iteration has the figure: lowest unseen MAE
     evs = [_ev(0, mae=0.3), _ev(1, mae=0.2), _ev(2, mae=0.25)]
     c = choose_iteration(evs, both)
@@ -128,7 +137,10 @@ def campaign_files(tmp_path_factory):
               "cogef_members": [{"member": 0, "broke": True, "delta_e_max_kcal": 4.5 + i},
                                 {"member": 1, "broke": True, "delta_e_max_kcal": 2.0 + i},
                                 {"member": 2, "broke": False, "delta_e_max_kcal": float("nan")}],
-              "cogef_members_worst_abs_delta_kcal": float("nan")}
+              "cogef_members_worst_abs_delta_kcal": float("nan"),
+              "nnp_smd_bonds": "C-C 1-2 ×2", "ref_smd_bonds": "C-C 0-1 ×1, C-C 2-3 ×1",
+              "smd_same_bond_fraction": 0.0, "nnp_cogef_broken_label": "C-C 2-3",
+              "ref_cogef_broken_label": "C-C 0-1", "cogef_same_bond": True}
         (d / "evaluation.json").write_text(json.dumps(ev))
     return root
 
@@ -176,6 +188,10 @@ def test_card_holds_the_campaigns_figures(potential_dir, campaign_files):
     assert (potential_dir / "ensemble.pt").read_bytes() == (campaign_files / "iter_001" / "ensemble.pt").read_bytes()
     md = (potential_dir / "card.md").read_text()
     assert "every member: +5.5, +3.0, no break" in md
+    # which bond the pulls and the scan break, against the reference's
+    assert err["smd_same_bond_fraction"] == 0.0 and err["smd_bonds_potential"] == "C-C 1-2 ×2"
+    assert ("| Bond broken | SMD: C-C 1-2 ×2 (reference C-C 0-1 ×1, C-C 2-3 ×1); the reference's bond in 0 % of "
+            "the pulls; COGEF: C-C 2-3 (reference C-C 0-1): the same place along the load path |") in md
     assert "Barrier error, SMD" in md and "-2.00 ± 0.40 kcal/mol" in md and card["files"]["potential.ts"]["sha256"] in md
     # the reference's replica count, rounds and standard error (an adaptive reference)
     assert card["reference"]["smd_replicas_run"] == 12 and card["reference"]["smd_rounds"] == 3

@@ -87,13 +87,20 @@ def test_every_stage_writes_its_files(campaign):
         # a barrier, or (a potential whose every replica blew up or stayed whole) the reason why
         assert ev["iteration"] == i and (np.isfinite(ev["abs_delta_ea_kcal"]) or ev["no_barrier_reason"])
         assert ev["frames_added"] == merge["added"]
+        # which bond the pulls broke against the reference's, counted from the replica records
+        ref = json.loads((r / "reference" / "barrier.json").read_text())
+        broke = [rec for rec in ev["nnp_replica_records"] if rec["broke"]]
+        if broke and any(rec["broke"] for rec in ref["replica_records"]):
+            assert 0.0 <= ev["smd_same_bond_fraction"] <= 1.0
+            assert ev["smd_same_bond_replicas"] == round(ev["smd_same_bond_fraction"] * len(broke))
+            assert all(rec["broken_label"] in ev["nnp_smd_bonds"] for rec in broke)
     # iteration 1 trains on what iteration 0 merged
     prev = read_frames(r / "iter_000" / "merged.h5")
     info = json.loads((r / "iter_001" / "models" / "member_0.json").read_text())
     assert len(info["train_hashes"]) + len(info["val_hashes"]) == len(prev)
     summary = pd.read_csv(r / "summary.csv")
     assert list(summary["iteration"]) == [0, 1]
-    for col in ("unseen_energy_mae", "labels_total", "nnp_unbroken", "nnp_cogef_e_max"):
+    for col in ("unseen_energy_mae", "labels_total", "nnp_unbroken", "nnp_cogef_e_max", "ref_smd_bonds"):
         assert summary[col].notna().all(), col
     assert (summary["cogef_abs_delta_e_max_kcal"].notna() | ~summary["nnp_cogef_broke"].astype(bool)).all()
     assert (summary["abs_delta_ea_kcal"].notna() | summary["no_barrier_reason"].notna()).all()

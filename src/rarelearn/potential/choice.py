@@ -26,6 +26,15 @@ def _score(ev: dict, stop: dict) -> float:
     return max(smd / float(stop.get("target_kcal", 1.0)), cogef / float(stop.get("cogef_target_kcal", 1.0)))
 
 
+def _other_bond(ev: dict, observable: str) -> bool:
+    """Whether the iteration breaks another bond than the reference's in what the rule looks
+    at: most of its SMD pulls (``smd``, ``both``) or its COGEF profile (``cogef``, ``both``)."""
+    frac = ev.get("smd_same_bond_fraction")
+    smd = _finite(frac) and frac < 0.5
+    cogef = ev.get("cogef_same_bond") is False
+    return {"smd": smd, "cogef": cogef}.get(observable, smd or cogef)
+
+
 def choose_iteration(evaluations: Sequence[dict], stop: dict | None) -> dict:
     """Which iteration's committee is the potential (the rule in the module docstring).
 
@@ -53,13 +62,18 @@ def choose_iteration(evaluations: Sequence[dict], stop: dict | None) -> dict:
         return {**out, "iteration": final, "rule": "converged",
                 "reason": f"the stop rule ({observable}) holds after iteration {final}"}
     if any(math.isfinite(s) for s in scores):
-        # smallest score; among equals the later iteration
-        k = min(range(len(scores)), key=lambda i: (scores[i], -i))
+        # smallest score, an iteration that breaks another bond than the reference's after
+        # every one that breaks its bond (its error is that of another event); among equals
+        # the later iteration
+        other = [_other_bond(ev, observable) for ev in evaluations]
+        k = min(range(len(scores)), key=lambda i: (other[i], scores[i], -i))
         what = {"smd": "SMD |ΔE_a|", "cogef": "COGEF |ΔE_max|",
                 "both": "max(SMD |ΔE_a| / target, COGEF |ΔE_max| / target)"}.get(observable, observable)
         why = "the stop rule is disabled" if not stop.get("enabled") else "the stop rule was not met"
+        ranked = (f", iterations {', '.join(str(evaluations[i]['iteration']) for i in range(len(other)) if other[i])} "
+                  "breaking another bond than the reference's ranked last" if any(other) else "")
         return {**out, "iteration": int(evaluations[k]["iteration"]), "rule": "best",
-                "reason": f"{why}: the smallest {what} of iterations 0-{final}"}
+                "reason": f"{why}: the smallest {what} of iterations 0-{final}{ranked}"}
     maes = [ev.get("unseen_energy_mae") for ev in evaluations]
     k = min(range(len(maes)), key=lambda i: (maes[i] if _finite(maes[i]) else math.inf, -i))
     return {**out, "iteration": int(evaluations[k]["iteration"]), "rule": "lowest unseen MAE",

@@ -99,6 +99,11 @@ def _barrier_errors(summary, x: str, smd_label: str, target_kcal: float, target_
     worst = _cogef_errors(summary, "cogef_members_worst_abs_delta_kcal")
     if worst is not None:  # missing where a member did not break within the scan
         ax.plot(summary[x], worst, "^:", label="COGEF |ΔE_max|, worst member")
+    if "smd_same_bond_fraction" in summary:   # the pulls mostly broke another bond than the reference's
+        other = summary["smd_same_bond_fraction"].astype(float) < 0.5
+        if other.any():
+            ax.plot(summary[x][other], summary["abs_delta_ea_kcal"][other], "x", color="black", ms=11, mew=2,
+                    label="SMD pulls break another bond", zorder=5)
     ax.axhline(target_kcal, color="red", ls="--", label=target_label)
     ax.set_yscale("log")
     return fig, ax
