@@ -414,33 +414,42 @@ def test_barrier_is_read_up_to_the_break_and_cogef_is_compared(campaign):
 
 
 def test_stop_rule_ends_the_campaign_early(campaign, tmp_path):
-    """campaign.stop on: with a COGEF tolerance the first iteration meets, the campaign ends
-    after iteration 0 (summary has one row, nothing of iteration 1 is needed); with one no
-    iteration meets, both iterations stay; with every member's profile (the default) the
-    tolerance must hold for every member."""
+    """campaign.stop on: with a COGEF tolerance that an iteration meets, the campaign ends
+    after it (nothing of the next iteration is planned), and an iteration whose COGEF profile
+    breaks another bond than the reference's never meets it, whatever its ΔE_max (the tiny
+    campaign's iteration-0 potential breaks a C–H bond); with a tolerance no iteration meets,
+    the next iteration is planned; with every member's profile (the default) the tolerance
+    must hold for every member."""
     wd = tmp_path / "c"
     shutil.copytree(campaign, wd, symlinks=True)
-    ev0 = json.loads((wd / "results" / "iter_000" / "evaluation.json").read_text())
-    shutil.rmtree(wd / "results" / "iter_001")
-    loose = ev0["cogef_abs_delta_e_max_kcal"] + 1.0
+    evs = [json.loads((wd / "results" / f"iter_{i:03d}" / "evaluation.json").read_text()) for i in (0, 1)]
+    right = [i for i, ev in enumerate(evs)
+             if ev["cogef_same_bond"] and np.isfinite(ev["cogef_abs_delta_e_max_kcal"])]
+    assert right, [(ev["nnp_cogef_broken_label"], ev["ref_cogef_broken_label"]) for ev in evs]
+    k = right[0]
+    # every iteration up to k within the tolerance: only the bond keeps one before k from meeting it
+    loose = max(ev["cogef_abs_delta_e_max_kcal"] for ev in evs[:k + 1]
+                if np.isfinite(ev["cogef_abs_delta_e_max_kcal"])) + 1.0
     stop = {"enabled": True, "observable": "cogef", "cogef_target_kcal": loose}
+    longer = {"campaign.max_iterations": k + 2}
     # the best member's profile only: its ΔE_max is within the tolerance
-    best_only = write_config(tmp_path / "stop.yaml", **{"campaign.stop": stop, "evaluation.cogef_members": "best"})
+    best_only = write_config(tmp_path / "stop.yaml", **{"campaign.stop": stop, "evaluation.cogef_members": "best",
+                                                        **longer})
     res = snakemake(wd, configfile=best_only)
     assert res.returncode == 0, res.stderr[-4000:]
     counts = jobs_run(res.stdout + res.stderr)
     assert "train" not in counts and "member_cogef" not in counts
-    assert len(pd.read_csv(wd / "results" / "summary.csv")) == 1
-    assert not (wd / "results" / "iter_001").exists()
+    assert len(pd.read_csv(wd / "results" / "summary.csv")) == k + 1
+    assert not (wd / "results" / f"iter_{k + 1:03d}").exists()
     tight = write_config(tmp_path / "tight.yaml", **{"campaign.stop": {**stop, "observable": "both"},
-                                                     "evaluation.cogef_members": "best"})
-    res = snakemake(wd, "-n", configfile=tight)   # SMD side not met: iteration 1 is planned again
+                                                     "evaluation.cogef_members": "best", **longer})
+    res = snakemake(wd, "-n", configfile=tight)   # SMD side not met: iteration k + 1 is planned
     assert res.returncode == 0 and jobs_run(res.stdout + res.stderr).get("train") == 2
     # every member's (the default): met only if every member broke within the tolerance
-    every = write_config(tmp_path / "every.yaml", **{"campaign.stop": stop})
-    members = ev0["cogef_members"]
+    every = write_config(tmp_path / "every.yaml", **{"campaign.stop": stop, **longer})
+    members = evs[k]["cogef_members"]
     met = all(m["broke"] and abs(m["delta_e_max_kcal"]) < loose for m in members)
-    res = snakemake(wd, "results/iter_000/evaluation.json", configfile=every)  # evaluated with the members
+    res = snakemake(wd, f"results/iter_{k:03d}/evaluation.json", configfile=every)  # evaluated with the members
     assert res.returncode == 0, res.stderr[-4000:]
     res = snakemake(wd, "-n", configfile=every)
     assert res.returncode == 0 and ("train" in jobs_run(res.stdout + res.stderr)) is not met
