@@ -75,7 +75,7 @@ def _cogef(model, res: Path, cogef_cfg: dict) -> str:
     post = f" {(prof.energy[-1] - end) * KCAL_MOL_PER_EV:>+7.1f}@{prof.extension[-1]:.2f}"
     if not prof.broke:
         return f" {'no break':>14}{post}"
-    return f" {(prof.e_max - ref['e_max']) * KCAL_MOL_PER_EV:>+7.1f} {prof.break_extension:>6.2f}{post}"
+    return f" {(prof.e_max - ref['e_max']) * KCAL_MOL_PER_EV:>+7.1f} {prof.break_extension:>6.2f}{post} {prof.brk.label}"
 
 
 def main(argv=None) -> int:

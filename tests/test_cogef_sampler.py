@@ -181,3 +181,82 @@ def test_smd_plus_cogef_campaign_labels_frames_of_the_potentials_path(campaign, 
     assert set(from_path.hashes) == {h for h, st in zip(lab.hashes, lab.status) if st == "ok"}
     # the reference's COGEF images stay test data
     assert not set(read_frames(wd / "results" / "reference" / "cogef.h5").hashes) & set(merged.hashes)
+
+
+def test_labeller_steps_relax_the_paths_images_with_the_labeller_and_label_every_step(tmp_path):
+    """sampler.labeller_steps N: the selection keeps a 1/N share of path images and marks them
+    (not their noisy copies); the label step relaxes each N − 1 BFGS steps with GFN2-xTB under
+    the path's constraint and labels every structure: the energy goes down the labeller's way,
+    the pulled distance stays, and a retry labels the batch's own frames only."""
+    from conftest import write_prepared_butane
+
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.steps.label import label_step
+
+    mol, g1, g2 = load_prepared_molecule(write_prepared_butane(tmp_path))
+    i, j = g1[0], g2[0]
+    # a "potential's path": butane stretched along its pulled atoms, unrelaxed (far from GFN2's path)
+    u = (mol.positions[j] - mol.positions[i]) / np.linalg.norm(mol.positions[j] - mol.positions[i])
+    ext = np.linspace(0.0, 1.0, 11)
+    pos = np.array([mol.positions + np.outer(np.where(np.arange(len(mol)) == j, 1.0, 0.0), u) * e for e in ext])
+    path = Frames(numbers=mol.numbers, positions=pos, source="cogef",
+                  extras={"extension": ext, "potential_energy": np.linspace(0, 1, 11), "intact": np.ones(11),
+                          "uq_sigma": np.full(11, 1.0)},
+                  attrs={"pull": [int(i), int(j)]})
+    write_frames(tmp_path / "path.h5", path)
+    uq, reps = _replicas(tmp_path, [0.02, 0.04])
+    sel = {**SEL, "max_frames": 6}
+    plain = select_step(uq, reps, sel, 1000, 3, tmp_path / "plain", cogef_paths=[tmp_path / "path.h5"], smd=False)
+    steps = select_step(uq, reps, sel, 1000, 3, tmp_path / "steps", cogef_paths=[tmp_path / "path.h5"], smd=False,
+                        labeller_steps=3)
+    assert plain["sources"]["cogef"] == 6 and steps["sources"]["cogef"] == 2      # 6 // 3 images
+    assert steps["labeller_steps"] == {"steps": 3, "images": 2, "pull": [int(i), int(j)]}
+    batch = tmp_path / "steps" / "batch_0000.h5"
+    fr = read_frames(batch)
+    assert len(fr) == 6 and list(fr.extras["labeller_steps"]) == [3, 3, 0, 0, 0, 0]   # images, then copies
+    assert fr.attrs["cogef_pull"] == [int(i), int(j)]
+    lab = label_step(batch, {"name": "gfn2-xtb"}, tmp_path / "labelled.h5")
+    # 6 frames + 2 steps from each of the 2 images, all labelled by GFN2-xTB
+    assert len(lab) == 10 and (lab.status == "ok").all() and (lab.labeller == "gfn2-xtb").all()
+    way = lab.subset(lab.source == "cogef-steps")
+    assert len(way) == 4 and (way.iteration == 3).all()
+    for k in range(2):   # each image's way: down in GFN2's energy, the pulled distance kept
+        e = [lab.energy[k], way.energy[2 * k], way.energy[2 * k + 1]]
+        assert e[0] > e[1] > e[2]
+        d = np.linalg.norm(way.positions[2 * k:2 * k + 2, j] - way.positions[2 * k:2 * k + 2, i], axis=1)
+        assert d == pytest.approx(np.linalg.norm(fr.positions[k, j] - fr.positions[k, i]), abs=1e-6)
+    info = merge_step(batch, [tmp_path / "labelled.h5"], 3, tmp_path / "m.h5", tmp_path / "m.json")
+    assert info["labeller_steps"] == 4 and info["selected"] == 2 and info["augmented"] == 4
+    retry = label_step(batch, {"name": "gfn2-xtb"}, tmp_path / "retry.h5", attempt=2, frame_timeout_s=60)
+    assert len(retry) == 6 and "cogef-steps" not in set(retry.source)
+
+
+@pytest.mark.slow
+def test_labeller_steps_in_a_campaign(campaign, tmp_path):
+    """sampler.labeller_steps through Snakemake: only the selection and what follows rerun, the
+    path's images are relaxed by GFN2-xTB in the label jobs and every step reaches the data
+    set; the same command again plans nothing."""
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    plain = write_config(tmp_path / "cg.yaml", **{"campaign.max_iterations": 1, "sampler.kind": "cogef"})
+    res = snakemake(wd, configfile=plain)
+    assert res.returncode == 0, res.stderr[-4000:]
+    steps = write_config(tmp_path / "st.yaml", **{"campaign.max_iterations": 1, "sampler.kind": "cogef",
+                                                 "sampler.labeller_steps": 2})
+    res = snakemake(wd, configfile=steps)
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert counts["select"] == 1 and "train" not in counts and "cogef" not in counts and "smd_batch" not in counts
+    it = wd / "results" / "iter_000"
+    sel = json.loads((it / "selected" / "selection.json").read_text())
+    images = sel["labeller_steps"]["images"]
+    assert images == sel["sources"]["cogef"] > 0 and sel["labeller_steps"]["steps"] == 2
+    labelled = Frames.concatenate([read_frames(p) for p in sorted((it / "labelled").glob("batch_*.h5"))])
+    way = labelled.subset(labelled.source == "cogef-steps")
+    assert len(way) == images and (way.labeller == "gfn2-xtb").all()        # one step from each image
+    merge = json.loads((it / "merge.json").read_text())
+    assert merge["labeller_steps"] == len(way)
+    merged = read_frames(it / "merged.h5")
+    assert set(merged.hashes[merged.source == "cogef-steps"]) == set(way.hashes[way.status == "ok"])
+    again = snakemake(wd, "-n", configfile=steps)
+    assert again.returncode == 0 and not jobs_run(again.stdout + again.stderr)

@@ -62,6 +62,8 @@ def test_shipped_configs_are_valid():
     ({"evaluation": {"mae_replicas": 5}}, "evaluation.mae_replicas"),
     ({"evaluation": {"cogef_members": "some"}}, "evaluation.cogef_members"),
     ({"sampler": {"cogef_paths": "all"}, "evaluation": {"cogef_members": "best"}}, "sampler.cogef_paths"),
+    ({"sampler": {"labeller_steps": 3}}, "sampler.labeller_steps"),           # kind smd: no COGEF path selected
+    ({"sampler": {"kind": "cogef", "labeller_steps": -1}}, "sampler.labeller_steps"),
     ({"studies": {"baselines": {"smd_replicas": 5}}}, "studies.baselines.smd_replicas"),
     ({"labelling": {"max_force": 0}}, "labelling.max_force"),
 ])

@@ -276,6 +276,10 @@ def _check_counts(config: dict) -> None:
 
 def _check_sampler(config: dict) -> None:
     """Every member's COGEF path can be sampled only where every member's profile is made."""
+    if config["sampler"]["labeller_steps"] > 0 and config["sampler"]["kind"] not in ("cogef", "smd+cogef"):
+        raise ConfigError(f"sampler.labeller_steps: {config['sampler']['labeller_steps']} relaxes images of the "
+                          f"potential's COGEF path, which sampler.kind {config['sampler']['kind']!r} does not "
+                          "select; use kind cogef or smd+cogef, or labeller_steps: 0")
     if config["sampler"]["cogef_paths"] == "all" and config["evaluation"]["cogef_members"] != "all":
         raise ConfigError("sampler.cogef_paths: all needs every member's COGEF profile; set "
                           "evaluation.cogef_members: all (or sampler.cogef_paths: best)")

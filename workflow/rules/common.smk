@@ -72,7 +72,13 @@ COGEF_MEMBERS = config["evaluation"]["cogef_members"] == "all"
 SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
 # What the HAL runs (sampler hal) see of the sampler section: all of it but the key of the
 # cogef samplers added later (so that HAL runs made before it are not redone).
-HAL_RUN_SAMPLER = {k: v for k, v in config["sampler"].items() if k != "cogef_paths"}
+HAL_RUN_SAMPLER = {k: v for k, v in config["sampler"].items() if k not in ("cogef_paths", "labeller_steps")}
+# What the select checkpoint follows: the selection section, with sampler.labeller_steps in it
+# only when set (select_step reads it there; selections made before it existed are not redone).
+SELECT_SELECTION = {
+    **config["selection"],
+    **({"labeller_steps": config["sampler"]["labeller_steps"]} if config["sampler"]["labeller_steps"] else {}),
+}
 ENV = "../../environment.yml"
 MOLECULE = "results/reference/molecule.xyz"
 ATOM_ENERGIES = "results/reference/atom_energies.json"

@@ -118,7 +118,7 @@ checkpoint select:
     output:
         directory("results/iter_{iteration}/selected"),
     params:
-        selection=config["selection"],
+        selection=SELECT_SELECTION,
         batch_size=config["labelling"]["batch_size"],
         sampler={k: config["sampler"][k] for k in ("kind", "cogef_frames", "cogef_paths")},
     log:

@@ -10,7 +10,8 @@ import numpy as np
 from ..dataset import STATUS_SCREENED, Frames
 from .geometry import min_pair_distance
 
-__all__ = ["label_batch", "label_isolated", "screen_labels", "MAX_LABEL_FORCE", "MIN_LABEL_DISTANCE"]
+__all__ = ["label_batch", "label_isolated", "labeller_steps", "screen_labels", "MAX_LABEL_FORCE",
+           "MIN_LABEL_DISTANCE"]
 
 log = logging.getLogger("rarelearn")
 
@@ -137,3 +138,36 @@ def label_batch(labeller, frames: Frames, attempt: int = 1, frame_timeout_s: flo
     labelled.attrs["screened"] = screened
     labelled.attrs["screen"] = {"max_force": screen["max_force"], "min_distance": screen["min_distance"]}
     return labelled
+
+
+def labeller_steps(labeller, frames: Frames, pull) -> Frames:
+    """The way from a potential's COGEF images towards the labeller's branch (sampler option
+    ``labeller_steps``): each frame with extras ``labeller_steps`` N > 1 relaxed N − 1 BFGS
+    steps by the labeller under :class:`ase.constraints.FixBondLength` of the pulled atoms
+    ``pull``; the structure after every step is returned, unlabelled (source
+    ``cogef-steps``, the frame's iteration), for labelling like any selected frame. A
+    calculation that fails ends that frame's steps (the structures before it are kept); None
+    of this raises."""
+    from ase import Atoms
+    from ase.constraints import FixBondLength
+    from ase.optimize import BFGS
+
+    steps = np.asarray(frames.extras.get("labeller_steps", np.zeros(len(frames))))
+    positions, iterations = [], []
+    i, j = (int(a) for a in pull)
+    for k in np.flatnonzero(steps > 1):
+        a = Atoms(numbers=frames.numbers, positions=frames.positions[k])
+        a.calc = labeller.calculator()
+        a.set_constraint(FixBondLength(i, j))
+        opt = BFGS(a, logfile=None)
+        for _ in range(int(steps[k]) - 1):
+            try:
+                opt.run(fmax=0.0, steps=1)
+            except Exception as exc:  # a labeller failure ends this image's way, not the batch
+                log.warning("labeller steps from frame %d stopped: %s", k, f"{type(exc).__name__}: {exc}")
+                break
+            positions.append(a.positions.copy())
+            iterations.append(int(frames.iteration[k]))
+    n = len(positions)
+    return Frames(numbers=frames.numbers, positions=np.array(positions).reshape(n, len(frames.numbers), 3),
+                  source=["cogef-steps"] * n, iteration=iterations, extras={"labeller_steps": np.zeros(n)})

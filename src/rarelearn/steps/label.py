@@ -19,12 +19,25 @@ def label_step(batch_path, labeller_cfg: dict, out, attempt: int = 1, frame_time
                screen: dict | None = None) -> Frames:
     """Label one batch (:func:`rarelearn.chem.labelling.label_batch`: failed and screened
     frames kept but not trained on; on a retry, ``attempt`` > 1, every frame in its own
-    process with ``frame_timeout_s``) and write it with the time it took."""
+    process with ``frame_timeout_s``) and write it with the time it took. Frames the
+    selection marked (sampler ``labeller_steps``) are first relaxed by the labeller a few
+    steps (:func:`rarelearn.chem.labelling.labeller_steps`) and every structure on the way is
+    labelled too; a retry labels the batch's own frames only."""
     from ..chem.labellers import make_labeller
+    from ..chem.labelling import labeller_steps
 
     frames = read_frames(batch_path)
     labeller = make_labeller(labeller_cfg["name"], labeller_cfg.get("options") or {})
     t0 = time.time()
+    marked = np.asarray(frames.extras.get("labeller_steps", np.zeros(len(frames)))) > 1
+    if marked.any() and attempt == 1:
+        more = labeller_steps(labeller, frames, frames.attrs["cogef_pull"])
+        log.info("labeller steps: %d structures from %d path images", len(more), int(marked.sum()))
+        if len(more):
+            frames = Frames.concatenate([frames, more])
+    elif marked.any():
+        log.warning("attempt %d: the labeller steps of %d path images are left out (this batch's own frames "
+                    "only)", attempt, int(marked.sum()))
     labelled = label_batch(labeller, frames, attempt, frame_timeout_s, screen)
     screened = labelled.attrs["screened"]
     labelled.attrs["label_seconds"] = time.time() - t0
@@ -50,7 +63,8 @@ def merge_step(data_path, labelled_paths: Sequence, iteration: int, out, out_inf
             "screened_labels": n_screened, "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
             "label_seconds": label_seconds,
             "selected": int(sum(np.isin(p.source, ("al", "hal", "cogef")).sum() for p in new_parts)),
-            "augmented": int(sum((p.source == "augment").sum() for p in new_parts))}
+            "augmented": int(sum((p.source == "augment").sum() for p in new_parts)),
+            "labeller_steps": int(sum((p.source == "cogef-steps").sum() for p in new_parts))}
     if n_new and n_failed + n_screened == n_new:
         log.warning("iteration %d: all %d labels failed or were screened out; the data set is unchanged",
                     iteration, n_new)

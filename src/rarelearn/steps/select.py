@@ -118,7 +118,7 @@ def _thresholds(uq_path, replica_paths: Sequence) -> list[float]:
 
 def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
                 out_dir, cogef_paths: Sequence | None = None, cogef_frames: int | None = None,
-                smd: bool = True) -> dict:
+                smd: bool = True, labeller_steps: int | None = None) -> dict:
     """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
 
     SMD frames (``smd``) come from the scored replicas (source ``al``); with ``cogef_paths``
@@ -128,12 +128,19 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     replicas' UQ thresholds (the same μ+nσ rule). Budget: the paths' frames together take at
     most ``cogef_frames`` (``selection.max_frames`` when no SMD frames are selected), spread
     evenly over the paths' kept images in path order; the SMD frames the rest of
-    ``selection.max_frames``.
+    ``selection.max_frames``. With ``labeller_steps`` N > 1 (default: ``selection_cfg``'s
+    ``labeller_steps``, which the workflow sets from ``sampler.labeller_steps``; 0 when
+    absent) the paths' share is divided by N
+    and each path image kept is marked (extras ``labeller_steps``, the pulled atoms in the
+    batches' attrs ``cogef_pull``) for the label step to relax N − 1 steps with the labeller
+    (:func:`rarelearn.steps.label.label_step`).
     Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
     An empty selection writes no batch and is recorded as such.
     """
     from ..learning.selection import cap_frames, select_path
 
+    if labeller_steps is None:
+        labeller_steps = int(selection_cfg.get("labeller_steps", 0))
     if smd:
         picked, per_replica, thresholds = _smd_picks(uq_path, replica_paths, selection_cfg)
     else:  # only the replicas' thresholds are needed
@@ -144,10 +151,14 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         cap = cogef_frames if smd else max_frames
         if cap is not None and max_frames is not None:
             cap = min(cap, max_frames)
+        if labeller_steps > 1 and cap is not None:
+            cap = max(1, cap // labeller_steps)
+        pulls = set()
         threshold = float(np.median(thresholds)) if thresholds else float("nan")
         from_paths, tail["cogef"] = [], []
         for cogef_path in cogef_paths:
             path = read_frames(cogef_path)
+            pulls.add(tuple(int(a) for a in path.attrs.get("pull", ())))
             idx, rec = select_path(path, threshold, selection_cfg, cap)
             rec["file"] = str(cogef_path)
             tail["cogef"].append(rec)
@@ -170,6 +181,15 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     kept = Frames.concatenate(parts) if parts else None
     n_kept = 0 if kept is None else len(kept)
     new = frames_to_label(kept, None, iteration, selection_cfg) if n_kept else None
+    if new is not None and labeller_steps > 1 and "cogef" in tail["sources"]:
+        if len(pulls) != 1 or len(next(iter(pulls))) != 2:
+            raise ValueError(f"sampler.labeller_steps: the COGEF paths' pulled atoms {sorted(pulls)} are not one pair")
+        steps = np.zeros(len(new))
+        steps[:n_kept][new.source[:n_kept] == "cogef"] = labeller_steps   # the images, not their noisy copies
+        new.extras["labeller_steps"] = steps
+        new.attrs["cogef_pull"] = list(next(iter(pulls)))
+        tail["labeller_steps"] = {"steps": labeller_steps, "images": int((steps > 0).sum()),
+                                  "pull": list(next(iter(pulls)))}
     summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration}, tail)
     if n_kept == 0:
         log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",

@@ -1,0 +1,145 @@
+"""One round of other data, measured by retraining (issues 17, 21): does a committee learn
+which bond breaks when its data set holds other stretched configurations?
+
+Builds a work directory whose ``results/iter_NNN/merged.h5`` is a campaign's
+``iter_{NNN-1}/merged.h5`` plus 150 labelled frames of another source in place of iteration
+NNN's own selection, then ``benchmarks/training_schedule.py --cogef`` retrains the members
+on it (warm-started from iteration NNN, as iteration NNN+1 would) and prints each member's
+COGEF ΔE_max, break, end-of-scan energy and broken bond.
+
+Sources:
+* ``--pulls 0-1,1-2,2-3``: the best member's own COGEF scans of these atom pairs (a bond's
+  two atoms: that bond stretched alone; farther atoms: a sub-chain under tension), scored by
+  the committee's spread and selected, screened, augmented and labelled as the cogef sampler
+  does (50 frames + 100 noisy copies);
+* ``--labeller-steps N``: the best member's own end-to-end COGEF path (the iteration's
+  ``cogef.h5``), 10 images spread over Δ 1.8–2.9 Å (around its maximum and past it), each
+  relaxed N BFGS steps under the same constraint by the labeller, every step labelled
+  (the way from the potential's branch towards the labeller's), plus 2 noisy copies of each;
+* ``--reference-path``: a diagnostic upper bound, not a sampler: the reference's own COGEF
+  images (test data otherwise) and 2 noisy copies of each, labelled.
+
+    python benchmarks/extra_paths.py --campaign /tmp/sb2/cogef_all --iteration 4 --pulls 0-2,0-3,0-4,1-4 --out /tmp/sub
+    python benchmarks/training_schedule.py --campaign /tmp/sub --iteration 4 --members 0 1 2 --cogef \\
+        --schedule epochs=50,lr_patience=10,early_stopping_patience=20
+
+Run on demand; not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from rarelearn.config import campaign_config
+from rarelearn.dataset import read_frames, write_frames
+from rarelearn.learning.selection import augment
+from rarelearn.steps.label import label_step, merge_step
+from rarelearn.steps.sample import cogef_step
+from rarelearn.steps.select import select_step
+
+
+def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, screen: dict) -> Path:
+    """Labelled frames: 10 images of the potential's path (Δ 1.8–2.9 Å), each relaxed ``steps``
+    BFGS steps by the labeller under the path's constraint (every step kept), and 2 noisy
+    copies of each (labelled too)."""
+    import numpy as np
+    from ase import Atoms
+    from ase.constraints import FixBondLength
+    from ase.optimize import BFGS
+
+    from rarelearn.chem.labellers import make_labeller
+    from rarelearn.dataset import Frames
+
+    path = read_frames(path_h5)
+    i, j = path.attrs["pull"]
+    ext = np.asarray(path.extras["extension"])
+    window = np.flatnonzero((ext >= 1.8) & (ext <= 2.9))
+    picks = window[np.linspace(0, len(window) - 1, min(10, len(window))).round().astype(int)]
+    lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
+    pos, energy, forces = [], [], []
+    for k in picks:
+        a = Atoms(numbers=path.numbers, positions=path.positions[k])
+        a.calc = lab.calculator()
+        a.set_constraint(FixBondLength(int(i), int(j)))
+        opt = BFGS(a, logfile=None)
+        for _ in range(steps):       # the structure before each step, with its labels
+            pos.append(a.positions.copy())
+            energy.append(a.get_potential_energy())
+            forces.append(a.get_forces(apply_constraint=False).copy())
+            opt.run(fmax=0.0, steps=1)
+    frames = Frames(numbers=path.numbers, positions=np.array(pos), energy=np.array(energy),
+                    forces=np.array(forces), source=["labeller-steps"] * len(pos), labeller=[lab.name] * len(pos),
+                    iteration=[iteration] * len(pos))
+    copies = augment(frames, 2, 0.05, seed=iteration)
+    copies.extras = {}
+    write_frames(out / "copies.h5", copies)
+    label_step(out / "copies.h5", cfg["labeller"], out / "copies_labelled.h5", screen=screen)
+    both = Frames.concatenate([frames, read_frames(out / "copies_labelled.h5")])
+    write_frames(out / "labeller_steps.h5", both)
+    print(f"{len(picks)} path images x {steps} labeller steps = {len(frames)} frames, + {len(copies)} copies")
+    return out / "labeller_steps.h5"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--campaign", required=True, type=Path, help="a finished campaign's work directory")
+    p.add_argument("--iteration", required=True, type=int, help="the iteration whose selection is replaced (>= 1)")
+    p.add_argument("--out", required=True, type=Path, help="the work directory to build")
+    src_kind = p.add_mutually_exclusive_group(required=True)
+    src_kind.add_argument("--pulls", help="atom pairs i-j,k-l,...: the best member's COGEF scans of each")
+    src_kind.add_argument("--reference-path", action="store_true", help="the reference's COGEF images (diagnostic)")
+    src_kind.add_argument("--labeller-steps", type=int, help="labeller relaxation steps from the potential's path images")
+    args = p.parse_args(argv)
+    src, out = args.campaign / "results", args.out
+    it = src / f"iter_{args.iteration:03d}"
+    res = out / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    cfg = campaign_config({})
+    screen = {k: cfg["labelling"][k] for k in ("max_force", "min_distance")}
+    labelled = []
+    if args.pulls:
+        scans = []
+        for k, pair in enumerate(args.pulls.split(",")):
+            pull = tuple(int(x) for x in pair.split("-"))
+            s = cogef_step(src / "reference" / "molecule.xyz", cfg["cogef"], out / f"scan_{k}.h5",
+                           out / f"scan_{k}.json", ensemble_path=it / "ensemble.pt", best_json=it / "best.json",
+                           pull=pull)
+            print(f"scan {pull}: E_max {s['e_max']:.3f} eV at {s['extension_at_max']:.3f} Å, breaks "
+                  f"{s['broken_label']}, committee spread up to {max(s['uq_sigma']):.3f} eV")
+            scans.append(out / f"scan_{k}.h5")
+        select_step(it / "uq.h5", sorted((it / "smd").glob("replica_*.h5")), cfg["selection"], 50, args.iteration,
+                    out / "selected", cogef_paths=scans, smd=False)
+        for b in sorted((out / "selected").glob("batch_*.h5")):
+            (out / "labelled").mkdir(exist_ok=True)
+            label_step(b, cfg["labeller"], out / "labelled" / b.name, screen=screen)
+            labelled.append(out / "labelled" / b.name)
+    elif args.labeller_steps:
+        labelled = [_labeller_steps(it / "cogef.h5", cfg, args.labeller_steps, args.iteration, out, screen)]
+    else:
+        ref = read_frames(src / "reference" / "cogef.h5")
+        ref.extras, ref.source[:], ref.iteration[:] = {}, "refpath", args.iteration
+        copies = augment(ref, 2, 0.05, seed=args.iteration)
+        copies.extras = {}
+        write_frames(out / "copies.h5", copies)
+        label_step(out / "copies.h5", cfg["labeller"], out / "copies_labelled.h5", screen=screen)
+        write_frames(out / "reference_path.h5", ref)
+        labelled = [out / "reference_path.h5", out / "copies_labelled.h5"]
+    for d in ("reference", "iter_000"):
+        if not (res / d).exists():
+            os.symlink((src / d).resolve(), res / d)
+    t = res / it.name
+    t.mkdir(exist_ok=True)
+    for f in ("best.json", "ensemble.pt"):
+        shutil.copy(it / f, t / f)
+    if not (t / "models").exists():
+        shutil.copytree(it / "models", t / "models")
+    info = merge_step(src / f"iter_{args.iteration - 1:03d}" / "merged.h5", labelled, args.iteration,
+                      t / "merged.h5", t / "merge.json")
+    print(f"{t / 'merged.h5'}: {info['previous_frames']} + {info['added']} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
