@@ -51,6 +51,8 @@ def test_choose_iteration_converged_best_and_fallback():
     evs[0]["cogef_same_bond"] = False
     assert choose_iteration(evs, {"observable": "cogef"})["iteration"] == 1
     assert choose_iteration(evs, both)["iteration"] == 2
+    # ... but before one without the figure
+    assert choose_iteration([evs[1], _ev(2, None, 0.1)], both)["iteration"] == 1
     # no iteration has the figure: lowest unseen MAE
     evs = [_ev(0, mae=0.3), _ev(1, mae=0.2), _ev(2, mae=0.25)]
     c = choose_iteration(evs, both)

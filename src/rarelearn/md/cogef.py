@@ -23,9 +23,10 @@ How
   both second C–C bonds alike and lets them go at once, leaving ethyl + ethylene + ethyl
   with both broken bonds at 2.7–3.0 Å (C–C counts as broken past 3.04 Å), had been
   counted intact for another 1.5 Å. The broken bond named is then the one stretched most
-  (relative to its break length) in the first image past the drop. The scan goes on ``post_break_extension`` past it so that the
-  post-break plateau is measured (fragments apart: a reference is flat there; a potential
-  whose fragments still attract rises), or stops at ``max_extension``.
+  (relative to its break length) in the first image past the drop. The scan goes on
+  ``post_break_extension`` past the break so that the post-break plateau is measured
+  (fragments apart: a reference is flat there; a potential whose fragments still attract
+  rises), or stops at ``max_extension``.
 * **Refinement of E_max**: around the highest intact image k the step is halved and new
   images relaxed from image k at Δ_k + h (and Δ_k − h when k is not the last intact
   image), and so on. When E_max sits at the end of the intact branch (the drop), this is a

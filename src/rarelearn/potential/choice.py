@@ -62,11 +62,11 @@ def choose_iteration(evaluations: Sequence[dict], stop: dict | None) -> dict:
         return {**out, "iteration": final, "rule": "converged",
                 "reason": f"the stop rule ({observable}) holds after iteration {final}"}
     if any(math.isfinite(s) for s in scores):
-        # smallest score, an iteration that breaks another bond than the reference's after
-        # every one that breaks its bond (its error is that of another event); among equals
-        # the later iteration
+        # smallest score; an iteration that breaks another bond than the reference's after
+        # every one with a figure that breaks its bond (its error is that of another event),
+        # one without the figure last; among equals the later iteration
         other = [_other_bond(ev, observable) for ev in evaluations]
-        k = min(range(len(scores)), key=lambda i: (other[i], scores[i], -i))
+        k = min(range(len(scores)), key=lambda i: (not math.isfinite(scores[i]), other[i], scores[i], -i))
         what = {"smd": "SMD |ΔE_a|", "cogef": "COGEF |ΔE_max|",
                 "both": "max(SMD |ΔE_a| / target, COGEF |ΔE_max| / target)"}.get(observable, observable)
         why = "the stop rule is disabled" if not stop.get("enabled") else "the stop rule was not met"
