@@ -153,19 +153,23 @@ def test_merge_counts_cogef_frames_as_selected(tmp_path, path_h5):
     assert info["selected"] == 2 and info["augmented"] == 1 and info["total_frames"] == 4
 
 
+def _one_iteration_again(wd, config_path, **overrides):
+    """Iteration 0 of the campaign copied to ``wd`` run again with the tiny config and
+    ``overrides``: only the selection and what follows it rerun (the members, pulls and COGEF
+    path are reused). Returns (iteration 0's folder, its selection record)."""
+    res = snakemake(wd, configfile=write_config(config_path, **{"campaign.max_iterations": 1, **overrides}))
+    assert res.returncode == 0, res.stderr[-4000:]
+    counts = jobs_run(res.stdout + res.stderr)
+    assert counts["select"] == 1 and "train" not in counts and "smd_batch" not in counts and "cogef" not in counts
+    it = wd / "results" / "iter_000"
+    return it, json.loads((it / "selected" / "selection.json").read_text())
+
+
 @pytest.mark.slow
 def test_smd_plus_cogef_campaign_labels_frames_of_the_potentials_path(campaign, tmp_path):
     wd = tmp_path / "c"
     shutil.copytree(campaign, wd, symlinks=True)
-    cfg = write_config(tmp_path / "cg.yaml", **{"campaign.max_iterations": 1, "sampler.kind": "smd+cogef",
-                                                "sampler.cogef_frames": 4})
-    res = snakemake(wd, configfile=cfg)
-    assert res.returncode == 0, res.stderr[-4000:]
-    counts = jobs_run(res.stdout + res.stderr)
-    # only the selection and what follows it rerun: the members, pulls and COGEF path are reused
-    assert counts["select"] == 1 and "train" not in counts and "smd_batch" not in counts and "cogef" not in counts
-    it = wd / "results" / "iter_000"
-    sel = json.loads((it / "selected" / "selection.json").read_text())
+    it, sel = _one_iteration_again(wd, tmp_path / "cg.yaml", **{"sampler.kind": "smd+cogef", "sampler.cogef_frames": 4})
     path = read_frames(it / "cogef.h5")
     assert 0 < sel["sources"]["cogef"] <= 4
     rec, = sel["cogef"]
@@ -238,17 +242,9 @@ def test_labeller_steps_in_a_campaign(campaign, tmp_path):
     set; the same command again plans nothing."""
     wd = tmp_path / "c"
     shutil.copytree(campaign, wd, symlinks=True)
-    plain = write_config(tmp_path / "cg.yaml", **{"campaign.max_iterations": 1, "sampler.kind": "cogef"})
-    res = snakemake(wd, configfile=plain)
-    assert res.returncode == 0, res.stderr[-4000:]
-    steps = write_config(tmp_path / "st.yaml", **{"campaign.max_iterations": 1, "sampler.kind": "cogef",
-                                                 "sampler.labeller_steps": 2})
-    res = snakemake(wd, configfile=steps)
-    assert res.returncode == 0, res.stderr[-4000:]
-    counts = jobs_run(res.stdout + res.stderr)
-    assert counts["select"] == 1 and "train" not in counts and "cogef" not in counts and "smd_batch" not in counts
-    it = wd / "results" / "iter_000"
-    sel = json.loads((it / "selected" / "selection.json").read_text())
+    _one_iteration_again(wd, tmp_path / "cg.yaml", **{"sampler.kind": "cogef"})
+    steps = {"sampler.kind": "cogef", "sampler.labeller_steps": 2}
+    it, sel = _one_iteration_again(wd, tmp_path / "st.yaml", **steps)
     images = sel["labeller_steps"]["images"]
     assert images == sel["sources"]["cogef"] > 0 and sel["labeller_steps"]["steps"] == 2
     labelled = Frames.concatenate([read_frames(p) for p in sorted((it / "labelled").glob("batch_*.h5"))])
@@ -258,5 +254,5 @@ def test_labeller_steps_in_a_campaign(campaign, tmp_path):
     assert merge["labeller_steps"] == len(way)
     merged = read_frames(it / "merged.h5")
     assert set(merged.hashes[merged.source == "cogef-steps"]) == set(way.hashes[way.status == "ok"])
-    again = snakemake(wd, "-n", configfile=steps)
+    again = snakemake(wd, "-n", configfile=tmp_path / "st.yaml")
     assert again.returncode == 0 and not jobs_run(again.stdout + again.stderr)
