@@ -252,6 +252,12 @@ def test_labeller_steps_in_a_campaign(campaign, tmp_path):
     assert len(way) == images and (way.labeller == "gfn2-xtb").all()        # one step from each image
     merge = json.loads((it / "merge.json").read_text())
     assert merge["labeller_steps"] == len(way)
+    # every label counted: the reference MD's, the images, their copies and the steps
+    import pandas as pd
+    md = len(read_frames(wd / "results" / "reference" / "md.h5"))
+    summary = pd.read_csv(wd / "results" / "summary.csv")
+    assert summary.labels_total.iloc[-1] == md + merge["selected"] + merge["augmented"] + merge["labeller_steps"]
+    assert summary.frames_labeller_steps.iloc[-1] == len(way)
     merged = read_frames(it / "merged.h5")
     assert set(merged.hashes[merged.source == "cogef-steps"]) == set(way.hashes[way.status == "ok"])
     again = snakemake(wd, "-n", configfile=tmp_path / "st.yaml")

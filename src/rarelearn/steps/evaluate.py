@@ -142,6 +142,7 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
         rec[f"mean_{key}"] = float(np.mean(vals)) if vals else float("nan")
     merge = read_json(merge_json)
     rec.update({"frames_selected": merge["selected"], "frames_augmented": merge["augmented"],
+                "frames_labeller_steps": merge.get("labeller_steps", 0),
                 "labels_failed": merge["failed_labels"], "labels_screened": merge.get("screened_labels", 0),
                 "frames_added": merge["added"],
                 "dataset_frames": merge["total_frames"], "label_seconds": merge["label_seconds"],
@@ -171,7 +172,7 @@ SUMMARY_COLUMNS = [
     "ref_n_replicas", "ref_replicas_run", "delta_ea", "delta_ea_stderr", "abs_delta_ea_kcal", "delta_ea_stderr_kcal",
     "nnp_break_distance_mean", "ref_break_distance_mean", "smd_same_bond_fraction", "nnp_smd_bonds", "ref_smd_bonds", "unseen_energy_mae", "unseen_force_mae",
     "mean_train_energy_mae", "mean_val_energy_mae", "frames_selected", "frames_augmented",
-    "labels_failed", "labels_screened", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
+    "frames_labeller_steps", "labels_failed", "labels_screened", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
     "empty_selection", "all_labels_failed", "replicas_multi_fragment", "replicas_wrong_bond_broken",
     "nnp_unbroken", "nnp_post_break_work_mean", "ref_post_break_work_mean", "nnp_post_break_force_mean",
     "ref_post_break_force_mean", "post_break_work_delta_kcal", "no_barrier_reason",
@@ -191,7 +192,7 @@ def summary_step(evaluation_paths: Sequence, out, reference_md_frames: int | Non
     labels_total = reference_md_frames or 0
     for p in evaluation_paths:
         ev = read_json(p)
-        labels_total += ev["frames_selected"] + ev["frames_augmented"]
+        labels_total += ev["frames_selected"] + ev["frames_augmented"] + ev.get("frames_labeller_steps", 0)
         row = {c: ev.get(c) for c in SUMMARY_COLUMNS if c != "labels_total"}
         row["labels_total"] = labels_total
         for k, m in enumerate(ev.get("members", [])):
