@@ -42,41 +42,38 @@ from rarelearn.steps.select import select_step
 
 def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, screen: dict) -> Path:
     """Labelled frames: 10 images of the potential's path (Δ 1.8–2.9 Å), each relaxed ``steps``
-    BFGS steps by the labeller under the path's constraint (every step kept), and 2 noisy
-    copies of each (labelled too)."""
+    − 1 BFGS steps by the labeller under the path's constraint (the workflow's
+    :func:`rarelearn.chem.labelling.labeller_steps`; the image and every step kept), and 2
+    noisy copies of each of them (labelled too)."""
     import numpy as np
-    from ase import Atoms
-    from ase.constraints import FixBondLength
-    from ase.optimize import BFGS
 
+    from rarelearn.chem.labelling import labeller_steps
     from rarelearn.chem.labellers import make_labeller
     from rarelearn.dataset import Frames
 
     path = read_frames(path_h5)
-    i, j = path.attrs["pull"]
     ext = np.asarray(path.extras["extension"])
     window = np.flatnonzero((ext >= 1.8) & (ext <= 2.9))
     picks = window[np.linspace(0, len(window) - 1, min(10, len(window))).round().astype(int)]
+    images = path.subset(picks)
+    images.extras, images.attrs = {"labeller_steps": np.full(len(images), float(steps))}, {}
+    images.iteration[:] = iteration
+    images.source[:] = "labeller-steps"
     lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
-    pos, energy, forces = [], [], []
-    for k in picks:
-        a = Atoms(numbers=path.numbers, positions=path.positions[k])
-        a.calc = lab.calculator()
-        a.set_constraint(FixBondLength(int(i), int(j)))
-        opt = BFGS(a, logfile=None)
-        for _ in range(steps):       # the structure before each step, with its labels
-            pos.append(a.positions.copy())
-            energy.append(a.get_potential_energy())
-            forces.append(a.get_forces(apply_constraint=False).copy())
-            opt.run(fmax=0.0, steps=1)
-    frames = Frames(numbers=path.numbers, positions=np.array(pos), energy=np.array(energy),
-                    forces=np.array(forces), source=["labeller-steps"] * len(pos), labeller=[lab.name] * len(pos),
-                    iteration=[iteration] * len(pos))
+    way = labeller_steps(lab, images, path.attrs["pull"])
+    way.source[:] = "labeller-steps"
+    # each image followed by its steps, as measured
+    order = [f for k in range(len(images)) for f in [images.subset([k]), way.subset(slice(k * (steps - 1),
+                                                                                          (k + 1) * (steps - 1)))]]
+    frames = Frames.concatenate(order)
+    frames.extras = {}
+    write_frames(out / "way.h5", frames)
+    label_step(out / "way.h5", cfg["labeller"], out / "way_labelled.h5", screen=screen)
     copies = augment(frames, 2, 0.05, seed=iteration)
     copies.extras = {}
     write_frames(out / "copies.h5", copies)
     label_step(out / "copies.h5", cfg["labeller"], out / "copies_labelled.h5", screen=screen)
-    both = Frames.concatenate([frames, read_frames(out / "copies_labelled.h5")])
+    both = Frames.concatenate([read_frames(out / "way_labelled.h5"), read_frames(out / "copies_labelled.h5")])
     write_frames(out / "labeller_steps.h5", both)
     print(f"{len(picks)} path images x {steps} labeller steps = {len(frames)} frames, + {len(copies)} copies")
     return out / "labeller_steps.h5"
