@@ -211,8 +211,8 @@ def test_labeller_steps_relax_the_paths_images_with_the_labeller_and_label_every
     uq, reps = _replicas(tmp_path, [0.02, 0.04])
     sel = {**SEL, "max_frames": 6}
     plain = select_step(uq, reps, sel, 1000, 3, tmp_path / "plain", cogef_paths=[tmp_path / "path.h5"], smd=False)
-    steps = select_step(uq, reps, sel, 1000, 3, tmp_path / "steps", cogef_paths=[tmp_path / "path.h5"], smd=False,
-                        labeller_steps=3)
+    steps = select_step(uq, reps, {**sel, "labeller_steps": 3}, 1000, 3, tmp_path / "steps",
+                        cogef_paths=[tmp_path / "path.h5"], smd=False)
     assert plain["sources"]["cogef"] == 6 and steps["sources"]["cogef"] == 2      # 6 // 3 images
     assert steps["labeller_steps"] == {"steps": 3, "images": 2, "pull": [int(i), int(j)]}
     batch = tmp_path / "steps" / "batch_0000.h5"

@@ -21,8 +21,8 @@ import numpy as np
 from ..chem.barrier import _finite
 from ..units import KCAL_MOL_PER_EV
 
-__all__ = ["cogef_comparison", "committee_cogef", "members_text", "no_barrier_reason", "smd_bond_comparison",
-           "smd_bonds_text", "stop_rule_met", "STOP_OBSERVABLES"]
+__all__ = ["breaks_other_bond", "cogef_comparison", "committee_cogef", "members_text", "no_barrier_reason",
+           "smd_bond_comparison", "smd_bonds_text", "stop_rule_met", "STOP_OBSERVABLES"]
 
 STOP_OBSERVABLES = ("cogef", "smd", "both")
 
@@ -87,6 +87,17 @@ def smd_bond_comparison(nnp_records: Sequence[dict], ref_records: Sequence[dict]
         "nnp_smd_bonds": _bond_counts(nnp),
         "ref_smd_bonds": _bond_counts(ref),
     }
+
+
+def breaks_other_bond(ev: dict, observable: str = "both") -> bool:
+    """Whether an evaluation breaks another bond than the reference's in what ``observable``
+    looks at: fewer than half of its SMD pulls at the reference's bond (``smd``, ``both``;
+    :func:`smd_bond_comparison`), or its COGEF profile elsewhere (``cogef``, ``both``).
+    An evaluation without the comparison (made before it existed, or nothing broke) does not."""
+    frac = ev.get("smd_same_bond_fraction")
+    smd = _finite(frac) and frac < 0.5
+    cogef = ev.get("cogef_same_bond") is False
+    return {"smd": smd, "cogef": cogef}.get(observable, smd or cogef)
 
 
 def smd_bonds_text(rec: dict) -> str:
@@ -197,8 +208,7 @@ def _smd_met(ev: dict, stop: dict) -> bool:
     a, se = ev.get("abs_delta_ea_kcal"), ev.get("delta_ea_stderr_kcal")
     if not (_finite(a) and _finite(se) and a < stop["target_kcal"] and se <= stop["max_stderr_kcal"]):
         return False
-    same = ev.get("smd_same_bond_fraction", 1.0)
-    return _finite(same) and same >= 0.5
+    return _finite(ev.get("smd_same_bond_fraction", 1.0)) and not breaks_other_bond(ev, "smd")
 
 
 def _cogef_met(ev: dict, stop: dict) -> bool:
@@ -206,7 +216,7 @@ def _cogef_met(ev: dict, stop: dict) -> bool:
     bond, and every member's |ΔE_max| within target when the iteration has every member's
     profile (:func:`committee_cogef`)."""
     a = ev.get("cogef_abs_delta_e_max_kcal")
-    if not (_finite(a) and a < stop["cogef_target_kcal"]) or ev.get("cogef_same_bond") is False:
+    if not (_finite(a) and a < stop["cogef_target_kcal"]) or breaks_other_bond(ev, "cogef"):
         return False
     if ev.get("cogef_members"):
         worst = ev.get("cogef_members_worst_abs_delta_kcal")

@@ -5,7 +5,7 @@ import math
 from typing import Sequence
 
 from ..jsonio import read_json
-from ..learning.evaluation import stop_rule_met
+from ..learning.evaluation import breaks_other_bond, stop_rule_met
 
 
 # ---------------------------------------------------------------------- which iteration
@@ -24,15 +24,6 @@ def _score(ev: dict, stop: dict) -> float:
     if not (_finite(smd) and _finite(cogef)):
         return math.inf
     return max(smd / float(stop.get("target_kcal", 1.0)), cogef / float(stop.get("cogef_target_kcal", 1.0)))
-
-
-def _other_bond(ev: dict, observable: str) -> bool:
-    """Whether the iteration breaks another bond than the reference's in what the rule looks
-    at: most of its SMD pulls (``smd``, ``both``) or its COGEF profile (``cogef``, ``both``)."""
-    frac = ev.get("smd_same_bond_fraction")
-    smd = _finite(frac) and frac < 0.5
-    cogef = ev.get("cogef_same_bond") is False
-    return {"smd": smd, "cogef": cogef}.get(observable, smd or cogef)
 
 
 def choose_iteration(evaluations: Sequence[dict], stop: dict | None) -> dict:
@@ -65,7 +56,7 @@ def choose_iteration(evaluations: Sequence[dict], stop: dict | None) -> dict:
         # smallest score; an iteration that breaks another bond than the reference's after
         # every one with a figure that breaks its bond (its error is that of another event),
         # one without the figure last; among equals the later iteration
-        other = [_other_bond(ev, observable) for ev in evaluations]
+        other = [breaks_other_bond(ev, observable) for ev in evaluations]
         k = min(range(len(scores)), key=lambda i: (not math.isfinite(scores[i]), other[i], scores[i], -i))
         what = {"smd": "SMD |ΔE_a|", "cogef": "COGEF |ΔE_max|",
                 "both": "max(SMD |ΔE_a| / target, COGEF |ΔE_max| / target)"}.get(observable, observable)

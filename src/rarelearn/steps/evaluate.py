@@ -155,12 +155,13 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
         rec["replicas_multi_fragment"] = sum(f.get("first_multi_fragment") is not None for f in flags)
         rec["replicas_wrong_bond_broken"] = sum(f.get("first_wrong_bond_broken") is not None for f in flags)
     write_json(out, rec)
+    bonds = smd_bonds_text(rec)
     log.info("iteration %d: E_a (to the break) %.4f ± %.4f eV vs reference %.4f ± %.4f eV: |ΔE_a| = %.2f ± %.2f "
              "kcal/mol%s%s; work after the break %.3f eV (reference %.3f); COGEF |ΔE_max| = %s kcal/mol%s; "
              "unseen energy MAE %.4f eV", iteration, nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"],
              ref["ea_stderr"], rec["abs_delta_ea_kcal"], rec["delta_ea_stderr_kcal"],
              f" ({rec['no_barrier_reason']})" if rec["no_barrier_reason"] else "",
-             f" ({smd_bonds_text(rec)})" if smd_bonds_text(rec) else "", nnp["post_break_work_mean"],
+             f" ({bonds})" if bonds else "", nnp["post_break_work_mean"],
              ref.get("post_break_work_mean", float("nan")), f"{rec.get('cogef_abs_delta_e_max_kcal', float('nan')):.2f}",
              _members_note(rec),
              errs["energy_mae"])

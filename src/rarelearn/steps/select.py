@@ -118,7 +118,7 @@ def _thresholds(uq_path, replica_paths: Sequence) -> list[float]:
 
 def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
                 out_dir, cogef_paths: Sequence | None = None, cogef_frames: int | None = None,
-                smd: bool = True, labeller_steps: int | None = None) -> dict:
+                smd: bool = True) -> dict:
     """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
 
     SMD frames (``smd``) come from the scored replicas (source ``al``); with ``cogef_paths``
@@ -128,9 +128,8 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     replicas' UQ thresholds (the same μ+nσ rule). Budget: the paths' frames together take at
     most ``cogef_frames`` (``selection.max_frames`` when no SMD frames are selected), spread
     evenly over the paths' kept images in path order; the SMD frames the rest of
-    ``selection.max_frames``. With ``labeller_steps`` N > 1 (default: ``selection_cfg``'s
-    ``labeller_steps``, which the workflow sets from ``sampler.labeller_steps``; 0 when
-    absent) the paths' share is divided by N
+    ``selection.max_frames``. With ``selection_cfg["labeller_steps"]`` N > 1 (the workflow
+    sets it from ``sampler.labeller_steps``; 0 when absent) the paths' share is divided by N
     and each path image kept is marked (extras ``labeller_steps``, the pulled atoms in the
     batches' attrs ``cogef_pull``) for the label step to relax N − 1 steps with the labeller
     (:func:`rarelearn.steps.label.label_step`).
@@ -139,8 +138,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     """
     from ..learning.selection import cap_frames, select_path
 
-    if labeller_steps is None:
-        labeller_steps = int(selection_cfg.get("labeller_steps", 0))
+    labeller_steps = int(selection_cfg.get("labeller_steps", 0))
     if smd:
         picked, per_replica, thresholds = _smd_picks(uq_path, replica_paths, selection_cfg)
     else:  # only the replicas' thresholds are needed
