@@ -1,7 +1,12 @@
 """ANI training data on the device: AEVs and their Jacobians ∂a/∂x computed once per
 training set (forward-mode autograd through TorchANI's radial and angular terms, checked
 against TorchANI's own AEVs), residual energies and forces (eV, eV/Å). See
-:mod:`rarelearn.learning.fit` for why and when the Jacobians are cached."""
+:mod:`rarelearn.learning.fit` for why and when the Jacobians are cached.
+
+One molecule: :class:`_Data`. Several (a :class:`rarelearn.dataset.FrameSet`):
+:class:`_MultiData`, one :class:`_Data` per part behind the same small interface the fit
+loop calls (``local``, ``batch_loss``, ``evaluate``, ``spec``, ``aev_dim``, ``device``,
+``mode``, ``seconds``); :func:`make_data` picks the one that fits."""
 from __future__ import annotations
 
 import math
@@ -11,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..dataset import Frames
+from ..dataset import Frames, FrameSet
 from ..models.ani import HARTREE_EV, _aev_computer, make_spec
 
 __all__ = ["AUTO_MIN_EPOCHS"]
@@ -146,7 +151,19 @@ def _check_jacobian(aevc, elem: torch.Tensor, x: torch.Tensor, aev: torch.Tensor
     return max(e1, e2)
 
 
-class _Data:
+class _Rows:
+    """Cache rows of frame indices: ``rows[i]`` is the frame index of cache row i."""
+
+    def _index_rows(self, rows: np.ndarray) -> None:
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self._pos_of = {int(r): i for i, r in enumerate(self.rows)}
+
+    def local(self, frame_idx: np.ndarray) -> torch.Tensor:
+        """Cache rows of the given frame indices, as a device long tensor."""
+        return torch.as_tensor([self._pos_of[int(i)] for i in frame_idx], dtype=torch.long, device=self.device)
+
+
+class _Data(_Rows):
     """Training frames on the device: AEVs (and Jacobians), residual energies, forces.
 
     Atoms are reordered so that each element is a contiguous block (the loss is a sum
@@ -178,7 +195,7 @@ class _Data:
             if len(w):
                 self.groups.append((e, int(w[0]), int(w[-1]) + 1))
         self.device = device
-        self.rows = np.asarray(rows, dtype=np.int64)  # frame index of each cached row
+        self._index_rows(rows)  # frame index of each cached row
         m = len(self.rows)
         shift = sum(spec["self_energies"][s] for s in syms)
         pos = np.ascontiguousarray(frames.positions[self.rows][:, perm])
@@ -219,14 +236,9 @@ class _Data:
         self._buffers: dict[int, torch.Tensor] = {}
         self.seconds = time.perf_counter() - t0
         self.sqrt_n = math.sqrt(n)
-        self._pos_of = {int(r): i for i, r in enumerate(self.rows)}
 
     def elem(self, b: int) -> torch.Tensor:
         return self.elem1.expand(b, -1).contiguous()
-
-    def local(self, frame_idx: np.ndarray) -> torch.Tensor:
-        """Cache rows of the given frame indices, as a device long tensor."""
-        return torch.as_tensor([self._pos_of[int(i)] for i in frame_idx], dtype=torch.long, device=self.device)
 
     def energy_of(self, nets, aev: torch.Tensor) -> torch.Tensor:
         """Member energy without self energies, (B,) eV."""
@@ -262,8 +274,13 @@ class _Data:
         df = f - self.forces.index_select(0, rows)
         return (de * de).mean() / self.sqrt_n + alpha * (df * df).sum(dim=(1, 2)).mean() / self.n_atoms
 
+    def batch_loss(self, nets, rows: torch.Tensor, alpha: float) -> torch.Tensor:
+        """Eq.-3 loss of cache rows ``rows``, with the graph for a parameter step."""
+        return self.loss(*self.predict(nets, rows, create_graph=True), rows, alpha)
+
     def evaluate(self, nets, rows: torch.Tensor, alpha: float, chunk: int) -> dict:
-        """Loss and errors over ``rows`` (no parameter gradients)."""
+        """Loss and errors over ``rows`` (no parameter gradients); ``force_mae`` is the mean
+        over frames of each frame's mean |ΔF| over atoms and components."""
         n = int(rows.shape[0])
         if n == 0:
             nan = float("nan")
@@ -284,3 +301,79 @@ class _Data:
                 "force_mae": s_fae / n, "n": n}
 
 
+
+
+class _MultiData(_Rows):
+    """Training frames of several molecules (a :class:`FrameSet`): one :class:`_Data` per
+    part with frames in ``rows`` (each its own AEV/Jacobian cache and atom order).
+
+    Cache rows follow the sorted global frame indices, so each part's rows are one
+    contiguous block ``[start, stop)`` and global cache row r is row ``r - start`` of that
+    part's cache. A batch spanning several parts is split by part; each part's eq.-3 loss
+    (with its own √N and N) is weighted by its share of the batch's frames, so the loss
+    stays the mean over the batch's frames of the per-frame terms. With ``mode="auto"``
+    the parts share ``max_cache_gb`` in proportion to their Jacobian sizes (m·N²), so the
+    choice is the one a single cache of all parts would make.
+    """
+
+    def __init__(self, frames: FrameSet, rows: np.ndarray, spec: dict, device: torch.device, mode: str,
+                 max_cache_gb: float, chunk: int = 64, log: Callable = print, epochs: int = 300) -> None:
+        t0 = time.perf_counter()
+        self.device = device
+        self._index_rows(np.unique(np.asarray(rows, dtype=np.int64)))
+        part, local = frames.part_of(self.rows)
+        present = [k for k in range(len(frames.parts)) if (part == k).any()]
+        if not present:
+            raise ValueError("no frames to cache")
+        size = {k: float((part == k).sum()) * frames.parts[k].n_atoms ** 2 for k in present}
+        total = sum(size.values())
+        self.parts: list[tuple[int, int, _Data]] = []  # (start, stop, data) in cache rows
+        for k in present:
+            at = np.flatnonzero(part == k)
+            data = _Data(frames.parts[k], local[at], spec, device, mode, max_cache_gb * size[k] / total,
+                         chunk=chunk, log=log, epochs=epochs)
+            self.parts.append((int(at[0]), int(at[-1]) + 1, data))
+        first = self.parts[0][2]
+        self.spec, self.aev_dim = first.spec, first.aev_dim
+        modes = {d.mode for _, _, d in self.parts}
+        self.mode = modes.pop() if len(modes) == 1 else "mixed"
+        self.seconds = time.perf_counter() - t0
+
+    def split(self, rows: torch.Tensor) -> list[tuple[_Data, torch.Tensor]]:
+        """(part data, that part's cache rows) for each part ``rows`` touches, in part order;
+        the rows keep their order within a part."""
+        out = []
+        for start, stop, data in self.parts:
+            sub = rows[(rows >= start) & (rows < stop)] - start
+            if sub.shape[0]:
+                out.append((data, sub))
+        return out
+
+    def batch_loss(self, nets, rows: torch.Tensor, alpha: float) -> torch.Tensor:
+        """Eq.-3 loss of cache rows ``rows``: the parts' losses weighted by their frame counts."""
+        parts = self.split(rows)
+        if len(parts) == 1:
+            return parts[0][0].batch_loss(nets, parts[0][1], alpha)
+        n = int(rows.shape[0])
+        return sum(data.batch_loss(nets, sub, alpha) * (sub.shape[0] / n) for data, sub in parts)
+
+    def evaluate(self, nets, rows: torch.Tensor, alpha: float, chunk: int) -> dict:
+        """:meth:`_Data.evaluate` over ``rows`` of all parts: each entry the frame-weighted
+        mean of the parts' (so ``force_mae`` is still the mean over frames of per-frame MAEs)."""
+        parts = self.split(rows)
+        if len(parts) <= 1:
+            data, sub = parts[0] if parts else (self.parts[0][2], rows[:0])
+            return data.evaluate(nets, sub, alpha, chunk)
+        evs = [data.evaluate(nets, sub, alpha, chunk) for data, sub in parts]
+        n = sum(ev["n"] for ev in evs)
+        out = {k: sum(ev[k] * ev["n"] for ev in evs) / n for k in ("loss", "energy_mse", "energy_mae", "force_mae")}
+        out["n"] = n
+        return out
+
+
+def make_data(frames: "Frames | FrameSet", rows: np.ndarray, spec: dict, device: torch.device, mode: str,
+              max_cache_gb: float, log: Callable = print, epochs: int = 300) -> "_Data | _MultiData":
+    """The device cache of ``frames`` at frame indices ``rows``: :class:`_Data` for one
+    molecule, :class:`_MultiData` for a :class:`FrameSet`."""
+    cls = _MultiData if isinstance(frames, FrameSet) else _Data
+    return cls(frames, rows, spec, device, mode, max_cache_gb, log=log, epochs=epochs)

@@ -1,49 +1,67 @@
-"""Errors of a committee on labelled frames, and its best member (eV, eV/Å)."""
+"""Errors of a committee on labelled frames, and its best member (eV, eV/Å).
+
+Frames of one molecule (:class:`Frames`) or of several (:class:`FrameSet`): the errors
+are then taken over the usable frames of all parts together (sums over every part's
+frames, atoms and components, divided by the total counts)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..dataset import Frames
+from ..dataset import Frames, FrameSet
 from ..models.ani import EnsembleModel
 
 __all__ = ["best_member", "evaluate_errors"]
 
 
-def _ok_subset(frames: Frames) -> Frames:
-    return frames.subset(np.flatnonzero(frames.ok))
+def _ok_parts(frames: Frames | FrameSet) -> list[Frames]:
+    """The usable frames of each molecule (parts with none left out)."""
+    parts = frames.parts if isinstance(frames, FrameSet) else [frames]
+    return [s for s in (p.subset(np.flatnonzero(p.ok)) for p in parts) if len(s)]
 
 
-def best_member(ensemble: EnsembleModel, frames: Frames) -> tuple[int, list[float]]:
+def best_member(ensemble: EnsembleModel, frames: Frames | FrameSet) -> tuple[int, list[float]]:
     """Member with the lowest force-component MAE over all usable frames (train + val).
 
     Returns
     -------
     k : index of the best member
-    force_maes : (K,) per-member force MAE, eV/Å (mean |ΔF| over frames, atoms, components)
+    force_maes : (K,) per-member force MAE, eV/Å (mean |ΔF| over frames, atoms, components;
+        of all parts together for a FrameSet)
     """
-    ok = _ok_subset(frames)
-    if len(ok) == 0:
+    parts = _ok_parts(frames)
+    if not parts:
         raise ValueError("no usable frames to rank the members on")
-    _, f = ensemble.energies_forces(ok.numbers, ok.positions)
-    maes = [float(np.abs(f[k] - ok.forces).mean()) for k in range(f.shape[0])]
+    abs_sum, count = 0.0, 0
+    for ok in parts:
+        _, f = ensemble.energies_forces(ok.numbers, ok.positions)
+        abs_sum = abs_sum + np.abs(f - ok.forces).reshape(f.shape[0], -1).sum(axis=1)
+        count += ok.forces.size
+    maes = [float(s) / count for s in abs_sum]
     return int(np.argmin(maes)), maes
 
 
-def evaluate_errors(ensemble_or_member: EnsembleModel, frames: Frames) -> dict:
-    """Errors of the ensemble-mean prediction (or of a one-member ensemble) on usable frames.
+def evaluate_errors(ensemble_or_member: EnsembleModel, frames: Frames | FrameSet) -> dict:
+    """Errors of the ensemble-mean prediction (or of a one-member ensemble) on usable frames
+    (of all parts together for a FrameSet).
 
     Returns
     -------
     dict: energy_mae (eV), force_mae (eV/Å, per component), energy_rmse (eV),
     force_rmse (eV/Å), n_frames
     """
-    ok = _ok_subset(frames)
-    if len(ok) == 0:
+    parts = _ok_parts(frames)
+    if not parts:
         nan = float("nan")
         return {"energy_mae": nan, "force_mae": nan, "energy_rmse": nan, "force_rmse": nan, "n_frames": 0}
-    e, f = ensemble_or_member.energies_forces(ok.numbers, ok.positions)
-    de = e.mean(axis=0) - ok.energy
-    df = f.mean(axis=0) - ok.forces
-    return {"energy_mae": float(np.abs(de).mean()), "force_mae": float(np.abs(df).mean()),
-            "energy_rmse": float(np.sqrt((de ** 2).mean())), "force_rmse": float(np.sqrt((df ** 2).mean())),
-            "n_frames": len(ok)}
+    sums = np.zeros(4)  # Σ|ΔE|, Σ|ΔF|, ΣΔE², ΣΔF²
+    n_frames = n_comp = 0
+    for ok in parts:
+        e, f = ensemble_or_member.energies_forces(ok.numbers, ok.positions)
+        de = e.mean(axis=0) - ok.energy
+        df = f.mean(axis=0) - ok.forces
+        sums += [np.abs(de).sum(), np.abs(df).sum(), (de ** 2).sum(), (df ** 2).sum()]
+        n_frames += len(ok)
+        n_comp += df.size
+    return {"energy_mae": float(sums[0]) / n_frames, "force_mae": float(sums[1]) / n_comp,
+            "energy_rmse": float(np.sqrt(sums[2] / n_frames)), "force_rmse": float(np.sqrt(sums[3] / n_comp)),
+            "n_frames": n_frames}

@@ -27,6 +27,14 @@ about 4-5x faster on a CPU. Memory: 4·N·D·3N bytes per frame (0.6 MB for hexa
 D = 128); above ``max_cache_gb`` or with ``precompute="none"`` AEVs are recomputed and
 differentiated every step.
 
+Several molecules: ``frames`` may be a :class:`rarelearn.dataset.FrameSet` (one part per
+molecule; indices are global frame indices into it). Each part keeps its own cache and
+atom order; a batch spanning several parts is split by part and the parts' eq.-3 losses
+(each with its own √N and N) are weighted by their frame counts, so the loss is still
+the mean over the batch's frames (:class:`rarelearn.learning.aev_data._MultiData`). The
+training rows are shuffled as one set, one global permutation per epoch. Plain
+:class:`Frames` take exactly the one-molecule path.
+
 Determinism: weights are initialised inside ``torch.random.fork_rng`` seeded with
 ``seed`` (the global RNG is left alone) and batches are shuffled with a
 ``torch.Generator`` seeded with ``seed``: same seed, data, config and thread count on
@@ -46,9 +54,9 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 import numpy as np
 import torch
 
-from ..dataset import Frames
+from ..dataset import Frames, FrameSet
 from ..models.ani import build_networks
-from .aev_data import AUTO_MIN_EPOCHS, _Data
+from .aev_data import AUTO_MIN_EPOCHS, _Data, _MultiData, make_data
 
 __all__ = [
     "AUTO_MIN_EPOCHS",
@@ -141,7 +149,7 @@ def _threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def _ok_indices(frames: Frames, idx, log: Callable, what: str) -> np.ndarray:
+def _ok_indices(frames: Frames | FrameSet, idx, log: Callable, what: str) -> np.ndarray:
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= len(frames)):
         raise IndexError(f"{what} indices out of range for {len(frames)} frames")
@@ -256,7 +264,7 @@ def fit_summary(rec: _EpochRecorder, ev_tr: dict, ev_va: dict, train_seconds: fl
     }
 
 
-def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, seed: int,
+def _fit(data: _Data | _MultiData, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConfig, seed: int,
          init_state: dict | None, log: Callable) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     if len(train_idx) == 0:
@@ -284,7 +292,7 @@ def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConf
     rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log)
     sel_rows = va_rows if select_on == "val" else tr_rows
     run_epochs(nets, rec, cfg, opt, sched, gen, tr_rows, data.device,
-               batch_loss=lambda rows: data.loss(*data.predict(nets, rows, create_graph=True), rows, alpha),
+               batch_loss=lambda rows: data.batch_loss(nets, rows, alpha),
                evaluate_selection=lambda: data.evaluate(nets, sel_rows, alpha, cfg.eval_batch_size))
     train_seconds = rec.train_seconds
     ev_tr = data.evaluate(nets, tr_rows, alpha, cfg.eval_batch_size)
@@ -300,14 +308,17 @@ def _fit(data: _Data, train_idx: np.ndarray, val_idx: np.ndarray, cfg: TrainConf
 
 
 # ---------------------------------------------------------------------- public training
-def train_member(frames: Frames, train_idx, val_idx, spec: dict, cfg: TrainConfig | None = None, seed: int = 0,
-                 init_state: dict | None = None, log: Callable[[str], None] = print) -> tuple[dict, dict]:
+def train_member(frames: Frames | FrameSet, train_idx, val_idx, spec: dict, cfg: TrainConfig | None = None,
+                 seed: int = 0, init_state: dict | None = None,
+                 log: Callable[[str], None] = print) -> tuple[dict, dict]:
     """Train one member on energies and forces (eq. 3).
 
     Parameters
     ----------
-    frames : the whole data set (one molecule); only frames with ``frames.ok`` are used
-    train_idx, val_idx : frame indices into ``frames`` (non-ok frames are skipped)
+    frames : the whole data set: one molecule (:class:`Frames`) or several
+        (:class:`FrameSet`); only frames with ``frames.ok`` are used
+    train_idx, val_idx : frame indices into ``frames`` (global indices of a FrameSet;
+        non-ok frames are skipped)
     spec : model spec (:func:`rarelearn.models.ani.make_spec`; self energies in eV)
     cfg : :class:`TrainConfig`
     seed : initial weights and shuffling (same seed → same parameters, on a CPU)
@@ -334,12 +345,12 @@ def train_member(frames: Frames, train_idx, val_idx, spec: dict, cfg: TrainConfi
         raise ValueError("no usable (status ok, finite labels) training frames")
     with _threads(cfg.threads):
         rows = np.unique(np.concatenate([tr, va]))
-        data = _Data(frames, rows, spec, _device(cfg.device), cfg.precompute, cfg.max_cache_gb, log=log,
-                     epochs=cfg.epochs)
+        data = make_data(frames, rows, spec, _device(cfg.device), cfg.precompute, cfg.max_cache_gb, log=log,
+                         epochs=cfg.epochs)
         return _fit(data, tr, va, cfg, seed, init_state, log)
 
 
-def train_ensemble_fused(frames: Frames, splits: Sequence[tuple], spec: dict, cfg: TrainConfig | None = None,
+def train_ensemble_fused(frames: Frames | FrameSet, splits: Sequence[tuple], spec: dict, cfg: TrainConfig | None = None,
                          seeds: Sequence[int] = (), init_states: Sequence[dict | None] | None = None,
                          log: Callable[[str], None] = print) -> list[tuple[dict, dict]]:
     """Train K members sharing one AEV (and AEV-Jacobian) computation.
@@ -349,7 +360,8 @@ def train_ensemble_fused(frames: Frames, splits: Sequence[tuple], spec: dict, cf
 
     Parameters
     ----------
-    splits : K pairs (train_idx, val_idx) of frame indices
+    frames : one molecule (:class:`Frames`) or several (:class:`FrameSet`)
+    splits : K pairs (train_idx, val_idx) of frame indices (global ones for a FrameSet)
     seeds : K seeds
     init_states : K member state dicts or None
 
@@ -368,8 +380,8 @@ def train_ensemble_fused(frames: Frames, splits: Sequence[tuple], spec: dict, cf
     out = []
     with _threads(cfg.threads):
         rows = np.unique(np.concatenate([np.concatenate([t, v]) for t, v in clean]))
-        data = _Data(frames, rows, spec, _device(cfg.device), cfg.precompute, cfg.max_cache_gb, log=log,
-                     epochs=cfg.epochs * len(splits))
+        data = make_data(frames, rows, spec, _device(cfg.device), cfg.precompute, cfg.max_cache_gb, log=log,
+                         epochs=cfg.epochs * len(splits))
         log(f"shared AEV cache ({data.mode}) for {len(rows)} frames in {data.seconds:.1f} s")
         for (t, v), seed, init in zip(clean, seeds, init_states):
             state, hist = _fit(data, t, v, cfg, seed, init, log)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dataset import Frames
+from ..dataset import Frames, FrameSet
 from ..jsonio import read_json
 from ..models.files import read_model_blob
 from .fit import TrainConfig
@@ -22,18 +22,33 @@ __all__ = ["fitted_self_energies", "model_spec", "train_config", "member_setup"]
 log = logging.getLogger("rarelearn")
 
 
-def fitted_self_energies(atom_energies: dict, frames: Frames) -> dict:
+def fitted_self_energies(atom_energies: dict, frames: Frames | FrameSet) -> dict:
     """Self energies per element (eV): the labeller's isolated-atom energies plus one common
     per-atom shift that makes the mean residual energy of ``frames`` zero.
 
     The isolated atoms alone leave the whole atomisation energy (tens of eV) for the networks
     to learn; a single composition cannot separate H from C by a linear fit, so the shift is
-    shared by all atoms.
+    shared by all atoms. For a :class:`FrameSet` (several molecules) the shift is
+    Σ_f (E_f − Σ_i e_i) / Σ_f N_f over the usable frames of all parts (e_i: the isolated
+    atoms' energies), still one number for every element.
     """
-    ok = frames.ok
-    base = sum(float(atom_energies[_symbol(z)]) for z in frames.numbers)
-    shift = float(np.mean(frames.energy[ok]) - base) / frames.n_atoms if ok.any() else 0.0
+    if isinstance(frames, FrameSet):
+        residual = atoms = 0.0
+        for part in frames.parts:
+            ok = part.ok
+            residual += float(np.sum(part.energy[ok] - _atoms_energy(atom_energies, part.numbers)))
+            atoms += float(part.n_atoms * ok.sum())
+        shift = residual / atoms if atoms else 0.0
+    else:
+        ok = frames.ok
+        base = _atoms_energy(atom_energies, frames.numbers)
+        shift = float(np.mean(frames.energy[ok]) - base) / frames.n_atoms if ok.any() else 0.0
     return {e: float(v) + shift for e, v in atom_energies.items()}
+
+
+def _atoms_energy(atom_energies: dict, numbers) -> float:
+    """Sum of the isolated-atom energies of the atoms ``numbers`` (eV)."""
+    return sum(float(atom_energies[_symbol(z)]) for z in numbers)
 
 
 def _symbol(z: int) -> str:
@@ -59,10 +74,11 @@ def train_config(training_cfg: dict):
     return TrainConfig(**{k: training_cfg[k] for k in keys})
 
 
-def member_setup(frames: Frames, training_cfg: dict, iteration: int, member: int,
+def member_setup(frames: Frames | FrameSet, training_cfg: dict, iteration: int, member: int,
                   previous_dir=None) -> dict:
     """Seed, train/validation split and warm-start state of one member (shared by the
-    per-member and the fused training steps, so both train the same members)."""
+    per-member and the fused training steps, so both train the same members). With a
+    :class:`FrameSet` the split is over its global frame indices."""
     cfg = train_config(training_cfg)
     seed = seed_for(iteration, member) + int(training_cfg.get("seed", 0))
     init_state = None

@@ -1,17 +1,24 @@
 """Training steps: iteration 0's data set, one member or a whole iteration's members,
-and the best member (policy: :mod:`rarelearn.learning.members`)."""
+and the best member (policy: :mod:`rarelearn.learning.members`).
+
+Several molecules: ``data_path``, ``base_data_path`` and ``atom_energies_json`` may each
+be one path or a list of paths (one data set file per molecule, read as a
+:class:`rarelearn.dataset.FrameSet`; the atom-energy files merged). One path, or a list
+of one, trains exactly as before."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..dataset import Frames, read_frames, write_frames
+from ..dataset import Frames, FrameSet, read_frames, read_training_frames, write_frames
 from ..jsonio import read_json, write_json
 from ..learning.members import fitted_self_energies, member_setup, model_spec, train_config
 from .common import log
 
-__all__ = ["initial_dataset", "train_member_step", "train_ensemble_step", "best_model_step"]
+__all__ = ["initial_dataset", "read_atom_energies", "train_member_step", "train_ensemble_step",
+           "best_model_step"]
 
 
 def initial_dataset(md_path, out) -> None:
@@ -22,7 +29,7 @@ def initial_dataset(md_path, out) -> None:
     log.info("iteration 0 data set: %d of %d MD frames usable", len(ok), len(frames))
 
 
-def _write_member(frames: Frames, spec: dict, setup: dict, iteration: int, state: dict, history: dict,
+def _write_member(frames: Frames | FrameSet, spec: dict, setup: dict, iteration: int, state: dict, history: dict,
                   out_model, out_info) -> dict:
     from ..models.files import save_model
 
@@ -37,11 +44,33 @@ def _write_member(frames: Frames, spec: dict, setup: dict, iteration: int, state
     return info
 
 
+def _paths(paths) -> list:
+    """One path or a list of paths, as a list."""
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
+def read_atom_energies(paths) -> dict:
+    """Isolated-atom energies (eV) per element of one or several atom-energy files, merged;
+    files that share an element must agree on it within 1e-6 eV (ValueError otherwise)."""
+    merged: dict[str, tuple[float, object]] = {}
+    for path in _paths(paths):
+        for el, value in read_json(path)["energies"].items():
+            value = float(value)
+            if el in merged and abs(merged[el][0] - value) > 1e-6:
+                raise ValueError(f"atom energy of {el} differs between {merged[el][1]} ({merged[el][0]!r} eV) "
+                                 f"and {path} ({value!r} eV)")
+            merged.setdefault(el, (value, path))
+    return {el: v for el, (v, _) in merged.items()}
+
+
 def _training_inputs(data_path, atom_energies_json, model_cfg: dict, elements: Sequence[str],
-                     base_data_path=None) -> tuple[Frames, dict]:
-    frames = read_frames(data_path)
-    atom_e = read_json(atom_energies_json)["energies"]
-    base = frames if base_data_path is None else read_frames(base_data_path)
+                     base_data_path=None) -> tuple[Frames | FrameSet, dict]:
+    frames = read_training_frames(data_path)
+    if model_cfg.get("family", "ani") == "schnet" and isinstance(frames, FrameSet):
+        raise ValueError(f"SchNet training takes one molecule; got {len(frames.parts)} data set files "
+                         f"({', '.join(str(p) for p in data_path)}): use model.family 'ani' for several")
+    atom_e = read_atom_energies(atom_energies_json)
+    base = frames if base_data_path is None else read_training_frames(base_data_path)
     return frames, model_spec(model_cfg, elements, fitted_self_energies(atom_e, base))
 
 
@@ -51,7 +80,8 @@ def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_c
     """Train ensemble member ``member`` of iteration ``iteration``; write its model and split.
 
     Self energies are fitted on ``base_data_path`` (iteration 0's data set), so they are the
-    same in every iteration."""
+    same in every iteration. ``data_path``, ``base_data_path``, ``atom_energies_json``: one
+    path or a list (several molecules, one committee; split over all their frames)."""
     from ..learning.schnet_fit import train_schnet_member
     from ..learning.fit import train_member
 
@@ -70,8 +100,8 @@ def train_ensemble_step(data_path, atom_energies_json, model_cfg: dict, training
 
     ANI members share one AEV/Jacobian computation (:func:`training.train_ensemble_fused`);
     each still has its own seed, split and warm start, exactly as in
-    :func:`train_member_step`, and the files written are the same. SchNet members are
-    trained one after the other in this job."""
+    :func:`train_member_step`, and the files written are the same (paths: one or a list, as
+    there). SchNet members are trained one after the other in this job."""
     from ..learning.schnet_fit import train_schnet_member
     from ..learning.fit import train_ensemble_fused
 
@@ -94,7 +124,8 @@ def train_ensemble_step(data_path, atom_energies_json, model_cfg: dict, training
 
 def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -> dict:
     """Join the members into one ensemble file; the best member has the lowest force MAE
-    over the whole data set (train + validation)."""
+    over the whole data set (train + validation); ``data_path``: one path or a list (the
+    force MAE then over every component of all the files' usable frames)."""
     from ..models.files import read_model_blob
     from ..models.files import load_model, save_model
     from ..learning.errors import best_member
@@ -106,7 +137,7 @@ def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -
         states.extend(blob["members"])
     save_model(out_ensemble, states, spec, meta={"members": [str(p) for p in member_paths]})
     ens = load_model(out_ensemble)
-    frames = read_frames(data_path)
+    frames = read_training_frames(data_path)
     k, maes = best_member(ens, frames)
     rec = {"best_member": int(k), "force_mae": [float(m) for m in maes], "unit": "eV/Å"}
     write_json(out_best, rec)
