@@ -15,8 +15,17 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/label.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/studies.smk"
-include: "workflow/rules/potential.smk"
+
+
+if FAMILY:
+
+    include: "workflow/rules/family_only.smk"
+
+else:
+
+    include: "workflow/rules/studies.smk"
+    include: "workflow/rules/potential.smk"
+
 
 
 # Light steps run where Snakemake runs, not as cluster jobs.
@@ -26,8 +35,9 @@ localrules: reference_molecule, reference_round, reference_barrier, initial_data
 rule all:
     input:
         campaign_evaluations,
+        pending_evaluations,
         "results/summary.csv",
-        "results/potential/card.json",
-        expand("results/figures/{figure}.png", figure=FIGURES),
-        finished_studies,
+        [] if FAMILY else "results/potential/card.json",
+        expand("results/figures{mol}/{figure}.png", mol=list(MOLECULES), figure=FIGURES),
+        [] if FAMILY else finished_studies,
     default_target: True

@@ -200,54 +200,27 @@ def _check_schema(config: dict, schema: dict) -> None:
         raise ConfigError(_one_line(errors[0]))
 
 
-def _check_molecule(config: dict, base_dir: Path) -> None:
-    mol = config["molecule"]
-    elements = mol["elements"]
-    if mol.get("structure") is None:
-        if "C" not in elements or "H" not in elements:
-            raise ConfigError(f"molecule.elements: {elements} must include H and C to build an alkane")
-        if mol.get("pull") is not None:
-            raise ConfigError("molecule.pull is only used with molecule.structure; remove it or set a structure")
-        return
-    path = Path(mol["structure"])
-    if not path.is_absolute():
-        path = base_dir / path
-    if not path.exists():
-        raise ConfigError(f"molecule.structure: file {mol['structure']!r} not found "
-                          f"(looked in {path.parent}; a relative path is read from the working directory, "
-                          "not the config file's folder); give a path to a structure file ASE reads")
+def _check_molecules(config: dict, base_dir: Path) -> list[dict]:
+    """The campaign's molecules (:func:`rarelearn.campaign_molecules.campaign_molecules`),
+    each as the reference stage will need it; one line naming the entry on a problem."""
+    from .campaign_molecules import campaign_molecules, check_structure
+
     try:
-        from ase.io import read
-
-        atoms = read(path)
-    except Exception as exc:  # any parser error
-        raise ConfigError(f"molecule.structure: ASE cannot read {mol['structure']!r} ({exc.__class__.__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); give a file in a format ASE reads")
-    if len(atoms) == 0:
-        raise ConfigError(f"molecule.structure: {mol['structure']!r} contains no atoms")
-    missing = sorted(set(atoms.get_chemical_symbols()) - set(elements))
-    if missing:
-        raise ConfigError(f"molecule.structure: {mol['structure']!r} contains {', '.join(missing)}, not in "
-                          f"molecule.elements {elements}; add them to molecule.elements")
-    pull = mol.get("pull")
-    if pull is None:
-        raise ConfigError("molecule.pull: required with molecule.structure; give two lists of atom indices, "
-                          "e.g. pull: [[0], [5]]")
-    for g, group in enumerate(pull):
-        bad = [i for i in group if i >= len(atoms)]
-        if bad:
-            raise ConfigError(f"molecule.pull[{g}]: atom index {bad[0]} out of range, the structure has "
-                              f"{len(atoms)} atoms (indices 0..{len(atoms) - 1})")
-    if set(pull[0]) & set(pull[1]):
-        raise ConfigError(f"molecule.pull: the two groups share atoms {sorted(set(pull[0]) & set(pull[1]))}; "
-                          "the pulled groups must be distinct")
+        molecules = campaign_molecules(config)
+        for i, m in enumerate(molecules):
+            check_structure(m["spec"], base_dir, "molecule" if config.get("molecules") is None else f"molecules[{i}]")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(molecules) > 1 and config["model"]["family"] != "ani":
+        raise ConfigError(f"model.family: {config['model']['family']} trains on one molecule; a campaign of "
+                          "several molecules (molecules:) needs family ani")
+    return molecules
 
 
-def _check_model(config: dict, schema: dict) -> None:
+def _check_model(config: dict, schema: dict, elements: list) -> None:
     """Every element of the molecule has layer sizes: those given in ``model.hidden``, else the
     schema's default for it (a ``hidden`` a config gives replaces the default as a whole when
-    layered, so the default's elements are put back one by one)."""
-    elements = config["molecule"]["elements"]
+    layered, so the default's elements are put back one by one). ``elements``: every molecule's."""
     hidden = config["model"]["hidden"]
     default = schema["properties"]["model"]["properties"]["hidden"].get("default", {})
     for e in elements:
@@ -321,8 +294,9 @@ def validate_config(config: dict | None, schema_path=None, base_dir=None, check_
     full = fill_defaults(config, schema)
     _check_schema(full, schema)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    _check_molecule(full, base)
-    _check_model(full, schema)
+    from .campaign_molecules import model_elements
+
+    _check_model(full, schema, model_elements(_check_molecules(full, base)))
     _check_counts(full)
     _check_sampler(full)
     if check_labeller:
@@ -410,6 +384,11 @@ def _main(argv=None) -> int:
         print(yaml.safe_dump(cfg, sort_keys=True), end="")
     mol = cfg["molecule"]
     what = mol["structure"] or f"C{mol['alkane']}H{2 * mol['alkane'] + 2}"
+    if cfg["molecules"] is not None:
+        from .campaign_molecules import campaign_molecules
+
+        what = "molecules " + ", ".join(m["name"] + ("" if m["weight"] else " (held out)")
+                                        for m in campaign_molecules(cfg))
     print(f"config ok: {what}, {cfg['labeller']['name']}, {cfg['campaign']['max_iterations']} iterations of "
           f"{cfg['model']['members']} {cfg['model']['family']} members x {cfg['training']['epochs']} epochs, "
           f"{cfg['reference']['replicas']} SMD replicas a side", file=sys.stderr)

@@ -5,6 +5,7 @@ import sys
 from snakemake.exceptions import IncompleteCheckpointException
 
 from rarelearn.config import ConfigError, campaign_config
+from rarelearn.campaign_molecules import campaign_molecules, label_budget, model_elements
 from rarelearn.learning.evaluation import stop_rule_met
 from rarelearn.jsonio import ResultFileError, read_json
 from rarelearn.atomic import remake_hint
@@ -33,7 +34,22 @@ config.update(_validated)
 SMD_BATCH = config["smd"].pop("batch")
 
 
+# The campaign's molecules, by the path segment of their results ({mol}): "" for the one
+# molecule of a one-molecule campaign (results/reference/..., as always), "/molecules/NAME"
+# in a family (rarelearn.campaign_molecules). The committee (models, ensemble.pt, best.json)
+# is the family's: its files have no {mol}.
+MOLECULES = {m["dir"]: m for m in campaign_molecules(config)}
+FAMILY = len(MOLECULES) > 1
+# Molecules trained on (weight > 0); the others are held out: pulled, scanned and evaluated only.
+TRAINED = [d for d, m in MOLECULES.items() if m["weight"] > 0]
+# Frames each molecule selects an iteration (selection.max_frames split by weight).
+BUDGET = label_budget(config["selection"]["max_frames"], list(MOLECULES.values()))
+
+
 wildcard_constraints:
+    # empty in a one-molecule campaign; a molecule's folder in a family (never empty there,
+    # so that the family's own results/summary.csv is no molecule's)
+    mol=r"/molecules/[A-Za-z0-9_+-]+" if FAMILY else r"",
     iteration=r"\d{3}",
     member=r"\d+",
     replica=r"\d{2}",
@@ -79,9 +95,17 @@ SELECT_SELECTION = {
     **config["selection"],
     **({"labeller_steps": config["sampler"]["labeller_steps"]} if config["sampler"]["labeller_steps"] else {}),
 }
+
+
+def select_selection(wildcards):
+    """The selection section a molecule's select checkpoint follows: SELECT_SELECTION with
+    its share of the label budget (all of it in a one-molecule campaign)."""
+    return {**SELECT_SELECTION, "max_frames": BUDGET[MOLECULES[wildcards.mol]["name"]]}
+
+
 ENV = "../../environment.yml"
-MOLECULE = "results/reference/molecule.xyz"
-ATOM_ENERGIES = "results/reference/atom_energies.json"
+MOLECULE = "results/reference{mol}/molecule.xyz"
+ATOM_ENERGIES = "results/reference{mol}/atom_energies.json"
 # An iteration's potential: its ensemble and the record of its best member (input of every
 # run the potential drives).
 ITERATION_POTENTIAL = {
@@ -90,25 +114,51 @@ ITERATION_POTENTIAL = {
 }
 # What every training job reads besides its data set: iteration 0's data (the self energies
 # are fitted on it) and the labeller's isolated-atom energies; and the config it follows.
-TRAINING_BASE = {"base": "results/iter_000/dataset.h5", "atom_energies": ATOM_ENERGIES}
-# Only the molecule's elements' layer sizes reach training: the defaults of other elements
+# (every trained molecule's, in a family; the isolated-atom energies of every molecule's elements).
+TRAINING_BASE = {
+    "base": expand("results/iter_000{mol}/dataset.h5", mol=TRAINED),
+    "atom_energies": expand(ATOM_ENERGIES, mol=list(MOLECULES)),
+}
+# Only the molecules' elements' layer sizes reach training: the defaults of other elements
 # (model.hidden) must not rerun it.
+ELEMENTS = model_elements(list(MOLECULES.values()))
 TRAINING_PARAMS = {
     "model": {
         **config["model"],
-        "hidden": {e: config["model"]["hidden"][e] for e in sorted(config["molecule"]["elements"])},
+        "hidden": {e: config["model"]["hidden"][e] for e in sorted(ELEMENTS)},
     },
     "training": config["training"],
-    "elements": config["molecule"]["elements"],
+    "elements": ELEMENTS,
 }
 
 
-def structure_file(wildcards=None):
+def molecule_spec(wildcards):
+    """The molecule section a molecule is built from (the molecule section itself in a
+    one-molecule campaign)."""
+    return MOLECULES[wildcards.mol]["spec"]
+
+
+def structure_file(wildcards):
     """The structure file the molecule is read from (none for a built alkane): an input, so
     that editing it reruns the reference stage and everything after it. Relative to the
     working directory, as the config check reads it."""
-    structure = config["molecule"]["structure"]
+    structure = MOLECULES[wildcards.mol]["spec"]["structure"]
     return [structure] if structure is not None else []
+
+
+def reference_md_params(wildcards):
+    """What a molecule's reference MD follows: REFERENCE_MD with the molecule's md_frames."""
+    if not FAMILY:
+        return REFERENCE_MD
+    return {**REFERENCE_MD, "md_frames": MOLECULES[wildcards.mol]["md_frames"]}
+
+
+def initial_data(wildcards):
+    """Iteration 0's data set of a molecule: its labelled MD set, or none (md_frames 0: an
+    empty set of its atoms, which its selections fill)."""
+    if MOLECULES[wildcards.mol]["md_frames"] > 0:
+        return {"md": f"results/reference{wildcards.mol}/md.h5"}
+    return {"molecule": f"results/reference{wildcards.mol}/molecule.xyz"}
 
 
 def attempt_number(wildcards, attempt):
@@ -137,10 +187,10 @@ def replicas_through_round(wildcards):
     """What the decision after a round reads: the reference replicas of that round and of
     every round before it."""
     names = [name for r in range(int(wildcards.round) + 1) for name in round_replicas(r)]
-    return expand("results/reference/smd/replica_{replica}.h5", replica=names)
+    return expand("results/reference{mol}/smd/replica_{replica}.h5", mol=wildcards.mol, replica=names)
 
 
-def reference_rounds():
+def reference_rounds(mol):
     """(rounds of reference SMD replicas to run, the files of the decisions that say so).
     Round r+1 runs when the decision after round r (the reference_round checkpoint) asks for
     it; there is no decision after the last round the cap allows, nor any without a target.
@@ -148,7 +198,7 @@ def reference_rounds():
     to the first)."""
     rounds, decisions = 1, []
     for r in range(MAX_REFERENCE_ROUNDS - 1):
-        path = checkpoints.reference_round.get(round=f"{r:02d}").output[0]
+        path = checkpoints.reference_round.get(mol=mol, round=f"{r:02d}").output[0]
         decisions.append(path)
         try:
             decision = read_json(path)
@@ -164,26 +214,39 @@ def reference_rounds():
     return rounds, decisions
 
 
-def reference_round_decisions(wildcards=None):
-    return reference_rounds()[1]
+def reference_round_decisions(wildcards):
+    return reference_rounds(wildcards.mol)[1]
 
 
-def reference_replicas(wildcards=None):
-    """Every reference SMD replica: those of each round that runs (reference_rounds)."""
-    names = [name for r in range(reference_rounds()[0]) for name in round_replicas(r)]
-    return expand("results/reference/smd/replica_{replica}.h5", replica=names)
+def reference_replicas(wildcards):
+    """Every reference SMD replica of a molecule: those of each round that runs
+    (reference_rounds); the one molecule's for a rule without {mol} (the studies)."""
+    mol = getattr(wildcards, "mol", "")
+    names = [name for r in range(reference_rounds(mol)[0]) for name in round_replicas(r)]
+    return expand("results/reference{mol}/smd/replica_{replica}.h5", mol=mol, replica=names)
 
 
-def unseen_test_frames(wildcards=None):
-    return expand("results/reference/smd/replica_{replica}.h5", replica=MAE_REPLICAS)
+def unseen_test_frames(wildcards):
+    return expand("results/reference{mol}/smd/replica_{replica}.h5", mol=wildcards.mol, replica=MAE_REPLICAS)
+
+
+def molecule_data(iteration, mol):
+    """The data set file of molecule ``mol`` (a trained one) that iteration ``iteration``
+    trains on: its iteration-0 set for iteration 0, else the previous iteration's merge."""
+    if iteration == 0:
+        return f"results/iter_000{mol}/dataset.h5"
+    return f"results/iter_{iteration - 1:03d}{mol}/merged.h5"
 
 
 def training_data(wildcards):
-    """Data set an iteration trains on: the MD set for iteration 0, else the previous merge."""
-    i = int(wildcards.iteration)
-    if i == 0:
-        return "results/iter_000/dataset.h5"
-    return f"results/iter_{i - 1:03d}/merged.h5"
+    """Data set files an iteration trains on, one per trained molecule: the MD sets for
+    iteration 0, else the previous merges."""
+    return [molecule_data(int(wildcards.iteration), mol) for mol in TRAINED]
+
+
+def merge_base(wildcards):
+    """The data set a molecule's labelled frames are merged into."""
+    return molecule_data(int(wildcards.iteration), wildcards.mol)
 
 
 def previous_iteration_models(wildcards):
@@ -204,8 +267,10 @@ TRAINING_INPUT = {"data": training_data, **TRAINING_BASE, "previous": previous_i
 
 
 def of_iteration(pattern, wildcards, **lists):
-    """``expand(pattern)`` for the wildcards' iteration over ``lists`` (members, replicas)."""
-    return expand(pattern, iteration=wildcards.iteration, **lists)
+    """``expand(pattern)`` for the wildcards' iteration (and molecule, where the pattern has
+    one) over ``lists`` (members, replicas)."""
+    mol = {"mol": wildcards.mol} if "{mol}" in pattern else {}
+    return expand(pattern, iteration=wildcards.iteration, **mol, **lists)
 
 
 def iteration_members(wildcards):
@@ -221,29 +286,32 @@ def iteration_member_cogef_profiles(wildcards):
     with evaluation.cogef_members: best."""
     if not COGEF_MEMBERS:
         return []
-    return of_iteration("results/iter_{iteration}/cogef/member_{member}.json", wildcards, member=MEMBERS)
+    return of_iteration("results/iter_{iteration}{mol}/cogef/member_{member}.json", wildcards, member=MEMBERS)
 
 
 def iteration_member_cogef_frames(wildcards):
     """Every member's COGEF images (HDF5) of an iteration, in member order."""
-    return of_iteration("results/iter_{iteration}/cogef/member_{member}.h5", wildcards, member=MEMBERS)
+    return of_iteration("results/iter_{iteration}{mol}/cogef/member_{member}.h5", wildcards, member=MEMBERS)
 
 
 def iteration_benchmarks(wildcards):
-    """The folder of the benchmark files of an iteration's jobs (its evaluation sums them)."""
-    return f"logs/benchmarks/iter_{wildcards.iteration}"
+    """The folders of the benchmark files of an iteration's jobs (its evaluation sums them):
+    the committee's, and in a family the molecule's own."""
+    shared = f"logs/benchmarks/iter_{wildcards.iteration}"
+    return [shared] + ([shared + wildcards.mol] if wildcards.mol else [])
 
 
 def iteration_replicas(wildcards):
-    return of_iteration("results/iter_{iteration}/smd/replica_{replica}.h5", wildcards, replica=REPLICAS)
+    return of_iteration("results/iter_{iteration}{mol}/smd/replica_{replica}.h5", wildcards, replica=REPLICAS)
 
 
 def sampling_replicas(wildcards):
     """The pulls an iteration scores and selects from: the HAL-biased ones (smd+hal), else
     the best member's own (which the evaluation always uses)."""
     return expand(
-        "results/iter_{iteration}/{kind}/replica_{replica}.h5",
+        "results/iter_{iteration}{mol}/{kind}/replica_{replica}.h5",
         iteration=wildcards.iteration,
+        mol=wildcards.mol,
         kind="smd_hal" if SMD_HAL else "smd",
         replica=REPLICAS,
     )
@@ -256,8 +324,9 @@ def hal_run_seed(wildcards):
 
 def iteration_hal_runs(wildcards):
     return expand(
-        "results/iter_{iteration}/hal/run_{hal_run}.h5",
+        "results/iter_{iteration}{mol}/hal/run_{hal_run}.h5",
         iteration=wildcards.iteration,
+        mol=wildcards.mol,
         hal_run=HAL_RUNS,
     )
 
@@ -269,16 +338,34 @@ def selection_inputs(wildcards):
     if HAL_SAMPLER:
         return {"hal_runs": iteration_hal_runs(wildcards)}
     inputs = {
-        "uq": f"results/iter_{wildcards.iteration}/uq.h5",
+        "uq": f"results/iter_{wildcards.iteration}{wildcards.mol}/uq.h5",
         "replicas": sampling_replicas(wildcards),
     }
     if COGEF_SAMPLER:
         inputs["cogef"] = (
             iteration_member_cogef_frames(wildcards)
             if config["sampler"]["cogef_paths"] == "all"
-            else [f"results/iter_{wildcards.iteration}/cogef.h5"]
+            else [f"results/iter_{wildcards.iteration}{wildcards.mol}/cogef.h5"]
         )
     return inputs
+
+
+def molecule_md_set(wildcards):
+    """A molecule's labelled MD set (its labels count in the summary); none without one."""
+    if MOLECULES[wildcards.mol]["md_frames"] == 0:
+        return []
+    return f"results/reference{wildcards.mol}/md.h5"
+
+
+def molecule_learning(wildcards):
+    """What an evaluation reads of what its molecule learned this iteration (UQ, merge); none
+    for a held-out molecule."""
+    if wildcards.mol not in TRAINED:
+        return {}
+    return {
+        "uq": f"results/iter_{wildcards.iteration}{wildcards.mol}/uq.h5",
+        "merge": f"results/iter_{wildcards.iteration}{wildcards.mol}/merge.json",
+    }
 
 
 def labelling_screen():
@@ -288,11 +375,12 @@ def labelling_screen():
 
 def labelled_batches(wildcards):
     """Labelled batches of an iteration: known only after its `select` checkpoint ran."""
-    selected = checkpoints.select.get(iteration=wildcards.iteration).output[0]
+    selected = checkpoints.select.get(iteration=wildcards.iteration, mol=wildcards.mol).output[0]
     batches = glob_wildcards(os.path.join(selected, "batch_{batch}.h5")).batch
     return expand(
-        "results/iter_{iteration}/labelled/batch_{batch}.h5",
+        "results/iter_{iteration}{mol}/labelled/batch_{batch}.h5",
         iteration=wildcards.iteration,
+        mol=wildcards.mol,
         batch=sorted(batches),
     )
 
@@ -303,32 +391,71 @@ def being_remade(path, rule="evaluate"):
     return workflow.dag_settings.forceall or bool(forced & {os.path.normpath(path), rule})
 
 
-def campaign_evaluations(wildcards=None):
-    """Evaluations of every iteration, up to max_iterations or the stop rule."""
-    files, history = [], []
+def campaign_iterations():
+    """Every iteration's evaluations, one {mol: evaluation.json} per iteration, up to
+    max_iterations or the stop rule, which in a family must hold for every trained molecule."""
+    iterations, history = [], {mol: [] for mol in MOLECULES}
     for i in range(config["campaign"]["max_iterations"]):
-        try:
-            path = checkpoints.evaluate.get(iteration=f"{i:03d}").output.json
-        except IncompleteCheckpointException:
-            if i > 0 and os.path.exists(f"results/iter_{i:03d}/selected"):
-                # From iteration 1 on, Snakemake meets this iteration's `select` checkpoint
-                # only while adding the evaluation's job in a checkpoint update, and then
-                # never counts an output of it that exists as created
-                # (snakemake/snakemake#3862): a run resumed between the selection and the
-                # merge would run `merge` without its labelled batches. Asked for here
-                # first, it is counted.
-                checkpoints.select.get(iteration=f"{i:03d}")
-            raise
-        files.append(path)
-        try:
-            history.append(read_json(path))
-        except ResultFileError as exc:
-            if not being_remade(path):
-                sys.exit(f"result error: {exc}")
+        paths = {}
+        for mol in MOLECULES:
+            try:
+                paths[mol] = checkpoints.evaluate.get(iteration=f"{i:03d}", mol=mol).output.json
+            except IncompleteCheckpointException:
+                if i > 0 and mol in TRAINED and os.path.exists(f"results/iter_{i:03d}{mol}/selected"):
+                    # From iteration 1 on, Snakemake meets this iteration's `select` checkpoint
+                    # only while adding the evaluation's job in a checkpoint update, and then
+                    # never counts an output of it that exists as created
+                    # (snakemake/snakemake#3862): a run resumed between the selection and the
+                    # merge would run `merge` without its labelled batches. Asked for here
+                    # first, it is counted.
+                    checkpoints.select.get(iteration=f"{i:03d}", mol=mol)
+                raise
+        iterations.append(paths)
+        remade = False
+        for mol, path in paths.items():
+            try:
+                history[mol].append(read_json(path))
+            except ResultFileError as exc:
+                if not being_remade(path):
+                    sys.exit(f"result error: {exc}")
+                remade = True
+        if remade:
             break  # remade by this run; the iterations after it follow once it is
-        if stop_rule_met(history, config["campaign"]["stop"]):
+        if all(stop_rule_met(history[mol], config["campaign"]["stop"]) for mol in TRAINED):
             break
-    return files
+    return iterations
+
+
+def pending_evaluations(wildcards=None):
+    """In a family: every molecule's evaluation of the first iteration not yet evaluated
+    for all of them, as plain files, so that the molecules' jobs of that iteration are planned
+    side by side (campaign_iterations, meeting one evaluate checkpoint at a time, would
+    plan one molecule's after the other's). Nothing past the stop rule or max_iterations."""
+    if not FAMILY:
+        return []
+    history = {mol: [] for mol in TRAINED}
+    for i in range(config["campaign"]["max_iterations"]):
+        paths = {mol: f"results/iter_{i:03d}{mol}/evaluation.json" for mol in MOLECULES}
+        if not all(os.path.exists(p) for p in paths.values()):
+            return list(paths.values())
+        try:
+            for mol in TRAINED:
+                history[mol].append(read_json(paths[mol]))
+        except ResultFileError:
+            return []  # campaign_iterations says what is wrong with it
+        if all(stop_rule_met(history[mol], config["campaign"]["stop"]) for mol in TRAINED):
+            return []
+    return []
+
+
+def campaign_evaluations(wildcards=None):
+    """Evaluations of every iteration (campaign_iterations): a molecule's (its figures), or
+    every molecule's."""
+    mol = getattr(wildcards, "mol", None)
+    its = campaign_iterations()
+    if mol is not None:
+        return [paths[mol] for paths in its]
+    return [path for paths in its for path in paths.values()]
 
 
 # ------------------------------------------------------------------ the potential (rules/potential.smk)

@@ -10,14 +10,14 @@ if COGEF_MEMBERS:
             molecule=MOLECULE,
             ensemble="results/iter_{iteration}/ensemble.pt",
         output:
-            frames="results/iter_{iteration}/cogef/member_{member}.h5",
-            profile="results/iter_{iteration}/cogef/member_{member}.json",
+            frames="results/iter_{iteration}{mol}/cogef/member_{member}.h5",
+            profile="results/iter_{iteration}{mol}/cogef/member_{member}.json",
         params:
             cogef=config["cogef"],
         log:
-            "logs/iter_{iteration}/cogef_member_{member}.log",
+            "logs/iter_{iteration}{mol}/cogef_member_{member}.log",
         benchmark:
-            "logs/benchmarks/iter_{iteration}/cogef_member_{member}.tsv"
+            "logs/benchmarks/iter_{iteration}{mol}/cogef_member_{member}.tsv"
 
     rule cogef:
         input:
@@ -25,12 +25,12 @@ if COGEF_MEMBERS:
             profiles=iteration_member_cogef_profiles,
             frames=iteration_member_cogef_frames,
         output:
-            frames="results/iter_{iteration}/cogef.h5",
-            profile="results/iter_{iteration}/cogef.json",
+            frames="results/iter_{iteration}{mol}/cogef.h5",
+            profile="results/iter_{iteration}{mol}/cogef.json",
         conda:
             ENV
         log:
-            "logs/iter_{iteration}/cogef.log",
+            "logs/iter_{iteration}{mol}/cogef.log",
         script:
             "../scripts/best_cogef.py"
 
@@ -41,42 +41,41 @@ else:
             molecule=MOLECULE,
             **ITERATION_POTENTIAL,
         output:
-            frames="results/iter_{iteration}/cogef.h5",
-            profile="results/iter_{iteration}/cogef.json",
+            frames="results/iter_{iteration}{mol}/cogef.h5",
+            profile="results/iter_{iteration}{mol}/cogef.json",
         params:
             cogef=config["cogef"],
         log:
-            "logs/iter_{iteration}/cogef.log",
+            "logs/iter_{iteration}{mol}/cogef.log",
         benchmark:
-            "logs/benchmarks/iter_{iteration}/cogef.tsv"
+            "logs/benchmarks/iter_{iteration}{mol}/cogef.tsv"
 
 
 checkpoint evaluate:
     input:
+        unpack(molecule_learning),
         replicas=iteration_replicas,
-        reference="results/reference/barrier.json",
+        reference="results/reference{mol}/barrier.json",
         unseen=unseen_test_frames,
         ensemble="results/iter_{iteration}/ensemble.pt",
         best="results/iter_{iteration}/best.json",
         infos=iteration_member_infos,
-        uq="results/iter_{iteration}/uq.h5",
-        merge="results/iter_{iteration}/merge.json",
         molecule=MOLECULE,
-        cogef="results/iter_{iteration}/cogef.json",
+        cogef="results/iter_{iteration}{mol}/cogef.json",
         member_cogef=iteration_member_cogef_profiles,
-        reference_cogef="results/reference/cogef.json",
-        reference_cogef_frames="results/reference/cogef.h5",
+        reference_cogef="results/reference{mol}/cogef.json",
+        reference_cogef_frames="results/reference{mol}/cogef.h5",
     output:
-        json="results/iter_{iteration}/evaluation.json",
-        predictions="results/iter_{iteration}/unseen_predictions.json",
+        json="results/iter_{iteration}{mol}/evaluation.json",
+        predictions="results/iter_{iteration}{mol}/unseen_predictions.json",
     params:
         benchmarks=iteration_benchmarks,
     conda:
         ENV
     threads: 1
     log:
-        "logs/iter_{iteration}/evaluate.log",
+        "logs/iter_{iteration}{mol}/evaluate.log",
     benchmark:
-        "logs/benchmarks/iter_{iteration}/evaluate.tsv"
+        "logs/benchmarks/iter_{iteration}{mol}/evaluate.tsv"
     script:
         "../scripts/evaluate.py"

@@ -5,9 +5,9 @@ rule label:
     conda:
         ENV
     input:
-        "results/iter_{iteration}/selected/batch_{batch}.h5",
+        "results/iter_{iteration}{mol}/selected/batch_{batch}.h5",
     output:
-        "results/iter_{iteration}/labelled/batch_{batch}.h5",
+        "results/iter_{iteration}{mol}/labelled/batch_{batch}.h5",
     params:
         labeller=config["labeller"],
         frame_timeout_s=config["labelling"]["frame_timeout_s"],
@@ -17,9 +17,9 @@ rule label:
     resources:
         attempt=attempt_number,
     log:
-        "logs/iter_{iteration}/label_{batch}.log",
+        "logs/iter_{iteration}{mol}/label_{batch}.log",
     benchmark:
-        "logs/benchmarks/iter_{iteration}/label_{batch}.tsv"
+        "logs/benchmarks/iter_{iteration}{mol}/label_{batch}.tsv"
     script:
         "../scripts/label.py"
 
@@ -28,12 +28,12 @@ rule merge:
     conda:
         ENV
     input:
-        data=training_data,
+        data=merge_base,
         labelled=labelled_batches,
     output:
-        merged="results/iter_{iteration}/merged.h5",
-        info="results/iter_{iteration}/merge.json",
+        merged="results/iter_{iteration}{mol}/merged.h5",
+        info="results/iter_{iteration}{mol}/merge.json",
     log:
-        "logs/iter_{iteration}/merge.log",
+        "logs/iter_{iteration}{mol}/merge.log",
     script:
         "../scripts/merge.py"

@@ -12,10 +12,10 @@ rule reference_molecule:
         molecule=MOLECULE,
         atom_energies=ATOM_ENERGIES,
     params:
-        molecule=config["molecule"],
+        molecule=molecule_spec,
         labeller=config["labeller"],
     log:
-        "logs/reference/molecule.log",
+        "logs/reference{mol}/molecule.log",
     script:
         "../scripts/reference_molecule.py"
 
@@ -26,16 +26,16 @@ rule reference_md:
     input:
         molecule=MOLECULE,
     output:
-        "results/reference/md.h5",
+        "results/reference{mol}/md.h5",
     params:
-        reference=REFERENCE_MD,
+        reference=reference_md_params,
         smd=config["smd"],
         labeller=config["labeller"],
     threads: 1
     log:
-        "logs/reference/md.log",
+        "logs/reference{mol}/md.log",
     benchmark:
-        "logs/benchmarks/reference/md.tsv"
+        "logs/benchmarks/reference{mol}/md.tsv"
     script:
         "../scripts/reference_md.py"
 
@@ -46,16 +46,16 @@ rule reference_smd:
     input:
         molecule=MOLECULE,
     output:
-        "results/reference/smd/replica_{replica}.h5",
+        "results/reference{mol}/smd/replica_{replica}.h5",
     params:
         smd=config["smd"],
         labeller=config["labeller"],
         seed=replica_seed,
     threads: 1
     log:
-        "logs/reference/smd_{replica}.log",
+        "logs/reference{mol}/smd_{replica}.log",
     benchmark:
-        "logs/benchmarks/reference/smd_{replica}.tsv"
+        "logs/benchmarks/reference{mol}/smd_{replica}.tsv"
     script:
         "../scripts/smd.py"
 
@@ -69,11 +69,11 @@ checkpoint reference_round:
         replicas=replicas_through_round,
         molecule=MOLECULE,
     output:
-        "results/reference/rounds/round_{round}.json",
+        "results/reference{mol}/rounds/round_{round}.json",
     params:
         rounds=REFERENCE_ROUNDS,
     log:
-        "logs/reference/round_{round}.log",
+        "logs/reference{mol}/round_{round}.log",
     script:
         "../scripts/reference_round.py"
 
@@ -86,11 +86,11 @@ rule reference_barrier:
         decisions=reference_round_decisions,
         molecule=MOLECULE,
     output:
-        "results/reference/barrier.json",
+        "results/reference{mol}/barrier.json",
     params:
         rounds=REFERENCE_ROUNDS,
     log:
-        "logs/reference/barrier.log",
+        "logs/reference{mol}/barrier.log",
     script:
         "../scripts/barrier.py"
 
@@ -101,15 +101,15 @@ rule reference_cogef:
     input:
         molecule=MOLECULE,
     output:
-        frames="results/reference/cogef.h5",
-        profile="results/reference/cogef.json",
+        frames="results/reference{mol}/cogef.h5",
+        profile="results/reference{mol}/cogef.json",
     params:
         cogef=config["cogef"],
         labeller=config["labeller"],
     threads: 1
     log:
-        "logs/reference/cogef.log",
+        "logs/reference{mol}/cogef.log",
     benchmark:
-        "logs/benchmarks/reference/cogef.tsv"
+        "logs/benchmarks/reference{mol}/cogef.tsv"
     script:
         "../scripts/cogef.py"

@@ -11,16 +11,16 @@ rule smd:
         molecule=MOLECULE,
         **ITERATION_POTENTIAL,
     output:
-        "results/iter_{iteration}/smd/replica_{replica}.h5",
+        "results/iter_{iteration}{mol}/smd/replica_{replica}.h5",
     params:
         smd=config["smd"],
         seed=replica_seed,
         sampler={"kind": "smd"},
     threads: 1
     log:
-        "logs/iter_{iteration}/smd_{replica}.log",
+        "logs/iter_{iteration}{mol}/smd_{replica}.log",
     benchmark:
-        "logs/benchmarks/iter_{iteration}/smd_{replica}.tsv"
+        "logs/benchmarks/iter_{iteration}{mol}/smd_{replica}.tsv"
     script:
         "../scripts/smd.py"
 
@@ -35,15 +35,15 @@ rule smd_batch:
         molecule=MOLECULE,
         **ITERATION_POTENTIAL,
     output:
-        expand("results/iter_{{iteration}}/smd/replica_{replica}.h5", replica=REPLICAS),
+        expand("results/iter_{{iteration}}{{mol}}/smd/replica_{replica}.h5", replica=REPLICAS),
     params:
         smd=config["smd"],
         seeds=replica_seeds(),
     threads: 1
     log:
-        "logs/iter_{iteration}/smd_batch.log",
+        "logs/iter_{iteration}{mol}/smd_batch.log",
     benchmark:
-        "logs/benchmarks/iter_{iteration}/smd_batch.tsv"
+        "logs/benchmarks/iter_{iteration}{mol}/smd_batch.tsv"
     script:
         "../scripts/smd_batch.py"
 
@@ -61,15 +61,15 @@ else:
 # scored and selected; the plain pulls above stay the potential's own, for the evaluation.
 use rule smd as smd_hal with:
     output:
-        "results/iter_{iteration}/smd_hal/replica_{replica}.h5",
+        "results/iter_{iteration}{mol}/smd_hal/replica_{replica}.h5",
     params:
         smd=config["smd"],
         seed=replica_seed,
         sampler=SMD_HAL_SAMPLER,
     log:
-        "logs/iter_{iteration}/smd_hal_{replica}.log",
+        "logs/iter_{iteration}{mol}/smd_hal_{replica}.log",
     benchmark:
-        "logs/benchmarks/iter_{iteration}/smd_hal_{replica}.tsv"
+        "logs/benchmarks/iter_{iteration}{mol}/smd_hal_{replica}.tsv"
 
 
 rule uq:
@@ -79,12 +79,12 @@ rule uq:
         ensemble="results/iter_{iteration}/ensemble.pt",
         replicas=sampling_replicas,
     output:
-        "results/iter_{iteration}/uq.h5",
+        "results/iter_{iteration}{mol}/uq.h5",
     params:
         selection=config["selection"],
     threads: 1
     log:
-        "logs/iter_{iteration}/uq.log",
+        "logs/iter_{iteration}{mol}/uq.log",
     script:
         "../scripts/uq.py"
 
@@ -96,16 +96,16 @@ rule hal_run:
         molecule=MOLECULE,
         ensemble="results/iter_{iteration}/ensemble.pt",
     output:
-        "results/iter_{iteration}/hal/run_{hal_run}.h5",
+        "results/iter_{iteration}{mol}/hal/run_{hal_run}.h5",
     params:
         sampler=HAL_RUN_SAMPLER,
         timestep_fs=config["smd"]["timestep_fs"],
         seed=hal_run_seed,
     threads: 1
     log:
-        "logs/iter_{iteration}/hal_{hal_run}.log",
+        "logs/iter_{iteration}{mol}/hal_{hal_run}.log",
     benchmark:
-        "logs/benchmarks/iter_{iteration}/hal_{hal_run}.tsv"
+        "logs/benchmarks/iter_{iteration}{mol}/hal_{hal_run}.tsv"
     script:
         "../scripts/hal_run.py"
 
@@ -116,12 +116,12 @@ checkpoint select:
     input:
         unpack(selection_inputs),
     output:
-        directory("results/iter_{iteration}/selected"),
+        directory("results/iter_{iteration}{mol}/selected"),
     params:
-        selection=SELECT_SELECTION,
+        selection=select_selection,
         batch_size=config["labelling"]["batch_size"],
         sampler={k: config["sampler"][k] for k in ("kind", "cogef_frames", "cogef_paths")},
     log:
-        "logs/iter_{iteration}/select.log",
+        "logs/iter_{iteration}{mol}/select.log",
     script:
         "../scripts/select.py"

@@ -79,7 +79,7 @@ rule baseline_best_model:
 # The equilibrium-only baseline is iteration 0: its SMD replicas are the campaign's.
 use rule smd as baseline_smd with:
     input:
-        molecule=MOLECULE,
+        molecule=CAMPAIGN_MOLECULE,
         ensemble=f"{SMD_FRAMES}/ensemble.pt",
         best=f"{SMD_FRAMES}/best.json",
     output:
@@ -225,6 +225,8 @@ rule transfer:
 
 # ------------------------------------------------------------------ strain rates (SI Fig. S7)
 use rule reference_smd as strain_labeller_smd with:
+    input:
+        molecule=CAMPAIGN_MOLECULE,
     output:
         "results/studies/strain_rates/v{speed}/labeller/replica_{replica}.h5",
     params:
@@ -236,6 +238,9 @@ use rule reference_smd as strain_labeller_smd with:
     benchmark:
         "logs/benchmarks/studies/strain_rates/v{speed}/labeller_smd_{replica}.tsv"
 use rule smd as strain_potential_smd with:
+    input:
+        molecule=CAMPAIGN_MOLECULE,
+        **ITERATION_POTENTIAL,
     output:
         "results/studies/iter_{iteration}/strain_rates/v{speed}/replica_{replica}.h5",
     params:

@@ -11,6 +11,8 @@ STRAIN_SPEEDS = [speed_label(v) for v in STUDIES["strain_rates"]["velocities"]]
 CAMPAIGN_ALKANE = config["molecule"]["alkane"] if config["molecule"]["structure"] is None else None
 STUDY_SAMPLER = {"kind": "smd"}
 SMD_FRAMES = "results/studies/baselines/smd_frames"
+# The studies are of a one-molecule campaign: its molecule's paths have no molecule segment.
+CAMPAIGN_MOLECULE = MOLECULE.format(mol="")
 
 
 def final_iteration():
@@ -52,7 +54,7 @@ def smd_frames_member_infos(wildcards=None):
 def transfer_molecule_file(wildcards):
     """The campaign's own molecule for its alkane, else the study's."""
     if int(wildcards.alkane) == CAMPAIGN_ALKANE:
-        return MOLECULE
+        return CAMPAIGN_MOLECULE
     return f"results/studies/transfer/C{wildcards.alkane}/molecule.xyz"
 
 

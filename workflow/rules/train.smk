@@ -6,11 +6,11 @@ rule initial_dataset:
     conda:
         ENV
     input:
-        "results/reference/md.h5",
+        unpack(initial_data),
     output:
-        "results/iter_000/dataset.h5",
+        "results/iter_000{mol}/dataset.h5",
     log:
-        "logs/iter_000/dataset.log",
+        "logs/iter_000{mol}/dataset.log",
     script:
         "../scripts/initial_dataset.py"
 

@@ -161,6 +161,11 @@ def plot_uq(uq_files: dict, selection_files: dict, replica_files: dict, out) -> 
     import h5py
 
     iters = sorted(uq_files)
+    if not iters:  # a molecule held out of training: nothing was scored for selection
+        fig, ax = plt.subplots(figsize=(6.4, 2.2))
+        ax.text(0.5, 0.5, "held out of training: no frames scored or selected", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, out)
     fig, axes = plt.subplots(len(iters), 1, figsize=(6.4, 2.2 * len(iters)), squeeze=False, sharex=True)
     for ax, i in zip(axes[:, 0], iters):
         first = Path(replica_files[i][0]).stem
@@ -340,16 +345,20 @@ def make_figures(summary_csv, reference_replicas: Sequence, iteration_dirs: Sequ
 
     summary = pd.read_csv(summary_csv)
     out_dir = Path(out_dir)
-    its = {int(Path(d).name.split("_")[1]): Path(d) for d in iteration_dirs}
+    # an iteration's folder: results/iter_NNN, or results/iter_NNN/molecules/NAME in a family
+    its = {next(int(p[len("iter_"):]) for p in Path(d).parts if p.startswith("iter_")): Path(d)
+           for d in iteration_dirs}
     replicas = {i: sorted((d / "smd").glob("replica_*.h5")) for i, d in its.items()}
-    scored = {i: sorted((d / _scored_pulls(d / "uq.h5")).glob("replica_*.h5")) for i, d in its.items()}
+    # a molecule held out of training (a family's weight 0) has no UQ nor selection
+    learnt = {i: d for i, d in its.items() if (d / "uq.h5").exists()}
+    scored = {i: sorted((d / _scored_pulls(d / "uq.h5")).glob("replica_*.h5")) for i, d in learnt.items()}
     return [
         plot_work_curves(reference_replicas, replicas, out_dir / "work_curves.png"),
         plot_barrier_error(summary, out_dir / "barrier_error.png"),
         plot_mae(summary, out_dir / "mae.png"),
         plot_parity({i: d / "unseen_predictions.json" for i, d in its.items()}, out_dir / "parity.png"),
-        plot_uq({i: d / "uq.h5" for i, d in its.items()},
-                {i: d / "selected" / "selection.json" for i, d in its.items()}, scored, out_dir / "uq.png"),
+        plot_uq({i: d / "uq.h5" for i, d in learnt.items()},
+                {i: d / "selected" / "selection.json" for i, d in learnt.items()}, scored, out_dir / "uq.png"),
         plot_label_efficiency(summary, out_dir / "label_efficiency.png"),
     ] + ([plot_ea_distributions(reference_barrier_json, {i: d / "evaluation.json" for i, d in its.items()},
                                 out_dir / "ea_distributions.png")] if reference_barrier_json else []) + (

@@ -17,7 +17,8 @@ from ..learning.evaluation import no_barrier_reason, smd_bond_comparison, smd_bo
 from .common import log
 from .sample import _start_positions
 
-__all__ = ["wall_seconds", "bond_flags", "evaluate_step", "summary_step", "SUMMARY_COLUMNS", "COGEF_KEYS"]
+__all__ = ["wall_seconds", "bond_flags", "evaluate_step", "summary_step", "family_summary_step", "SUMMARY_COLUMNS",
+           "COGEF_KEYS"]
 
 
 def wall_seconds(benchmark_files: Sequence) -> float:
@@ -79,6 +80,11 @@ def _members_note(rec: dict) -> str:
     return f" ({text})" if text else ""
 
 
+# What a held-out molecule (never trained on, no merge) has merged.
+_NOTHING_MERGED = {"selected": 0, "augmented": 0, "labeller_steps": 0, "failed_labels": 0, "screened_labels": 0,
+                   "added": 0, "total_frames": 0, "label_seconds": 0.0, "labelled": None}
+
+
 def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unseen_paths: Sequence,
                   ensemble_path, best_json, member_infos: Sequence, uq_path, merge_json, out,
                   out_predictions=None, molecule_xyz=None, cogef_json=None, reference_cogef_json=None,
@@ -89,7 +95,9 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
     given, and every member's against the reference (``member_cogef_jsons``,
     :func:`committee_cogef`); errors on unseen frames (the reference SMD replicas ``unseen_paths`` and, when
     given, the reference's COGEF images ``reference_cogef_frames``). ``wall_seconds`` is the
-    total of the iteration's ``benchmark_files`` (:func:`wall_seconds`)."""
+    total of the iteration's ``benchmark_files`` (:func:`wall_seconds`). ``merge_json`` None:
+    a molecule held out of training (``held_out`` true, nothing selected or merged);
+    ``uq_path`` is not read (an input of the workflow's job only)."""
     from ..learning.evaluation import cogef_comparison, committee_cogef
     from ..models.files import load_model
     from ..learning.errors import evaluate_errors
@@ -140,14 +148,15 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
     for key in ("train_energy_mae", "val_energy_mae"):
         vals = [m[key] for m in members if m.get(key) is not None]
         rec[f"mean_{key}"] = float(np.mean(vals)) if vals else float("nan")
-    merge = read_json(merge_json)
+    rec["held_out"] = merge_json is None
+    merge = read_json(merge_json) if merge_json is not None else _NOTHING_MERGED
     rec.update({"frames_selected": merge["selected"], "frames_augmented": merge["augmented"],
                 "frames_labeller_steps": merge.get("labeller_steps", 0),
                 "labels_failed": merge["failed_labels"], "labels_screened": merge.get("screened_labels", 0),
                 "frames_added": merge["added"],
                 "dataset_frames": merge["total_frames"], "label_seconds": merge["label_seconds"],
                 "all_labels_failed": bool(merge.get("all_labels_failed", False)),
-                "empty_selection": merge["labelled"] == 0})
+                "empty_selection": merge["labelled"] == 0})  # never for a held-out molecule (None)
     rec["wall_seconds"] = wall_seconds(benchmark_files)
     if molecule_xyz is not None:
         flags = bond_flags(molecule_xyz, replica_paths)
@@ -204,3 +213,23 @@ def summary_step(evaluation_paths: Sequence, out, reference_md_frames: int | Non
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)
     return df
+
+
+def family_summary_step(summary_paths: Sequence, names: Sequence[str], out) -> "object":
+    """The family's table (``results/summary.csv``): every molecule's summary rows, the
+    molecule's name first, then ``campaign_labels_total``: the labels of the whole campaign
+    (every molecule's MD set and selections) up to that iteration."""
+    import pandas as pd
+
+    if len(summary_paths) != len(names):
+        raise ValueError(f"{len(summary_paths)} summaries but {len(names)} molecule names")
+    parts = []
+    for path, name in zip(summary_paths, names):
+        df = pd.read_csv(path)
+        df.insert(0, "molecule", name)
+        parts.append(df)
+    table = pd.concat(parts, ignore_index=True)
+    table["campaign_labels_total"] = table["iteration"].map(table.groupby("iteration")["labels_total"].sum())
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    return table

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..chem.barrier import barrier_of_files, rounds_to_go
 from ..chem.molecules import load_prepared_molecule
 from ..dataset import Frames, read_frames, write_frames
@@ -15,7 +17,7 @@ from ..units import ev_to_kcal, kcal_to_ev
 from .common import _progress, log
 from .sample import _start_positions, cogef_step
 
-__all__ = ["prepare_molecule", "reference_md", "NoBreakError", "fixed_rounds", "rounds_record", "reference_round",
+__all__ = ["prepare_molecule", "reference_md", "empty_dataset", "NoBreakError", "fixed_rounds", "rounds_record", "reference_round",
            "reference_barrier", "reference_cogef"]
 
 
@@ -62,6 +64,16 @@ def reference_md(molecule_xyz, reference_cfg: dict, smd_cfg: dict, labeller_cfg:
 
 class NoBreakError(ValueError):
     """No reference SMD replica (or COGEF scan) broke a bond: there is no barrier to learn."""
+
+
+def empty_dataset(molecule_xyz, out) -> Frames:
+    """Iteration 0's data set of a molecule without an MD set (``md_frames: 0`` in a family):
+    no frames, its atoms; its selections fill it."""
+    atoms, _, _ = load_prepared_molecule(molecule_xyz)
+    frames = Frames(atoms.numbers, np.zeros((0, len(atoms), 3)))
+    write_frames(out, frames)
+    log.info("iteration 0 data set of %s: none (no MD set); its selections fill it", molecule_xyz)
+    return frames
 
 
 def fixed_rounds(replicas: int) -> dict:

@@ -1,0 +1,141 @@
+"""The molecules of a campaign: the one of ``molecule``, or a family (``molecules``).
+
+A family campaign trains one committee on several molecules; each keeps its own reference
+stage, pulls, COGEF path, selection, data set file and evaluation in a folder of its own.
+:func:`campaign_molecules` turns the config into one record per molecule, in config order::
+
+    name       C6, ethanol, ... (molecules[i].name, else C<n> or the structure file's stem)
+    dir        the path segment of its results: "" for a one-molecule campaign (the paths
+               of results/reference/..., results/iter_NNN/... are as they always were),
+               "/molecules/NAME" in a family (results/reference/molecules/NAME/...)
+    spec       its molecule section (alkane, structure, pull, relax, elements), what the
+               reference stage builds it from
+    weight     its share of an iteration's label budget; 0: held out (evaluated, never trained on)
+    md_frames  frames of its equilibrium MD set (0: none)
+
+:func:`label_budget` splits ``selection.max_frames`` over the trained molecules.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["MOLECULE_KEYS", "campaign_molecules", "model_elements", "label_budget", "check_structure"]
+
+#: The keys of a molecule section (``molecule``, and each ``molecules`` entry besides name,
+#: weight and md_frames).
+MOLECULE_KEYS = ("alkane", "structure", "pull", "relax", "elements")
+
+
+class _Error(ValueError):
+    pass
+
+
+def _entry_spec(base: dict, entry: dict) -> dict:
+    """A ``molecules`` entry laid on the ``molecule`` section: an alkane entry drops the
+    section's structure and pull, a structure entry keeps its own."""
+    spec = {k: base.get(k) for k in MOLECULE_KEYS}
+    if "alkane" in entry and "structure" not in entry:
+        spec["structure"], spec["pull"] = None, None
+    spec.update({k: entry[k] for k in MOLECULE_KEYS if k in entry})
+    return spec
+
+
+def _default_name(spec: dict) -> str:
+    if spec.get("structure") is not None:
+        return Path(spec["structure"]).stem
+    return f"C{spec['alkane']}"
+
+
+def campaign_molecules(config: dict) -> list[dict]:
+    """One record per molecule (see the module docstring); raises ValueError naming the
+    entry on a clash of names, a held-out molecule with an MD set, or no trained molecule."""
+    md_default = config["reference"]["md_frames"]
+    entries = config.get("molecules")
+    if entries is None:
+        spec = {k: config["molecule"].get(k) for k in MOLECULE_KEYS}
+        return [{"name": _default_name(spec), "dir": "", "spec": config["molecule"], "weight": 1.0,
+                 "md_frames": md_default}]
+    out, seen = [], {}
+    for i, entry in enumerate(entries):
+        spec = _entry_spec(config["molecule"], entry)
+        name = entry.get("name") or _default_name(spec)
+        if name in seen:
+            raise _Error(f"molecules[{i}]: name {name!r} is already molecules[{seen[name]}]'s; give each "
+                         f"entry its own name (e.g. name: {name}b)")
+        seen[name] = i
+        weight = float(entry.get("weight", 1.0))
+        md = entry.get("md_frames")
+        if weight == 0 and md:
+            raise _Error(f"molecules[{i}].md_frames: {md}, but weight 0 holds {name} out of training; drop "
+                         "md_frames or give it a weight")
+        md = 0 if weight == 0 else (md_default if md is None else md)
+        out.append({"name": name, "dir": "" if len(entries) == 1 else f"/molecules/{name}", "spec": spec,
+                    "weight": weight, "md_frames": md})
+    if not any(m["weight"] > 0 for m in out):
+        raise _Error("molecules: every weight is 0, nothing would be trained; give at least one molecule a "
+                     "weight > 0")
+    if not any(m["md_frames"] > 0 for m in out):
+        raise _Error("molecules: no molecule has an MD set (md_frames 0 everywhere), so iteration 0 has "
+                     "nothing to train on; give one molecule md_frames > 0")
+    return out
+
+
+def model_elements(molecules: list[dict]) -> list[str]:
+    """The elements the model covers: every molecule's, in order of first appearance."""
+    out: list[str] = []
+    for m in molecules:
+        out += [e for e in m["spec"]["elements"] if e not in out]
+    return out
+
+
+def label_budget(max_frames: int, molecules: list[dict]) -> dict[str, int]:
+    """Frames each molecule may select in an iteration: ``max_frames`` × its weight / the
+    sum of the weights, rounded down (at least 1 for a trained molecule); 0 when held out."""
+    total = sum(m["weight"] for m in molecules)
+    return {m["name"]: (max(1, int(max_frames * m["weight"] / total)) if m["weight"] > 0 else 0)
+            for m in molecules}
+
+
+def check_structure(mol: dict, base_dir: Path, key: str = "molecule") -> None:
+    """A molecule section as the reference stage will need it (``key`` names it in the
+    message): an alkane with H and C among its elements, or a structure file ASE reads, whose
+    elements are listed, with two distinct groups of pull atoms in range."""
+    elements = mol["elements"]
+    if mol.get("structure") is None:
+        if "C" not in elements or "H" not in elements:
+            raise _Error(f"{key}.elements: {elements} must include H and C to build an alkane")
+        if mol.get("pull") is not None:
+            raise _Error(f"{key}.pull is only used with {key}.structure; remove it or set a structure")
+        return
+    path = Path(mol["structure"])
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.exists():
+        raise _Error(f"{key}.structure: file {mol['structure']!r} not found "
+                     f"(looked in {path.parent}; a relative path is read from the working directory, "
+                     "not the config file's folder); give a path to a structure file ASE reads")
+    try:
+        from ase.io import read
+
+        atoms = read(path)
+    except Exception as exc:  # any parser error
+        raise _Error(f"{key}.structure: ASE cannot read {mol['structure']!r} ({exc.__class__.__name__}: "
+                     f"{str(exc).splitlines()[0] if str(exc) else ''}); give a file in a format ASE reads")
+    if len(atoms) == 0:
+        raise _Error(f"{key}.structure: {mol['structure']!r} contains no atoms")
+    missing = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+    if missing:
+        raise _Error(f"{key}.structure: {mol['structure']!r} contains {', '.join(missing)}, not in "
+                     f"{key}.elements {elements}; add them to {key}.elements")
+    pull = mol.get("pull")
+    if pull is None:
+        raise _Error(f"{key}.pull: required with {key}.structure; give two lists of atom indices, "
+                     "e.g. pull: [[0], [5]]")
+    for g, group in enumerate(pull):
+        bad = [i for i in group if i >= len(atoms)]
+        if bad:
+            raise _Error(f"{key}.pull[{g}]: atom index {bad[0]} out of range, the structure has "
+                         f"{len(atoms)} atoms (indices 0..{len(atoms) - 1})")
+    if set(pull[0]) & set(pull[1]):
+        raise _Error(f"{key}.pull: the two groups share atoms {sorted(set(pull[0]) & set(pull[1]))}; "
+                     "the pulled groups must be distinct")

@@ -1,0 +1,92 @@
+"""A campaign of several molecules through Snakemake (issue 20), on the tiny settings:
+ethane with an MD set, propane without one, butane held out (tests/configs/family.yaml).
+One committee learns from both trained molecules; each molecule has its own reference
+stage, pulls, selection (its share of the label budget) and evaluation; the held-out one is
+evaluated every iteration and never trained on."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, snakemake
+from rarelearn.dataset import read_frames
+
+pytestmark = pytest.mark.slow
+
+FAMILY = REPO / "tests" / "configs" / "family.yaml"
+NAMES = ["C2", "C3", "C4"]
+
+
+@pytest.fixture(scope="module")
+def family_campaign(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("family")
+    t0 = time.time()
+    res = snakemake(wd, configfile=FAMILY)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    print(f"family campaign took {time.time() - t0:.0f} s")
+    return wd
+
+
+def _mol(root, iteration, name):
+    return root / "results" / f"iter_{iteration:03d}" / "molecules" / name
+
+
+def test_each_molecule_has_its_own_reference(family_campaign):
+    ref = family_campaign / "results" / "reference" / "molecules"
+    for n_carbon, name in enumerate(NAMES, start=2):
+        barrier = json.loads((ref / name / "barrier.json").read_text())
+        assert barrier["n_replicas"] == 2 and barrier["ea_mean"] > 0
+        mol = read_frames(family_campaign / "results" / "reference" / "molecules" / name / "smd" / "replica_00.h5")
+        assert (mol.numbers == 6).sum() == n_carbon
+    # only ethane has an MD set; propane starts with an empty data set, butane has none
+    assert read_frames(ref / "C2" / "md.h5").ok.sum() > 0
+    assert not (ref / "C3" / "md.h5").exists() and not (ref / "C4" / "md.h5").exists()
+    assert len(read_frames(_mol(family_campaign, 0, "C3") / "dataset.h5")) == 0
+    assert not (_mol(family_campaign, 0, "C4") / "dataset.h5").exists()
+
+
+def test_one_committee_learns_every_trained_molecule(family_campaign):
+    root = family_campaign
+    merged = {name: read_frames(_mol(root, 0, name) / "merged.h5") for name in ("C2", "C3")}
+    # propane entered the data set through its selection of iteration 0
+    assert len(merged["C3"]) > 0 and (merged["C3"].source != "md").all()
+    sel = {name: json.loads((_mol(root, 0, name) / "selected" / "selection.json").read_text())
+           for name in ("C2", "C3")}
+    # the budget (max_frames 6, weights 1 and 1): 3 frames each, at most
+    assert all(0 < s["selected"] <= 3 for s in sel.values())
+    info = json.loads((root / "results" / "iter_001" / "models" / "member_0.json").read_text())
+    hashes = set(info["train_hashes"]) | set(info["val_hashes"])
+    assert hashes == set(merged["C2"].hashes) | set(merged["C3"].hashes)
+    # the held-out butane: no selection, nothing of it in the data
+    assert not (_mol(root, 0, "C4") / "selected").exists()
+    ev = json.loads((_mol(root, 1, "C4") / "evaluation.json").read_text())
+    assert ev["held_out"] and ev["frames_selected"] == 0 and ev["dataset_frames"] == 0
+    assert ev["unseen_frames"] > 0 and np.isfinite(ev["unseen_energy_mae"])
+
+
+def test_the_summary_has_every_molecule_and_the_campaign_labels(family_campaign):
+    root = family_campaign / "results"
+    table = pd.read_csv(root / "summary.csv")
+    assert list(table.columns[:2]) == ["molecule", "iteration"]
+    assert sorted(zip(table.molecule, table.iteration)) == [(n, i) for n in NAMES for i in (0, 1)]
+    for i in (0, 1):
+        rows = table[table.iteration == i]
+        assert (rows.campaign_labels_total == rows.labels_total.sum()).all()
+    c2 = table[table.molecule == "C2"]
+    assert c2.labels_total.iloc[0] == len(read_frames(root / "reference" / "molecules" / "C2" / "md.h5")) + \
+        c2.frames_selected.iloc[0] + c2.frames_augmented.iloc[0]
+    assert (table[table.molecule == "C4"].labels_total == 0).all()
+    for name in NAMES:
+        assert len(pd.read_csv(root / "summary" / "molecules" / f"{name}.csv")) == 2
+        assert (root / "figures" / "molecules" / name / "barrier_error.png").stat().st_size > 0
+
+
+def test_nothing_left_to_do_and_what_a_family_does_not_build(family_campaign):
+    dry = snakemake(family_campaign, "-n", configfile=FAMILY)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+    res = snakemake(family_campaign, "potential", configfile=FAMILY)
+    assert res.returncode != 0 and "not built for a campaign of several molecules" in res.stdout + res.stderr
