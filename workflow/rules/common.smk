@@ -49,7 +49,7 @@ BUDGET = label_budget(config["selection"]["max_frames"], list(MOLECULES.values()
 wildcard_constraints:
     # empty in a one-molecule campaign; a molecule's folder in a family (never empty there,
     # so that the family's own results/summary.csv is no molecule's)
-    mol=r"/molecules/[A-Za-z0-9_+-]+" if FAMILY else r"",
+    mol=r"/molecules/[A-Za-z0-9_+-]+" if FAMILY else r"(?:)",
     iteration=r"\d{3}",
     member=r"\d+",
     replica=r"\d{2}",
