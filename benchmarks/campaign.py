@@ -6,6 +6,7 @@ labels spent so far and the iteration's summed job wall time; then the totals.
     python benchmarks/campaign.py --workdir /tmp/hexane                  # default config
     python benchmarks/campaign.py --workdir /tmp/hexane --config my.yaml
     python benchmarks/campaign.py --workdir /tmp/hexane --no-run         # only report
+    python benchmarks/campaign.py --workdir /tmp/family --config config/family.yaml   # a table per molecule
 
 Run on demand; not a test.
 """
@@ -63,11 +64,13 @@ def _same_bond(r) -> str:
     return "ok" if frac >= 0.5 else "x"
 
 
-def evaluations_of(results: Path) -> dict:
-    """iteration → its evaluation.json record, for :func:`print_table`."""
+def evaluations_of(results: Path, molecule: str = "") -> dict:
+    """iteration → its evaluation.json record, for :func:`print_table` (``molecule``: a
+    family molecule's folder, ``molecules/NAME/``)."""
     import json
 
-    return {int(p.parent.name[5:]): json.loads(p.read_text()) for p in sorted(results.glob("iter_*/evaluation.json"))}
+    return {int(p.parts[-2 - molecule.count("/")][5:]): json.loads(p.read_text())
+            for p in sorted(results.glob(f"iter_*/{molecule}evaluation.json"))}
 
 
 def main(argv=None) -> int:
@@ -91,7 +94,19 @@ def main(argv=None) -> int:
         if rc:
             print(f"snakemake failed (exit {rc}); see {args.workdir / 'campaign.log'}")
             return rc
-    print_table(pd.read_csv(args.workdir / "results" / "summary.csv"), wall, evaluations_of(args.workdir / "results"))
+    results = args.workdir / "results"
+    table = pd.read_csv(results / "summary.csv")
+    if "molecule" not in table.columns:
+        print_table(table, wall, evaluations_of(results))
+        return 0
+    # a family: one table per molecule (labels: that molecule's), then the campaign's labels
+    for name, rows in table.groupby("molecule", sort=False):
+        held_out = (results / "iter_000" / "molecules" / name / "merge.json").exists() is False
+        print(f"\n{name}{' (held out: never trained on)' if held_out else ''}")
+        print_table(rows.reset_index(drop=True), None, evaluations_of(results, f"molecules/{name}/"))
+    last = table[table.iteration == table.iteration.max()]
+    print(f"\nfamily: {table.molecule.nunique()} molecules, {int(last.campaign_labels_total.iloc[0])} labels in all"
+          + (f", campaign wall time {wall:.0f} s" if wall is not None else ""))
     return 0
 
 

@@ -90,3 +90,21 @@ def test_nothing_left_to_do_and_what_a_family_does_not_build(family_campaign):
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
     res = snakemake(family_campaign, "potential", configfile=FAMILY)
     assert res.returncode != 0 and "not built for a campaign of several molecules" in res.stdout + res.stderr
+
+
+def test_the_check_knows_every_molecules_files(family_campaign, capsys):
+    from rarelearn.check import main
+
+    args = ["--configfile", str(FAMILY), "--directory", str(family_campaign)]
+    assert main(args) == 0, capsys.readouterr()
+    capsys.readouterr()
+    merge = _mol(family_campaign, 0, "C3") / "merge.json"
+    kept = merge.read_bytes()
+    merge.unlink()
+    try:
+        assert main(args) == 1
+        out = capsys.readouterr().out
+        assert "results/iter_000/molecules/C3/merge.json: missing (rule merge)" in out
+        assert "--forcerun results/iter_000/molecules/C3/merge.json" in out
+    finally:
+        merge.write_bytes(kept)

@@ -24,25 +24,31 @@ from typing import Iterable
 
 __all__ = ["Problem", "rule_of", "expected_files", "check_file", "check_results", "repair_command", "main"]
 
+#: A molecule's folder in a family campaign (none in a one-molecule campaign).
+_MOL = r"(?:/molecules/[A-Za-z0-9_+-]+)?"
 #: Which rule makes a result file (path relative to the working directory).
 _RULES = [
-    (r"results/reference/(molecule\.xyz|atom_energies\.json)", "reference_molecule"),
-    (r"results/reference/md\.h5", "reference_md"),
-    (r"results/reference/smd/replica_\d+\.h5", "reference_smd"),
-    (r"results/reference/rounds/round_\d{2}\.json", "reference_round"),
-    (r"results/reference/barrier\.json", "reference_barrier"),
-    (r"results/iter_\d{3}/dataset\.h5", "initial_dataset"),
+    (rf"results/reference{_MOL}/(molecule\.xyz|atom_energies\.json)", "reference_molecule"),
+    (rf"results/reference{_MOL}/md\.h5", "reference_md"),
+    (rf"results/reference{_MOL}/smd/replica_\d+\.h5", "reference_smd"),
+    (rf"results/reference{_MOL}/rounds/round_\d{{2}}\.json", "reference_round"),
+    (rf"results/reference{_MOL}/barrier\.json", "reference_barrier"),
+    (rf"results/reference{_MOL}/cogef\.(h5|json)", "reference_cogef"),
+    (rf"results/iter_\d{{3}}{_MOL}/dataset\.h5", "initial_dataset"),
     (r"results/iter_\d{3}/models/member_\d+\.(pt|json)", "train"),
     (r"results/iter_\d{3}/(ensemble\.pt|best\.json)", "best_model"),
-    (r"results/iter_\d{3}/smd/replica_\d+\.h5", "smd"),
-    (r"results/iter_\d{3}/smd_hal/replica_\d+\.h5", "smd_hal"),
-    (r"results/iter_\d{3}/hal/run_\d+\.h5", "hal_run"),
-    (r"results/iter_\d{3}/uq\.h5", "uq"),
-    (r"results/iter_\d{3}/selected(/.*)?", "select"),
-    (r"results/iter_\d{3}/labelled/batch_\d+\.h5", "label"),
-    (r"results/iter_\d{3}/(merged\.h5|merge\.json)", "merge"),
-    (r"results/iter_\d{3}/(evaluation|unseen_predictions)\.json", "evaluate"),
+    (rf"results/iter_\d{{3}}{_MOL}/smd/replica_\d+\.h5", "smd"),
+    (rf"results/iter_\d{{3}}{_MOL}/smd_hal/replica_\d+\.h5", "smd_hal"),
+    (rf"results/iter_\d{{3}}{_MOL}/hal/run_\d+\.h5", "hal_run"),
+    (rf"results/iter_\d{{3}}{_MOL}/cogef/member_\d+\.(h5|json)", "member_cogef"),
+    (rf"results/iter_\d{{3}}{_MOL}/cogef\.(h5|json)", "cogef"),
+    (rf"results/iter_\d{{3}}{_MOL}/uq\.h5", "uq"),
+    (rf"results/iter_\d{{3}}{_MOL}/selected(/.*)?", "select"),
+    (rf"results/iter_\d{{3}}{_MOL}/labelled/batch_\d+\.h5", "label"),
+    (rf"results/iter_\d{{3}}{_MOL}/(merged\.h5|merge\.json)", "merge"),
+    (rf"results/iter_\d{{3}}{_MOL}/(evaluation|unseen_predictions)\.json", "evaluate"),
     (r"results/summary\.csv", "summary"),
+    (r"results/summary/molecules/[A-Za-z0-9_+-]+\.csv", "summary"),
     (r"results/figures/.*", "figures"),
     (r"results/potential/.*", "potential"),
     (r"results/studies/.*", "a study"),
@@ -69,7 +75,7 @@ class Problem:
     @property
     def target(self) -> str:
         """What to force: the file, or the folder a checkpoint writes as a whole."""
-        m = re.match(r"(results/iter_\d{3}/selected)(/|$)", self.path)
+        m = re.match(rf"(results/iter_\d{{3}}{_MOL}/selected)(/|$)", self.path)
         return m.group(1) if m else self.path
 
 
@@ -85,50 +91,60 @@ def expected_files(config: dict, root: Path = Path(".")) -> list[str]:
     """The result files a campaign with ``config`` must hold by now, judged by what it made:
     every file of an evaluated iteration; every file but the evaluation of an iteration
     whose successor has begun; the reference stage once an iteration was evaluated. The
-    labelled batches follow the selection's batches."""
+    labelled batches follow the selection's batches. In a family, every molecule's files in
+    its folder (a held-out molecule has no MD set, data set, UQ, selection nor merge)."""
+    from .campaign_molecules import campaign_molecules
+
     res = root / "results"
     replicas = [f"{r:02d}" for r in range(config["reference"]["replicas"])]
     members = range(config["model"]["members"])
     kind = config["sampler"]["kind"]
+    molecules = campaign_molecules(config)
     iterations = sorted(int(p.name[5:]) for p in res.glob("iter_[0-9][0-9][0-9]") if p.is_dir())
     out: list[str] = []
     evaluated = False
     for i in iterations:
         it = f"results/iter_{i:03d}"
-        has_eval = (root / it / "evaluation.json").exists()
+        has_eval = any((root / f"{it}{m['dir']}" / "evaluation.json").exists() for m in molecules)
         if not has_eval and (i + 1) not in iterations:
             continue  # in progress (or cut off): nothing is missing yet
         evaluated |= has_eval
         out += [f"{it}/models/member_{k}.{ext}" for k in members for ext in ("pt", "json")]
-        out += [f"{it}/ensemble.pt", f"{it}/best.json", f"{it}/uq.h5", f"{it}/selected/selection.json",
-                f"{it}/merged.h5", f"{it}/merge.json"]
-        out += [f"{it}/smd/replica_{r}.h5" for r in replicas]
-        if kind == "smd+hal":
-            out += [f"{it}/smd_hal/replica_{r}.h5" for r in replicas]
-        if kind == "hal":
-            out += [f"{it}/hal/run_{r:02d}.h5" for r in range(config["sampler"]["runs"])]
-        out += [f"{it}/labelled/{p.name}" for p in sorted((root / it / "selected").glob("batch_*.h5"))]
-        if has_eval:
-            out += [f"{it}/evaluation.json", f"{it}/unseen_predictions.json"]
+        out += [f"{it}/ensemble.pt", f"{it}/best.json"]
+        for m in molecules:
+            mit = f"{it}{m['dir']}"
+            out += [f"{mit}/smd/replica_{r}.h5" for r in replicas]
+            if m["weight"] > 0:
+                out += [f"{mit}/uq.h5", f"{mit}/selected/selection.json", f"{mit}/merged.h5", f"{mit}/merge.json"]
+                if kind == "smd+hal":
+                    out += [f"{mit}/smd_hal/replica_{r}.h5" for r in replicas]
+                if kind == "hal":
+                    out += [f"{mit}/hal/run_{r:02d}.h5" for r in range(config["sampler"]["runs"])]
+                out += [f"{mit}/labelled/{p.name}" for p in sorted((root / mit / "selected").glob("batch_*.h5"))]
+            if has_eval:
+                out += [f"{mit}/evaluation.json", f"{mit}/unseen_predictions.json"]
     if evaluated:
-        out += ["results/reference/molecule.xyz", "results/reference/atom_energies.json",
-                "results/reference/md.h5", "results/reference/barrier.json", "results/iter_000/dataset.h5"]
-        out += [f"results/reference/smd/replica_{r}.h5" for r in replicas]
-        out += [p for p in _reference_rounds_files(root) if p not in out]
+        for m in molecules:
+            ref = f"results/reference{m['dir']}"
+            out += [f"{ref}/molecule.xyz", f"{ref}/atom_energies.json", f"{ref}/barrier.json"]
+            out += [f"{ref}/md.h5"] if m["md_frames"] > 0 else []
+            out += [f"results/iter_000{m['dir']}/dataset.h5"] if m["weight"] > 0 else []
+            out += [f"{ref}/smd/replica_{r}.h5" for r in replicas]
+            out += [p for p in _reference_rounds_files(root, ref) if p not in out]
     return out
 
 
-def _reference_rounds_files(root: Path) -> list[str]:
+def _reference_rounds_files(root: Path, ref: str = "results/reference") -> list[str]:
     """The reference replicas and round decisions that barrier.json says it read (an
     adaptive reference's later rounds); none when it cannot be read (the check names it)."""
     from .jsonio import ResultFileError, read_json
 
     try:
-        rec = read_json(root / "results" / "reference" / "barrier.json")
+        rec = read_json(root / ref / "barrier.json")
         files = list(rec.get("replicas", [])) + list((rec.get("rounds") or {}).get("decisions", []))
     except (ResultFileError, AttributeError, TypeError):
         return []
-    return [str(p) for p in files if isinstance(p, str) and p.startswith("results/reference/")]
+    return [str(p) for p in files if isinstance(p, str) and p.startswith(f"{ref}/")]
 
 
 def _reason(path: str, exc: BaseException) -> str:
