@@ -1,0 +1,77 @@
+"""A committee on molecules it was not trained on, measured as a campaign measures a
+held-out molecule: its best member's SMD pulls (the reference's seeds and protocol) and COGEF
+scan against the labeller's reference stage of that molecule, through the workflow's own
+steps (steps.sample.smd_batch_step, cogef_step, steps.evaluate.evaluate_step). For comparing
+a family campaign's held-out molecules with a one-molecule campaign's potential on the same
+molecules (the reference stages of the family run serve both).
+
+    python benchmarks/held_out.py --committee /tmp/hexane/results/iter_003 \\
+        --reference /tmp/family/results/reference/molecules/C5 /tmp/family/results/reference/molecules/C8 \\
+        --out /tmp/held_out [--config my.yaml]
+
+--committee: an iteration folder (ensemble.pt, best.json, models/member_K.json); --reference:
+a molecule's reference folder (molecule.xyz, barrier.json, cogef.json, cogef.h5, smd/);
+--config: the campaign's config (smd, cogef, reference.smd_seed and replicas as it ran).
+Prints per molecule SMD |ΔE_a| (to the break) ± SE, the bonds the pulls break against the
+reference's, COGEF |ΔE_max| and its bond, the energy MAE on the reference's frames.
+Run on demand; not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rarelearn.config import DEFAULT_CONFIG, campaign_config, command_line_overrides
+from rarelearn.steps.evaluate import evaluate_step
+from rarelearn.steps.sample import cogef_step, smd_batch_step
+
+
+def measure(committee: Path, reference: Path, out: Path, cfg: dict) -> dict:
+    """The committee's pulls and COGEF scan of the reference's molecule, and their evaluation."""
+    out.mkdir(parents=True, exist_ok=True)
+    replicas = cfg["reference"]["replicas"]
+    seeds = [cfg["reference"]["smd_seed"] + r for r in range(replicas)]
+    pulls = [out / "smd" / f"replica_{r:02d}.h5" for r in range(replicas)]
+    smd = {k: v for k, v in cfg["smd"].items() if k != "batch"}
+    molecule = reference / "molecule.xyz"
+    if not all(p.exists() for p in pulls):
+        (out / "smd").mkdir(exist_ok=True)
+        smd_batch_step(molecule, smd, seeds, pulls, committee / "ensemble.pt", committee / "best.json")
+    if not (out / "cogef.json").exists():
+        cogef_step(molecule, cfg["cogef"], out / "cogef.h5", out / "cogef.json",
+                   ensemble_path=committee / "ensemble.pt", best_json=committee / "best.json")
+    infos = sorted((committee / "models").glob("member_*.json"))
+    unseen = sorted((reference / "smd").glob("replica_*.h5"))[: cfg["evaluation"]["mae_replicas"]]
+    return evaluate_step(int(committee.name[len("iter_"):]), pulls, reference / "barrier.json", unseen,
+                         committee / "ensemble.pt", committee / "best.json", infos, None, None,
+                         out / "evaluation.json", molecule_xyz=molecule, cogef_json=out / "cogef.json",
+                         reference_cogef_json=reference / "cogef.json",
+                         reference_cogef_frames=reference / "cogef.h5")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--committee", required=True, type=Path)
+    p.add_argument("--reference", required=True, type=Path, nargs="+")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--config", type=Path, nargs="*", default=[])
+    args = p.parse_args(argv)
+    cfg = campaign_config(command_line_overrides(args.config, []), base_file=DEFAULT_CONFIG, check_labeller=False)
+    print(f"{'molecule':>9} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
+          f"{'bond (ref)':>22} {'E MAE meV':>9} {'s':>5}")
+    for ref in args.reference:
+        t0 = time.time()
+        ev = measure(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
+        bonds = f"{ev.get('nnp_smd_bonds') or '-'} ({ev.get('ref_smd_bonds') or '-'})"
+        cogef_bond = f"{ev.get('nnp_cogef_broken_label') or '-'} ({ev.get('ref_cogef_broken_label') or '-'})"
+        print(f"{ref.name:>9} {ev['abs_delta_ea_kcal']:>9.2f} {ev['delta_ea_stderr_kcal']:>5.2f} {bonds:>44} "
+              f"{ev.get('cogef_abs_delta_e_max_kcal', float('nan')):>13.2f} {cogef_bond:>22} "
+              f"{1000 * ev['unseen_energy_mae']:>9.1f} {time.time() - t0:>5.0f}")
+    (args.out / "committee.json").write_text(json.dumps({"committee": str(args.committee.resolve())}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
