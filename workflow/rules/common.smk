@@ -35,8 +35,8 @@ SMD_BATCH = config["smd"].pop("batch")
 
 
 # The campaign's molecules, by the path segment of their results ({mol}): "" for the one
-# molecule of a one-molecule campaign (results/reference/..., as always), "/molecules/NAME"
-# in a family (rarelearn.campaign_molecules). The committee (models, ensemble.pt, best.json)
+# molecule of a one-molecule campaign (results/reference/..., as always), a slash and
+# molecules/NAME in a family (rarelearn.campaign_molecules). The committee (models, ensemble.pt, best.json)
 # is the family's: its files have no {mol}.
 MOLECULES = {m["dir"]: m for m in campaign_molecules(config)}
 FAMILY = len(MOLECULES) > 1
@@ -49,7 +49,7 @@ BUDGET = label_budget(config["selection"]["max_frames"], list(MOLECULES.values()
 wildcard_constraints:
     # empty in a one-molecule campaign; a molecule's folder in a family (never empty there,
     # so that the family's own results/summary.csv is no molecule's)
-    mol=r"/molecules/[A-Za-z0-9_+-]+" if FAMILY else r"(?:)",
+    mol=r"(?:/molecules/[A-Za-z0-9_+-]+)" if FAMILY else r"(?:)",
     iteration=r"\d{3}",
     member=r"\d+",
     replica=r"\d{2}",

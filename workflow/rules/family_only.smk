@@ -6,24 +6,46 @@ localrules: potential, baselines, transfer, strain_rates
 
 
 rule potential:
-    message:
-        "results/potential/ (the model card) is built for a one-molecule campaign only"
+    params:
+        why="potential: not built for a campaign of several molecules (molecules:); the committee of each "
+        "iteration is results/iter_NNN/ensemble.pt, its errors per molecule in results/summary.csv",
+    conda:
+        ENV
+    log:
+        "logs/potential.log",
     shell:
-        "echo 'potential: not built for a campaign of several molecules (molecules:); the committee of "
-        "each iteration is results/iter_NNN/ensemble.pt, its errors per molecule in results/summary.csv' >&2; exit 1"
+        "echo '{params.why}' | tee {log} >&2; exit 1"
 
 
 rule baselines:
+    params:
+        why="baselines: a study of a one-molecule campaign; not run for several molecules (molecules:)",
+    conda:
+        ENV
+    log:
+        "logs/studies/baselines.log",
     shell:
-        "echo 'baselines: a study of a one-molecule campaign; not run for several molecules (molecules:)' >&2; exit 1"
+        "echo '{params.why}' | tee {log} >&2; exit 1"
 
 
 rule transfer:
+    params:
+        why="transfer: a study of a one-molecule campaign; in a campaign of several molecules give the "
+        "molecules to test weight: 0 (held out: evaluated every iteration, never trained on)",
+    conda:
+        ENV
+    log:
+        "logs/studies/transfer.log",
     shell:
-        "echo 'transfer: a study of a one-molecule campaign; in a campaign of several molecules give the "
-        "molecules to test weight: 0 (held out: evaluated every iteration, never trained on)' >&2; exit 1"
+        "echo '{params.why}' | tee {log} >&2; exit 1"
 
 
 rule strain_rates:
+    params:
+        why="strain_rates: a study of a one-molecule campaign; not run for several molecules (molecules:)",
+    conda:
+        ENV
+    log:
+        "logs/studies/strain_rates.log",
     shell:
-        "echo 'strain_rates: a study of a one-molecule campaign; not run for several molecules (molecules:)' >&2; exit 1"
+        "echo '{params.why}' | tee {log} >&2; exit 1"
