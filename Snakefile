@@ -19,7 +19,7 @@ include: "workflow/rules/report.smk"
 
 if FAMILY:
 
-    include: "workflow/rules/family_only.smk"
+    include: "workflow/rules/family.smk"
 
 else:
 
@@ -37,7 +37,7 @@ rule all:
         campaign_evaluations,
         pending_evaluations,
         "results/summary.csv",
-        [] if FAMILY else "results/potential/card.json",
+        "results/potential/card.json",
         expand("results/figures{mol}/{figure}.png", mol=list(MOLECULES), figure=FIGURES),
         [] if FAMILY else finished_studies,
     default_target: True

@@ -85,11 +85,40 @@ def test_the_summary_has_every_molecule_and_the_campaign_labels(family_campaign)
         assert (root / "figures" / "molecules" / name / "barrier_error.png").stat().st_size > 0
 
 
-def test_nothing_left_to_do_and_what_a_family_does_not_build(family_campaign):
+def test_one_potential_with_a_card_per_molecule(family_campaign):
+    from ase.build import molecule
+
+    from rarelearn.potential import load_potential, read_card
+
+    pot = family_campaign / "results" / "potential"
+    card = read_card(pot)
+    assert [m["name"] for m in card["molecules"]] == NAMES
+    assert [m["held_out"] for m in card["molecules"]] == [False, False, True]
+    chosen = card["iteration"]["chosen"]
+    for m in card["molecules"]:
+        ev = json.loads((_mol(family_campaign, chosen, m["name"]) / "evaluation.json").read_text())
+        assert m["errors"]["unseen_energy_mae_eV"] == pytest.approx(ev["unseen_energy_mae"])
+        assert m["molecule"]["n_atoms"] == 3 * int(m["name"][1:]) + 2
+    held = card["molecules"][2]
+    assert held["trained_range"]["frames"] == 0 and held["dataset"]["frames"] == 0
+    # the calculator's bounds: the largest spread on any trained molecule's training set
+    # (propane has none when the chosen iteration trained on no propane frame: its selections come later)
+    bounds = [m["uncertainty"]["warn_energy_std_above_eV"] for m in card["molecules"][:2]]
+    assert bounds[0] is not None and card["uncertainty"]["warn_energy_std_above_eV"] == max(
+        b for b in bounds if b is not None)
+    text = (pot / "card.md").read_text()
+    assert "## C2" in text and "## C4 (held out)" in text and "held out: a test of how the potential transfers" in text
+    calc = load_potential(pot)
+    propane = molecule("C3H8")
+    propane.calc = calc
+    assert np.isfinite(propane.get_potential_energy()) and propane.get_forces().shape == (11, 3)
+
+
+def test_nothing_left_to_do_and_the_studies_say_why_not(family_campaign):
     dry = snakemake(family_campaign, "-n", configfile=FAMILY)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
-    res = snakemake(family_campaign, "potential", configfile=FAMILY)
-    assert res.returncode != 0 and "not built for a campaign of several molecules" in res.stdout + res.stderr
+    res = snakemake(family_campaign, "transfer", configfile=FAMILY)
+    assert res.returncode != 0 and "give the molecules to test weight: 0" in res.stdout + res.stderr
 
 
 def test_the_check_knows_every_molecules_files(family_campaign, capsys):

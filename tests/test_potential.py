@@ -369,3 +369,33 @@ def test_schnet_committee_has_a_card_and_a_calculator_but_no_torchscript(campaig
     atoms.calc = load_potential(root / "potential", member=0, warn=False)
     atoms.get_potential_energy()
     assert atoms.calc.results["energies"].shape == (2,) and atoms.calc.results["force_std"] >= 0
+
+
+def test_a_family_is_judged_by_its_worst_trained_molecule():
+    from rarelearn.potential import choose_family_iteration
+
+    cogef = {"enabled": True, "observable": "cogef", "cogef_target_kcal": 1.0}
+    histories = {
+        "C2": [_ev(0, cogef=5.0), _ev(1, cogef=10.0), _ev(2, cogef=0.5)],
+        "C3": [_ev(0, cogef=20.0), _ev(1, cogef=3.0), _ev(2, cogef=None)],
+        "C8": [_ev(0, cogef=0.1), _ev(1, cogef=90.0), _ev(2, cogef=90.0)],  # held out: not looked at
+    }
+    c = choose_family_iteration(histories, ["C2", "C3"], cogef)
+    # worst trained molecule: 20 (C3), 10 (C2), none (C3 lacks the figure)
+    assert c["iteration"] == 1 and c["rule"] == "best" and c["scores"] == [20.0, 10.0, None]
+    assert c["worst"] == ["C3", "C2", None] and "(C2: 10.00)" in c["reason"]
+    # a molecule breaking another bond ranks its iteration after the others
+    histories["C2"][1]["cogef_same_bond"] = False
+    assert choose_family_iteration(histories, ["C2", "C3"], cogef)["iteration"] == 0
+    # converged only when the stop rule holds for every trained molecule
+    histories["C3"][2]["cogef_abs_delta_e_max_kcal"] = 0.9
+    c = choose_family_iteration(histories, ["C2", "C3"], cogef)
+    assert c["iteration"] == 2 and c["rule"] == "converged"
+    histories["C3"][2]["cogef_abs_delta_e_max_kcal"] = 1.1
+    assert choose_family_iteration(histories, ["C2", "C3"], cogef)["rule"] == "best"
+    # no figure anywhere: the lowest mean unseen MAE over the trained molecules
+    none = {"A": [_ev(0, mae=0.1), _ev(1, mae=0.3)], "B": [_ev(0, mae=0.5), _ev(1, mae=0.2)]}
+    c = choose_family_iteration(none, ["A", "B"], cogef)
+    assert c["iteration"] == 1 and c["rule"] == "lowest unseen MAE"
+    with pytest.raises(ValueError):
+        choose_family_iteration(histories, [], cogef)

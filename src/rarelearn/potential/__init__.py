@@ -41,12 +41,16 @@ on; a frame whose ``energy_std`` or ``force_std`` exceeds the largest seen there
 the trained range. :class:`PotentialCalculator` warns once (a :class:`OutsideTrainedRange`
 warning) when that first happens, counts such frames, and flags each frame in its results.
 
+A campaign of several molecules (``molecules:``) gets the same files, its card a section per
+molecule (:mod:`rarelearn.potential.family`).
+
 Units: eV, Å, eV/Å; kcal/mol only for the barrier errors on the card.
 """
 from .build import build_potential
 from .calculator import OutsideTrainedRange, PotentialCalculator, load_potential
 from .card import CARD_FORMAT, CARD_VERSION, POTENTIAL_FILES, build_card, card_markdown, card_rst, read_card
 from .choice import choose_iteration, potential_sources
+from .family import build_family_potential, choose_family_iteration
 from .spread import committee_spread, trained_range
 from ..models.export import export_potential
 
@@ -56,6 +60,8 @@ __all__ = [
     "POTENTIAL_FILES",
     "OutsideTrainedRange",
     "choose_iteration",
+    "choose_family_iteration",
+    "build_family_potential",
     "potential_sources",
     "committee_spread",
     "trained_range",

@@ -58,18 +58,49 @@ def build_potential(evaluation_paths: Sequence, stop: dict | None, ensemble, bes
     frames = read_frames(data)
     trained = trained_range(model.to(dtype=torch.float64), frames, reference_positions=atoms.positions,
                             pulled=(g1[0], g2[0]))
-    # the files
+    files = committee_files(model, ensemble, out_dir, best, choice["iteration"])
+    reference = reference_record(reference_barrier, reference_cogef)
+    card = build_card(choice=choice, evaluation=chosen, model=model, best_member=best, member=best, frames=frames,
+                      trained=trained, labeller_cfg=labeller_cfg, smd_cfg=smd_cfg, molecule=atoms,
+                      pulled=(g1[0], g2[0]), uq=_uq_thresholds(uq), final_uq=_uq_thresholds(final_uq),
+                      reference=reference, files=files,
+                      source_files={"ensemble": str(ensemble), "data": str(data), "evaluation": [str(p) for p in evaluation_paths]})
+    card["model"]["groups"] = {"group1": [int(x) for x in g1], "group2": [int(x) for x in g2]}
+    write_card(card, out_dir)
+    log.info("potential: iteration %d (%s: %s), member %d, %d training frames; %s", choice["iteration"],
+             choice["rule"], choice["reason"], best, len(frames), ", ".join(f"{k} {v['sha256'][:12]}"
+                                                                            for k, v in files.items()))
+    return card
+
+
+def committee_files(model, ensemble, out_dir: Path, best: int, iteration: int) -> dict:
+    """Copy the committee to ``out_dir/ensemble.pt`` and export its best member to
+    ``potential.ts`` (ANI; a SchNet committee gets a one-line note instead); their SHA-256
+    and sizes, as the card records them."""
     ens_out = out_dir / "ensemble.pt"
     with atomic_path(ens_out) as tmp:
         shutil.copyfile(ensemble, tmp)
     ts_out = out_dir / "potential.ts"
     files = {"ensemble.pt": {"sha256": _sha256(ens_out), "bytes": ens_out.stat().st_size}}
     try:
-        export_potential(model, ts_out, member=best, extra={"iteration": choice["iteration"]})
+        export_potential(model, ts_out, member=best, extra={"iteration": iteration})
         files["potential.ts"] = {"sha256": _sha256(ts_out), "bytes": ts_out.stat().st_size}
     except ModelError as exc:  # SchNet: no TorchScript; say so on the card
         ts_out.unlink(missing_ok=True)
         _write_text(ts_out, f"no TorchScript export: {exc}\n")
+    return files
+
+
+def write_card(card: dict, out_dir: Path) -> None:
+    """``card.md``, ``card.rst`` and ``card.json`` (last: the file the rule's outputs end with)."""
+    _write_text(out_dir / "card.md", card_markdown(card))
+    _write_text(out_dir / "card.rst", card_rst(card))
+    write_json(out_dir / "card.json", card)
+
+
+def reference_record(reference_barrier=None, reference_cogef=None) -> dict:
+    """What the card says of the reference: its SMD barrier (how precise, from how many
+    replicas in how many rounds) and COGEF maximum."""
     reference = {}
     if reference_barrier is not None:
         rb = read_json(reference_barrier)
@@ -88,16 +119,4 @@ def build_potential(evaluation_paths: Sequence, stop: dict | None, ensemble, bes
         rc = read_json(reference_cogef)
         reference["cogef_e_max_eV"] = _num(rc.get("e_max"))
         reference["cogef_broken_bond"] = rc.get("broken_label")
-    card = build_card(choice=choice, evaluation=chosen, model=model, best_member=best, member=best, frames=frames,
-                      trained=trained, labeller_cfg=labeller_cfg, smd_cfg=smd_cfg, molecule=atoms,
-                      pulled=(g1[0], g2[0]), uq=_uq_thresholds(uq), final_uq=_uq_thresholds(final_uq),
-                      reference=reference, files=files,
-                      source_files={"ensemble": str(ensemble), "data": str(data), "evaluation": [str(p) for p in evaluation_paths]})
-    card["model"]["groups"] = {"group1": [int(x) for x in g1], "group2": [int(x) for x in g2]}
-    _write_text(out_dir / "card.md", card_markdown(card))
-    _write_text(out_dir / "card.rst", card_rst(card))
-    write_json(out_dir / "card.json", card)
-    log.info("potential: iteration %d (%s: %s), member %d, %d training frames; %s", choice["iteration"],
-             choice["rule"], choice["reason"], best, len(frames), ", ".join(f"{k} {v['sha256'][:12]}"
-                                                                            for k, v in files.items()))
-    return card
+    return reference

@@ -185,7 +185,6 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
            f"({err['smd_replicas_with_barrier']} replicas with a barrier)")
     if err.get("no_barrier_reason"):
         smd += f"; {err['no_barrier_reason']}"
-    bonds = ", ".join(f"{k} {v['min']:.2f}–{v['max']:.2f} Å" for k, v in tr["bond_lengths"].items())
     lab = card["labeller"]
     opts = ", ".join(f"{k}={v}" for k, v in lab["options"].items())
     rows = [
@@ -215,17 +214,26 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
                                  f"({err['unseen_frames']} reference SMD frames)"),
         ("UQ threshold at the end", f"{_fmt(unc['uq_threshold_eV'], '.4f')} eV (iteration "
                                     f"{unc['uq_threshold_iteration']}, mean over replicas)"),
-        ("Trained energies", f"{tr['energy']['min']:.3f} to {tr['energy']['max']:.3f} eV "
-                             f"(span {tr['energy_above_min']:.3f} eV)"),
-        ("Trained bond lengths", bonds),
+        *_trained_rows(tr),
     ]
-    if "pulled_distance" in tr:
-        rows.append(("Trained pulled distance", f"{tr['pulled_distance']['min']:.2f}–"
-                                                f"{tr['pulled_distance']['max']:.2f} Å"))
     rows.append(("Warns above", f"energy spread {_fmt(unc['warn_energy_std_above_eV'], '.4f')} eV or force spread "
                                 f"{_fmt(unc['warn_force_std_above_eV_per_A'], '.4f')} eV/Å (largest on the training set)"))
     for name, f in card["files"].items():
         rows.append((f"SHA-256 {name}", f"{f['sha256']}"))
+    return rows
+
+
+def _trained_rows(tr: dict) -> list[tuple[str, str]]:
+    """Where the potential was trained on this molecule; one row for a held-out molecule."""
+    if not tr.get("frames"):
+        return [("Trained on", f"none of this molecule's frames ({tr.get('untrained', 'no usable frame')})")]
+    bonds = ", ".join(f"{k} {v['min']:.2f}–{v['max']:.2f} Å" for k, v in tr["bond_lengths"].items())
+    rows = [("Trained energies", f"{tr['energy']['min']:.3f} to {tr['energy']['max']:.3f} eV "
+                                 f"(span {tr['energy_above_min']:.3f} eV)"),
+            ("Trained bond lengths", bonds)]
+    if "pulled_distance" in tr:
+        rows.append(("Trained pulled distance", f"{tr['pulled_distance']['min']:.2f}–"
+                                                f"{tr['pulled_distance']['max']:.2f} Å"))
     return rows
 
 
@@ -252,14 +260,37 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+#: The rows of a family's card that hold for every molecule (shown once, before the molecules').
+_SHARED_ROWS = ("Elements", "Model", "Labeller", "Iteration", "Warns above")
+
+
+def _sections(card: dict) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(heading, rows) of the card: one untitled section for one molecule; for a family the
+    rows every molecule shares, then one section per molecule."""
+    if not card.get("molecules"):
+        return [("", _card_rows(card))]
+    views = [(m, _card_rows({**card, **m})) for m in card["molecules"]]
+    first = card["molecules"][0]
+    family = _card_rows({**card, **first, "uncertainty": {**first["uncertainty"], **card["uncertainty"]}})
+    shared = [(k, v) for k, v in family if k in _SHARED_ROWS or k.startswith("SHA-256")]
+    return [("", shared)] + [(f"{m['name']}" + (" (held out)" if m["held_out"] else ""),
+                              [(k, v) for k, v in rows if (k, v) not in shared and k not in _SHARED_ROWS])
+                             for m, rows in views]
+
+
+def _measured_with(card: dict) -> str:
+    return (card["molecules"][0] if card.get("molecules") else card)["errors"]["measured_with"]
+
+
 def card_markdown(card: dict) -> str:
-    """The card as a short Markdown page (``card.md``)."""
+    """The card as a short Markdown page (``card.md``); a family's has a table per molecule."""
     lines = ["# The potential: model card", "",
-             f"{_sentence(card['errors']['measured_with'])}. Made {card['created']} by rarelearn "
-             f"{card['rarelearn_version']}; every figure is in `card.json`.", "",
-             "| | |", "|---|---|"]
-    lines += [f"| {k} | {v.replace('|', chr(92) + '|')} |" for k, v in _card_rows(card)]
-    lines += ["", "Use it: `rarelearn.load_potential(\"results/potential\")` (ASE calculator), "
+             f"{_sentence(_measured_with(card))}. Made {card['created']} by rarelearn "
+             f"{card['rarelearn_version']}; every figure is in `card.json`.", ""]
+    for title, rows in _sections(card):
+        lines += ([f"## {title}", ""] if title else []) + ["| | |", "|---|---|"]
+        lines += [f"| {k} | {v.replace('|', chr(92) + '|')} |" for k, v in rows] + [""]
+    lines += ["Use it: `rarelearn.load_potential(\"results/potential\")` (ASE calculator), "
                   "`torch.jit.load(\"results/potential/potential.ts\")` (no rarelearn needed), or "
                   "`python -m rarelearn.run smd --potential results/potential --structure my.xyz --pull I J`.", ""]
     return "\n".join(lines)
@@ -267,14 +298,15 @@ def card_markdown(card: dict) -> str:
 
 def card_rst(card: dict) -> str:
     """The card as reStructuredText (``card.rst``, the opening of the HTML report)."""
-    rows = _card_rows(card)
     out = ["The potential: model card", "==========================", "",
-           f"{_sentence(card['errors']['measured_with'])}. Every figure is in ``results/potential/card.json``.", "",
-           ".. list-table::", "   :widths: 25 75", ""]
-    for k, v in rows:
-        v = v.replace("*", r"\*").replace("`", r"\`").replace("|", r"\|")
-        out += [f"   * - {k}", f"     - {v}"]
-    out.append("")
+           f"{_sentence(_measured_with(card))}. Every figure is in ``results/potential/card.json``.", ""]
+    for title, rows in _sections(card):
+        out += [title, "-" * len(title), ""] if title else []
+        out += [".. list-table::", "   :widths: 25 75", ""]
+        for k, v in rows:
+            v = v.replace("*", r"\*").replace("`", r"\`").replace("|", r"\|")
+            out += [f"   * - {k}", f"     - {v}"]
+        out.append("")
     return "\n".join(out)
 
 
