@@ -63,7 +63,7 @@ rule baseline_best_model:
     conda:
         ENV
     input:
-        data=f"{SMD_FRAMES}/dataset.h5",
+        data=[f"{SMD_FRAMES}/dataset.h5"],
         members=smd_frames_members,
         infos=smd_frames_member_infos,
     output:
