@@ -458,8 +458,34 @@ def campaign_evaluations(wildcards=None):
     return [path for paths in its for path in paths.values()]
 
 
-# ------------------------------------------------------------------ the potential (rules/potential.smk)
-from rarelearn.potential import potential_sources
+# ------------------------------------------------------------------ the potential (rules/potential.smk, family.smk)
+from rarelearn.potential import choose_family_iteration, potential_sources
+
+
+def family_potential(wildcards=None):
+    """The files a family's potential is built from: every molecule's evaluations (iteration
+    by iteration, molecules in config order), the chosen iteration's committee and best
+    member, each trained molecule's data set, UQ and last UQ, every molecule's prepared
+    molecule and reference barrier and COGEF profile."""
+    its = campaign_iterations()
+    histories = {m["name"]: [read_json(paths[mol]) for paths in its] for mol, m in MOLECULES.items()}
+    choice = choose_family_iteration(histories, FAMILY_TRAINED, config["campaign"]["stop"])
+    i, final = choice["iteration"], choice["final_iteration"]
+    return {
+        "evaluations": [paths[mol] for paths in its for mol in MOLECULES],
+        "ensemble": f"results/iter_{i:03d}/ensemble.pt",
+        "best": f"results/iter_{i:03d}/best.json",
+        "data": [molecule_data(i, mol) for mol in TRAINED],
+        "uq": [f"results/iter_{i:03d}{mol}/uq.h5" for mol in TRAINED],
+        "final_uq": [f"results/iter_{final:03d}{mol}/uq.h5" for mol in TRAINED],
+        "molecules": expand(MOLECULE, mol=list(MOLECULES)),
+        "reference_barriers": expand("results/reference{mol}/barrier.json", mol=list(MOLECULES)),
+        "reference_cogefs": expand("results/reference{mol}/cogef.json", mol=list(MOLECULES)),
+    }
+
+
+FAMILY_NAMES = [m["name"] for m in MOLECULES.values()]
+FAMILY_TRAINED = [MOLECULES[mol]["name"] for mol in TRAINED]
 
 
 def chosen_potential(wildcards=None):
