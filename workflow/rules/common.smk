@@ -147,9 +147,8 @@ def structure_file(wildcards):
 
 
 def reference_md_params(wildcards):
-    """What a molecule's reference MD follows: REFERENCE_MD with the molecule's md_frames."""
-    if not FAMILY:
-        return REFERENCE_MD
+    """What a molecule's reference MD follows: REFERENCE_MD with the molecule's md_frames
+    (reference.md_frames itself for the one molecule of a one-molecule campaign)."""
     return {**REFERENCE_MD, "md_frames": MOLECULES[wildcards.mol]["md_frames"]}
 
 
