@@ -39,5 +39,6 @@ rule all:
         "results/summary.csv",
         "results/potential/card.json",
         expand("results/figures{mol}/{figure}.png", mol=list(MOLECULES), figure=FIGURES),
+        ["results/figures/family.png"] if FAMILY else [],
         [] if FAMILY else finished_studies,
     default_target: True

@@ -65,3 +65,50 @@ def test_a_wrong_family_fails_at_load_naming_the_entry(molecules, message, tmp_p
 def test_a_family_needs_ani_members():
     with pytest.raises(ConfigError, match="model.family: schnet trains on one molecule"):
         _cfg(molecules=[{"alkane": 4}, {"alkane": 5}], model={"family": "schnet"})
+
+
+def test_the_budget_split_by_cogef_error_gives_the_worst_molecules_the_most_labels():
+    from rarelearn.campaign_molecules import error_budget
+
+    w = {"C3": 1.0, "C4": 1.0, "C6": 2.0}
+    # need = weight x |error|: 10, 30, 2 x 20 = 40 of 80 -> 60 x 1/8, 3/8, 4/8
+    assert error_budget(60, w, {"C3": 10.0, "C4": -30.0, "C6": 20.0}, 1.0) == {"C3": 7, "C4": 22, "C6": 30}
+    # a molecule within the tolerance keeps a share as small as the tolerance, at least 1 frame
+    got = error_budget(60, w, {"C3": 0.2, "C4": 40.0, "C6": 40.0}, 1.0)
+    assert got["C3"] == 1 and got["C4"] == int(60 * 40 / 121) and got["C6"] == int(60 * 80 / 121)
+    assert sum(got.values()) <= 60
+    # an unknown error counts as the largest known one; none known: the weights decide
+    assert error_budget(40, w, {"C3": 5.0, "C4": float("nan"), "C6": 10.0}, 1.0) == {"C3": 5, "C4": 11, "C6": 22}
+    assert error_budget(40, w, {}, 1.0) == {"C3": 10, "C4": 10, "C6": 20}
+
+
+def test_a_select_job_reads_its_share_off_the_iterations_cogef_profiles(tmp_path):
+    from rarelearn.jsonio import write_json
+    from rarelearn.steps.select import family_budget
+    from rarelearn.units import KCAL_MOL_PER_EV
+
+    files = {"cogef": {}, "reference_cogef": {}}
+    for name, e_nnp, e_ref in (("C2", 8.0, 7.5), ("C3", 7.0, 7.9)):
+        for key, e in (("cogef", e_nnp), ("reference_cogef", e_ref)):
+            files[key][name] = str(tmp_path / f"{name}_{key}.json")
+            write_json(files[key][name], {"e_max": e, "broke": key == "cogef" or name == "C2"})
+    rec = family_budget({"molecule": "C3", "max_frames": 10, "floor_kcal": 1.0, "weights": {"C2": 1, "C3": 1},
+                         **files})
+    assert rec["errors_kcal"] == pytest.approx({"C2": 0.5 * KCAL_MOL_PER_EV, "C3": 0.9 * KCAL_MOL_PER_EV})
+    assert rec["frames"] == {"C2": 3, "C3": 6} and rec["max_frames"] == 6 and rec["molecule"] == "C3"
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"selection": {"budget_split": "cogef_error", "max_frames": None}}, "max_frames, which is null"),
+    ({"selection": {"budget_split": "cogef_error"}, "sampler": {"kind": "hal"}}, "sampler hal hands over"),
+    ({"selection": {"budget_split": "errors"}}, "selection.budget_split"),
+])
+def test_a_budget_split_that_cannot_work_fails_at_load(over, message):
+    with pytest.raises(ConfigError) as err:
+        _cfg(molecules=[{"alkane": 4}, {"alkane": 5}], **over)
+    assert message in str(err.value)
+
+
+def test_no_cap_leaves_every_trained_molecule_uncapped():
+    mols = campaign_molecules(_cfg(molecules=[{"alkane": 4}, {"alkane": 5, "weight": 0}]))
+    assert label_budget(None, mols) == {"C4": None, "C5": 0}

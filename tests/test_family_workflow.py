@@ -1,8 +1,8 @@
 """A campaign of several molecules through Snakemake (issue 20), on the tiny settings:
 ethane with an MD set, propane without one, butane held out (tests/configs/family.yaml).
 One committee learns from both trained molecules; each molecule has its own reference
-stage, pulls, selection (its share of the label budget) and evaluation; the held-out one is
-evaluated every iteration and never trained on."""
+stage, pulls, selection (its share of the label budget, by its COGEF error) and
+evaluation; the held-out one is evaluated every iteration and never trained on."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, snakemake
+from rarelearn.campaign_molecules import error_budget
 from rarelearn.dataset import read_frames
+from rarelearn.units import KCAL_MOL_PER_EV
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +58,15 @@ def test_one_committee_learns_every_trained_molecule(family_campaign):
     assert len(merged["C3"]) > 0 and (merged["C3"].source != "md").all()
     sel = {name: json.loads((_mol(root, 0, name) / "selected" / "selection.json").read_text())
            for name in ("C2", "C3")}
-    # the budget (max_frames 6, weights 1 and 1): 3 frames each, at most
-    assert all(0 < s["selected"] <= 3 for s in sel.values())
+    # the budget (max_frames 6, weights 1 and 1, budget_split cogef_error): in proportion to
+    # each molecule's |ΔE_max| of the iteration's COGEF profiles against the reference's
+    errors = {name: abs(json.loads((_mol(root, 0, name) / "cogef.json").read_text())["e_max"]
+                        - json.loads((root / "results" / "reference" / "molecules" / name / "cogef.json")
+                                     .read_text())["e_max"]) * KCAL_MOL_PER_EV for name in ("C2", "C3")}
+    share = error_budget(6, {"C2": 1.0, "C3": 1.0}, errors, 1.0)
+    for name, s in sel.items():
+        assert s["budget"]["errors_kcal"] == pytest.approx(errors) and s["budget"]["frames"] == share
+        assert 0 < s["selected"] <= share[name]
     info = json.loads((root / "results" / "iter_001" / "models" / "member_0.json").read_text())
     hashes = set(info["train_hashes"]) | set(info["val_hashes"])
     assert hashes == set(merged["C2"].hashes) | set(merged["C3"].hashes)
@@ -83,6 +92,7 @@ def test_the_summary_has_every_molecule_and_the_campaign_labels(family_campaign)
     for name in NAMES:
         assert len(pd.read_csv(root / "summary" / "molecules" / f"{name}.csv")) == 2
         assert (root / "figures" / "molecules" / name / "barrier_error.png").stat().st_size > 0
+    assert (root / "figures" / "family.png").stat().st_size > 0   # every molecule on one page
 
 
 def test_one_potential_with_a_card_per_molecule(family_campaign):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import gfn2_atom_energies  # noqa: E402
-from rarelearn.dataset import Frames, FrameSet, read_frames, read_training_frames, write_frames
+from rarelearn.dataset import Frames, read_frames, write_frames
+from rarelearn.frameset import FrameSet, read_training_frames
 from rarelearn.jsonio import read_json, write_json
 from rarelearn.learning.aev_data import _Data, _MultiData, make_data
 from rarelearn.learning.errors import best_member, evaluate_errors

@@ -13,13 +13,17 @@ stage, pulls, COGEF path, selection, data set file and evaluation in a folder of
     weight     its share of an iteration's label budget; 0: held out (evaluated, never trained on)
     md_frames  frames of its equilibrium MD set (0: none)
 
-:func:`label_budget` splits ``selection.max_frames`` over the trained molecules.
+:func:`label_budget` splits ``selection.max_frames`` over the trained molecules by weight
+(``selection.budget_split: weight``); :func:`error_budget` by weight × each molecule's
+current COGEF error (``cogef_error``), read when the iteration's COGEF profiles are known.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-__all__ = ["MOLECULE_KEYS", "campaign_molecules", "model_elements", "label_budget", "check_structure"]
+__all__ = ["MOLECULE_KEYS", "campaign_molecules", "model_elements", "label_budget", "error_budget",
+           "check_structure"]
 
 #: The keys of a molecule section (``molecule``, and each ``molecules`` entry besides name,
 #: weight and md_frames).
@@ -88,12 +92,32 @@ def model_elements(molecules: list[dict]) -> list[str]:
     return out
 
 
-def label_budget(max_frames: int, molecules: list[dict]) -> dict[str, int]:
+def label_budget(max_frames: int | None, molecules: list[dict]) -> dict[str, int | None]:
     """Frames each molecule may select in an iteration: ``max_frames`` × its weight / the
-    sum of the weights, rounded down (at least 1 for a trained molecule); 0 when held out."""
+    sum of the weights, rounded down (at least 1 for a trained molecule); 0 when held out.
+    ``max_frames`` None (no cap): None for every trained molecule."""
     total = sum(m["weight"] for m in molecules)
-    return {m["name"]: (max(1, int(max_frames * m["weight"] / total)) if m["weight"] > 0 else 0)
+    return {m["name"]: (0 if m["weight"] <= 0 else None if max_frames is None
+                        else max(1, int(max_frames * m["weight"] / total)))
             for m in molecules}
+
+
+def error_budget(max_frames: int, weights: dict[str, float], errors_kcal: dict[str, float],
+                 floor_kcal: float) -> dict[str, int]:
+    """The label budget split by need (``selection.budget_split: cogef_error``): molecule m
+    gets ``max_frames`` × w_m·e_m / Σ w·e frames, rounded down, at least 1, where e_m is its
+    current COGEF error |ΔE_max| (kcal/mol) raised to ``floor_kcal`` (the stop rule's COGEF
+    tolerance): a molecule the potential already gets right keeps a share as small as the
+    tolerance, never none. ``weights``: the trained molecules' (weight > 0); a NaN or
+    missing error counts as the largest of the others (unknown is treated as far off)."""
+    known = [abs(e) for e in errors_kcal.values() if e == e]
+    worst = max(known) if known else floor_kcal
+    need = {}
+    for name, w in weights.items():
+        e = errors_kcal.get(name, math.nan)
+        need[name] = w * max(abs(e) if e == e else worst, floor_kcal)
+    total = sum(need.values())
+    return {name: max(1, int(max_frames * n / total)) for name, n in need.items()}
 
 
 def check_structure(mol: dict, base_dir: Path, key: str = "molecule") -> None:

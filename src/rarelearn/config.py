@@ -214,6 +214,13 @@ def _check_molecules(config: dict, base_dir: Path) -> list[dict]:
     if len(molecules) > 1 and config["model"]["family"] != "ani":
         raise ConfigError(f"model.family: {config['model']['family']} trains on one molecule; a campaign of "
                           "several molecules (molecules:) needs family ani")
+    if config["selection"]["budget_split"] == "cogef_error":
+        if config["selection"]["max_frames"] is None:
+            raise ConfigError("selection.budget_split: cogef_error splits selection.max_frames, which is null "
+                              "(no cap); give max_frames a number or use budget_split: weight")
+        if config["sampler"]["kind"] == "hal":
+            raise ConfigError("selection.budget_split: cogef_error: sampler hal hands over one frame per run and "
+                              "has no budget to split; use another sampler or budget_split: weight")
     return molecules
 
 

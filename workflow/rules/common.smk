@@ -32,6 +32,9 @@ config.update(_validated)
 # not how they pull: it leaves the section every SMD rule passes on as its protocol, so
 # the protocol's parameters (and what reruns when they change) are the same either way.
 SMD_BATCH = config["smd"].pop("batch")
+# selection.budget_split says how a family shares out the label budget, not how a molecule
+# selects: it leaves the section the UQ and select rules pass on (as smd.batch does).
+BUDGET_SPLIT = config["selection"].pop("budget_split")
 
 
 # The campaign's molecules, by the path segment of their results ({mol}): "" for the one
@@ -44,6 +47,9 @@ FAMILY = len(MOLECULES) > 1
 TRAINED = [d for d, m in MOLECULES.items() if m["weight"] > 0]
 # Frames each molecule selects an iteration (selection.max_frames split by weight).
 BUDGET = label_budget(config["selection"]["max_frames"], list(MOLECULES.values()))
+# With selection.budget_split cogef_error, by weight x the molecule's COGEF error instead,
+# worked out in each select job from the iteration's COGEF profiles (select_selection).
+SPLIT_BY_ERROR = FAMILY and BUDGET_SPLIT == "cogef_error"
 
 
 wildcard_constraints:
@@ -100,7 +106,26 @@ SELECT_SELECTION = {
 def select_selection(wildcards):
     """The selection section a molecule's select checkpoint follows: SELECT_SELECTION with
     its share of the label budget (all of it in a one-molecule campaign)."""
-    return {**SELECT_SELECTION, "max_frames": BUDGET[MOLECULES[wildcards.mol]["name"]]}
+    name = MOLECULES[wildcards.mol]["name"]
+    selection = {**SELECT_SELECTION, "max_frames": BUDGET[name]}
+    if SPLIT_BY_ERROR:  # the share is read off every trained molecule's COGEF error in the job
+        selection["budget_split"] = {
+            "molecule": name,
+            "max_frames": config["selection"]["max_frames"],
+            "floor_kcal": config["campaign"]["stop"]["cogef_target_kcal"],
+            "weights": {MOLECULES[d]["name"]: MOLECULES[d]["weight"] for d in TRAINED},
+            **budget_cogef_files(wildcards),
+        }
+    return selection
+
+
+def budget_cogef_files(wildcards):
+    """selection.budget_split cogef_error: every trained molecule's COGEF profile of the
+    iteration's best member, and the reference's, by molecule name."""
+    return {
+        "cogef": {MOLECULES[d]["name"]: f"results/iter_{wildcards.iteration}{d}/cogef.json" for d in TRAINED},
+        "reference_cogef": {MOLECULES[d]["name"]: f"results/reference{d}/cogef.json" for d in TRAINED},
+    }
 
 
 ENV = "../../environment.yml"
@@ -340,6 +365,9 @@ def selection_inputs(wildcards):
         "uq": f"results/iter_{wildcards.iteration}{wildcards.mol}/uq.h5",
         "replicas": sampling_replicas(wildcards),
     }
+    if SPLIT_BY_ERROR:
+        files = budget_cogef_files(wildcards)
+        inputs["budget_cogef"] = list(files["cogef"].values()) + list(files["reference_cogef"].values())
     if COGEF_SAMPLER:
         inputs["cogef"] = (
             iteration_member_cogef_frames(wildcards)

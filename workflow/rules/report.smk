@@ -44,7 +44,23 @@ if FAMILY:
         script:
             "../scripts/family_summary.py"
 
-    localrules: family_summary
+    # The family on one page: every molecule's errors and the campaign's labels.
+    rule family_figure:
+        input:
+            "results/summary.csv",
+        output:
+            report("results/figures/family.png", caption="../report/family.rst", category="Campaign"),
+        params:
+            held_out=[m["name"] for m in MOLECULES.values() if m["weight"] == 0],
+            target_kcal=config["campaign"]["stop"]["cogef_target_kcal"],
+        conda:
+            ENV
+        log:
+            "logs/family_figure.log",
+        script:
+            "../scripts/family_figure.py"
+
+    localrules: family_summary, family_figure
 
 
 rule figures:

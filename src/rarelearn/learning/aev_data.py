@@ -3,7 +3,7 @@ training set (forward-mode autograd through TorchANI's radial and angular terms,
 against TorchANI's own AEVs), residual energies and forces (eV, eV/Å). See
 :mod:`rarelearn.learning.fit` for why and when the Jacobians are cached.
 
-One molecule: :class:`_Data`. Several (a :class:`rarelearn.dataset.FrameSet`):
+One molecule: :class:`_Data`. Several (a :class:`rarelearn.frameset.FrameSet`):
 :class:`_MultiData`, one :class:`_Data` per part behind the same small interface the fit
 loop calls (``local``, ``batch_loss``, ``evaluate``, ``spec``, ``aev_dim``, ``device``,
 ``mode``, ``seconds``); :func:`make_data` picks the one that fits."""
@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..dataset import Frames, FrameSet
+from ..dataset import Frames
+from ..frameset import FrameSet
 from ..models.ani import HARTREE_EV, _aev_computer, make_spec
 
 __all__ = ["AUTO_MIN_EPOCHS"]

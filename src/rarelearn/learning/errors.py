@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dataset import Frames, FrameSet
+from ..dataset import Frames
+from ..frameset import FrameSet
 from ..models.ani import EnsembleModel
 
 __all__ = ["best_member", "evaluate_errors"]

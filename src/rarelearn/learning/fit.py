@@ -27,7 +27,7 @@ about 4-5x faster on a CPU. Memory: 4·N·D·3N bytes per frame (0.6 MB for hexa
 D = 128); above ``max_cache_gb`` or with ``precompute="none"`` AEVs are recomputed and
 differentiated every step.
 
-Several molecules: ``frames`` may be a :class:`rarelearn.dataset.FrameSet` (one part per
+Several molecules: ``frames`` may be a :class:`rarelearn.frameset.FrameSet` (one part per
 molecule; indices are global frame indices into it). Each part keeps its own cache and
 atom order; a batch spanning several parts is split by part and the parts' eq.-3 losses
 (each with its own √N and N) are weighted by their frame counts, so the loss is still
@@ -54,7 +54,8 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 import numpy as np
 import torch
 
-from ..dataset import Frames, FrameSet
+from ..dataset import Frames
+from ..frameset import FrameSet
 from ..models.ani import build_networks
 from .aev_data import AUTO_MIN_EPOCHS, _Data, _MultiData, make_data
 

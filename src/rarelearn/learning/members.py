@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dataset import Frames, FrameSet
+from ..dataset import Frames
+from ..frameset import FrameSet
 from ..jsonio import read_json
 from ..models.files import read_model_blob
 from .fit import TrainConfig

@@ -131,7 +131,7 @@ def build_family_potential(evaluations: dict, trained: Sequence[str], stop: dict
         chosen = next(ev for ev in histories[name] if int(ev["iteration"]) == choice["iteration"])
         held_out = name not in trained
         if held_out:
-            frames = Frames(atoms.numbers, np.zeros((0, len(atoms), 3)))
+            frames = Frames.empty(atoms.numbers)
             tr = _untrained_range("held out: a test of how the potential transfers")
             thresholds = final = {"mean": None, "per_replica": {}}
         else:

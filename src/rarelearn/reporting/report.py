@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..dataset import read_frames  # noqa: E402
@@ -29,6 +30,7 @@ __all__ = [
     "plot_cogef_profiles",
     "plot_ea_distributions",
     "make_figures",
+    "plot_family",
     "plot_baselines",
     "plot_study",
 ]
@@ -118,6 +120,64 @@ def plot_barrier_error(summary, out, target_kcal: float = 1.0) -> Path:
     ax.set_ylabel("|ΔE_a| (kcal/mol)")
     ax.set_title("Barrier error against the reference")
     ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def plot_family(summary, held_out: Sequence[str], out, target_kcal: float = 1.0) -> Path:
+    """A family campaign on one page (``results/figures/family.png``, from the family's
+    ``results/summary.csv``): per molecule and iteration, the best member's COGEF |ΔE_max|,
+    the SMD |ΔE_a| read up to the break (± SE) and the energy MAE on unseen reference
+    frames; the campaign's labels. Held-out molecules dashed; × where the potential
+    breaks another bond than the reference's (COGEF profile, or most SMD pulls)."""
+    import pandas as pd
+
+    summary = pd.read_csv(summary) if isinstance(summary, (str, Path)) else summary
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = [
+        (axes[0, 0], "cogef_abs_delta_e_max_kcal", None, "COGEF |ΔE_max| (kcal/mol)", "cogef_same_bond"),
+        (axes[0, 1], "abs_delta_ea_kcal", "delta_ea_stderr_kcal", "SMD |ΔE_a| to the break ± SE (kcal/mol)",
+         "smd_same_bond_fraction"),
+        (axes[1, 0], "unseen_energy_mae", None, "energy MAE, unseen reference frames (eV)", None),
+    ]
+    for i, (name, rows) in enumerate(summary.groupby("molecule", sort=False)):
+        style = dict(color=f"C{i % 10}", ls="--" if name in held_out else "-", marker="o", ms=4,
+                     label=f"{name} (held out)" if name in held_out else name)
+        for ax, col, err, _, bond in panels:
+            if col not in rows:
+                continue
+            y = rows[col].astype(float)
+            ax.errorbar(rows["iteration"], y, yerr=None if err is None else rows[err].astype(float), capsize=2,
+                        **style)
+            if bond is not None and bond in rows:
+                b = rows[bond]
+                other = (b.astype(float) < 0.5) if bond == "smd_same_bond_fraction" else (
+                    b.astype(str).str.lower() == "false")
+                if other.any():
+                    ax.plot(rows["iteration"][other], y[other], "x", color="black", ms=9, mew=2, zorder=5)
+    for ax, _, _, label, bond in panels:
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(label, fontsize=9)
+        if bond is not None:
+            ax.axhline(target_kcal, color="red", ls=":", lw=1)
+    axes[0, 0].plot([], [], "x", color="black", ms=9, mew=2, label="another bond breaks")
+    axes[0, 0].legend(fontsize=7)
+    labels = summary.groupby("iteration")["labels_total"].sum() if "labels_total" in summary else None
+    ax = axes[1, 1]
+    if labels is not None:
+        bottom = np.zeros(len(labels))
+        for i, (name, rows) in enumerate(summary.groupby("molecule", sort=False)):
+            if name in held_out:
+                continue
+            per = rows.set_index("iteration")["labels_total"].reindex(labels.index).fillna(0).to_numpy()
+            ax.bar(labels.index, per, bottom=bottom, color=f"C{i % 10}", label=name)
+            bottom += per
+        ax.legend(fontsize=7)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("labels in the data set (all molecules)", fontsize=9)
+    for a in axes.flat:
+        a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig.suptitle("One committee for every molecule: its errors against the reference")
     return _save(fig, out)
 
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from ..chem.barrier import barrier_of_files, rounds_to_go
 from ..chem.molecules import load_prepared_molecule
@@ -70,7 +69,7 @@ def empty_dataset(molecule_xyz, out) -> Frames:
     """Iteration 0's data set of a molecule without an MD set (``md_frames: 0`` in a family):
     no frames, its atoms; its selections fill it."""
     atoms, _, _ = load_prepared_molecule(molecule_xyz)
-    frames = Frames(atoms.numbers, np.zeros((0, len(atoms), 3)))
+    frames = Frames.empty(atoms.numbers)
     write_frames(out, frames)
     log.info("iteration 0 data set of %s: none (no MD set); its selections fill it", molecule_xyz)
     return frames

@@ -16,7 +16,7 @@ from ..jsonio import write_json
 from ..learning.selection import frames_to_label
 from .common import log
 
-__all__ = ["uq_step", "select_step", "hal_select_step"]
+__all__ = ["uq_step", "select_step", "hal_select_step", "family_budget"]
 
 
 def uq_step(ensemble_path, replica_paths: Sequence, selection_cfg: dict, out) -> None:
@@ -116,6 +116,29 @@ def _thresholds(uq_path, replica_paths: Sequence) -> list[float]:
     return [t for t in thr if np.isfinite(t)]
 
 
+def family_budget(split: dict) -> dict:
+    """A family's label budget for one molecule's selection, split by need
+    (``selection.budget_split: cogef_error``, :func:`rarelearn.campaign_molecules.error_budget`).
+
+    ``split`` (the workflow's ``selection.budget_split`` param): ``molecule`` (whose
+    selection this is), ``max_frames`` (the iteration's budget), ``weights`` and, per
+    trained molecule, ``cogef`` (the iteration's COGEF profile of the best member, its
+    ``cogef.json``) and ``reference_cogef`` (the reference's), ``floor_kcal``. The error of a
+    molecule is |E_max − E_max(reference)| of the two scans, also where one did not break
+    (then a lower bound). Returns the record written to ``selection.json`` as ``budget``:
+    the rule, every molecule's error and frames, and this molecule's."""
+    from ..campaign_molecules import error_budget
+    from ..jsonio import read_json
+    from ..units import KCAL_MOL_PER_EV
+
+    errors = {name: abs(read_json(path)["e_max"] - read_json(split["reference_cogef"][name])["e_max"])
+              * KCAL_MOL_PER_EV for name, path in split["cogef"].items()}
+    frames = error_budget(split["max_frames"], split["weights"], errors, split["floor_kcal"])
+    return {"rule": "cogef_error", "molecule": split["molecule"], "max_frames": frames[split["molecule"]],
+            "iteration_max_frames": split["max_frames"], "floor_kcal": split["floor_kcal"],
+            "errors_kcal": errors, "frames": frames}
+
+
 def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
                 out_dir, cogef_paths: Sequence | None = None, cogef_frames: int | None = None,
                 smd: bool = True) -> dict:
@@ -138,13 +161,20 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     """
     from ..learning.selection import cap_frames, select_path
 
+    budget = None
+    if "budget_split" in selection_cfg:   # a family's budget split by need
+        selection_cfg = dict(selection_cfg)
+        budget = family_budget(selection_cfg.pop("budget_split"))
+        selection_cfg["max_frames"] = budget["max_frames"]
+        log.info("budget (COGEF error): %s", ", ".join(f"{k} {budget['frames'][k]} frames ({e:.1f} kcal/mol)"
+                                                        for k, e in budget["errors_kcal"].items()))
     labeller_steps = int(selection_cfg.get("labeller_steps", 0))
     if smd:
         picked, per_replica, thresholds = _smd_picks(uq_path, replica_paths, selection_cfg)
     else:  # only the replicas' thresholds are needed
         picked, per_replica, thresholds = [], [], _thresholds(uq_path, replica_paths)
     max_frames = selection_cfg["max_frames"]
-    parts, tail = [], {"replicas": per_replica, "sources": {}}
+    parts, tail = [], {"replicas": per_replica, "sources": {}, **({"budget": budget} if budget else {})}
     if cogef_paths:
         cap = cogef_frames if smd else max_frames
         if cap is not None and max_frames is not None:

@@ -3,7 +3,7 @@ and the best member (policy: :mod:`rarelearn.learning.members`).
 
 Several molecules: ``data_path``, ``base_data_path`` and ``atom_energies_json`` may each
 be one path or a list of paths (one data set file per molecule, read as a
-:class:`rarelearn.dataset.FrameSet`; the atom-energy files merged). One path, or a list
+:class:`rarelearn.frameset.FrameSet`; the atom-energy files merged). One path, or a list
 of one, trains exactly as before."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dataset import Frames, FrameSet, read_frames, read_training_frames, write_frames
+from ..dataset import Frames, read_frames, write_frames
+from ..frameset import FrameSet, read_training_frames
 from ..jsonio import read_json, write_json
 from ..learning.members import fitted_self_energies, member_setup, model_spec, train_config
 from .common import log
