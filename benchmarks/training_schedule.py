@@ -11,6 +11,8 @@ test data) and on the COGEF barrier read off them, E(image at the reference maxi
 
     python benchmarks/training_schedule.py --campaign /tmp/c --iteration 2 --members 0 1 2 --cogef \
         --schedule epochs=100,lr_patience=3,early_stopping_patience=15,lr=0.0003
+    python benchmarks/training_schedule.py --campaign /tmp/c --iteration 2 --members 0 1 2 --cogef \
+        --repeat-selected 5 --schedule epochs=50,lr_patience=10,early_stopping_patience=20
 
 The data set is results/iter_NNN/merged.h5 of the campaign (what iteration NNN + 1 trains
 on), each member is warm-started from its own parameters of iteration NNN as the workflow
@@ -86,15 +88,28 @@ def main(argv=None) -> int:
     p.add_argument("--members", type=int, nargs="+", default=[0], help="members to train (each its own seed and split)")
     p.add_argument("--cogef", action="store_true", help="each trained member's COGEF ΔE_max and break extension")
     p.add_argument("--cold", action="store_true", help="train from scratch (no warm start)")
+    p.add_argument("--repeat-selected", type=int, default=1, metavar="K",
+                   help="every frame not of the MD set K times in the training data (a loss weight K on "
+                        "the selected frames and their copies; copies share their frame's split)")
     args = p.parse_args(argv)
     res = args.campaign / "results"
     it = res / f"iter_{args.iteration:03d}"
+    data = it / "merged.h5"
+    keep = tempfile.TemporaryDirectory()
+    if args.repeat_selected > 1:
+        from rarelearn.dataset import write_frames
+
+        frames = read_frames(data)
+        sel = np.flatnonzero(frames.source != "md")
+        data = Path(keep.name) / "merged.h5"
+        write_frames(data, frames.subset(np.concatenate([np.arange(len(frames))] + [sel] * (args.repeat_selected - 1))))
+        print(f"{len(sel)} selected frames (not md) x {args.repeat_selected}")
     cfg = campaign_config()
     ref = read_frames(res / "reference" / "cogef.h5")
     ref_e = ref.energy
     k_max = int(np.argmax(np.where(ref.extras["intact"] > 0, ref_e, -np.inf)))
     ref_barrier = ref_e[k_max] - ref_e[0]
-    print(f"data {it / 'merged.h5'} ({len(read_frames(it / 'merged.h5'))} frames); reference COGEF: "
+    print(f"data {data} ({len(read_frames(data))} frames); reference COGEF: "
           f"{len(ref)} images, barrier {ref_barrier:.4f} eV at image {k_max}")
     print(f"{'schedule':<58} {'member':>6} {'epochs':>6} {'best':>4} {'min lr':>8} {'val E':>6} {'val F':>6} "
           f"{'COGEF E MAE':>11} {'dBarrier':>8} {'s':>5}" + (f" {'dEmax':>7} {'break':>6} {'dE_end@ext':>13}" if args.cogef else ""))
@@ -105,7 +120,7 @@ def main(argv=None) -> int:
         for member in args.members:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.time()
-                info = train_member_step(it / "merged.h5", res / "reference" / "atom_energies.json", cfg["model"],
+                info = train_member_step(data, res / "reference" / "atom_energies.json", cfg["model"],
                                          training, cfg["molecule"]["elements"], args.iteration + 1, member,
                                          Path(tmp) / "m.pt", Path(tmp) / "m.json", previous_dir=it,
                                          base_data_path=res / "iter_000" / "dataset.h5")
