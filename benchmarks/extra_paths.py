@@ -13,7 +13,7 @@ Sources:
   the committee's spread and selected, screened, augmented and labelled as the cogef sampler
   does (50 frames + 100 noisy copies);
 * ``--labeller-steps N``: the best member's own end-to-end COGEF path (the iteration's
-  ``cogef.h5``), 10 images spread over Δ 1.8–2.9 Å (around its maximum and past it), each
+  ``cogef.h5``), 10 images (``--images``) spread over Δ 1.8–2.9 Å (around its maximum and past it), each
   relaxed N BFGS steps under the same constraint by the labeller, every step labelled
   (the way from the potential's branch towards the labeller's), plus 2 noisy copies of each;
 * ``--reference-path``: a diagnostic upper bound, not a sampler: the reference's own COGEF
@@ -40,8 +40,9 @@ from rarelearn.steps.sample import cogef_step
 from rarelearn.steps.select import select_step
 
 
-def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, screen: dict) -> Path:
-    """Labelled frames: 10 images of the potential's path (Δ 1.8–2.9 Å), each relaxed ``steps``
+def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, screen: dict,
+                    n_images: int = 10) -> Path:
+    """Labelled frames: ``n_images`` images of the potential's path (Δ 1.8–2.9 Å), each relaxed ``steps``
     − 1 BFGS steps by the labeller under the path's constraint (the workflow's
     :func:`rarelearn.chem.labelling.labeller_steps`; the image and every step kept), and 2
     noisy copies of each of them (labelled too)."""
@@ -54,7 +55,7 @@ def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, s
     path = read_frames(path_h5)
     ext = np.asarray(path.extras["extension"])
     window = np.flatnonzero((ext >= 1.8) & (ext <= 2.9))
-    picks = window[np.linspace(0, len(window) - 1, min(10, len(window))).round().astype(int)]
+    picks = window[np.linspace(0, len(window) - 1, min(n_images, len(window))).round().astype(int)]
     images = path.subset(picks)
     images.extras, images.attrs = {"labeller_steps": np.full(len(images), float(steps))}, {}
     images.iteration[:] = iteration
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
     src_kind.add_argument("--pulls", help="atom pairs i-j,k-l,...: the best member's COGEF scans of each")
     src_kind.add_argument("--reference-path", action="store_true", help="the reference's COGEF images (diagnostic)")
     src_kind.add_argument("--labeller-steps", type=int, help="labeller relaxation steps from the potential's path images")
+    p.add_argument("--images", type=int, default=10, help="--labeller-steps: path images relaxed (default 10)")
     args = p.parse_args(argv)
     src, out = args.campaign / "results", args.out
     it = src / f"iter_{args.iteration:03d}"
@@ -113,7 +115,8 @@ def main(argv=None) -> int:
             label_step(b, cfg["labeller"], out / "labelled" / b.name, screen=screen)
             labelled.append(out / "labelled" / b.name)
     elif args.labeller_steps:
-        labelled = [_labeller_steps(it / "cogef.h5", cfg, args.labeller_steps, args.iteration, out, screen)]
+        labelled = [_labeller_steps(it / "cogef.h5", cfg, args.labeller_steps, args.iteration, out, screen,
+                                    args.images)]
     else:
         ref = read_frames(src / "reference" / "cogef.h5")
         ref.extras, ref.source[:], ref.iteration[:] = {}, "refpath", args.iteration
