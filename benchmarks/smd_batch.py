@@ -25,7 +25,7 @@ depend on the weights). With ``--model``/``--best`` a campaign's trained committ
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/smd_batch.py [--sizes 1 8 64 256] [--relax 50 --pull 150]
-        [--model results/iter_002/ensemble.pt --best results/iter_002/best.json]
+        [--model results/iter_002/ensemble.pt --best results/iter_002/best.json] [--device cuda]
 
 The last line reads ``per-replica cost at 64 / at 256: R; unbatched / batched-64 per replica: S``.
 """
@@ -97,6 +97,12 @@ def bare_model_ms(evaluate, x0: np.ndarray, b: int) -> float:
     return 1e3 * best
 
 
+def _device_name(device) -> str:
+    if torch.device(device).type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 64, 256], help="replicas per batch")
@@ -107,6 +113,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="committee file (default: a briefly trained member)")
     ap.add_argument("--best", help="best member: an index or a best.json (default 0)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/rarelearn_smd_batch_member.pt"))
+    ap.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -120,13 +127,14 @@ def main() -> None:
     else:
         ens, best = trained_member(args.cache, mol)
         source = f"briefly trained default-network member ({args.cache})"
+    ens.to(args.device)
     proto = SMDProtocol(relax_steps=args.relax, pull_steps=args.pull, velocity=1.0, record_every=1)
     steps = args.relax + args.pull
     hidden = ens.spec.get("hidden")
     print(f"hexane C6H14 ({len(atoms)} atoms), {source}; networks {hidden}, {ens.n_members} members, "
-          f"{ens.dtype}; torch threads {torch.get_num_threads()}")
+          f"{ens.dtype}; torch threads {torch.get_num_threads()}; model on {_device_name(ens.device)}")
     print(f"{steps} steps per run ({args.relax} relax + {args.pull} pull); load average at start "
-          f"{os.getloadavg()[0]:.2f} (2-core machine, shared)")
+          f"{os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
 
     evaluate = member_evaluator(ens, best, atoms.numbers)
     print(f"{'path':<10}{'replicas':>9}{'instances':>10}{'ms/step':>10}{'ms/replica-step':>17}"

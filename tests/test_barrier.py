@@ -187,6 +187,46 @@ def test_committee_cogef_reports_every_member_and_the_stop_rule_needs_them_all()
     assert not stop_rule_met([{**best_only, **two}], {**rule, "cogef_target_kcal": 0.7})
 
 
+def test_replica_plan_spends_replicas_only_where_the_cogef_profile_is_close():
+    """evaluation.close_replicas: all of them only where the same bond breaks within close_kcal."""
+    from rarelearn.learning.evaluation import replica_plan
+
+    def comparison(err, same):
+        return {"cogef_abs_delta_e_max_kcal": err, "cogef_same_bond": same}
+
+    close = replica_plan(comparison(2.5, True), 4, 32, 3.0)
+    assert close["replicas"] == 32 and close["close"] and close["reason"].endswith(": 32 SMD replicas")
+    assert replica_plan(comparison(3.0, True), 4, 32, 3.0)["replicas"] == 32        # the bound is in
+    far = replica_plan(comparison(3.5, True), 4, 32, 3.0)
+    assert far["replicas"] == 4 and not far["close"] and "3.5 kcal/mol > 3" in far["reason"]
+    other = replica_plan(comparison(0.2, False), 4, 32, 3.0)                        # another event
+    assert other["replicas"] == 4 and "another bond" in other["reason"]
+    for err in (math.nan, None):                                                     # a profile that never broke
+        assert replica_plan(comparison(err, True), 4, 32, 3.0)["replicas"] == 4
+    with pytest.raises(ValueError, match="more than replicas"):
+        replica_plan(comparison(1.0, True), 4, 4, 3.0)
+
+
+def test_replica_plan_step_reads_the_cogef_profiles(tmp_path):
+    """The workflow's replica_plan job: the comparison of two profile files decides, and the
+    plan is written."""
+    from rarelearn.steps.evaluate import replica_plan_step
+
+    ref = {"broke": True, "e_max": 7.66, "f_max": 4.5, "break_extension": 2.47, "broken_bond": [0, 1],
+           "extension": [0.0, 1.0, 2.0, 2.47], "energy": [0.0, 1.0, 5.0, 7.66], "pull": [0, 1]}
+    nnp = {**ref, "e_max": 7.66 + 2.0 / KCAL_MOL_PER_EV}
+    paths = {}
+    for name, rec in (("ref", ref), ("nnp", nnp)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(rec))
+    plan_cfg = {"replicas": 2, "close_replicas": 6, "close_kcal": 3.0}
+    plan = replica_plan_step(paths["nnp"], paths["ref"], None, plan_cfg, tmp_path / "plan.json")
+    assert plan["replicas"] == 6 and plan["cogef_abs_delta_e_max_kcal"] == pytest.approx(2.0)
+    assert json.loads((tmp_path / "plan.json").read_text())["replicas"] == 6
+    plan = replica_plan_step(paths["nnp"], paths["ref"], None, {**plan_cfg, "close_kcal": 1.5}, tmp_path / "p2.json")
+    assert plan["replicas"] == 2 and not plan["close"]
+
+
 # ---------------------------------------------------------------- adaptive reference: the stopping rule
 def _values_with_std(std, n, mean=7.6):
     """n values (eV) whose sample standard deviation (ddof 1) is exactly ``std``."""

@@ -191,6 +191,16 @@ def test_replica_counts_fit_the_reference():
         validate_config({"reference": {"target_stderr_kcal": 1.0, "max_replicas": 101}})
     with pytest.raises(ConfigError, match=r"reference.target_stderr_kcal"):
         validate_config({"reference": {"target_stderr_kcal": 0}})
+    # evaluation.close_replicas: more pulls than every iteration runs, at most 100
+    with pytest.raises(ConfigError, match=r"^evaluation.close_replicas: 4 is not more than reference.replicas \(4\)"):
+        validate_config({"evaluation": {"close_replicas": 4}})
+    with pytest.raises(ConfigError, match=r"evaluation.close_replicas"):
+        validate_config({"evaluation": {"close_replicas": 101}})
+    with pytest.raises(ConfigError, match=r"evaluation.close_kcal"):
+        validate_config({"evaluation": {"close_replicas": 8, "close_kcal": 0}})
+    ok = validate_config({"evaluation": {"close_replicas": 32}})["evaluation"]
+    assert ok["close_replicas"] == 32 and ok["close_kcal"] == 3.0
+    assert validate_config({})["evaluation"]["close_replicas"] is None
 
 
 def test_yaml_errors_and_missing_files_name_the_file_and_line(tmp_path):

@@ -455,6 +455,46 @@ def test_stop_rule_ends_the_campaign_early(campaign, tmp_path):
     assert res.returncode == 0 and ("train" in jobs_run(res.stdout + res.stderr)) is not met
 
 
+def test_close_iterations_read_their_barrier_from_more_replicas(campaign, tmp_path):
+    """evaluation.close_replicas: an iteration whose COGEF profile breaks the reference's bond
+    within close_kcal runs the pulls past reference.replicas (seeds numbered on, one more
+    job) and reads its barrier from all of them; one that breaks another bond keeps
+    reference.replicas (the tiny campaign's iteration-0 potential breaks a C–H bond)."""
+    wd = tmp_path / "c"
+    shutil.copytree(campaign, wd, symlinks=True)
+    evs = [json.loads((wd / "results" / f"iter_{i:03d}" / "evaluation.json").read_text()) for i in (0, 1)]
+    close = [bool(ev["cogef_same_bond"] and np.isfinite(ev["cogef_abs_delta_e_max_kcal"])) for ev in evs]
+    assert any(close) and not all(close), [(ev["nnp_cogef_broken_label"], ev["ref_cogef_broken_label"]) for ev in evs]
+    within = max(ev["cogef_abs_delta_e_max_kcal"] for ev, c in zip(evs, close) if c) + 1.0
+    cfg = write_config(tmp_path / "close.yaml", **{"evaluation.close_replicas": 3, "evaluation.close_kcal": within})
+    # iterations evaluated before the key was on: Snakemake does not redo them by itself, and says how
+    res = snakemake(wd, "-n", configfile=cfg)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "Nothing to be done" in out, out[-3000:]
+    assert "note: results/iter_001/evaluation.json was made before evaluation.close_replicas was on" in out
+    assert "--forcerun evaluate" in out
+    res = snakemake(wd, "--forcerun", "evaluate", configfile=cfg)
+    assert res.returncode == 0, res.stderr[-4000:]
+    log = res.stdout + res.stderr
+    assert "note:" not in log
+    ran = {r: log.count(f"checkpoint {r}:") + log.count(f"rule {r}:") for r in ("replica_plan", "smd_close", "train",
+                                                                                  "smd_batch", "evaluate")}
+    assert ran == {"replica_plan": 2, "smd_close": 1, "train": 0, "smd_batch": 0, "evaluate": 2}, ran
+    for i, c in enumerate(close):
+        it = wd / "results" / f"iter_{i:03d}"
+        plan = json.loads((it / "replica_plan.json").read_text())
+        assert plan["replicas"] == (3 if c else 2) and plan["close"] is c, plan
+        assert (it / "smd" / "replica_02.h5").exists() is c
+        ev = json.loads((it / "evaluation.json").read_text())
+        if c:
+            assert read_frames(it / "smd" / "replica_02.h5").attrs["seed"] == 1002
+            assert ev["nnp_n_replicas"] + ev["nnp_unbroken"] + len(ev.get("nnp_failed_replicas") or []) == 3
+        else:
+            assert ev == evs[i] or ev["nnp_n_replicas"] == evs[i]["nnp_n_replicas"]
+    again = snakemake(wd, "-n", configfile=cfg)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
 def test_a_reference_pull_that_breaks_nothing_stops_with_one_line(tmp_path):
     cfg = write_config(tmp_path / "short.yaml", **{"smd.pull_steps": 60})
     res = snakemake(tmp_path, "results/reference/barrier.json", configfile=cfg)

@@ -241,13 +241,18 @@ def _check_model(config: dict, schema: dict, elements: list) -> None:
 
 def _check_counts(config: dict) -> None:
     """Keys that count reference SMD replicas cannot ask for more than there are (the first
-    round's, with an adaptive reference), and the adaptive reference's cap holds its first round."""
+    round's, with an adaptive reference), the adaptive reference's cap holds its first round,
+    and evaluation.close_replicas asks for more pulls than every iteration runs."""
     replicas = config["reference"]["replicas"]
     for key, value in (("evaluation.mae_replicas", config["evaluation"]["mae_replicas"]),
                        ("studies.baselines.smd_replicas", config["studies"]["baselines"]["smd_replicas"])):
         if value > replicas:
             raise ConfigError(f"{key}: {value} is more than reference.replicas ({replicas}); lower it or raise "
                               "reference.replicas")
+    close = config["evaluation"]["close_replicas"]
+    if close is not None and close <= replicas:
+        raise ConfigError(f"evaluation.close_replicas: {close} is not more than reference.replicas ({replicas}), "
+                          "the pulls every iteration runs; raise it, or null for no more")
     most = config["reference"]["max_replicas"]
     if config["reference"]["target_stderr_kcal"] is not None and most < replicas:
         raise ConfigError(f"reference.max_replicas: {most} is less than reference.replicas ({replicas}), the "

@@ -82,6 +82,16 @@ MAX_REFERENCE_ROUNDS = -(-REFERENCE_ROUNDS["max_replicas"] // REFERENCE_ROUNDS["
 # how many SMD replicas run, not how the MD runs.
 REFERENCE_MD = {k: v for k, v in config["reference"].items() if k not in ("target_stderr_kcal", "max_replicas")}
 MAE_REPLICAS = REPLICAS[: config["evaluation"]["mae_replicas"]]
+# evaluation.close_replicas: an iteration whose COGEF profile is close to the reference's
+# (the replica_plan checkpoint says so) reads its barrier from this many pulls; the ones past
+# REPLICAS (CLOSE_EXTRA, numbered on like the reference's rounds) run in one more job.
+CLOSE_REPLICAS = config["evaluation"]["close_replicas"]
+CLOSE_EXTRA = [f"{r:02d}" for r in range(len(REPLICAS), CLOSE_REPLICAS or 0)]
+REPLICA_PLAN = {
+    "replicas": len(REPLICAS),
+    "close_replicas": CLOSE_REPLICAS,
+    "close_kcal": config["evaluation"]["close_kcal"],
+}
 HAL_SAMPLER = config["sampler"]["kind"] == "hal"
 HAL_RUNS = [f"{r:02d}" for r in range(config["sampler"]["runs"])]
 SMD_HAL = config["sampler"]["kind"] == "smd+hal"
@@ -195,9 +205,10 @@ def replica_seed(wildcards):
     return config["reference"]["smd_seed"] + int(wildcards.replica)
 
 
-def replica_seeds(wildcards=None):
-    """Velocity seeds of all replicas, in replica order (each as replica_seed gives it)."""
-    return [config["reference"]["smd_seed"] + int(r) for r in REPLICAS]
+def replica_seeds(wildcards=None, replicas=None):
+    """Velocity seeds of the replicas named (default REPLICAS), in order (each as
+    replica_seed gives it)."""
+    return [config["reference"]["smd_seed"] + int(r) for r in (REPLICAS if replicas is None else replicas)]
 
 
 def round_replicas(r):
@@ -327,6 +338,38 @@ def iteration_benchmarks(wildcards):
 
 def iteration_replicas(wildcards):
     return of_iteration("results/iter_{iteration}{mol}/smd/replica_{replica}.h5", wildcards, replica=REPLICAS)
+
+
+_UNPLANNED_NOTED = set()
+
+
+def evaluation_replicas(wildcards):
+    """The pulls an iteration's barrier is read from: its REPLICAS, and with
+    evaluation.close_replicas the CLOSE_EXTRA ones too where its replica_plan checkpoint
+    says the potential is close (raises IncompleteCheckpointException until it has run)."""
+    replicas = iteration_replicas(wildcards)
+    if not CLOSE_EXTRA:
+        return replicas
+    path = f"results/iter_{wildcards.iteration}{wildcards.mol}/replica_plan.json"
+    evaluated = os.path.join(os.path.dirname(path), "evaluation.json")
+    if not os.path.exists(path) and os.path.exists(evaluated) and not being_remade(evaluated, "evaluate"):
+        # Snakemake does not redo a finished job whose input waits on a checkpoint: an
+        # iteration evaluated before the key was turned on keeps its barrier until forced
+        # (--forcerun evaluate; forcing replica_plan instead trips a Snakemake checkpoint bug).
+        if evaluated not in _UNPLANNED_NOTED:
+            _UNPLANNED_NOTED.add(evaluated)
+            print(f"note: {evaluated} was made before evaluation.close_replicas was on; run once with "
+                  "--forcerun evaluate to plan its pulls (more where its COGEF profile is close)", file=sys.stderr)
+    path = checkpoints.replica_plan.get(iteration=wildcards.iteration, mol=wildcards.mol).output[0]
+    try:
+        count = int(read_json(path)["replicas"])
+    except (ResultFileError, KeyError, TypeError, ValueError) as exc:
+        what = exc if isinstance(exc, ResultFileError) else f"{path}: no replica count in it; {remake_hint(path)}"
+        sys.exit(f"result error: {what}")
+    if count <= len(REPLICAS):
+        return replicas
+    return replicas + of_iteration("results/iter_{iteration}{mol}/smd/replica_{replica}.h5", wildcards,
+                                   replica=CLOSE_EXTRA)
 
 
 def sampling_replicas(wildcards):

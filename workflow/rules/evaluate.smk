@@ -51,10 +51,32 @@ else:
             "logs/benchmarks/iter_{iteration}{mol}/cogef.tsv"
 
 
+# evaluation.close_replicas: how many pulls the iteration's barrier is read from, decided by
+# its COGEF profile against the reference's (evaluation_replicas reads the decision).
+if CLOSE_EXTRA:
+
+    checkpoint replica_plan:
+        conda:
+            ENV
+        input:
+            cogef="results/iter_{iteration}{mol}/cogef.json",
+            reference_cogef="results/reference{mol}/cogef.json",
+            molecule=MOLECULE,
+        output:
+            "results/iter_{iteration}{mol}/replica_plan.json",
+        params:
+            plan=REPLICA_PLAN,
+        threads: 1
+        log:
+            "logs/iter_{iteration}{mol}/replica_plan.log",
+        script:
+            "../scripts/replica_plan.py"
+
+
 checkpoint evaluate:
     input:
         unpack(molecule_learning),
-        replicas=iteration_replicas,
+        replicas=evaluation_replicas,
         reference="results/reference{mol}/barrier.json",
         unseen=unseen_test_frames,
         ensemble="results/iter_{iteration}/ensemble.pt",

@@ -57,6 +57,31 @@ else:
     ruleorder: smd > smd_batch
 
 
+# evaluation.close_replicas: the pulls past REPLICAS of an iteration its replica_plan
+# checkpoint finds close, run only then (evaluation_replicas asks for them); one batched job,
+# or one job each (rule smd) with smd.batch false.
+if CLOSE_EXTRA:
+
+    use rule smd_batch as smd_close with:
+        output:
+            expand("results/iter_{{iteration}}{{mol}}/smd/replica_{replica}.h5", replica=CLOSE_EXTRA),
+        params:
+            smd=config["smd"],
+            seeds=replica_seeds(replicas=CLOSE_EXTRA),
+        log:
+            "logs/iter_{iteration}{mol}/smd_close.log",
+        benchmark:
+            "logs/benchmarks/iter_{iteration}{mol}/smd_close.tsv"
+
+    if SMD_BATCH:
+
+        ruleorder: smd_close > smd
+
+    else:
+
+        ruleorder: smd > smd_close
+
+
 # The same pull driven by the HAL-biased committee (sampler smd+hal): its frames are
 # scored and selected; the plain pulls above stay the potential's own, for the evaluation.
 use rule smd as smd_hal with:

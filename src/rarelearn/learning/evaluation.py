@@ -22,7 +22,7 @@ from ..chem.barrier import _finite
 from ..units import KCAL_MOL_PER_EV
 
 __all__ = ["breaks_other_bond", "cogef_comparison", "committee_cogef", "members_text", "no_barrier_reason",
-           "smd_bond_comparison", "smd_bonds_text", "stop_rule_met", "STOP_OBSERVABLES"]
+           "replica_plan", "smd_bond_comparison", "smd_bonds_text", "stop_rule_met", "STOP_OBSERVABLES"]
 
 STOP_OBSERVABLES = ("cogef", "smd", "both")
 
@@ -149,6 +149,40 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
         "cogef_post_break_rise": nnp.get("post_break_rise", math.nan),
         "ref_cogef_post_break_rise": ref.get("post_break_rise", math.nan),
     }
+
+
+def replica_plan(comparison: dict, replicas: int, close_replicas: int, close_kcal: float) -> dict:
+    """How many SMD replicas of the potential an iteration's barrier is read from
+    (``evaluation.close_replicas``): ``replicas`` while the deterministic COGEF comparison
+    (:func:`cogef_comparison`) says the potential is far from the reference, all
+    ``close_replicas`` once it is close: both profiles broke the same bond (the same event)
+    and |ΔE_max| <= ``close_kcal``. One replica's E_a scatters by ~4 kcal/mol, so the SMD
+    standard error is worth buying only where the barrier is nearly right; far from it, a
+    few replicas show that already.
+
+    Returns
+    -------
+    dict: ``replicas`` (the count to run), ``close`` (bool), ``cogef_abs_delta_e_max_kcal``,
+    ``cogef_same_bond``, ``close_kcal``, ``base_replicas``, ``close_replicas`` and
+    ``reason`` (one line).
+    """
+    if close_replicas <= replicas:
+        raise ValueError(f"close_replicas ({close_replicas}) must be more than replicas ({replicas})")
+    err = comparison.get("cogef_abs_delta_e_max_kcal", math.nan)
+    err = math.nan if err is None else float(err)
+    same = bool(comparison.get("cogef_same_bond"))
+    if not _finite(err):
+        close, why = False, "the COGEF profiles did not both break"
+    elif not same:
+        close, why = False, f"the potential's COGEF profile breaks another bond than the reference's (|ΔE_max| {err:.1f} kcal/mol)"
+    elif err > close_kcal:
+        close, why = False, f"COGEF |ΔE_max| {err:.1f} kcal/mol > {close_kcal:g}"
+    else:
+        close, why = True, f"COGEF |ΔE_max| {err:.1f} kcal/mol <= {close_kcal:g}, the reference's bond"
+    n = close_replicas if close else replicas
+    return {"replicas": n, "close": close, "cogef_abs_delta_e_max_kcal": err, "cogef_same_bond": same,
+            "close_kcal": float(close_kcal), "base_replicas": int(replicas), "close_replicas": int(close_replicas),
+            "reason": f"{why}: {n} SMD replicas"}
 
 
 def committee_cogef(members: Sequence[dict], ref: dict) -> dict:

@@ -72,6 +72,23 @@ def _same_place(molecule_xyz, pull=None):
                          == bond_position(mol.numbers, mol.positions, pull, b))
 
 
+def replica_plan_step(cogef_json, reference_cogef_json, molecule_xyz, plan_cfg: dict, out_json) -> dict:
+    """How many SMD replicas the iteration's barrier is read from (``evaluation.close_replicas``,
+    :func:`rarelearn.learning.evaluation.replica_plan`): its best member's COGEF profile
+    against the reference's decides. ``plan_cfg``: ``replicas`` (the iteration's pulls),
+    ``close_replicas``, ``close_kcal``. Writes the plan (JSON) whole or not at all."""
+    from ..learning.evaluation import cogef_comparison, replica_plan
+
+    c_nnp, c_ref = read_json(cogef_json), read_json(reference_cogef_json)
+    comparison = cogef_comparison(c_nnp, c_ref, _same_place(molecule_xyz, c_ref["pull"]))
+    plan = replica_plan(comparison, int(plan_cfg["replicas"]), int(plan_cfg["close_replicas"]),
+                        float(plan_cfg["close_kcal"]))
+    plan.update({"nnp_cogef_broken_label": c_nnp.get("broken_label"), "ref_cogef_broken_label": c_ref.get("broken_label")})
+    write_json(out_json, plan)
+    log.info("SMD replicas: %s", plan["reason"])
+    return plan
+
+
 def _members_note(rec: dict) -> str:
     """`` (every member: …)``: every member's COGEF ΔE_max, when the evaluation has them."""
     from ..learning.evaluation import members_text
