@@ -101,6 +101,47 @@ def test_chain_e_max_is_the_end_of_the_intact_branch_to_1e_3():
     assert e_star - coarse > 0.1 * EV_PER_KCAL_MOL
 
 
+def test_a_symmetric_chain_leaves_its_saddle_and_e_max_does_not_depend_on_the_start():
+    """Two weak Morse bonds, each between compliant strong ones, pulled at the ends, stretch
+    alike; past the point where the antisymmetric mode (one weak bond longer, the other
+    shorter) turns negative that symmetric path is a saddle, on which a plain relaxation
+    from the symmetric start stays (no gradient along the mode), and its E_max is how far
+    the scan got there. The stable-branch scan leaves the saddle: its E_max is the end of
+    the stable intact branch, the same from a symmetric start and from displaced ones."""
+    from rarelearn.md.cogef import lowest_constrained_mode
+
+    r0 = 1.5
+    atoms = Atoms("C6", positions=[(k * r0, 0, 0) for k in range(6)])
+    strong, weak = (5.0, 0.5), (1.0, 2.0)
+    calc = MorseBonds([(0, 1, *strong, r0), (1, 2, *weak, r0), (2, 3, *strong, r0), (3, 4, *weak, r0),
+                       (4, 5, *strong, r0)])
+    kw = dict(step=0.1, max_extension=4.0, fmax=1e-4, max_opt_steps=5000, refine_tol_kcal=0.01)
+    plain = cogef_profile(atoms, calc, (0, 5), stable_branch=False, **kw)
+    assert not plain.unstable_images
+    e_max = []
+    for seed in (None, 0, 1):
+        a = atoms.copy()
+        if seed is not None:   # displaced along the chain (a linear chain has no other stiffness)
+            a.positions[:, 0] += np.random.default_rng(seed).normal(0.0, 0.02, 6)
+        p = cogef_profile(a, calc, (0, 5), **kw)
+        assert p.broke and p.brk.bond in ((1, 2), (3, 4)) and p.refine_converged
+        top = a.copy()
+        top.positions = p.frames.positions[int(np.argmax(np.where(p.intact, p.energy, -np.inf)))]
+        assert lowest_constrained_mode(top, calc, (0, 5))[0] > -0.06      # a minimum (to the tolerance)
+        e_max.append(p.e_max)
+        if seed is None:
+            assert p.unstable_images and p.unstable_images[0]["eigenvalue"] < -0.05
+            assert p.summary()["left_saddle_at"] == p.unstable_images[0]["extension"]
+    assert max(e_max) - min(e_max) < 1e-3
+    assert plain.e_max > e_max[0] + 0.1          # the saddle path went on climbing
+    # the mode that turned negative on the saddle path is the antisymmetric one
+    saddle = atoms.copy()
+    k = int(np.argmin(np.abs(plain.extension - 3.0)))
+    saddle.positions = plain.frames.positions[k]
+    w, mode = lowest_constrained_mode(saddle, calc, (0, 5))
+    assert w < -0.05 and np.sign(mode[1, 0] - mode[2, 0]) != np.sign(mode[3, 0] - mode[4, 0])
+
+
 def test_profile_without_a_break_says_so():
     atoms = Atoms("C2", positions=[(0, 0, 0), (1.5, 0, 0)])
     p = cogef_profile(atoms, MorseBonds([(0, 1, 4.0, 2.0, 1.5)]), (0, 1), step=0.1, max_extension=1.0)
@@ -125,11 +166,14 @@ def test_hexane_gfn2_profile_rises_breaks_a_cc_bond_and_is_flat_after():
     p = cogef_profile(atoms, lab.calculator(), terminal_carbons(atoms), step=0.1, max_extension=3.0,
                       post_break_extension=0.4, label_as=lab.name)
     assert p.broke and p.brk.elements == "C-C"
-    # the sanity figures of the by-hand scan: E_max ~7.7–7.9 eV near Δ ≈ 2.4 Å, F_max ~4.6 eV/Å
-    assert 7.0 < p.e_max < 8.5 and 2.0 < p.extension_at_max < 2.8
+    # the stable branch ends at the force maximum (~4.6 eV/Å at Δ ≈ 1.98 Å, E_max 5.83 eV): past
+    # it the symmetric path (both terminal bonds alike) is a saddle; the plain scan stayed on it
+    # to Δ 2.47 Å and read 7.88 eV
+    assert 5.6 < p.e_max < 6.4 and abs(p.extension_at_max - p.extension_at_f_max) < 0.05
     assert 4.0 < p.f_max < 5.2
+    assert p.unstable_images and p.unstable_images[0]["eigenvalue"] < -0.05
     assert p.refine_converged
-    assert abs(p.post_break_rise) < 0.1            # GFN2 fragments barely interact
+    assert abs(p.post_break_rise) < 0.3            # 0.4 Å past the break the fragments barely interact
     assert (p.frames.status == "ok").all() and np.isfinite(p.frames.energy).all()
     assert np.allclose(p.frames.energy - p.e0, p.energy)
 

@@ -493,6 +493,22 @@ def test_close_iterations_read_their_barrier_from_more_replicas(campaign, tmp_pa
             assert ev == evs[i] or ev["nnp_n_replicas"] == evs[i]["nnp_n_replicas"]
     again = snakemake(wd, "-n", configfile=cfg)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the check knows the extra pulls a plan asked for, and its command remakes a lost one
+    k = close.index(True)
+    lost = wd / "results" / f"iter_{k:03d}" / "smd" / "replica_02.h5"
+    lost.unlink()
+    bad = subprocess.run([sys.executable, "-m", "rarelearn.check", "--configfile", str(cfg)], cwd=wd,
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert bad.returncode == 1 and f"results/iter_{k:03d}/smd/replica_02.h5: missing (rule smd)" in bad.stdout
+    command = shlex.split(bad.stdout.splitlines()[-1])
+    res = snakemake(wd, *command[3:], configfile=cfg)
+    assert res.returncode == 0 and lost.exists(), res.stderr[-3000:]
+    # the same holds for a reference barrier made before reference.target_stderr_kcal was set
+    target = write_config(tmp_path / "target.yaml", **{"reference.target_stderr_kcal": 0.5})
+    res = snakemake(wd, "-n", configfile=target)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "note: results/reference/barrier.json was made before reference.target_stderr_kcal" \
+        in out and "--forcerun reference_barrier" in out, out[-3000:]
 
 
 def test_a_reference_pull_that_breaks_nothing_stops_with_one_line(tmp_path):

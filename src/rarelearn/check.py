@@ -46,6 +46,7 @@ _RULES = [
     (rf"results/iter_\d{{3}}{_MOL}/selected(/.*)?", "select"),
     (rf"results/iter_\d{{3}}{_MOL}/labelled/batch_\d+\.h5", "label"),
     (rf"results/iter_\d{{3}}{_MOL}/(merged\.h5|merge\.json)", "merge"),
+    (rf"results/iter_\d{{3}}{_MOL}/replica_plan\.json", "replica_plan"),
     (rf"results/iter_\d{{3}}{_MOL}/(evaluation|unseen_predictions)\.json", "evaluate"),
     (r"results/summary\.csv", "summary"),
     (r"results/summary/molecules/[A-Za-z0-9_+-]+\.csv", "summary"),
@@ -123,6 +124,7 @@ def expected_files(config: dict, root: Path = Path(".")) -> list[str]:
                 out += [f"{mit}/labelled/{p.name}" for p in sorted((root / mit / "selected").glob("batch_*.h5"))]
             if has_eval:
                 out += [f"{mit}/evaluation.json", f"{mit}/unseen_predictions.json"]
+                out += _close_replica_files(root, mit, config, len(replicas))
     if evaluated:
         for m in molecules:
             ref = f"results/reference{m['dir']}"
@@ -132,6 +134,21 @@ def expected_files(config: dict, root: Path = Path(".")) -> list[str]:
             out += [f"{ref}/smd/replica_{r}.h5" for r in replicas]
             out += [p for p in _reference_rounds_files(root, ref) if p not in out]
     return out
+
+
+def _close_replica_files(root: Path, mit: str, config: dict, n: int) -> list[str]:
+    """evaluation.close_replicas: an evaluated iteration's replica plan, and the pulls past
+    the first ``n`` that it asked for (none when it cannot be read: the check names it)."""
+    if config["evaluation"]["close_replicas"] is None or not (root / mit / "replica_plan.json").exists():
+        return []   # a plan-less evaluation predates the key (the workflow says how to plan it)
+    from .jsonio import ResultFileError, read_json
+
+    out = [f"{mit}/replica_plan.json"]
+    try:
+        count = int(read_json(root / mit / "replica_plan.json")["replicas"])
+    except (ResultFileError, KeyError, TypeError, ValueError):
+        return out
+    return out + [f"{mit}/smd/replica_{r:02d}.h5" for r in range(n, count)]
 
 
 def _reference_rounds_files(root: Path, ref: str = "results/reference") -> list[str]:

@@ -225,6 +225,16 @@ def replicas_through_round(wildcards):
     return expand("results/reference{mol}/smd/replica_{replica}.h5", mol=wildcards.mol, replica=names)
 
 
+_NOTED = set()
+
+
+def note_once(line):
+    """Print a note to the user once per run (input functions are called many times)."""
+    if line not in _NOTED:
+        _NOTED.add(line)
+        print(line, file=sys.stderr)
+
+
 def reference_rounds(mol):
     """(rounds of reference SMD replicas to run, the files of the decisions that say so).
     Round r+1 runs when the decision after round r (the reference_round checkpoint) asks for
@@ -232,6 +242,13 @@ def reference_rounds(mol):
     Raises IncompleteCheckpointException while a decision is to be made (a dry run plans up
     to the first)."""
     rounds, decisions = 1, []
+    barrier = f"results/reference{mol}/barrier.json"
+    if (MAX_REFERENCE_ROUNDS > 1 and not os.path.exists(f"results/reference{mol}/rounds/round_00.json")
+            and os.path.exists(barrier) and not being_remade(barrier, "reference_barrier")):
+        # as for evaluation.close_replicas: a finished job whose input waits on a checkpoint
+        # is not redone by Snakemake itself
+        note_once(f"note: {barrier} was made before reference.target_stderr_kcal was set; run once with "
+                  "--forcerun reference_barrier to size the reference by its target")
     for r in range(MAX_REFERENCE_ROUNDS - 1):
         path = checkpoints.reference_round.get(mol=mol, round=f"{r:02d}").output[0]
         decisions.append(path)
@@ -340,9 +357,6 @@ def iteration_replicas(wildcards):
     return of_iteration("results/iter_{iteration}{mol}/smd/replica_{replica}.h5", wildcards, replica=REPLICAS)
 
 
-_UNPLANNED_NOTED = set()
-
-
 def evaluation_replicas(wildcards):
     """The pulls an iteration's barrier is read from: its REPLICAS, and with
     evaluation.close_replicas the CLOSE_EXTRA ones too where its replica_plan checkpoint
@@ -356,10 +370,8 @@ def evaluation_replicas(wildcards):
         # Snakemake does not redo a finished job whose input waits on a checkpoint: an
         # iteration evaluated before the key was turned on keeps its barrier until forced
         # (--forcerun evaluate; forcing replica_plan instead trips a Snakemake checkpoint bug).
-        if evaluated not in _UNPLANNED_NOTED:
-            _UNPLANNED_NOTED.add(evaluated)
-            print(f"note: {evaluated} was made before evaluation.close_replicas was on; run once with "
-                  "--forcerun evaluate to plan its pulls (more where its COGEF profile is close)", file=sys.stderr)
+        note_once(f"note: {evaluated} was made before evaluation.close_replicas was on; run once with "
+                  "--forcerun evaluate to plan its pulls (more where its COGEF profile is close)")
     path = checkpoints.replica_plan.get(iteration=wildcards.iteration, mol=wildcards.mol).output[0]
     try:
         count = int(read_json(path)["replicas"])

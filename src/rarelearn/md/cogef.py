@@ -38,6 +38,23 @@ How
 * F_max is the largest constraint force of the intact images, refined the same way: new
   images at ±h around it, the vertex of the parabola through the three, h halved until
   the vertex moves by less than ``force_tol``.
+* **The stable branch** (``stable_branch``, default): an image is a minimum under the
+  constraint only while the constrained Hessian (finite differences of the forces, with
+  translations, rotations and the pulled distance projected out) has no negative
+  eigenvalue. Past a force maximum every intact image is checked; where the lowest
+  eigenvalue is below ``-instability_tol`` the image sits on a saddle, and it is displaced
+  along that mode both ways (0.1 Å at the atom that moves most), both are relaxed, and the
+  lower one is the image (the scan goes on from it). Why: a chain pulled at both ends
+  stretches two equivalent bonds alike, and from its force maximum on (where each bond
+  passes its inflection) that symmetric path is a saddle: an antisymmetric mode (one bond
+  longer, the other shorter) has negative curvature. A relaxation that starts exactly on
+  the symmetric path has no gradient along that mode and stays on the saddle. GFN2-xTB's
+  hexane, pulled at the terminal carbons from the built all-trans molecule, stayed on it
+  from Δ = 2.01 Å (F_max) to 2.47 Å, and its E_max read 7.88 eV; the lowest eigenvalue
+  was −0.07 eV/Å² at Δ 2.0, −1.9 at 2.2 and −4.7 at 2.45. Starts displaced by 0.001 Å
+  left the saddle after various distances and gave 7.28–7.38 eV; MD frames as starts,
+  7.01–7.39 eV: E_max measured there was how long the optimizer stayed on a saddle, not a
+  property of the molecule. ``stable_branch=False`` is that old scan.
 * A relaxation whose calculator fails (an SCF that does not converge) ends the scan
   there, with the reason in :attr:`CogefProfile.stop_reason`; a failed refinement image is
   left out.
@@ -61,7 +78,7 @@ from ..chem.breaks import BreakReport, break_lengths, find_break
 from ..dataset import Frames
 from ..units import EV_PER_KCAL_MOL
 
-__all__ = ["CogefProfile", "cogef_profile", "relaxed", "OPTIMIZERS"]
+__all__ = ["CogefProfile", "cogef_profile", "lowest_constrained_mode", "relaxed", "OPTIMIZERS"]
 
 OPTIMIZERS = ("BFGS", "LBFGS", "FIRE", "BFGSLineSearch")
 
@@ -102,6 +119,9 @@ class CogefProfile:
     refinement : one dict per halving: ``step``, ``e_max``, ``extension_at_max``, ``bound``
     refine_converged : whether the stop criterion was met within ``max_refinements``
     unconverged_images : images whose relaxation hit the step limit
+    unstable_images : one dict per image relaxed onto a saddle and moved off it (``stable_branch``):
+        ``extension``, ``eigenvalue`` (eV/Å²), ``energy_drop`` (eV), ``intact`` (the image
+        it became)
     stop_reason : why the scan ended: ``max_extension``, ``past the break`` or a failed calculation
     """
 
@@ -123,6 +143,7 @@ class CogefProfile:
     refine_converged: bool = True
     unconverged_images: int = 0
     stop_reason: str = "max_extension"
+    unstable_images: list = field(default_factory=list)
 
     @property
     def broke(self) -> bool:
@@ -158,6 +179,8 @@ class CogefProfile:
             "post_break_rise": self.post_break_rise, "post_break_force": self.post_break_force,
             "refinement": self.refinement, "refine_converged": self.refine_converged,
             "unconverged_images": self.unconverged_images, "stop_reason": self.stop_reason,
+            "unstable_images": self.unstable_images,
+            "left_saddle_at": self.unstable_images[0]["extension"] if self.unstable_images else None,
             "n_images": int(self.extension.size),
             "extension": self.extension.tolist(), "energy": self.energy.tolist(),
             "force": self.force.tolist(), "intact": self.intact.tolist(), "refined": self.refined.tolist(),
@@ -188,11 +211,54 @@ def _constraint_force(forces: np.ndarray, positions: np.ndarray, i: int, j: int)
     return float(np.dot(forces[i] - forces[j], u) / 2.0)
 
 
+def lowest_constrained_mode(atoms, calculator, pull: tuple[int, int], h: float = 0.005) -> tuple[float, np.ndarray]:
+    """The lowest eigenvalue (eV/Å²) and its mode ((N, 3), unit norm) of the Hessian of
+    ``atoms`` with the distance of ``pull`` fixed: central finite differences of the forces
+    (6N force calls, step ``h`` Å), translations, rotations and the pulled distance
+    projected out (those directions get eigenvalue 0)."""
+    i, j = int(pull[0]), int(pull[1])
+    a = atoms.copy()
+    a.set_constraint()
+    a.calc = calculator
+    x0 = a.positions.copy()
+    n = len(a)
+    hess = np.empty((3 * n, 3 * n))
+    for c in range(3 * n):
+        cols = []
+        for sign in (1.0, -1.0):
+            x = x0.copy().ravel()
+            x[c] += sign * h
+            a.positions = x.reshape(n, 3)
+            cols.append(a.get_forces().ravel())
+        hess[:, c] = -(cols[0] - cols[1]) / (2 * h)
+    a.positions = x0
+    hess = 0.5 * (hess + hess.T)
+    centred = x0 - x0.mean(axis=0)
+    fixed = []
+    for d in range(3):
+        t = np.zeros((n, 3))
+        t[:, d] = 1.0
+        fixed.append(t.ravel())
+        axis = np.zeros(3)
+        axis[d] = 1.0
+        fixed.append(np.cross(axis, centred).ravel())
+    u = (x0[j] - x0[i]) / np.linalg.norm(x0[j] - x0[i])
+    stretch = np.zeros((n, 3))
+    stretch[i], stretch[j] = -u, u
+    fixed.append(stretch.ravel())
+    basis, sv, _ = np.linalg.svd(np.array(fixed).T, full_matrices=False)
+    q = basis[:, sv > 1e-8 * sv.max()]     # a linear molecule has a rotation less
+    proj = np.eye(3 * n) - q @ q.T
+    w, v = np.linalg.eigh(proj @ hess @ proj)
+    return float(w[0]), v[:, 0].reshape(n, 3)
+
+
 def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1, max_extension: float = 4.0,
                   post_break_extension: float = 1.0, fmax: float = 0.01, optimizer: str = "BFGS",
                   max_opt_steps: int = 2000, refine_tol_kcal: float = 0.1, force_tol: float = 1e-3,
                   max_refinements: int = 12, drop_tol: float = 0.5,
-                  relax_start: bool = True, label_as: str | None = None,
+                  relax_start: bool = True, stable_branch: bool = True, instability_tol: float = 0.05,
+                  label_as: str | None = None,
                   progress: Callable[[str], None] | None = None) -> CogefProfile:
     """The COGEF profile of pulling atoms ``pull = (i, j)`` apart.
 
@@ -213,6 +279,10 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     max_refinements : most halvings of the step
     drop_tol : an image this far (eV) below an intact image at a smaller extension counts as
         broken (the module's docstring)
+    stable_branch : move an intact image past a force maximum off a saddle (the module's
+        docstring); False: follow whatever path the relaxations give
+    instability_tol : eV/Å², the lowest constrained Hessian eigenvalue below ``-instability_tol``
+        makes an image a saddle
     label_as : name of the labeller when ``calculator`` is the reference: the frames are
         then labelled (energy, forces, status ok); None: unlabelled (a potential's path)
     progress : optional callable receiving one-line progress messages
@@ -267,12 +337,44 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
         a.set_constraint(FixBondLength(i, j))
         try:
             a, ok = relaxed(a, calculator, fmax, optimizer, max_opt_steps)
-            return as_image(a, refined, ok)
+            im = as_image(a, refined, ok)
+            if stable_branch:
+                im = off_saddle(im, a, refined)
+            return im
         except Exception as exc:  # a calculator failure (SCF) ends the scan, not the job
             failures.append(f"calculation failed at Δ = {base.extension + ds:.4f} Å: {exc}")
             if progress:
                 progress(f"cogef: {failures[-1]}")
             return None
+
+    unstable: list[dict] = []
+
+    def off_saddle(im: _Image, a, refined: bool) -> _Image:
+        """``im`` (relaxed structure ``a``), or, where it is an intact image on a saddle,
+        the lower of the two relaxations from it displaced along the unstable mode
+        (repeated, at most 3 times, while the result is still a saddle)."""
+        for _ in range(3):
+            if not im.intact:
+                return im
+            w, mode = lowest_constrained_mode(a, calculator, (i, j))
+            if w >= -instability_tol:
+                return im
+            mode = mode * (0.1 / np.linalg.norm(mode, axis=1).max())
+            tries = []
+            for sign in (1.0, -1.0):
+                b = a.copy()
+                b.set_constraint(FixBondLength(i, j))
+                b.set_positions(a.positions + sign * mode)
+                tries.append(relaxed(b, calculator, fmax, optimizer, max_opt_steps))
+            b, ok = min(tries, key=lambda t: t[0].get_potential_energy())
+            new = as_image(b, refined, ok)
+            unstable.append({"extension": im.extension, "eigenvalue": w, "energy_drop": im.energy - new.energy,
+                             "intact": new.intact})
+            if progress:
+                progress(f"cogef: Δ = {im.extension:.3f} Å is a saddle (lowest eigenvalue {w:.2f} eV/Å²); "
+                         f"off it {im.energy - new.energy:.3f} eV lower, {'intact' if new.intact else 'broken'}")
+            im, a = new, b
+        return im
 
     images: list[_Image] = []
     images.append(as_image(start, False, True))
@@ -334,7 +436,7 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
                            "optimizer": optimizer})
     return CogefProfile((i, j), d0, e0, ext, energy, force, intact, np.array([im.refined for im in images]),
                         frames, float(energy[k]), float(ext[k]), fmax_val, at_f, brk, refinement, converged,
-                        sum(not im.converged for im in images), stop_reason)
+                        sum(not im.converged for im in images), stop_reason, unstable)
 
 
 def _first_break(numbers, pos: np.ndarray, start_pos: np.ndarray, intact: np.ndarray) -> BreakReport:
