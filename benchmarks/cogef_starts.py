@@ -5,7 +5,9 @@ left out), relaxed by the member and then scanned exactly as the iteration's own
 scans the prepared molecule (same pulled atoms, the config's default scan: 0.1 Å steps,
 4 Å, fmax 0.01 eV/Å). Prints, per start, the relaxed start (d0, e0), E_max against the
 reference's, where and which bond breaks, and the committee's energy spread along the path.
-With ``--reference`` the labeller (GFN2-xTB) scans from the same starts instead.
+With ``--reference`` the labeller (GFN2-xTB) scans from the same starts instead; with
+``--plain`` the scan does not check that its images are minima (``cogef.stable_branch:
+false``), and can climb a saddle (see docs/method.md, "COGEF: the stable branch").
 
     python benchmarks/cogef_starts.py --campaign /tmp/d --iteration 2 --starts 4
 
@@ -33,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--campaign", required=True, type=Path, help="a finished campaign's working directory")
     ap.add_argument("--iteration", required=True, type=int)
     ap.add_argument("--starts", type=int, default=4, help="MD frames to start from")
+    ap.add_argument("--plain", action="store_true",
+                    help="the plain scan (cogef.stable_branch false), which can stay on a saddle")
     ap.add_argument("--reference", action="store_true",
                     help="scan with the campaign's labeller (GFN2-xTB) instead of the best member")
     args = ap.parse_args(argv)
@@ -59,6 +63,7 @@ def main(argv=None) -> int:
     driver = "GFN2-xTB" if args.reference else f"best member {best}"
     print(f"{args.campaign}, iteration {args.iteration}, {driver}; reference's own scan: E_max {ref['e_max']:.3f} eV "
           f"at Δ {ref['extension_at_max']:.2f} Å, {ref['broken_label']}")
+    print(f"{'stable-branch' if not args.plain else 'plain'} scan")
     print(f"{'start':<18}{'d0 Å':>8}{'e0 eV':>11}{'E_max eV':>10}{'ΔE_max kcal/mol':>17}{'at Δ Å':>8}"
           f"{'bond':>10}{'images':>8}{'σ max meV':>11}{'s':>5}")
     for k in [-1, *idx]:
@@ -67,7 +72,7 @@ def main(argv=None) -> int:
             a.positions = md.positions[k]
         t0 = time.time()
         prof = cogef_profile(a, calculator(), pull, step=0.1, max_extension=4.0,
-                             post_break_extension=1.0, fmax=0.01)
+                             post_break_extension=1.0, fmax=0.01, stable_branch=not args.plain)
         s = prof.summary()
         sig = member_energies(ens, prof.frames).std(axis=0)
         d_e = (s["e_max"] - ref["e_max"]) * KCAL_MOL_PER_EV if s["broke"] else float("nan")
