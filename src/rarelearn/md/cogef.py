@@ -78,6 +78,7 @@ import numpy as np
 from ..chem.breaks import BreakReport, break_lengths, find_break
 from ..dataset import Frames
 from ..units import EV_PER_KCAL_MOL
+from .hessian import lowest_constrained_mode
 
 __all__ = ["CogefProfile", "cogef_profile", "lowest_constrained_mode", "relaxed", "OPTIMIZERS"]
 
@@ -210,48 +211,6 @@ def _constraint_force(forces: np.ndarray, positions: np.ndarray, i: int, j: int)
     u = positions[j] - positions[i]
     u = u / np.linalg.norm(u)
     return float(np.dot(forces[i] - forces[j], u) / 2.0)
-
-
-def lowest_constrained_mode(atoms, calculator, pull: tuple[int, int], h: float = 0.005) -> tuple[float, np.ndarray]:
-    """The lowest eigenvalue (eV/Å²) and its mode ((N, 3), unit norm) of the Hessian of
-    ``atoms`` with the distance of ``pull`` fixed: central finite differences of the forces
-    (6N force calls, step ``h`` Å), translations, rotations and the pulled distance
-    projected out (those directions get eigenvalue 0)."""
-    i, j = int(pull[0]), int(pull[1])
-    a = atoms.copy()
-    a.set_constraint()
-    a.calc = calculator
-    x0 = a.positions.copy()
-    n = len(a)
-    hess = np.empty((3 * n, 3 * n))
-    for c in range(3 * n):
-        cols = []
-        for sign in (1.0, -1.0):
-            x = x0.copy().ravel()
-            x[c] += sign * h
-            a.positions = x.reshape(n, 3)
-            cols.append(a.get_forces().ravel())
-        hess[:, c] = -(cols[0] - cols[1]) / (2 * h)
-    a.positions = x0
-    hess = 0.5 * (hess + hess.T)
-    centred = x0 - x0.mean(axis=0)
-    fixed = []
-    for d in range(3):
-        t = np.zeros((n, 3))
-        t[:, d] = 1.0
-        fixed.append(t.ravel())
-        axis = np.zeros(3)
-        axis[d] = 1.0
-        fixed.append(np.cross(axis, centred).ravel())
-    u = (x0[j] - x0[i]) / np.linalg.norm(x0[j] - x0[i])
-    stretch = np.zeros((n, 3))
-    stretch[i], stretch[j] = -u, u
-    fixed.append(stretch.ravel())
-    basis, sv, _ = np.linalg.svd(np.array(fixed).T, full_matrices=False)
-    q = basis[:, sv > 1e-8 * sv.max()]     # a linear molecule has a rotation less
-    proj = np.eye(3 * n) - q @ q.T
-    w, v = np.linalg.eigh(proj @ hess @ proj)
-    return float(w[0]), v[:, 0].reshape(n, 3)
 
 
 def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1, max_extension: float = 4.0,
