@@ -353,8 +353,10 @@ def iteration_benchmarks(wildcards):
     return [shared] + ([shared + wildcards.mol] if wildcards.mol else [])
 
 
-def iteration_replicas(wildcards):
-    return of_iteration("results/iter_{iteration}{mol}/smd/replica_{replica}.h5", wildcards, replica=REPLICAS)
+def iteration_replicas(wildcards, replicas=None):
+    """An iteration's SMD replica files: REPLICAS, or the ``replicas`` named."""
+    return of_iteration("results/iter_{iteration}{mol}/smd/replica_{replica}.h5", wildcards,
+                        replica=REPLICAS if replicas is None else replicas)
 
 
 def evaluation_replicas(wildcards):
@@ -380,8 +382,7 @@ def evaluation_replicas(wildcards):
         sys.exit(f"result error: {what}")
     if count <= len(REPLICAS):
         return replicas
-    return replicas + of_iteration("results/iter_{iteration}{mol}/smd/replica_{replica}.h5", wildcards,
-                                   replica=CLOSE_EXTRA)
+    return replicas + iteration_replicas(wildcards, CLOSE_EXTRA)
 
 
 def sampling_replicas(wildcards):
