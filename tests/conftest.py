@@ -1,5 +1,5 @@
 """Shared test setup: one torch thread, and the helpers and the session-wide tiny campaign
-that the end-to-end workflow tests (test_workflow.py, test_kill_points.py) share."""
+that the end-to-end workflow tests (test_workflow.py, test_kill_points.py, test_slurm.py) share."""
 import os
 import subprocess
 import sys

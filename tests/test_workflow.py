@@ -6,12 +6,10 @@ and bad configs.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -128,44 +126,6 @@ def test_rerun_does_nothing_and_raising_max_iterations_runs_only_new(campaign, t
     assert changed and all(str(p) == "summary.csv" or str(p).startswith(("figures/", "potential/"))
                            for p in changed), changed
     assert json.loads((wd / "results" / "potential" / "card.json").read_text())["iteration"]["final"] == 2
-
-
-def test_kill_and_resume(tmp_path):
-    """kill -9 of Snakemake and its jobs in the middle; the rerun finishes without redoing work."""
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(TINY), "--cores", "2", "--nocolor"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    marker = tmp_path / "results" / "iter_000" / "models"
-    deadline = time.time() + 600
-    while time.time() < deadline and not (marker.exists() and any(marker.glob("member_*.pt"))):
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # Outputs of jobs Snakemake had not recorded as finished (killed between writing and
-    # bookkeeping) are listed under .snakemake/incomplete and may rightly be redone.
-    unfinished = set()
-    for marker in (tmp_path / ".snakemake" / "incomplete").glob("*"):
-        if marker.name != "migration_underway":
-            unfinished.add(base64.urlsafe_b64decode(marker.name + "=" * (-len(marker.name) % 4)).decode())
-    done = {p: p.stat().st_mtime for p in (tmp_path / "results").rglob("*.h5")}
-    done.update({p: p.stat().st_mtime for p in (tmp_path / "results").rglob("*.json")})
-    done = {p: m for p, m in done.items()
-            if str(p.relative_to(tmp_path)) not in unfinished
-            and not any(str(p.relative_to(tmp_path)).startswith(u + "/") for u in unfinished)}
-    assert any("reference" in str(p) for p in done)
-    # nothing half-written under a final name: every h5 present reads back
-    for p in done:
-        if p.suffix == ".h5" and "uq" not in p.name:
-            read_frames(p)
-    unlock = snakemake(tmp_path, "--unlock")  # the killed run's lock stays behind, as for a user
-    assert unlock.returncode == 0, unlock.stderr[-2000:]
-    res = snakemake(tmp_path, "--rerun-incomplete")
-    assert res.returncode == 0, res.stderr[-4000:]
-    counts = jobs_run(res.stdout + res.stderr)
-    assert "reference_molecule" not in counts and "reference_md" not in counts
-    for p, m in done.items():
-        assert p.stat().st_mtime == m, f"{p} was redone"
-    assert (tmp_path / "results" / "summary.csv").exists()
 
 
 def test_fused_training_trains_the_same_members(campaign, tmp_path):
