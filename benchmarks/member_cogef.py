@@ -47,7 +47,8 @@ def main(argv=None) -> int:
             prof = cogef_profile(atoms.copy(), make_calculator(ens, member=m), (g1[0], g2[0]), step=c["step"],
                                  max_extension=c["max_extension"], post_break_extension=c["post_break_extension"],
                                  fmax=c["fmax"], optimizer=c["optimizer"], max_opt_steps=c["max_opt_steps"],
-                                 refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"])
+                                 refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"],
+                                 stable_branch=c.get("stable_branch", True))
             name = "mean" if m is None else f"{m}{'*' if m == best else ''}"
             if prof.broke:
                 print(f"{it:>4} {name:>7} {(prof.e_max - ref['e_max']) * KCAL_MOL_PER_EV:>+15.2f} "

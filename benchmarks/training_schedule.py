@@ -66,7 +66,8 @@ def _cogef(model, res: Path, cogef_cfg: dict) -> str:
     prof = cogef_profile(atoms, make_calculator(model, member=0), (g1[0], g2[0]), step=c["step"],
                          max_extension=c["max_extension"], post_break_extension=c["post_break_extension"],
                          fmax=c["fmax"], optimizer=c["optimizer"], max_opt_steps=c["max_opt_steps"],
-                         refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"])
+                         refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"],
+                         stable_branch=c.get("stable_branch", True))
     # Past the break: the member's last image against the reference's energy there (its
     # fragments' plateau, flat past its break): a stretched, still-bonded branch of the
     # member's shows as a large positive gap.
