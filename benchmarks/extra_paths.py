@@ -16,6 +16,10 @@ Sources:
   ``cogef.h5``), 10 images (``--images``) spread over Δ 1.8–2.9 Å (around its maximum and past it), each
   relaxed N BFGS steps under the same constraint by the labeller, every step labelled
   (the way from the potential's branch towards the labeller's), plus 2 noisy copies of each;
+* ``--soft-mode``: the best member's own COGEF path (``cogef.h5``), 15 intact images
+  (``--images``) over the 0.3 Å of extension up to its maximum, each displaced by ±0.1 and
+  ±0.2 Å along its softest constrained mode under the best member
+  (:func:`rarelearn.learning.soft_modes.soft_mode_frames`): 75 frames, plus 1 noisy copy of each;
 * ``--reference-path``: a diagnostic upper bound, not a sampler: the reference's own COGEF
   images (test data otherwise) and 2 noisy copies of each, labelled.
 
@@ -80,6 +84,38 @@ def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, s
     return out / "labeller_steps.h5"
 
 
+def _soft_mode(it: Path, res: Path, cfg: dict, iteration: int, out: Path, screen: dict, n_images: int) -> Path:
+    """Labelled frames: ``n_images`` images of the best member's path near its maximum, their
+    soft-mode displacements, and 1 noisy copy of each (see the module's docstring)."""
+    import json
+
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.dataset import Frames
+    from rarelearn.learning.soft_modes import soft_mode_frames, window_images
+    from rarelearn.models.files import load_model, make_calculator
+
+    path = read_frames(it / "cogef.h5")
+    _, g1, g2 = load_prepared_molecule(res / "reference" / "molecule.xyz")
+    best = json.loads((it / "best.json").read_text())["best_member"]
+    calc = make_calculator(load_model(it / "ensemble.pt"), member=best)
+    images = path.subset(window_images(path, 0.3, n_images))
+    moved = soft_mode_frames(path, calc, (g1[0], g2[0]), window=0.3, n_images=n_images)
+    w = moved.extras["soft_mode_eigenvalue"][::4]
+    print(f"{len(images)} images (extension {images.extras['extension'].min():.3f}-"
+          f"{images.extras['extension'].max():.3f} Å), softest eigenvalue {w.min():+.3f} … {w.max():+.3f} eV/Å²")
+    images.extras, moved.extras = {}, {}
+    frames = Frames.concatenate([images, moved])
+    frames.source[:], frames.iteration[:] = "soft-mode", iteration
+    copies = augment(frames, 1, 0.05, seed=iteration)
+    copies.extras = {}
+    both = Frames.concatenate([frames, copies])
+    write_frames(out / "soft_mode.h5", both)
+    label_step(out / "soft_mode.h5", cfg["labeller"], out / "soft_mode_labelled.h5", screen=screen)
+    lab = read_frames(out / "soft_mode_labelled.h5")
+    print(f"{len(frames)} soft-mode frames + {len(copies)} copies: {int(lab.ok.sum())} labelled")
+    return out / "soft_mode_labelled.h5"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--campaign", required=True, type=Path, help="a finished campaign's work directory")
@@ -89,7 +125,10 @@ def main(argv=None) -> int:
     src_kind.add_argument("--pulls", help="atom pairs i-j,k-l,...: the best member's COGEF scans of each")
     src_kind.add_argument("--reference-path", action="store_true", help="the reference's COGEF images (diagnostic)")
     src_kind.add_argument("--labeller-steps", type=int, help="labeller relaxation steps from the potential's path images")
-    p.add_argument("--images", type=int, default=10, help="--labeller-steps: path images relaxed (default 10)")
+    src_kind.add_argument("--soft-mode", action="store_true", help="the best member's path near its maximum, "
+                          "displaced along the softest constrained mode")
+    p.add_argument("--images", type=int, default=None,
+                   help="path images used (--labeller-steps: default 10; --soft-mode: default 15)")
     args = p.parse_args(argv)
     src, out = args.campaign / "results", args.out
     it = src / f"iter_{args.iteration:03d}"
@@ -116,7 +155,9 @@ def main(argv=None) -> int:
             labelled.append(out / "labelled" / b.name)
     elif args.labeller_steps:
         labelled = [_labeller_steps(it / "cogef.h5", cfg, args.labeller_steps, args.iteration, out, screen,
-                                    args.images)]
+                                    args.images or 10)]
+    elif args.soft_mode:
+        labelled = [_soft_mode(it, src, cfg, args.iteration, out, screen, args.images or 15)]
     else:
         ref = read_frames(src / "reference" / "cogef.h5")
         ref.extras, ref.source[:], ref.iteration[:] = {}, "refpath", args.iteration

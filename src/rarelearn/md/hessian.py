@@ -1,17 +1,18 @@
 """The constrained Hessian of a structure whose pulled distance is held fixed (the COGEF
-scan's stability check, :mod:`rarelearn.md.cogef`). Units: eV, Å."""
+scan's stability check, :mod:`rarelearn.md.cogef`; the soft-mode frames of the COGEF
+sampler, :mod:`rarelearn.learning.soft_modes`). Units: eV, Å."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["lowest_constrained_mode"]
+__all__ = ["constrained_modes", "lowest_constrained_mode"]
 
 
-def lowest_constrained_mode(atoms, calculator, pull: tuple[int, int], h: float = 0.005) -> tuple[float, np.ndarray]:
-    """The lowest eigenvalue (eV/Å²) and its mode ((N, 3), unit norm) of the Hessian of
-    ``atoms`` with the distance of ``pull`` fixed: central finite differences of the forces
-    (6N force calls, step ``h`` Å), translations, rotations and the pulled distance
-    projected out (those directions get eigenvalue 0)."""
+def constrained_modes(atoms, calculator, pull: tuple[int, int], h: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (eV/Å², ascending, (M,)) and modes ((M, N, 3), unit norm) of the Hessian of
+    ``atoms`` with the distance of ``pull`` fixed, in the space orthogonal to translations,
+    rotations and the pulled distance (M = 3N − 7, or 3N − 6 for a linear molecule):
+    central finite differences of the forces, 6N force calls, step ``h`` Å."""
     i, j = int(pull[0]), int(pull[1])
     a = atoms.copy()
     a.set_constraint()
@@ -44,6 +45,15 @@ def lowest_constrained_mode(atoms, calculator, pull: tuple[int, int], h: float =
     fixed.append(stretch.ravel())
     basis, sv, _ = np.linalg.svd(np.array(fixed).T, full_matrices=False)
     q = basis[:, sv > 1e-8 * sv.max()]     # a linear molecule has a rotation less
-    proj = np.eye(3 * n) - q @ q.T
-    w, v = np.linalg.eigh(proj @ hess @ proj)
-    return float(w[0]), v[:, 0].reshape(n, 3)
+    # an orthonormal basis of the rest: the free, internal directions
+    pw, pv = np.linalg.eigh(np.eye(3 * n) - q @ q.T)
+    free = pv[:, pw > 0.5]
+    w, v = np.linalg.eigh(free.T @ hess @ free)
+    return w, (free @ v).T.reshape(-1, n, 3)
+
+
+def lowest_constrained_mode(atoms, calculator, pull: tuple[int, int], h: float = 0.005) -> tuple[float, np.ndarray]:
+    """The lowest eigenvalue (eV/Å²) and its mode ((N, 3), unit norm) of
+    :func:`constrained_modes`."""
+    w, modes = constrained_modes(atoms, calculator, pull, h)
+    return float(w[0]), modes[0]

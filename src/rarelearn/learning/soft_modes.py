@@ -1,0 +1,71 @@
+"""Soft-mode frames: the potential's COGEF images near its maximum, displaced along their
+softest constrained mode.
+
+Where a chain pulled at both ends breaks is decided by a curvature: the force maximum is
+where the constrained energy stops being a minimum along one internal mode (for hexane, one
+terminal bond longer and the other shorter) and the intact branch ends. A potential that is
+right on its own path images, energies and forces, can still be wrong about that curvature:
+its path then stays intact too long and its maximum is too high (measured: `benchmarks/
+README.md`, "Soft modes"). A relaxed image's forces say nothing about it (they vanish along
+the mode), and noisy copies rarely point along it. Frames displaced along the mode, labelled,
+do. Units: eV, Å.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..dataset import Frames
+from ..md.hessian import constrained_modes
+
+__all__ = ["soft_mode_frames", "window_images"]
+
+
+def window_images(path: Frames, window: float, n_images: int) -> np.ndarray:
+    """Indices of at most ``n_images`` intact images of a COGEF path (extras ``extension``,
+    ``intact``, ``potential_energy``), spread evenly over the ``window`` Å of extension
+    up to the intact branch's energy maximum (the maximum included)."""
+    ext = np.asarray(path.extras["extension"], dtype=float)
+    intact = np.asarray(path.extras.get("intact", np.ones(len(path))), dtype=float) > 0.5
+    if not intact.any() or n_images <= 0:
+        return np.zeros(0, dtype=int)
+    energy = np.asarray(path.extras["potential_energy"], dtype=float)
+    top = int(np.flatnonzero(intact)[np.argmax(energy[intact])])
+    inside = np.flatnonzero(intact & (ext >= ext[top] - window) & (ext <= ext[top] + 1e-9))
+    inside = inside[np.argsort(ext[inside])]
+    if len(inside) <= n_images:
+        return inside
+    return inside[np.linspace(0, len(inside) - 1, n_images).round().astype(int)]
+
+
+def soft_mode_frames(path: Frames, calculator, pull: tuple[int, int], *, window: float = 0.3,
+                     n_images: int = 10, amplitudes: Sequence[float] = (0.1, 0.2), n_modes: int = 1) -> Frames:
+    """Unlabelled frames: images of ``path`` (:func:`window_images`) displaced by ± each
+    amplitude (Å, at the atom that moves most) along each of their ``n_modes`` softest
+    constrained modes under ``calculator`` (the potential;
+    :func:`rarelearn.md.hessian.constrained_modes`, 6N force calls per image). The pulled
+    distance changes only to second order. Extras: ``extension`` (the image's),
+    ``soft_mode_eigenvalue`` (eV/Å²) and ``soft_mode_amplitude`` (signed, Å); source
+    ``soft-mode``."""
+    from ase import Atoms
+
+    picks = window_images(path, window, n_images)
+    positions, ext, eig, amp = [], [], [], []
+    for k in picks:
+        atoms = Atoms(numbers=path.numbers, positions=path.positions[k])
+        w, modes = constrained_modes(atoms, calculator, pull)
+        for m in range(min(n_modes, len(w))):
+            mode = modes[m] / np.linalg.norm(modes[m], axis=1).max()
+            for a in amplitudes:
+                for sign in (1.0, -1.0):
+                    positions.append(path.positions[k] + sign * a * mode)
+                    ext.append(float(path.extras["extension"][k]))
+                    eig.append(float(w[m]))
+                    amp.append(sign * a)
+    n = len(positions)
+    if n == 0:
+        return Frames(numbers=path.numbers, positions=np.zeros((0, len(path.numbers), 3)))
+    return Frames(numbers=path.numbers, positions=np.array(positions), source=np.full(n, "soft-mode", dtype=object),
+                  extras={"extension": np.array(ext), "soft_mode_eigenvalue": np.array(eig),
+                          "soft_mode_amplitude": np.array(amp)})
