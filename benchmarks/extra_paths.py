@@ -20,6 +20,11 @@ Sources:
   (``--images``) over the 0.3 Å of extension up to its maximum, each displaced by ±0.1 and
   ±0.2 Å along its softest constrained mode under the best member
   (:func:`rarelearn.learning.soft_modes.soft_mode_frames`): 75 frames, plus 1 noisy copy of each;
+  with ``--soft-mode-steps N``: instead 3 images (``--images``) over the 0.05 Å up to the
+  maximum, each displaced +0.1 Å along that mode and relaxed N − 1 BFGS steps by the labeller
+  under the path's constraint (the labeller's own way down from the potential's maximum:
+  does the chain break there, how far does the energy fall), every step labelled, plus 1
+  noisy copy of every fourth frame;
 * ``--reference-path``: a diagnostic upper bound, not a sampler: the reference's own COGEF
   images (test data otherwise) and 2 noisy copies of each, labelled.
 
@@ -84,10 +89,14 @@ def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, s
     return out / "labeller_steps.h5"
 
 
-def _soft_mode(it: Path, res: Path, cfg: dict, iteration: int, out: Path, screen: dict, n_images: int) -> Path:
+def _soft_mode(it: Path, res: Path, cfg: dict, iteration: int, out: Path, screen: dict, n_images: int,
+               steps: int = 0) -> Path:
     """Labelled frames: ``n_images`` images of the best member's path near its maximum, their
-    soft-mode displacements, and 1 noisy copy of each (see the module's docstring)."""
+    soft-mode displacements, and 1 noisy copy of each; with ``steps``, the labeller's
+    relaxations from the displaced images instead (see the module's docstring)."""
     import json
+
+    import numpy as np
 
     from rarelearn.chem.molecules import load_prepared_molecule
     from rarelearn.dataset import Frames
@@ -98,6 +107,35 @@ def _soft_mode(it: Path, res: Path, cfg: dict, iteration: int, out: Path, screen
     _, g1, g2 = load_prepared_molecule(res / "reference" / "molecule.xyz")
     best = json.loads((it / "best.json").read_text())["best_member"]
     calc = make_calculator(load_model(it / "ensemble.pt"), member=best)
+    if steps > 1:
+        from rarelearn.chem.labelling import labeller_steps
+        from rarelearn.chem.labellers import make_labeller
+
+        moved = soft_mode_frames(path, calc, (g1[0], g2[0]), window=0.05, n_images=n_images, amplitudes=(0.1,))
+        starts = moved.subset(np.arange(0, len(moved), 2))
+        print("starts at extension", ", ".join(f"{x:.3f} Å" for x in starts.extras["extension"]),
+              "; softest eigenvalues", ", ".join(f"{w:+.3f}" for w in starts.extras["soft_mode_eigenvalue"]))
+        starts.extras = {"labeller_steps": np.full(len(starts), float(steps))}
+        starts.iteration[:] = iteration
+        lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
+        way = labeller_steps(lab, starts, (g1[0], g2[0]))
+        order = [f for k in range(len(starts)) for f in [starts.subset([k]), way.subset(slice(k * (steps - 1),
+                                                                                              (k + 1) * (steps - 1)))]]
+        frames = Frames.concatenate(order)
+        frames.extras = {}
+        frames.source[:], frames.iteration[:] = "soft-mode-steps", iteration
+        copies = augment(frames.subset(np.arange(0, len(frames), 4)), 1, 0.05, seed=iteration)
+        copies.extras = {}
+        both = Frames.concatenate([frames, copies])
+        write_frames(out / "soft_mode.h5", both)
+        label_step(out / "soft_mode.h5", cfg["labeller"], out / "soft_mode_labelled.h5", screen=screen)
+        lab_fr = read_frames(out / "soft_mode_labelled.h5")
+        e = lab_fr.energy[:len(frames)]
+        for k in range(len(starts)):
+            seg = e[k * steps:(k + 1) * steps]
+            print(f"  start {k}: labeller energy falls {(seg[0] - np.nanmin(seg)) * 23.0605:.1f} kcal/mol in {steps - 1} steps")
+        print(f"{len(frames)} frames + {len(copies)} copies: {int(lab_fr.ok.sum())} labelled")
+        return out / "soft_mode_labelled.h5"
     images = path.subset(window_images(path, 0.3, n_images))
     moved = soft_mode_frames(path, calc, (g1[0], g2[0]), window=0.3, n_images=n_images)
     w = moved.extras["soft_mode_eigenvalue"][::4]
@@ -128,7 +166,9 @@ def main(argv=None) -> int:
     src_kind.add_argument("--soft-mode", action="store_true", help="the best member's path near its maximum, "
                           "displaced along the softest constrained mode")
     p.add_argument("--images", type=int, default=None,
-                   help="path images used (--labeller-steps: default 10; --soft-mode: default 15)")
+                   help="path images used (--labeller-steps: default 10; --soft-mode: default 15, 3 with --soft-mode-steps)")
+    p.add_argument("--soft-mode-steps", type=int, default=0,
+                   help="--soft-mode: the labeller's relaxation of N - 1 steps from each displaced image")
     args = p.parse_args(argv)
     src, out = args.campaign / "results", args.out
     it = src / f"iter_{args.iteration:03d}"
@@ -157,7 +197,8 @@ def main(argv=None) -> int:
         labelled = [_labeller_steps(it / "cogef.h5", cfg, args.labeller_steps, args.iteration, out, screen,
                                     args.images or 10)]
     elif args.soft_mode:
-        labelled = [_soft_mode(it, src, cfg, args.iteration, out, screen, args.images or 15)]
+        labelled = [_soft_mode(it, src, cfg, args.iteration, out, screen,
+                               args.images or (3 if args.soft_mode_steps > 1 else 15), args.soft_mode_steps)]
     else:
         ref = read_frames(src / "reference" / "cogef.h5")
         ref.extras, ref.source[:], ref.iteration[:] = {}, "refpath", args.iteration

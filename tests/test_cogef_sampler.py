@@ -270,3 +270,67 @@ def test_labeller_steps_in_a_campaign(campaign, tmp_path):
     assert set(merged.hashes[merged.source == "cogef-steps"]) == set(way.hashes[way.status == "ok"])
     again = snakemake(wd, "-n", configfile=tmp_path / "st.yaml")
     assert again.returncode == 0 and not jobs_run(again.stdout + again.stderr)
+
+
+def test_descent_steps_start_the_labellers_way_down_near_the_potentials_maximum(tmp_path):
+    """sampler.descent_steps N: on top of the selection, images near the top of the best
+    member's COGEF path displaced along their softest constrained mode (one sign), marked for
+    N − 1 labeller steps; the label step relaxes them with GFN2-xTB under the pull, the
+    pulled distance kept, and the merge counts them as selected."""
+    import torch
+
+    from conftest import write_prepared_butane
+
+    from rarelearn.chem.molecules import load_prepared_molecule
+    from rarelearn.jsonio import write_json
+    from rarelearn.models.ani import build_ani, make_spec
+    from rarelearn.models.files import save_ensemble
+    from rarelearn.steps.label import label_step
+
+    mol, g1, g2 = load_prepared_molecule(write_prepared_butane(tmp_path))
+    i, j = g1[0], g2[0]
+    u = (mol.positions[j] - mol.positions[i]) / np.linalg.norm(mol.positions[j] - mol.positions[i])
+    ext = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.76, 0.8, 0.9])
+    pos = np.array([mol.positions + np.outer(np.where(np.arange(len(mol)) == j, 1.0, 0.0), u) * e for e in ext])
+    energy = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.76, 0.8, 0.4])   # the top at image 9 (Δ 0.8 Å)
+    path = Frames(numbers=mol.numbers, positions=pos, source="cogef",
+                  extras={"extension": ext, "potential_energy": energy, "intact": np.ones(11),
+                          "uq_sigma": np.full(11, 1.0)},
+                  attrs={"pull": [int(i), int(j)]})
+    write_frames(tmp_path / "path.h5", path)
+    torch.manual_seed(0)
+    spec = make_spec(["H", "C"], {"H": [8], "C": [8]}, {"H": -10.7, "C": -48.8})
+    save_ensemble(tmp_path / "ensemble.pt", [build_ani(spec["elements"], spec["hidden"], spec["self_energies"])
+                                            .neural_networks.members[0].state_dict() for _ in range(2)], spec)
+    write_json(tmp_path / "best.json", {"best_member": 1})
+    files = {"path": tmp_path / "path.h5", "ensemble": tmp_path / "ensemble.pt", "best": tmp_path / "best.json"}
+    uq, reps = _replicas(tmp_path, [0.02, 0.04])
+    sel = {**SEL, "max_frames": 4, "descent": {"steps": 3, "images": 2}}
+    out = select_step(uq, reps, sel, 1000, 2, tmp_path / "sel", cogef_paths=[tmp_path / "path.h5"], smd=False,
+                      descent_files=files)
+    assert out["sources"] == {"cogef": 4, "soft-mode": 2} and out["selected"] == 6 and out["augmented"] == 8
+    rec = out["descent"]
+    assert rec["steps"] == 3 and rec["starts"] == 2 and rec["pull"] == [int(i), int(j)]
+    # the window is the 0.05 Å up to the top: Δ 0.76 and 0.8 Å
+    assert rec["extensions"] == pytest.approx([0.76, 0.8])
+    fr = Frames.concatenate([read_frames(p) for p in sorted((tmp_path / "sel").glob("batch_*.h5"))])
+    starts = fr.subset(fr.source == "soft-mode")
+    assert len(starts) == 2 and (starts.extras["labeller_steps"] == 3).all()
+    assert (fr.extras["labeller_steps"][fr.source != "soft-mode"] == 0).all() and fr.attrs["cogef_pull"] == [i, j]
+    shift = starts.positions - pos[[8, 9]]
+    assert np.linalg.norm(shift, axis=2).max(axis=1) == pytest.approx([0.1, 0.1])   # 0.1 Å at the atom moving most
+    d0 = np.linalg.norm(pos[[8, 9], j] - pos[[8, 9], i], axis=1)
+    assert np.linalg.norm(starts.positions[:, j] - starts.positions[:, i], axis=1) == pytest.approx(d0, abs=0.01)
+    write_frames(tmp_path / "starts.h5", starts)
+    lab = label_step(tmp_path / "starts.h5", {"name": "gfn2-xtb"}, tmp_path / "labelled.h5")
+    way = lab.subset(lab.source == "cogef-steps")
+    assert len(lab) == 2 + 4 and len(way) == 4 and (lab.status == "ok").all()
+    for k in range(2):   # down the labeller's energy, the pulled distance kept
+        assert lab.energy[k] > way.energy[2 * k] > way.energy[2 * k + 1]
+        d = np.linalg.norm(way.positions[2 * k:2 * k + 2, j] - way.positions[2 * k:2 * k + 2, i], axis=1)
+        assert d == pytest.approx(np.linalg.norm(starts.positions[k, j] - starts.positions[k, i]), abs=1e-6)
+    info = merge_step(tmp_path / "starts.h5", [tmp_path / "labelled.h5"], 2, tmp_path / "m.h5", tmp_path / "m.json")
+    assert info["selected"] == 2 and info["labeller_steps"] == 4
+    # without the model's files the selection is the plain one
+    plain = select_step(uq, reps, sel, 1000, 2, tmp_path / "plain", cogef_paths=[tmp_path / "path.h5"], smd=False)
+    assert plain["sources"] == {"cogef": 4} and "descent" not in plain

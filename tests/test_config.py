@@ -63,6 +63,8 @@ def test_shipped_configs_are_valid():
     ({"evaluation": {"cogef_members": "some"}}, "evaluation.cogef_members"),
     ({"sampler": {"cogef_paths": "all"}, "evaluation": {"cogef_members": "best"}}, "sampler.cogef_paths"),
     ({"sampler": {"labeller_steps": 3}}, "sampler.labeller_steps"),           # kind smd: no COGEF path selected
+    ({"sampler": {"descent_steps": 40}}, "sampler.descent_steps"),            # kind smd: no COGEF path computed
+    ({"sampler": {"kind": "cogef", "descent_images": 0}}, "sampler.descent_images"),
     ({"sampler": {"kind": "cogef", "labeller_steps": -1}}, "sampler.labeller_steps"),
     ({"studies": {"baselines": {"smd_replicas": 5}}}, "studies.baselines.smd_replicas"),
     ({"labelling": {"max_force": 0}}, "labelling.max_force"),

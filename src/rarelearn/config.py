@@ -265,6 +265,10 @@ def _check_sampler(config: dict) -> None:
         raise ConfigError(f"sampler.labeller_steps: {config['sampler']['labeller_steps']} relaxes images of the "
                           f"potential's COGEF path, which sampler.kind {config['sampler']['kind']!r} does not "
                           "select; use kind cogef or smd+cogef, or labeller_steps: 0")
+    if config["sampler"]["descent_steps"] > 0 and config["sampler"]["kind"] not in ("cogef", "smd+cogef"):
+        raise ConfigError(f"sampler.descent_steps: {config['sampler']['descent_steps']} starts the labeller's way down "
+                          f"from the potential's COGEF maximum, which sampler.kind {config['sampler']['kind']!r} does "
+                          "not compute; use kind cogef or smd+cogef, or descent_steps: 0")
     if config["sampler"]["cogef_paths"] == "all" and config["evaluation"]["cogef_members"] != "all":
         raise ConfigError("sampler.cogef_paths: all needs every member's COGEF profile; set "
                           "evaluation.cogef_members: all (or sampler.cogef_paths: best)")

@@ -104,12 +104,17 @@ COGEF_MEMBERS = config["evaluation"]["cogef_members"] == "all"
 SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
 # What the HAL runs (sampler hal) see of the sampler section: all of it but the key of the
 # cogef samplers added later (so that HAL runs made before it are not redone).
-HAL_RUN_SAMPLER = {k: v for k, v in config["sampler"].items() if k not in ("cogef_paths", "labeller_steps")}
-# What the select checkpoint follows: the selection section, with sampler.labeller_steps in it
-# only when set (select_step reads it there; selections made before it existed are not redone).
+HAL_RUN_SAMPLER = {k: v for k, v in config["sampler"].items()
+                   if k not in ("cogef_paths", "labeller_steps", "descent_steps", "descent_images")}
+DESCENT = config["sampler"]["descent_steps"] > 0
+# What the select checkpoint follows: the selection section, with sampler.labeller_steps and
+# descent_steps in it only when set (select_step reads them there; selections made before
+# they existed are not redone).
 SELECT_SELECTION = {
     **config["selection"],
     **({"labeller_steps": config["sampler"]["labeller_steps"]} if config["sampler"]["labeller_steps"] else {}),
+    **({"descent": {"steps": config["sampler"]["descent_steps"], "images": config["sampler"]["descent_images"]}}
+       if DESCENT else {}),
 }
 
 
@@ -430,6 +435,9 @@ def selection_inputs(wildcards):
             if config["sampler"]["cogef_paths"] == "all"
             else [f"results/iter_{wildcards.iteration}{wildcards.mol}/cogef.h5"]
         )
+    if COGEF_SAMPLER and DESCENT:   # the best member's path and the member itself
+        it = f"results/iter_{wildcards.iteration}{wildcards.mol}"
+        inputs.update(descent_path=f"{it}/cogef.h5", ensemble=f"{it}/ensemble.pt", best=f"{it}/best.json")
     return inputs
 
 

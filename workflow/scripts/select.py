@@ -12,4 +12,6 @@ else:
     select_step(snakemake.input.uq, list(snakemake.input.replicas), snakemake.params.selection,
                 snakemake.params.batch_size, iteration, snakemake.output[0],
                 cogef_paths=list(snakemake.input.get("cogef", [])) or None, cogef_frames=sampler["cogef_frames"],
-                smd=sampler["kind"] != "cogef")
+                smd=sampler["kind"] != "cogef",
+                descent_files=dict(path=snakemake.input.descent_path, ensemble=snakemake.input.ensemble,
+                                   best=snakemake.input.best) if "descent_path" in snakemake.input.keys() else None)

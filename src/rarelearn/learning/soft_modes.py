@@ -19,7 +19,7 @@ import numpy as np
 from ..dataset import Frames
 from ..md.hessian import constrained_modes
 
-__all__ = ["soft_mode_frames", "window_images"]
+__all__ = ["descent_starts", "soft_mode_frames", "window_images"]
 
 
 def window_images(path: Frames, window: float, n_images: int) -> np.ndarray:
@@ -69,3 +69,17 @@ def soft_mode_frames(path: Frames, calculator, pull: tuple[int, int], *, window:
     return Frames(numbers=path.numbers, positions=np.array(positions), source=np.full(n, "soft-mode", dtype=object),
                   extras={"extension": np.array(ext), "soft_mode_eigenvalue": np.array(eig),
                           "soft_mode_amplitude": np.array(amp)})
+
+
+def descent_starts(path: Frames, calculator, pull: tuple[int, int], *, n_images: int = 3, window: float = 0.05,
+                   amplitude: float = 0.1) -> Frames:
+    """Where the labeller's way down from the potential's COGEF maximum begins (sampler option
+    ``descent_steps``): ``n_images`` images of ``path`` over the ``window`` Å up to its
+    maximum (:func:`window_images`), each displaced by +``amplitude`` Å along its softest
+    constrained mode under ``calculator`` (:func:`soft_mode_frames`; one sign only: the
+    other is the mirror image for a chain pulled at both ends). Relaxed a few steps by the
+    labeller under the pull's constraint, these show the potential whether the chain breaks
+    there and how far the energy falls: the curvature that decides where its intact branch
+    ends, which a relaxed image's forces do not carry. Source ``soft-mode``."""
+    frames = soft_mode_frames(path, calculator, pull, window=window, n_images=n_images, amplitudes=(amplitude,))
+    return frames.subset(np.arange(0, len(frames), 2))

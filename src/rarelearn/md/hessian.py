@@ -54,6 +54,8 @@ def constrained_modes(atoms, calculator, pull: tuple[int, int], h: float = 0.005
 
 def lowest_constrained_mode(atoms, calculator, pull: tuple[int, int], h: float = 0.005) -> tuple[float, np.ndarray]:
     """The lowest eigenvalue (eV/Å²) and its mode ((N, 3), unit norm) of
-    :func:`constrained_modes`."""
+    :func:`constrained_modes` (0 and no displacement when nothing is free: a dimer)."""
     w, modes = constrained_modes(atoms, calculator, pull, h)
+    if len(w) == 0:
+        return 0.0, np.zeros((len(atoms), 3))
     return float(w[0]), modes[0]

@@ -12,7 +12,7 @@ import numpy as np
 from ..chem.barrier import pull_began
 from ..dataset import Frames, read_frames, write_frames
 from ..atomic import atomic_path
-from ..jsonio import write_json
+from ..jsonio import read_json, write_json
 from ..learning.selection import frames_to_label
 from .common import log
 
@@ -128,7 +128,6 @@ def family_budget(split: dict) -> dict:
     (then a lower bound). Returns the record written to ``selection.json`` as ``budget``:
     the rule, every molecule's error and frames, and this molecule's."""
     from ..campaign_molecules import error_budget
-    from ..jsonio import read_json
     from ..units import KCAL_MOL_PER_EV
 
     errors = {name: abs(read_json(path)["e_max"] - read_json(split["reference_cogef"][name])["e_max"])
@@ -141,7 +140,7 @@ def family_budget(split: dict) -> dict:
 
 def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int,
                 out_dir, cogef_paths: Sequence | None = None, cogef_frames: int | None = None,
-                smd: bool = True) -> dict:
+                smd: bool = True, descent_files: dict | None = None) -> dict:
     """Pick frames above the UQ threshold, screen, cap, augment; write them in label batches.
 
     SMD frames (``smd``) come from the scored replicas (source ``al``); with ``cogef_paths``
@@ -155,7 +154,13 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     sets it from ``sampler.labeller_steps``; 0 when absent) the paths' share is divided by N
     and each path image kept is marked (extras ``labeller_steps``, the pulled atoms in the
     batches' attrs ``cogef_pull``) for the label step to relax N − 1 steps with the labeller
-    (:func:`rarelearn.steps.label.label_step`).
+    (:func:`rarelearn.steps.label.label_step`). With ``selection_cfg["descent"]`` (``{"steps":
+    N, "images": K}``, from ``sampler.descent_steps`` and ``descent_images``) and
+    ``descent_files`` (``path``: the best member's COGEF path, ``ensemble``, ``best``: its
+    ``best.json``), K images near the path's maximum displaced along their softest mode
+    (:func:`rarelearn.learning.soft_modes.descent_starts`, source ``soft-mode``) are added,
+    each marked for N − 1 labeller steps; they come on top of ``selection.max_frames``, without
+    noisy copies.
     Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
     An empty selection writes no batch and is recorded as such.
     """
@@ -218,6 +223,27 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         new.attrs["cogef_pull"] = list(next(iter(pulls)))
         tail["labeller_steps"] = {"steps": labeller_steps, "images": int((steps > 0).sum()),
                                   "pull": list(next(iter(pulls)))}
+    descent = selection_cfg.get("descent")
+    if descent and descent_files:
+        starts = _descent_starts(descent, descent_files, iteration)
+        tail["descent"] = {"steps": int(descent["steps"]), "starts": len(starts),
+                           "extensions": [float(x) for x in starts.extras["extension"]],
+                           "eigenvalues": [float(w) for w in starts.extras["soft_mode_eigenvalue"]],
+                           "pull": list(starts.attrs["cogef_pull"])}
+        if len(starts):
+            tail["sources"]["soft-mode"] = len(starts)
+            starts.extras = {"labeller_steps": np.full(len(starts), float(descent["steps"]))}
+            if new is None:
+                new = starts
+            else:
+                if "labeller_steps" not in new.extras:
+                    new.extras = {"labeller_steps": np.zeros(len(new))}
+                pull = new.attrs.get("cogef_pull", starts.attrs["cogef_pull"])
+                if list(pull) != list(starts.attrs["cogef_pull"]):
+                    raise ValueError(f"sampler.descent_steps: the pulled atoms {starts.attrs['cogef_pull']} differ "
+                                     f"from the COGEF paths' {pull}")
+                new = Frames.concatenate([new, starts])
+            n_kept += len(starts)
     summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration}, tail)
     if n_kept == 0:
         log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",
@@ -227,6 +253,26 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                  ", ".join(f"{k} {v}" for k, v in tail["sources"].items()), summary["augmented"],
                  summary["batches"])
     return summary
+
+
+def _descent_starts(descent: dict, files: dict, iteration: int) -> Frames:
+    """The starts of the labeller's way down from the best member's COGEF maximum (see
+    :func:`select_step`), unlabelled, attrs ``cogef_pull``."""
+    from ..learning.soft_modes import descent_starts
+    from ..models.files import load_model, make_calculator
+
+    path = read_frames(files["path"])
+    pull = tuple(int(a) for a in path.attrs["pull"])
+    best = read_json(files["best"])["best_member"]
+    calc = make_calculator(load_model(files["ensemble"]), member=best)
+    starts = descent_starts(path, calc, pull, n_images=int(descent["images"]))
+    starts.iteration[:] = iteration
+    starts.status[:] = "unlabelled"
+    starts.attrs = {"cogef_pull": list(pull)}
+    log.info("descent: %d starts near the COGEF maximum (Δ %s Å; softest eigenvalues %s eV/Å²), %d labeller "
+             "steps each", len(starts), ", ".join(f"{x:.3f}" for x in starts.extras["extension"]),
+             ", ".join(f"{w:+.3f}" for w in starts.extras["soft_mode_eigenvalue"]), int(descent["steps"]) - 1)
+    return starts
 
 
 def hal_select_step(run_paths: Sequence, selection_cfg: dict, batch_size: int, iteration: int, out_dir) -> dict:
