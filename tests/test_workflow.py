@@ -453,6 +453,21 @@ def test_close_iterations_read_their_barrier_from_more_replicas(campaign, tmp_pa
             assert ev == evs[i] or ev["nnp_n_replicas"] == evs[i]["nnp_n_replicas"]
     again = snakemake(wd, "-n", configfile=cfg)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the last evaluation made again by a campaign that goes on past it reads the plan there is
+    # (met only inside a checkpoint update, an existing plan was not counted, and evaluate ran
+    # with its pulls "<TBD>")
+    last = wd / "results" / "iter_001" / "evaluation.json"
+    last.unlink()
+    longer = write_config(tmp_path / "longer.yaml", **{"evaluation.close_replicas": 3, "evaluation.close_kcal": within,
+                                                      "campaign.max_iterations": 3})
+    plan = snakemake(wd, "-n", configfile=longer)
+    block = (plan.stdout + plan.stderr).split("checkpoint evaluate:")[1].split("output:")[0]
+    assert plan.returncode == 0 and "<TBD>" not in block and "iter_001/smd/replica_01.h5" in block, block
+    res = snakemake(wd, configfile=cfg)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ev = json.loads(last.read_text())
+    n_plan = json.loads((wd / "results" / "iter_001" / "replica_plan.json").read_text())["replicas"]
+    assert ev["nnp_n_replicas"] + ev["nnp_unbroken"] + len(ev.get("nnp_failed_replicas") or []) == n_plan
     # the check knows the extra pulls a plan asked for, and its command remakes a lost one
     k = close.index(True)
     lost = wd / "results" / f"iter_{k:03d}" / "smd" / "replica_02.h5"

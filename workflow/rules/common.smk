@@ -500,6 +500,10 @@ def campaign_iterations():
                     # merge would run `merge` without its labelled batches. Asked for here
                     # first, it is counted.
                     checkpoints.select.get(iteration=f"{i:03d}", mol=mol)
+                if CLOSE_EXTRA and mol in TRAINED and os.path.exists(f"results/iter_{i:03d}{mol}/replica_plan.json"):
+                    # The same for the replica plan: met only inside the evaluation's update, an
+                    # existing plan was never counted and `evaluate` ran with its pulls "<TBD>".
+                    checkpoints.replica_plan.get(iteration=f"{i:03d}", mol=mol)
                 raise
         iterations.append(paths)
         remade = False
