@@ -331,6 +331,13 @@ def test_descent_steps_start_the_labellers_way_down_near_the_potentials_maximum(
         assert d == pytest.approx(np.linalg.norm(starts.positions[k, j] - starts.positions[k, i]), abs=1e-6)
     info = merge_step(tmp_path / "starts.h5", [tmp_path / "labelled.h5"], 2, tmp_path / "m.h5", tmp_path / "m.json")
     assert info["selected"] == 2 and info["labeller_steps"] == 4
+    # a best member whose path is broken from its first image gives no start, and says so
+    broken = path.subset(np.arange(11))
+    broken.extras["intact"] = np.zeros(11)
+    write_frames(tmp_path / "broken.h5", broken)
+    out = select_step(uq, reps, sel, 1000, 2, tmp_path / "none", cogef_paths=[tmp_path / "path.h5"], smd=False,
+                      descent_files={**files, "path": tmp_path / "broken.h5"})
+    assert out["sources"] == {"cogef": 4} and out["descent"]["starts"] == 0 and out["descent"]["extensions"] == []
     # without the model's files the selection is the plain one
     plain = select_step(uq, reps, sel, 1000, 2, tmp_path / "plain", cogef_paths=[tmp_path / "path.h5"], smd=False)
     assert plain["sources"] == {"cogef": 4} and "descent" not in plain

@@ -227,8 +227,8 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     if descent and descent_files:
         starts = _descent_starts(descent, descent_files, iteration)
         tail["descent"] = {"steps": int(descent["steps"]), "starts": len(starts),
-                           "extensions": [float(x) for x in starts.extras["extension"]],
-                           "eigenvalues": [float(w) for w in starts.extras["soft_mode_eigenvalue"]],
+                           "extensions": [float(x) for x in starts.extras.get("extension", ())],
+                           "eigenvalues": [float(w) for w in starts.extras.get("soft_mode_eigenvalue", ())],
                            "pull": list(starts.attrs["cogef_pull"])}
         if len(starts):
             tail["sources"]["soft-mode"] = len(starts)
@@ -270,8 +270,8 @@ def _descent_starts(descent: dict, files: dict, iteration: int) -> Frames:
     starts.status[:] = "unlabelled"
     starts.attrs = {"cogef_pull": list(pull)}
     log.info("descent: %d starts near the COGEF maximum (Δ %s Å; softest eigenvalues %s eV/Å²), %d labeller "
-             "steps each", len(starts), ", ".join(f"{x:.3f}" for x in starts.extras["extension"]),
-             ", ".join(f"{w:+.3f}" for w in starts.extras["soft_mode_eigenvalue"]), int(descent["steps"]) - 1)
+             "steps each", len(starts), ", ".join(f"{x:.3f}" for x in starts.extras.get("extension", ())),
+             ", ".join(f"{w:+.3f}" for w in starts.extras.get("soft_mode_eigenvalue", ())), int(descent["steps"]) - 1)
     return starts
 
 
