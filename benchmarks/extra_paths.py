@@ -49,6 +49,27 @@ from rarelearn.steps.sample import cogef_step
 from rarelearn.steps.select import select_step
 
 
+def _each_with_its_way(images, cfg: dict, pull, steps: int):
+    """``images``, each followed by the ``steps`` − 1 structures of its relaxation by the
+    labeller under the constraint of ``pull`` (the workflow's
+    :func:`rarelearn.chem.labelling.labeller_steps`), unlabelled, without extras."""
+    import numpy as np
+
+    from rarelearn.chem.labelling import labeller_steps
+    from rarelearn.chem.labellers import make_labeller
+    from rarelearn.dataset import Frames
+
+    images.extras = {"labeller_steps": np.full(len(images), float(steps))}
+    lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
+    way = labeller_steps(lab, images, pull)
+    way.source[:] = images.source[0] if len(images) else "cogef-steps"
+    order = [f for k in range(len(images)) for f in [images.subset([k]), way.subset(slice(k * (steps - 1),
+                                                                                          (k + 1) * (steps - 1)))]]
+    frames = Frames.concatenate(order)
+    frames.extras = {}
+    return frames
+
+
 def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, screen: dict,
                     n_images: int = 10) -> Path:
     """Labelled frames: ``n_images`` images of the potential's path (Δ 1.8–2.9 Å), each relaxed ``steps``
@@ -57,8 +78,6 @@ def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, s
     noisy copies of each of them (labelled too)."""
     import numpy as np
 
-    from rarelearn.chem.labelling import labeller_steps
-    from rarelearn.chem.labellers import make_labeller
     from rarelearn.dataset import Frames
 
     path = read_frames(path_h5)
@@ -66,17 +85,10 @@ def _labeller_steps(path_h5, cfg: dict, steps: int, iteration: int, out: Path, s
     window = np.flatnonzero((ext >= 1.8) & (ext <= 2.9))
     picks = window[np.linspace(0, len(window) - 1, min(n_images, len(window))).round().astype(int)]
     images = path.subset(picks)
-    images.extras, images.attrs = {"labeller_steps": np.full(len(images), float(steps))}, {}
+    images.attrs = {}
     images.iteration[:] = iteration
     images.source[:] = "labeller-steps"
-    lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
-    way = labeller_steps(lab, images, path.attrs["pull"])
-    way.source[:] = "labeller-steps"
-    # each image followed by its steps, as measured
-    order = [f for k in range(len(images)) for f in [images.subset([k]), way.subset(slice(k * (steps - 1),
-                                                                                          (k + 1) * (steps - 1)))]]
-    frames = Frames.concatenate(order)
-    frames.extras = {}
+    frames = _each_with_its_way(images, cfg, path.attrs["pull"], steps)   # each image followed by its steps
     write_frames(out / "way.h5", frames)
     label_step(out / "way.h5", cfg["labeller"], out / "way_labelled.h5", screen=screen)
     copies = augment(frames, 2, 0.05, seed=iteration)
@@ -108,22 +120,13 @@ def _soft_mode(it: Path, res: Path, cfg: dict, iteration: int, out: Path, screen
     best = json.loads((it / "best.json").read_text())["best_member"]
     calc = make_calculator(load_model(it / "ensemble.pt"), member=best)
     if steps > 1:
-        from rarelearn.chem.labelling import labeller_steps
-        from rarelearn.chem.labellers import make_labeller
-
         moved = soft_mode_frames(path, calc, (g1[0], g2[0]), window=0.05, n_images=n_images, amplitudes=(0.1,))
         starts = moved.subset(np.arange(0, len(moved), 2))
         print("starts at extension", ", ".join(f"{x:.3f} Å" for x in starts.extras["extension"]),
               "; softest eigenvalues", ", ".join(f"{w:+.3f}" for w in starts.extras["soft_mode_eigenvalue"]))
-        starts.extras = {"labeller_steps": np.full(len(starts), float(steps))}
         starts.iteration[:] = iteration
-        lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
-        way = labeller_steps(lab, starts, (g1[0], g2[0]))
-        order = [f for k in range(len(starts)) for f in [starts.subset([k]), way.subset(slice(k * (steps - 1),
-                                                                                              (k + 1) * (steps - 1)))]]
-        frames = Frames.concatenate(order)
-        frames.extras = {}
-        frames.source[:], frames.iteration[:] = "soft-mode-steps", iteration
+        starts.source[:] = "soft-mode-steps"
+        frames = _each_with_its_way(starts, cfg, (g1[0], g2[0]), steps)
         copies = augment(frames.subset(np.arange(0, len(frames), 4)), 1, 0.05, seed=iteration)
         copies.extras = {}
         both = Frames.concatenate([frames, copies])
