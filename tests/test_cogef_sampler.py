@@ -75,9 +75,12 @@ def test_cogef_sampler_picks_path_images_above_the_median_smd_threshold(tmp_path
     assert rec["candidates"] == int((sigma > 0.1).sum()) > 0
     idx = np.array(rec["indices"])
     assert (sigma[idx] > 0.1).all() and s["replicas"] == [] and s["sources"] == {"cogef": len(idx)}
-    # screening: the kept images differ from each other by > 1 kcal/mol and > 0.01 Å
-    e = path.extras["potential_energy"][idx]
-    assert np.abs(np.subtract.outer(e, e))[~np.eye(len(idx), dtype=bool)].min() > 0.0433
+    # screening: the kept images on each side of the break differ from each other by
+    # > 1 kcal/mol (selection.post_break_screening: separate, the default)
+    for side in (idx[idx < rec["break_index"]], idx[idx >= rec["break_index"]]):
+        e = path.extras["potential_energy"][side]
+        assert len(side) > 1
+        assert np.abs(np.subtract.outer(e, e))[~np.eye(len(side), dtype=bool)].min() > 0.0433
     new, _ = _selected(tmp_path / "sel")
     kept = new.subset(new.source == "cogef")
     np.testing.assert_array_equal(kept.positions, path.positions[idx])   # the relaxed images themselves

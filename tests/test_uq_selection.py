@@ -107,6 +107,30 @@ def test_select_frames_threshold_and_post_break_cap():
     assert select_frames(s, 2.0, d, e, break_index=100).size == 0
 
 
+def test_post_break_frames_are_screened_among_themselves():
+    """A pull whose fragments lie lower than its barrier (GFN2-xTB): every post-break energy
+    is within 1 kcal/mol of some kept frame of the intact chain. Read literally, the paper's
+    screening keeps none of them, however uncertain; screened among themselves, they are kept,
+    and the pre-break selection is the same either way."""
+    n_pre, n_post = 400, 200
+    s = np.ones(n_pre + n_post)                              # all above the threshold
+    d = np.linspace(6.5, 9.5, n_pre + n_post)                # spring distance grows throughout
+    e = np.concatenate([np.linspace(0.0, 6.5, n_pre),        # up the barrier, 6.5 eV
+                        np.linspace(5.5, 5.0, n_post)])      # fragments: 5.5 -> 5.0 eV, below it
+    joint = select_frames(s, 0.5, d, e, break_index=n_pre, post_break_screening="joint")
+    separate = select_frames(s, 0.5, d, e, break_index=n_pre)   # the default
+    assert (joint >= n_pre).sum() == 0
+    post = separate[separate >= n_pre]
+    assert len(post) >= 10                                   # 0.5 eV at 1 kcal/mol steps: 11
+    assert np.all(np.abs(np.diff(e[post])) > DEFAULT_ENERGY_GAP)
+    assert np.array_equal(separate[separate < n_pre], joint)
+    # the post-break cap still holds, and without a break both read the same
+    assert (select_frames(s, 0.5, d, e, break_index=n_pre, max_post_break=3) >= n_pre).sum() == 3
+    assert np.array_equal(select_frames(s, 0.5, d, e, None), select_frames(s, 0.5, d, e, None, post_break_screening="joint"))
+    with pytest.raises(ValueError, match="post_break_screening"):
+        select_frames(s, 0.5, d, e, n_pre, post_break_screening="both")
+
+
 def test_select_frames_deterministic():
     rng = np.random.default_rng(1)
     s, d, e = rng.random(500), np.linspace(6.5, 9.5, 500), rng.random(500)
