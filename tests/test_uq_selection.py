@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from rarelearn.dataset import Frames
-from rarelearn.learning.selection import DEFAULT_ENERGY_GAP, augment, screen, select_frames
+from rarelearn.learning.selection import DEFAULT_ENERGY_GAP, augment, cap_frames, screen, select_frames
 from rarelearn.learning.uq import member_energies, sigma, threshold
 
 
@@ -148,6 +148,26 @@ def _frames(f=4, n=5):
                   extras={"spring_distance": np.arange(f, dtype=float)}, iteration=3)
 
 
+def test_cap_gives_the_post_break_frames_their_share():
+    """selection.post_break_share: of the cap, at most round(s * cap) post-break frames, each side
+    spread evenly over its own kept frames; a side short of frames leaves its room to the other;
+    without a share one even spread over all (the post-break frames' own proportion)."""
+    fr = _frames(f=100)
+    fr.extras["post_break"] = (np.arange(100) % 10 == 9).astype(float)       # 10 of 100, interleaved
+    post = lambda sub: int((sub.extras["post_break"] > 0.5).sum())
+    plain = cap_frames(fr, 20)
+    assert len(plain) == 20 and post(plain) <= 3
+    shared = cap_frames(fr, 20, post_break_share=0.3)
+    assert len(shared) == 20 and post(shared) == 6
+    assert np.all(np.diff(shared.extras["spring_distance"]) > 0)               # still in order
+    assert post(cap_frames(fr, 20, post_break_share=0.8)) == 10                # only 10 exist: the rest pre
+    assert len(cap_frames(fr, 20, post_break_share=0.8)) == 20
+    assert post(cap_frames(fr, 20, post_break_share=0.0)) == 0
+    assert len(cap_frames(fr, 200, post_break_share=0.3)) == 100               # under the cap: all
+    few_pre = fr.subset(np.flatnonzero(fr.extras["post_break"] > 0.5)[:8].tolist() + [0, 1])
+    assert len(cap_frames(few_pre, 6, post_break_share=0.3)) == 6              # 2 pre, then post fills
+
+
 def test_augment_count_bounds_and_labels():
     fr = _frames()
     aug = augment(fr, n_copies=2, amplitude=0.05, seed=7)
@@ -170,3 +190,58 @@ def test_augment_count_bounds_and_labels():
     assert not np.allclose(augment(fr, 2, 0.05, seed=8).positions, aug.positions)
     assert len(augment(fr, n_copies=0)) == 0
     assert len(augment(fr, n_copies=3, amplitude=0.1, seed=1)) == 12
+
+
+def _broken_pulls(tmp_path, n_replicas=2, n=300):
+    """Butane-like 4-carbon chains whose last carbon is pulled off (the 3-4 bond breaks at
+    frame ~n/2); the predicted energy climbs 6.5 eV to the break, then the fragments sit at
+    5.0-5.5 eV, inside the range the intact chain covered; σ above the threshold everywhere."""
+    import h5py
+    from rarelearn.dataset import write_frames
+    rng = np.random.default_rng(3)
+    paths = []
+    with h5py.File(tmp_path / "uq.h5", "w") as h5:
+        for r in range(n_replicas):
+            pos = np.array([[0, 0, 0], [1.5, 0, 0], [3.0, 0, 0], [4.5, 0, 0]])[None] + rng.normal(0, 0.01, (n, 4, 3))
+            pos[:, 3, 0] += np.linspace(0, 3.0, n)
+            fr = Frames(numbers=np.full(4, 6), positions=pos, source="smd",
+                        extras={"spring_distance": np.linspace(4.5, 7.5, n)})
+            write_frames(tmp_path / f"replica_{r:02d}.h5", fr)
+            paths.append(tmp_path / f"replica_{r:02d}.h5")
+            half = n // 2
+            e = np.concatenate([np.linspace(0, 6.5, half), np.linspace(5.5, 5.0, n - half)])
+            g = h5.create_group(f"replica_{r:02d}")
+            g.create_dataset("energies", data=np.tile(e, (3, 1)))
+            g.create_dataset("sigma", data=np.full(n, 0.2))
+            g.attrs["threshold"] = 0.1
+    return tmp_path / "uq.h5", paths
+
+
+def test_select_step_labels_the_fragments(tmp_path):
+    """Through the select step: the default screening keeps post-break frames where the
+    paper's literal one walk keeps none, and post_break_share sets their part of the cap."""
+    from rarelearn.chem.breaks import find_break
+    from rarelearn.dataset import read_frames
+    from rarelearn.steps.select import select_step
+    uq, reps = _broken_pulls(tmp_path)
+    bi = find_break(read_frames(reps[0]).numbers, read_frames(reps[0]).positions).index
+    assert 100 < bi < 200
+    sel = {"uq_first_steps": 50, "n_sigma": 3.0, "max_post_break": 50, "max_frames": 40, "min_distance_gap": 0.01,
+           "min_energy_gap_kcal": 1.0, "augment_copies": 0, "augment_amplitude": 0.05, "seed": 11,
+           "blowup_lookback": 10}
+
+    def post_break(summary):
+        return sum(sum(i >= r["break_index"] for i in r["indices"]) for r in summary["replicas"])
+
+    def labelled_past_break(out):
+        fr = Frames.concatenate([read_frames(p) for p in sorted(out.glob("batch_*.h5"))])
+        return int((np.linalg.norm(fr.positions[:, 3] - fr.positions[:, 2], axis=1) > 3.04).sum())
+
+    joint = select_step(uq, reps, {**sel, "post_break_screening": "joint"}, 100, 1, tmp_path / "joint")
+    separate = select_step(uq, reps, sel, 100, 1, tmp_path / "separate")
+    shared = select_step(uq, reps, {**sel, "post_break_share": 0.5}, 100, 1, tmp_path / "shared")
+    assert post_break(joint) == 0 and labelled_past_break(tmp_path / "joint") == 0
+    assert post_break(separate) >= 2 * 10
+    assert separate["selected"] == shared["selected"] == 40
+    assert 0 < labelled_past_break(tmp_path / "separate") < 20
+    assert labelled_past_break(tmp_path / "shared") == 20

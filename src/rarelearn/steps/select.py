@@ -101,7 +101,8 @@ def _smd_picks(uq_path, replica_paths: Sequence, selection_cfg: dict) -> tuple[l
                 log.warning("%s blew up before the pull (%s): all %d frames of its relaxation are candidates, "
                             "%d kept", head["replica"], rec["stop_reason"], len(fr), rec["kept"])
             sub = fr.subset(idx)
-            sub.extras = {"uq_sigma": s[idx]}
+            bi = rec["break_index"]
+            sub.extras = {"uq_sigma": s[idx], "post_break": (idx >= bi if bi is not None else idx < 0).astype(float)}
             picked.append(sub)
             per_replica.append({**head, **rec})
     return picked, per_replica, thresholds
@@ -206,7 +207,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
             tail["sources"]["cogef"] = len(sub)
     if smd and picked:
         room = None if max_frames is None else max(max_frames - sum(len(p) for p in parts), 0)
-        kept = cap_frames(Frames.concatenate(picked), room)
+        kept = cap_frames(Frames.concatenate(picked), room, selection_cfg.get("post_break_share"))
         kept.source[:] = "al"
         if len(kept):
             parts.append(kept)
