@@ -269,6 +269,11 @@ def _check_sampler(config: dict) -> None:
         raise ConfigError(f"sampler.descent_steps: {config['sampler']['descent_steps']} starts the labeller's way down "
                           f"from the potential's COGEF maximum, which sampler.kind {config['sampler']['kind']!r} does "
                           "not compute; use kind cogef or smd+cogef, or descent_steps: 0")
+    if config["selection"]["fragment_frames"] > 0 and config["sampler"]["kind"] in ("cogef", "hal"):
+        raise ConfigError(f"selection.fragment_frames: {config['selection']['fragment_frames']} moves apart the "
+                          f"fragments of the best member's SMD pulls, which sampler.kind "
+                          f"{config['sampler']['kind']!r} does not select from; use kind smd, smd+cogef or "
+                          "smd+hal, or fragment_frames: 0")
     if config["sampler"]["cogef_paths"] == "all" and config["evaluation"]["cogef_members"] != "all":
         raise ConfigError("sampler.cogef_paths: all needs every member's COGEF profile; set "
                           "evaluation.cogef_members: all (or sampler.cogef_paths: best)")

@@ -161,7 +161,9 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     ``best.json``), K images near the path's maximum displaced along their softest mode
     (:func:`rarelearn.learning.soft_modes.descent_starts`, source ``soft-mode``) are added,
     each marked for N − 1 labeller steps; they come on top of ``selection.max_frames``, without
-    noisy copies.
+    noisy copies. With ``selection.fragment_frames`` F > 0 (and SMD pulls), F frames of the
+    pulls' fragments moved apart to ``selection.fragment_reach`` Å are added the same way
+    (:func:`rarelearn.learning.fragments.fragments_apart`, source ``fragments``).
     Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
     An empty selection writes no batch and is recorded as such.
     """
@@ -245,6 +247,8 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                                      f"from the COGEF paths' {pull}")
                 new = Frames.concatenate([new, starts])
             n_kept += len(starts)
+    if smd and int(selection_cfg.get("fragment_frames", 0)) > 0:
+        new, n_kept = _add_fragments(new, n_kept, replica_paths, selection_cfg, iteration, tail)
     summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration}, tail)
     if n_kept == 0:
         log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",
@@ -254,6 +258,26 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                  ", ".join(f"{k} {v}" for k, v in tail["sources"].items()), summary["augmented"],
                  summary["batches"])
     return summary
+
+
+def _add_fragments(new: Frames | None, n_kept: int, replica_paths: Sequence, selection_cfg: dict, iteration: int,
+                   tail: dict) -> tuple:
+    """``selection.fragment_frames`` frames of the pulls' fragments moved apart
+    (:func:`rarelearn.learning.fragments.fragments_apart`), on top of the selection, without
+    noisy copies. Returns the frames to label and the count of frames selected."""
+    from ..learning.fragments import fragments_apart
+    frag, bonds = fragments_apart([read_frames(p) for p in replica_paths], int(selection_cfg["fragment_frames"]),
+                                  float(selection_cfg["fragment_reach"]), iteration)
+    tail["fragments"] = {"frames": 0 if frag is None else len(frag), "reach": float(selection_cfg["fragment_reach"]),
+                         "bonds": bonds, "bond_lengths": [] if frag is None else
+                         [float(x) for x in frag.extras["fragment_bond_length"]]}
+    if frag is None:
+        log.warning("iteration %d: selection.fragment_frames: no pull ended in two fragments closer than %.1f Å",
+                    iteration, float(selection_cfg["fragment_reach"]))
+        return new, n_kept
+    tail["sources"]["fragments"] = len(frag)
+    frag.extras = {"labeller_steps": np.zeros(len(frag))} if new is not None and "labeller_steps" in new.extras else {}
+    return (frag if new is None else Frames.concatenate([new, frag])), n_kept + len(frag)
 
 
 def _descent_starts(descent: dict, files: dict, iteration: int) -> Frames:

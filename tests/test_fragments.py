@@ -1,0 +1,85 @@
+"""selection.fragment_frames: the fragments of broken pulls moved apart, labelled whatever the UQ."""
+import json
+
+import numpy as np
+import pytest
+
+from rarelearn.dataset import Frames, read_frames, write_frames
+from rarelearn.learning.fragments import fragments_apart
+
+
+def _pull(n=50, broken=True, seed=0):
+    """Ethane whose second carbon, with its hydrogens, moves 2.5 Å off along the C-C bond (or
+    0.2 Å: not broken)."""
+    from ase.build import molecule
+    rng = np.random.default_rng(seed)
+    atoms = molecule("C2H6")
+    z = atoms.numbers
+    pos = atoms.positions
+    c0, c1 = 0, 1
+    u = (pos[c1] - pos[c0]) / np.linalg.norm(pos[c1] - pos[c0])
+    far = np.array([c1] + [h for h in range(2, len(z)) if np.linalg.norm(pos[h] - pos[c1]) < 1.2])
+    traj = np.repeat(pos[None], n, axis=0) + rng.normal(0, 0.005, (n, len(z), 3))
+    shift = np.linspace(0, 2.5 if broken else 0.2, n)
+    traj[:, far] += shift[:, None, None] * u
+    return Frames(numbers=z, positions=traj, source="smd", extras={"spring_distance": np.linspace(2, 4, n)}), far
+
+
+def test_fragments_step_out_to_reach_rigidly():
+    pull, far = _pull()
+    fr, bonds = fragments_apart([pull], 4, 6.0, iteration=3)
+    assert len(fr) == 4 and bonds == [[0, 1]] * 4
+    last = pull.positions[-1]
+    r0 = np.linalg.norm(last[1] - last[0])
+    lengths = np.linalg.norm(fr.positions[:, 1] - fr.positions[:, 0], axis=1)
+    np.testing.assert_allclose(lengths, r0 + (6.0 - r0) * np.arange(1, 5) / 4)
+    np.testing.assert_allclose(fr.extras["fragment_bond_length"], lengths)
+    near = np.setdiff1d(np.arange(len(pull.numbers)), far)
+    for p in fr.positions:
+        np.testing.assert_allclose(p[near], last[near])                       # one fragment stays
+        d_new = np.linalg.norm(p[far][:, None] - p[far][None], axis=-1)
+        d_old = np.linalg.norm(last[far][:, None] - last[far][None], axis=-1)
+        np.testing.assert_allclose(d_new, d_old, atol=1e-12)                 # the other moves rigidly
+    assert (fr.source == "fragments").all() and (fr.status == "unlabelled").all() and (fr.iteration == 3).all()
+    assert np.isnan(fr.energy).all()
+
+
+def test_only_broken_pulls_short_of_reach_give_fragments():
+    intact, _ = _pull(broken=False)
+    assert fragments_apart([intact], 4, 6.0) == (None, [])
+    broken, _ = _pull()
+    assert fragments_apart([broken], 4, 2.0) == (None, [])                   # already apart past reach
+    assert fragments_apart([broken], 0, 6.0) == (None, [])
+    fr, _ = fragments_apart([intact, broken, Frames.empty(broken.numbers)], 3, 6.0)
+    assert len(fr) == 3                                                       # all from the broken one
+    with pytest.raises(ValueError):
+        fragments_apart([broken], -1, 6.0)
+
+
+def test_select_step_adds_fragment_frames_on_top(tmp_path):
+    import h5py
+    from rarelearn.steps.select import select_step
+    paths = []
+    with h5py.File(tmp_path / "uq.h5", "w") as h5:
+        for r in range(2):
+            pull, _ = _pull(seed=r)
+            p = tmp_path / f"replica_{r:02d}.h5"
+            write_frames(p, pull)
+            paths.append(p)
+            g = h5.create_group(p.stem)
+            g.create_dataset("energies", data=np.tile(np.linspace(0, 3, len(pull)), (3, 1)))
+            g.create_dataset("sigma", data=np.full(len(pull), 0.2))
+            g.attrs["threshold"] = 0.1
+    sel = {"uq_first_steps": 10, "n_sigma": 3.0, "max_post_break": 50, "max_frames": 6, "min_distance_gap": 0.01,
+           "min_energy_gap_kcal": 1.0, "augment_copies": 2, "augment_amplitude": 0.05, "seed": 11,
+           "blowup_lookback": 10}
+    plain = select_step(tmp_path / "uq.h5", paths, sel, 100, 2, tmp_path / "plain")
+    more = select_step(tmp_path / "uq.h5", paths, {**sel, "fragment_frames": 5, "fragment_reach": 6.0}, 100, 2,
+                       tmp_path / "more")
+    assert plain["selected"] == 6 and more["selected"] == 6 + 5
+    assert more["total_new"] == plain["total_new"] + 5                         # no noisy copies
+    assert more["sources"]["fragments"] == 5 and more["fragments"]["bond_lengths"][-1] == pytest.approx(6.0)
+    new = Frames.concatenate([read_frames(p) for p in sorted((tmp_path / "more").glob("batch_*.h5"))])
+    frag = new.subset(new.source == "fragments")
+    assert len(frag) == 5 and (frag.iteration == 2).all()
+    assert json.loads((tmp_path / "more" / "selection.json").read_text())["fragments"]["frames"] == 5
