@@ -296,3 +296,31 @@ def test_an_energy_drop_is_the_break_even_below_the_break_length():
     q = cogef_profile(atoms, SnapBond(), (0, 1), step=0.1, max_extension=1.2, post_break_extension=0.2,
                       fmax=1e-4, relax_start=False, max_refinements=0, drop_tol=math.inf)
     assert not q.broke and q.intact.all()
+
+
+def test_delta_e_max_splits_into_the_loaded_chain_and_where_it_gives_way():
+    """A potential whose intact branch lies c above the reference's and ends h later: the
+    comparison reads c on the last shared intact image and h as the break shift, and ΔE_max
+    is c plus about F_max × h."""
+    from rarelearn.learning.evaluation import cogef_comparison
+    from rarelearn.units import KCAL_MOL_PER_EV
+
+    k, c, h = 1.2, 0.01, 0.05                       # eV/Å², eV, Å
+    def profile(end, shift):
+        x = np.round(np.arange(0.0, end + 1e-9, 0.025), 4)
+        e = 0.5 * k * x ** 2 + shift
+        x_all = np.concatenate([x, x[-1] + np.arange(1, 6) * 0.1])
+        e_all = np.concatenate([e, np.full(5, e[-1] - 1.0)])   # the drop past the break
+        return {"broke": True, "e_max": float(e[-1]), "f_max": k * end, "extension": x_all.tolist(),
+                "energy": e_all.tolist(), "break_extension": float(x[-1]), "broken_bond": [0, 1]}
+    ref, late = profile(2.0, 0.0), profile(2.0 + h, c)
+    cmp = cogef_comparison(late, ref)
+    assert cmp["cogef_intact_extension"] == pytest.approx(1.975)            # the last image before 2.0
+    assert cmp["cogef_intact_delta_kcal"] == pytest.approx(c * KCAL_MOL_PER_EV)
+    assert cmp["cogef_break_shift"] == pytest.approx(h)
+    split = cmp["cogef_intact_delta_kcal"] + ref["f_max"] * h * KCAL_MOL_PER_EV
+    assert cmp["cogef_delta_e_max_kcal"] == pytest.approx(split, rel=0.05)
+    assert cmp["cogef_delta_e_max_kcal"] > 4 * cmp["cogef_intact_delta_kcal"]  # the shift dominates
+    unbroken = cogef_comparison({**late, "broke": False}, ref)
+    assert math.isnan(unbroken["cogef_break_shift"]) and unbroken["cogef_intact_delta_kcal"] == pytest.approx(
+        c * KCAL_MOL_PER_EV)

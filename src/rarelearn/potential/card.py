@@ -96,6 +96,8 @@ def build_card(*, choice: dict, evaluation: dict, model, best_member: int, membe
         "cogef_e_max_potential_eV": _num(ev.get("nnp_cogef_e_max")),
         "cogef_e_max_reference_eV": _num(ev.get("ref_cogef_e_max")),
         "cogef_rmse_to_break_kcal": _num(ev.get("cogef_rmse_to_break_kcal")),
+        "cogef_intact_delta_kcal": _num(ev.get("cogef_intact_delta_kcal")),
+        "cogef_intact_extension_A": _num(ev.get("cogef_intact_extension")),
         "cogef_break_extension_potential_A": _num(ev.get("nnp_cogef_break_extension")),
         "cogef_break_extension_reference_A": _num(ev.get("ref_cogef_break_extension")),
         "cogef_post_break_rise_potential_eV": _num(ev.get("cogef_post_break_rise")),
@@ -204,7 +206,9 @@ def _card_rows(card: dict) -> list[tuple[str, str]]:
         ("Barrier error, COGEF (ΔE_max)", f"{_fmt(err['cogef_delta_e_max_kcal'], '+.2f')} kcal/mol"
                                           + _members_row(err.get("cogef_members_delta_e_max_kcal"))),
         # |ΔE_max| alone can be met by a profile wrong on both sides of its maximum: the shape too
-        ("COGEF profile", f"RMS difference to the break {_fmt(err.get('cogef_rmse_to_break_kcal'))} kcal/mol; "
+        ("COGEF profile", f"RMS difference to the break {_fmt(err.get('cogef_rmse_to_break_kcal'))} kcal/mol, "
+                          f"{_fmt(err.get('cogef_intact_delta_kcal'), '+.2f')} kcal/mol at Δ = "
+                          f"{_fmt(err.get('cogef_intact_extension_A'))} Å where both chains still hold; "
                           f"breaks at Δ = {_fmt(err.get('cogef_break_extension_potential_A'))} Å (reference "
                           f"{_fmt(err.get('cogef_break_extension_reference_A'))} Å); energy rise after the break "
                           f"{_fmt(err.get('cogef_post_break_rise_potential_eV'), '.3f')} eV (reference "
