@@ -130,8 +130,8 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     last of those images (its extension ``cogef_intact_extension``, Å), where both chains
     still hold; ``cogef_break_shift``: the potential's break extension less the reference's
     (Å; NaN unless both broke). Together they make up ΔE_max: ΔE_max ≈
-    ``cogef_intact_delta_kcal`` + F_max(reference) × ``cogef_break_shift`` (hexane, 27
-    members of 4 campaigns: RMS residual 0.1–0.25 kcal/mol, ``benchmarks/intact_branch.py``), the
+    ``cogef_intact_delta_kcal`` + F_max(reference) × ``cogef_break_shift`` (hexane, 33
+    members of 5 campaigns: RMS residual 0.06–0.25 kcal/mol, ``benchmarks/intact_branch.py``), the
     energy of the loaded chain and the point where it gives way. Near its end the branch
     rises with the force, 105 kcal/mol per Å for hexane, so the second term can swamp the first.
     """
