@@ -10,12 +10,12 @@ Steps (2.3.3-2.3.4 of the paper, numbers from docs/method.md):
    (the default) walks the frames before and after the break as two lists, each frame
    compared with the kept frames of its own side; ``"joint"`` walks one list, the
    paper's text read literally. Joint screening keeps almost no post-break frame when
-   the reference's fragments lie lower than its barrier (GFN2-xTB at 300 K: measured on
-   the hexane campaign's pulls, iterations 4–6, 12 replicas: 98 % of the 15,579 post-break
-   frames above the threshold, 1 kept; ``benchmarks/post_break.py``): the intact chain's kept frames already cover
-   every energy of the fragments, 1 kcal/mol apart, so the two fragments' frames all
-   fall within the gap of some pre-break frame -- a different configuration at the same
-   energy. Separate screening keeps 12–16 per replica there;
+   the fragments lie lower than the top of the pull (GFN2-xTB at 300 K; the hexane
+   campaign's pulls, iterations 4–6, 12 replicas: 98 % of the 15,579 post-break frames
+   above the threshold, 1 kept; ``benchmarks/post_break.py``): the intact chain's kept
+   frames already cover every energy of the fragments, 1 kcal/mol apart, so the
+   fragments' frames all fall within the gap of some pre-break frame -- a different
+   configuration at the same energy. Separate screening keeps 12–16 per replica there;
 3. at most ``max_post_break`` (50) kept frames at or after the bond break -- the first
    ones in time order (``post_break="first"``, what the time-ordered walk of the paper
    gives), or spread evenly over the post-break kept frames (``post_break="even"``);
