@@ -126,7 +126,8 @@ def test_post_break_frames_are_screened_among_themselves():
     assert np.array_equal(separate[separate < n_pre], joint)
     # the post-break cap still holds, and without a break both read the same
     assert (select_frames(s, 0.5, d, e, break_index=n_pre, max_post_break=3) >= n_pre).sum() == 3
-    assert np.array_equal(select_frames(s, 0.5, d, e, None), select_frames(s, 0.5, d, e, None, post_break_screening="joint"))
+    assert np.array_equal(select_frames(s, 0.5, d, e, None),
+                          select_frames(s, 0.5, d, e, None, post_break_screening="joint"))
     with pytest.raises(ValueError, match="post_break_screening"):
         select_frames(s, 0.5, d, e, n_pre, post_break_screening="both")
 
