@@ -11,10 +11,10 @@ Prints, per iteration and member (``*`` the best member), against the reference'
 header); ``intact`` and ``shift``, the evaluation's ``cogef_intact_delta_kcal`` (at the
 last reference image where both chains hold) and ``cogef_break_shift`` (Å); and, per
 iteration, the SMD ΔE_a ± SE (read up to the break) from ``evaluation.json``. The last line:
-over all members printed, how well ΔE_max ≈ intact + F_max(reference) × shift. Near the end of
-the intact branch the reference's energy rises ~105
-kcal/mol per Å, so a member that breaks 0.01 Å later reads ~1 kcal/mol higher in E_max
-whatever its energies along the way. Run on demand; not a test.
+over all members printed, how well ΔE_max ≈ intact + F_max(reference) × shift. Near the
+end of the intact branch the reference's energy rises ~105 kcal/mol per Å, so a member that
+breaks 0.01 Å later reads ~1 kcal/mol higher in E_max whatever its energies along the way.
+Run on demand; not a test.
 """
 from __future__ import annotations
 
