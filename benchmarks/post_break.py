@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from rarelearn.chem.breaks import find_break
+from rarelearn.chem.geometry import fragment_labels
 from rarelearn.dataset import read_frames
 from rarelearn.learning.selection import screen
 from rarelearn.units import EV_PER_KCAL_MOL
@@ -28,29 +29,16 @@ from rarelearn.units import EV_PER_KCAL_MOL
 
 def _separation_force(numbers, pos, forces, bond) -> float:
     """Half the difference of the two fragments' total forces along the broken bond's axis
-    (positive: apart). Fragments: the atoms on either side of the broken bond, each hydrogen
-    with its nearest heavy atom."""
+    (positive: apart); the fragments are those of the bond graph
+    (:func:`rarelearn.chem.geometry.fragment_labels`). NaN when the bond's atoms are joined."""
     i, j = bond
-    heavy = np.flatnonzero(numbers > 1)
-    # the bond's two sides: heavy atoms closer (through the chain) to i or to j
-    d = np.linalg.norm(pos[heavy][:, None] - pos[heavy][None], axis=-1)
-    linked = (d < 1.9) & ~np.eye(len(heavy), dtype=bool)
-    a, b = int(np.flatnonzero(heavy == i)[0]), int(np.flatnonzero(heavy == j)[0])
-    linked[a, b] = linked[b, a] = False
-    side, todo = {a}, [a]
-    while todo:
-        k = todo.pop()
-        for m in np.flatnonzero(linked[k]):
-            if int(m) not in side:
-                side.add(int(m))
-                todo.append(int(m))
-    left = np.zeros(len(numbers), dtype=bool)
-    left[heavy[sorted(side)]] = True
-    for h in np.flatnonzero(numbers == 1):
-        left[h] = left[heavy[np.argmin(np.linalg.norm(pos[heavy] - pos[h], axis=1))]]
+    _, labels = fragment_labels(numbers, pos)
+    if labels[i] == labels[j]:
+        return float("nan")
+    far = labels == labels[j]
     u = pos[j] - pos[i]
     u /= np.linalg.norm(u)
-    return float((forces[~left].sum(0) @ u - forces[left].sum(0) @ u) / 2)
+    return float((forces[far].sum(0) @ u - forces[~far].sum(0) @ u) / 2)
 
 
 def main(argv=None) -> int:
