@@ -101,8 +101,8 @@ def _smd_picks(uq_path, replica_paths: Sequence, selection_cfg: dict) -> tuple[l
                 log.warning("%s blew up before the pull (%s): all %d frames of its relaxation are candidates, "
                             "%d kept", head["replica"], rec["stop_reason"], len(fr), rec["kept"])
             sub = fr.subset(idx)
-            bi = rec["break_index"]
-            sub.extras = {"uq_sigma": s[idx], "post_break": (idx >= bi if bi is not None else idx < 0).astype(float)}
+            post = idx >= rec["break_index"] if rec["break_index"] is not None else np.zeros(len(idx), dtype=bool)
+            sub.extras = {"uq_sigma": s[idx], "post_break": post.astype(float)}
             picked.append(sub)
             per_replica.append({**head, **rec})
     return picked, per_replica, thresholds
