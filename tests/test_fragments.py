@@ -29,8 +29,11 @@ def test_fragments_step_out_to_reach_rigidly():
     pull, far = _pull()
     fr, bonds = fragments_apart([pull], 4, 6.0, iteration=3)
     assert len(fr) == 4 and bonds == [[0, 1]] * 4
-    last = pull.positions[-1]
+    from rarelearn.chem.breaks import find_break
+    brk = find_break(pull.numbers, pull.positions)
+    last = pull.positions[brk.index]                                          # the break frame
     r0 = np.linalg.norm(last[1] - last[0])
+    assert 3.04 < r0 < 3.2 and brk.index < len(pull) - 5
     lengths = np.linalg.norm(fr.positions[:, 1] - fr.positions[:, 0], axis=1)
     np.testing.assert_allclose(lengths, r0 + (6.0 - r0) * np.arange(1, 5) / 4)
     np.testing.assert_allclose(fr.extras["fragment_bond_length"], lengths)

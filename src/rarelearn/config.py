@@ -274,6 +274,11 @@ def _check_sampler(config: dict) -> None:
                           f"fragments of the best member's SMD pulls, which sampler.kind "
                           f"{config['sampler']['kind']!r} does not select from; use kind smd, smd+cogef or "
                           "smd+hal, or fragment_frames: 0")
+    if config["model"]["best_member"] == "cogef_median" and (
+            config["evaluation"]["cogef_members"] != "all" or config["model"]["members"] < 3):
+        raise ConfigError("model.best_member: cogef_median takes the median of every member's COGEF maximum; "
+                          "it needs evaluation.cogef_members: all and model.members >= 3 (got "
+                          f"{config['evaluation']['cogef_members']!r}, {config['model']['members']} members)")
     if config["sampler"]["cogef_paths"] == "all" and config["evaluation"]["cogef_members"] != "all":
         raise ConfigError("sampler.cogef_paths: all needs every member's COGEF profile; set "
                           "evaluation.cogef_members: all (or sampler.cogef_paths: best)")

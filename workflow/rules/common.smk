@@ -99,6 +99,9 @@ SMD_HAL = config["sampler"]["kind"] == "smd+hal"
 COGEF_SAMPLER = config["sampler"]["kind"] in ("cogef", "smd+cogef")
 # Every member's COGEF profile each iteration (evaluation.cogef_members: all), not only the best's.
 COGEF_MEMBERS = config["evaluation"]["cogef_members"] == "all"
+# model.best_member: cogef_median: the best member is chosen after the members' COGEF scans
+# (rule median_member), rule best_model's force-error record is validation.json.
+MEDIAN_CHOICE = config["model"]["best_member"] == "cogef_median"
 # What the HAL-biased pull (sampler smd+hal) needs of the sampler section: only these keys
 # rerun it.
 SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window")}
@@ -344,6 +347,13 @@ def iteration_member_cogef_profiles(wildcards):
     if not COGEF_MEMBERS:
         return []
     return of_iteration("results/iter_{iteration}{mol}/cogef/member_{member}.json", wildcards, member=MEMBERS)
+
+
+def median_choice_profiles(wildcards):
+    """model.best_member: cogef_median: every member's COGEF profile of every trained
+    molecule, molecule by molecule (TRAINED order), members in order within each."""
+    return expand("results/iter_{iteration}{mol}/cogef/member_{member}.json", iteration=wildcards.iteration,
+                  mol=TRAINED, member=MEMBERS)
 
 
 def iteration_member_cogef_frames(wildcards):

@@ -69,9 +69,29 @@ rule best_model:
         infos=iteration_member_infos,
     output:
         ensemble="results/iter_{iteration}/ensemble.pt",
-        best="results/iter_{iteration}/best.json",
+        # with model.best_member cogef_median the force-error record; rule median_member chooses
+        best="results/iter_{iteration}/validation.json" if MEDIAN_CHOICE else "results/iter_{iteration}/best.json",
     threads: 1
     log:
         "logs/iter_{iteration}/best_model.log",
     script:
         "../scripts/best_model.py"
+
+
+if MEDIAN_CHOICE:
+
+    # model.best_member cogef_median: the member at the committee's median COGEF maximum.
+    rule median_member:
+        conda:
+            ENV
+        input:
+            validation="results/iter_{iteration}/validation.json",
+            profiles=median_choice_profiles,
+        output:
+            best="results/iter_{iteration}/best.json",
+        params:
+            molecules=[MOLECULES[d]["name"] for d in TRAINED],
+        log:
+            "logs/iter_{iteration}/median_member.log",
+        script:
+            "../scripts/median_member.py"

@@ -1,4 +1,6 @@
-"""Errors of a committee on labelled frames, and its best member (eV, eV/Å).
+"""Errors of a committee on labelled frames, and its best member (eV, eV/Å): by force error
+(:func:`best_member`, the paper's) or as the committee's median barrier
+(:func:`median_cogef_member`, ``model.best_member: cogef_median``).
 
 Frames of one molecule (:class:`Frames`) or of several (:class:`FrameSet`): the errors
 are then taken over the usable frames of all parts together (sums over every part's
@@ -11,7 +13,7 @@ from ..dataset import Frames
 from ..frameset import FrameSet
 from ..models.ani import EnsembleModel
 
-__all__ = ["best_member", "evaluate_errors"]
+__all__ = ["best_member", "median_cogef_member", "evaluate_errors"]
 
 
 def _ok_parts(frames: Frames | FrameSet) -> list[Frames]:
@@ -39,6 +41,47 @@ def best_member(ensemble: EnsembleModel, frames: Frames | FrameSet) -> tuple[int
         count += ok.forces.size
     maes = [float(s) / count for s in abs_sum]
     return int(np.argmin(maes)), maes
+
+
+def median_cogef_member(e_max, broke, validation_maes) -> tuple[int, list[float]]:
+    """The member whose own COGEF maximum is the committee's median (no reference read).
+
+    The members of one committee, fitted to the same data, can put the barrier kcal/mol
+    apart (the stretched bond gives way at different extensions); the force error over the
+    data set, mostly equilibrium frames, does not rank them by the barrier. The median of
+    the members' maxima is the committee's own central estimate, and the member at it the
+    one least likely to be the committee's outlier. Each member's maximum is ranked among
+    the committee's per molecule (a member that did not break ranks above every one that
+    did, its maximum unbounded); the chosen member has the smallest sum over the molecules
+    of its rank's distance from the middle rank, (K-1)/2; ties go to the lower force error.
+
+    Parameters
+    ----------
+    e_max : (M, K) COGEF maximum of member k on molecule m, eV (any value where it did not break)
+    broke : (M, K) bool, whether member k's scan of molecule m broke a bond
+    validation_maes : (K,) force MAE of each member over the data set (the tie-break)
+
+    Returns
+    -------
+    (k, distance): the chosen member and each member's summed rank distance
+    """
+    e = np.where(np.asarray(broke, dtype=bool), np.asarray(e_max, dtype=np.float64), np.inf)
+    if e.ndim != 2 or e.shape[1] != len(validation_maes):
+        raise ValueError(f"e_max has shape {e.shape}, expected (molecules, {len(validation_maes)} members)")
+    n = e.shape[1]
+    # rank of each member per molecule: ties (several unbroken) share their mean rank
+    ranks = np.zeros_like(e)
+    for m, row in enumerate(e):
+        order = np.argsort(row, kind="stable")
+        r = np.empty(n)
+        r[order] = np.arange(n, dtype=np.float64)
+        for v in np.unique(row):
+            same = row == v
+            r[same] = r[same].mean()
+        ranks[m] = r
+    distance = np.abs(ranks - (n - 1) / 2.0).sum(axis=0)
+    k = min(range(n), key=lambda i: (distance[i], validation_maes[i]))
+    return int(k), [float(d) for d in distance]
 
 
 def evaluate_errors(ensemble_or_member: EnsembleModel, frames: Frames | FrameSet) -> dict:

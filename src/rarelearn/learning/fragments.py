@@ -7,10 +7,15 @@ agree on an attraction that the reference does not have: measured on the hexane 
 (``benchmarks/post_break.py``), all three members of one iteration pulled the fragments
 together with 0.3–0.5 eV/Å where GFN2-xTB's force was below 0.01 eV/Å, and their spread past
 the break had fallen to 1.4–2 times the UQ threshold, so the threshold no longer singles
-those frames out. These frames do not wait for the committee to disagree: the last frame of
-each pull that broke, its fragment on the far side of the broken bond translated rigidly along
-that bond until the bond is ``reach`` Å long (past the cutoff, where the reference's force is
-zero and its energy the two fragments'), in even steps. Labelled like any selected frame.
+those frames out. These frames do not wait for the committee to disagree: the frame of
+each pull that broke at its break (the broken bond just past its break length, 3.04 Å for
+C–C), its fragment on the far side of the broken bond translated rigidly along that bond
+until the bond is ``reach`` Å long (past the cutoff, where the reference's force is zero and
+its energy the two fragments'), in even steps. Labelled like any selected frame.
+
+They start at the break, not at the pull's last frame: started at the last frames (4.7 Å
+apart), two iterations of the hexane campaign left the members disagreeing in sign about the
+fragments' force at 4.0–4.3 Å, short of every fragment frame.
 """
 from __future__ import annotations
 
@@ -28,17 +33,18 @@ __all__ = ["fragments_apart"]
 def fragments_apart(pulls: Sequence[Frames], n_frames: int, reach: float, iteration: int = -1):
     """``n_frames`` frames of the pulls' fragments moved apart, unlabelled (source ``fragments``).
 
-    Frame k takes the last frame of the k-th broken pull (round robin over the pulls that
-    broke and whose last frame holds the broken bond's atoms in two fragments), and moves the
+    Frame k takes the break frame (:func:`rarelearn.chem.breaks.find_break`) of the k-th
+    broken pull (round robin over the pulls that broke and whose break frame holds the broken
+    bond's atoms in two fragments), and moves the
     fragment of the bond's second atom along the bond by (k+1)/``n_frames`` of the way from
     the bond's length there to ``reach`` Å; so the frames step out evenly to ``reach``.
 
     Parameters
     ----------
-    pulls : SMD runs (frames in time order); those that did not break, are empty, or end
+    pulls : SMD runs (frames in time order); those that did not break, are empty, or break
         with the fragments already ``reach`` apart are passed over
     n_frames : frames to make (0: none)
-    reach : Å, the broken bond's length in the last frame
+    reach : Å, the broken bond's length in the last fragment frame
     iteration : stored per frame
 
     Returns
@@ -55,7 +61,7 @@ def fragments_apart(pulls: Sequence[Frames], n_frames: int, reach: float, iterat
         brk = find_break(fr.numbers, fr.positions)
         if not brk.broke:
             continue
-        pos = np.asarray(fr.positions[-1], dtype=np.float64)
+        pos = np.asarray(fr.positions[brk.index], dtype=np.float64)
         i, j = brk.bond
         _, labels = fragment_labels(fr.numbers, pos)
         if labels[i] == labels[j]:

@@ -52,7 +52,8 @@ def build_potential(evaluation_paths: Sequence, stop: dict | None, ensemble, bes
     choice = choose_iteration(evaluations, stop)
     chosen = next(ev for ev in evaluations if int(ev["iteration"]) == choice["iteration"])
     model = load_model(ensemble)
-    best = int(read_json(best_json)["best_member"])
+    best_rec = read_json(best_json)
+    best = int(best_rec["best_member"])
     atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
     model.check_elements(atoms.numbers)
     frames = read_frames(data)
@@ -60,7 +61,8 @@ def build_potential(evaluation_paths: Sequence, stop: dict | None, ensemble, bes
                             pulled=(g1[0], g2[0]))
     files = committee_files(model, ensemble, out_dir, best, choice["iteration"])
     reference = reference_record(reference_barrier, reference_cogef)
-    card = build_card(choice=choice, evaluation=chosen, model=model, best_member=best, member=best, frames=frames,
+    card = build_card(choice=choice, evaluation=chosen, model=model, best_member=best, member=best,
+                      best_rule=best_rec.get("rule", "validation"), frames=frames,
                       trained=trained, labeller_cfg=labeller_cfg, smd_cfg=smd_cfg, molecule=atoms,
                       pulled=(g1[0], g2[0]), uq=_uq_thresholds(uq), final_uq=_uq_thresholds(final_uq),
                       reference=reference, files=files,

@@ -73,11 +73,17 @@ def _uq_thresholds(path) -> dict:
             "mean": float(np.mean(finite)) if finite else None}
 
 
+#: How the best member was chosen (model.best_member), in the card's words.
+BEST_RULES = {"validation": "the lowest force MAE over the data set",
+              "cogef_median": "the committee's median COGEF maximum"}
+
+
 def build_card(*, choice: dict, evaluation: dict, model, best_member: int, member, frames: Frames,
                trained: dict, labeller_cfg: dict, smd_cfg: dict | None, molecule, pulled: Sequence[int],
                uq: dict, final_uq: dict, reference: dict | None = None, files: dict | None = None,
-               source_files: dict | None = None) -> dict:
-    """The model card as a JSON-ready dict (see :func:`build_potential` for the inputs)."""
+               source_files: dict | None = None, best_rule: str = "validation") -> dict:
+    """The model card as a JSON-ready dict (see :func:`build_potential` for the inputs;
+    ``best_rule``: how the best member was chosen, best.json's ``rule``)."""
     from .. import __version__
 
     ev = evaluation
@@ -120,7 +126,8 @@ def build_card(*, choice: dict, evaluation: dict, model, best_member: int, membe
         "cogef_members_delta_e_max_kcal": ([_num(r["delta_e_max_kcal"]) for r in ev["cogef_members"]]
                                            if ev.get("cogef_members") else None),
         "cogef_members_worst_abs_delta_kcal": _num(ev.get("cogef_members_worst_abs_delta_kcal")),
-        "measured_with": f"member {best_member} (the best member) drove the SMD pulls and the COGEF scan; "
+        "measured_with": f"member {best_member} (the best member, {BEST_RULES.get(best_rule, best_rule)}) drove "
+                         "the SMD pulls and the COGEF scan; "
                          "the unseen-frame MAEs are of the committee mean",
     }
     energy_from = "committee mean" if member is None else f"member {member}"
@@ -133,6 +140,7 @@ def build_card(*, choice: dict, evaluation: dict, model, best_member: int, membe
                      "pulled_atoms": [int(pulled[0]), int(pulled[1])]},
         "elements": list(model.elements),
         "model": {"family": family, "members": int(model.n_members), "best_member": int(best_member),
+                  "best_member_rule": best_rule,
                   "energy_from": energy_from, "spec": model.spec,
                   "torchscript": (files or {}).get("potential.ts") is not None},
         "labeller": {"name": labeller_cfg.get("name"), "options": labeller_cfg.get("options") or {}},

@@ -122,7 +122,8 @@ def build_family_potential(evaluations: dict, trained: Sequence[str], stop: dict
     histories = {m: [read_json(p) for p in paths] for m, paths in evaluations.items()}
     choice = choose_family_iteration(histories, trained, stop)
     model = load_model(ensemble)
-    best = int(read_json(best_json)["best_member"])
+    best_rec = read_json(best_json)
+    best = int(best_rec["best_member"])
     files = committee_files(model, ensemble, out_dir, best, choice["iteration"])
     sections = []
     for name, xyz in molecules.items():
@@ -143,7 +144,8 @@ def build_family_potential(evaluations: dict, trained: Sequence[str], stop: dict
             thresholds, final = _uq_thresholds(uq[name]), _uq_thresholds(final_uq[name])
         reference = reference_record((reference_barriers or {}).get(name), (reference_cogefs or {}).get(name))
         card = build_card(choice=choice, evaluation=chosen, model=model, best_member=best, member=best,
-                          frames=frames, trained=tr, labeller_cfg=labeller_cfg, smd_cfg=smd_cfg, molecule=atoms,
+                          best_rule=best_rec.get("rule", "validation"), frames=frames, trained=tr,
+                          labeller_cfg=labeller_cfg, smd_cfg=smd_cfg, molecule=atoms,
                           pulled=(g1[0], g2[0]), uq=thresholds, final_uq=final, reference=reference, files=files,
                           source_files={"ensemble": str(ensemble)})
         sections.append({"name": name, "held_out": held_out, **{k: card[k] for k in MOLECULE_KEYS}})

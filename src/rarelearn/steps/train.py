@@ -19,7 +19,7 @@ from ..learning.members import fitted_self_energies, member_setup, model_spec, t
 from .common import log
 
 __all__ = ["initial_dataset", "read_atom_energies", "train_member_step", "train_ensemble_step",
-           "best_model_step"]
+           "best_model_step", "median_cogef_step"]
 
 
 def initial_dataset(md_path, out) -> None:
@@ -140,9 +140,38 @@ def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -
     ens = load_model(out_ensemble)
     frames = read_training_frames(data_path)
     k, maes = best_member(ens, frames)
-    rec = {"best_member": int(k), "force_mae": [float(m) for m in maes], "unit": "eV/Å"}
+    rec = {"best_member": int(k), "rule": "validation", "force_mae": [float(m) for m in maes], "unit": "eV/Å"}
     write_json(out_best, rec)
     log.info("best member %d (force MAE %s eV/Å)", k, ", ".join(f"{m:.4f}" for m in maes))
     return rec
 
 
+
+
+def median_cogef_step(validation_json, profiles: dict, out_best) -> dict:
+    """``model.best_member: cogef_median``: the best member is the one whose own COGEF
+    maximum is the committee's median (:func:`rarelearn.learning.errors.median_cogef_member`),
+    over the trained molecules; ``validation_json`` is the force-error record of rule
+    best_model (the tie-break, and kept in the record as ``validation_best``).
+
+    ``profiles``: molecule name -> the members' COGEF profile files (member order).
+    """
+    from ..learning.errors import median_cogef_member
+
+    val = read_json(validation_json)
+    maes = [float(m) for m in val["force_mae"]]
+    names = list(profiles)
+    recs = {name: [read_json(p) for p in profiles[name]] for name in names}
+    for name, rows in recs.items():
+        if len(rows) != len(maes):
+            raise ValueError(f"{name}: {len(rows)} member COGEF profiles for {len(maes)} members")
+    e_max = [[float(r["e_max"]) for r in recs[n]] for n in names]
+    broke = [[bool(r["broke"]) for r in recs[n]] for n in names]
+    k, distance = median_cogef_member(e_max, broke, maes)
+    rec = {"best_member": k, "rule": "cogef_median", "validation_best": int(val["best_member"]),
+           "force_mae": maes, "unit": "eV/Å", "rank_distance": distance,
+           "cogef_e_max": {n: [e if b else None for e, b in zip(es, bs)] for n, es, bs in zip(names, e_max, broke)}}
+    write_json(out_best, rec)
+    log.info("best member %d: the committee's median COGEF maximum (by force error: member %d; rank "
+             "distances %s)", k, rec["validation_best"], ", ".join(f"{d:g}" for d in distance))
+    return rec
