@@ -25,11 +25,13 @@ from rarelearn.units import KCAL_MOL_PER_EV
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _members(rows) -> str:
-    """Every member's COGEF ΔE_max (kcal/mol; x: no break), or '-' without them."""
+def _members(rows, best=None) -> str:
+    """Every member's COGEF ΔE_max (kcal/mol; x: no break; * the best member, ``best``),
+    or '-' without them."""
     if not rows:
         return "-"
-    return " ".join("x" if not m["broke"] else f"{m['delta_e_max_kcal']:+.0f}" for m in rows)
+    return " ".join(("x" if not m["broke"] else f"{m['delta_e_max_kcal']:+.0f}") + ("*" if m.get("member", k) == best else "")
+                    for k, m in enumerate(rows))
 
 
 def print_table(df: "pd.DataFrame", wall: float | None = None, evaluations: dict | None = None) -> None:
@@ -42,8 +44,9 @@ def print_table(df: "pd.DataFrame", wall: float | None = None, evaluations: dict
           f"{'post-break W (ref) kcal/mol':>28} {'labels':>7} {'wall s':>7} {'unseen E MAE meV':>17}")
     for _, r in df.iterrows():
         post = f"{r.nnp_post_break_work_mean * k:.1f} ({r.ref_post_break_work_mean * k:.1f})"
-        members = (evaluations or {}).get(int(r.iteration), {}).get("cogef_members")
-        print(f"{int(r.iteration):>4} {r.cogef_abs_delta_e_max_kcal:>13.2f} {_members(members):>16} "
+        ev = (evaluations or {}).get(int(r.iteration), {})
+        print(f"{int(r.iteration):>4} {r.cogef_abs_delta_e_max_kcal:>13.2f} "
+              f"{_members(ev.get('cogef_members'), ev.get('best_member')):>16} "
               f"{r.abs_delta_ea_kcal:>9.2f} "
               f"{r.delta_ea_stderr_kcal:>5.2f} {_same_bond(r):>4} {int(r.nnp_unbroken):>8} {post:>28} {int(r.labels_total):>7} "
               f"{r.wall_seconds:>7.0f} {1000 * r.unseen_energy_mae:>17.1f}")
