@@ -146,8 +146,6 @@ def best_model_step(data_path, member_paths: Sequence, out_ensemble, out_best) -
     return rec
 
 
-
-
 def median_cogef_step(validation_json, profiles: dict, out_best) -> dict:
     """``model.best_member: cogef_median``: the best member is the one whose own COGEF
     maximum is the committee's median (:func:`rarelearn.learning.errors.median_cogef_member`),
