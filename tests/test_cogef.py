@@ -127,12 +127,15 @@ def test_a_symmetric_chain_leaves_its_saddle_and_e_max_does_not_depend_on_the_st
         assert p.broke and p.brk.bond in ((1, 2), (3, 4)) and p.refine_converged
         top = a.copy()
         top.positions = p.frames.positions[int(np.argmax(np.where(p.intact, p.energy, -np.inf)))]
-        assert lowest_constrained_mode(top, calc, (0, 5))[0] > -0.06      # a minimum (to the tolerance)
+        assert lowest_constrained_mode(top, calc, (0, 5))[0] > -0.006     # a minimum (to the tolerance)
         e_max.append(p.e_max)
         if seed is None:
-            assert p.unstable_images and p.unstable_images[0]["eigenvalue"] < -0.05
+            assert p.unstable_images and p.unstable_images[0]["eigenvalue"] < -0.005
             assert p.summary()["left_saddle_at"] == p.unstable_images[0]["extension"]
     assert max(e_max) - min(e_max) < 1e-3
+    # a coarser threshold lets the scan climb further along the saddle before it leaves it
+    coarse = cogef_profile(atoms, calc, (0, 5), instability_tol=0.05, **kw)
+    assert coarse.e_max > e_max[0] + 1e-3 and coarse.extension_at_max > p.extension_at_max
     assert plain.e_max > e_max[0] + 0.1          # the saddle path went on climbing
     # the mode that turned negative on the saddle path is the antisymmetric one
     saddle = atoms.copy()
@@ -166,12 +169,12 @@ def test_hexane_gfn2_profile_rises_breaks_a_cc_bond_and_is_flat_after():
     p = cogef_profile(atoms, lab.calculator(), terminal_carbons(atoms), step=0.1, max_extension=3.0,
                       post_break_extension=0.4, label_as=lab.name)
     assert p.broke and p.brk.elements == "C-C"
-    # the stable branch ends at the force maximum (~4.6 eV/Å at Δ ≈ 1.98 Å, E_max 5.83 eV): past
-    # it the symmetric path (both terminal bonds alike) is a saddle; the plain scan stayed on it
-    # to Δ 2.47 Å and read 7.88 eV
-    assert 5.6 < p.e_max < 6.4 and abs(p.extension_at_max - p.extension_at_f_max) < 0.05
+    # the stable branch ends just past the force maximum (~4.6 eV/Å at Δ ≈ 1.98 Å, E_max 5.75 eV
+    # at Δ 1.965 Å): past it the symmetric path (both terminal bonds alike) is a saddle; the
+    # plain scan stayed on it to Δ 2.47 Å and read 7.88 eV, a threshold of 0.05 eV/Å² 5.83
+    assert 5.6 < p.e_max < 5.8 and abs(p.extension_at_max - p.extension_at_f_max) < 0.05
     assert 4.0 < p.f_max < 5.2
-    assert p.unstable_images and p.unstable_images[0]["eigenvalue"] < -0.05
+    assert p.unstable_images and p.unstable_images[0]["eigenvalue"] < -0.005
     assert p.refine_converged
     assert abs(p.post_break_rise) < 0.3            # 0.4 Å past the break the fragments barely interact
     assert (p.frames.status == "ok").all() and np.isfinite(p.frames.energy).all()

@@ -148,7 +148,9 @@ def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: di
                          post_break_extension=cogef_cfg["post_break_extension"], fmax=cogef_cfg["fmax"],
                          optimizer=cogef_cfg["optimizer"], max_opt_steps=cogef_cfg["max_opt_steps"],
                          refine_tol_kcal=cogef_cfg["refine_tol_kcal"], max_refinements=cogef_cfg["max_refinements"],
-                         stable_branch=cogef_cfg.get("stable_branch", True), label_as=label_as, progress=_progress)
+                         stable_branch=cogef_cfg.get("stable_branch", True),
+                         instability_tol=cogef_cfg.get("instability_tol", 0.005), label_as=label_as,
+                         progress=_progress)
     frames = prof.frames
     summary = prof.summary()
     if ens is not None:
