@@ -17,7 +17,6 @@ Run on demand; not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
