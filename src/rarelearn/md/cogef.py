@@ -58,9 +58,9 @@ How
   the force maximum) from any of those starts. ``stable_branch=False`` is that old scan.
 * **The threshold** (``instability_tol``, 0.005 eV/Å²): the branch ends where the lowest
   eigenvalue crosses zero, the scan where it falls below ``-instability_tol``; in between E
-  still rises by F_max per Å. GFN2-xTB's hexane: the eigenvalue falls ~2.7 eV/Å² per Å
+  still rises by F_max per Å. GFN2-xTB's hexane: the eigenvalue falls 3–5 eV/Å² per Å
   there, and E_max read 5.833 eV with a threshold of 0.05 eV/Å² (Δ 1.982 Å), 5.780 with
-  0.02, 5.755 with 0.005 (Δ 1.965 Å), 2 kcal/mol apart; the potentials' members, whose
+  0.02, 5.755 with 0.005 (Δ 1.965 Å), 1.8 kcal/mol apart; the potentials' members, whose
   chains break from an asymmetric branch further on, read the same E_max at all three
   (benchmarks/cogef_threshold.py). 0.005 is above the finite-difference noise (no false
   saddle on the way up in those scans).
