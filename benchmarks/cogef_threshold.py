@@ -11,6 +11,7 @@ then the lowest eigenvalue along the labeller's own intact images near the end o
 branch (where it crosses zero).
 
     python benchmarks/cogef_threshold.py --campaign /tmp/dj --iteration 5 --tol 0.05 0.02 0.005
+    python benchmarks/cogef_threshold.py --alkanes 2 4 8 --tol 0.05 0.005     # GFN2-xTB only, built chains
 
 Run on demand; not a test.
 """
@@ -31,13 +32,19 @@ from rarelearn.units import KCAL_MOL_PER_EV
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--campaign", required=True, type=Path, help="a campaign's working directory")
-    ap.add_argument("--iteration", required=True, type=int)
+    ap.add_argument("--campaign", type=Path, help="a campaign's working directory")
+    ap.add_argument("--iteration", type=int)
+    ap.add_argument("--alkanes", type=int, nargs="*", help="instead: GFN2-xTB on built n-alkanes (carbon counts), "
+                    "pulled at their terminal carbons to 4 Å")
     ap.add_argument("--tol", type=float, nargs="+", default=[0.05, 0.02, 0.005], help="instability_tol, eV/Å²")
     ap.add_argument("--members", type=int, nargs="*", default=None, help="members to scan (default all)")
     ap.add_argument("--eigen-window", type=float, default=0.1,
                     help="Å before the labeller's break at which its intact images' lowest eigenvalue is printed (0: none)")
     args = ap.parse_args(argv)
+    if args.alkanes:
+        return _alkanes(args.alkanes, args.tol)
+    if args.campaign is None or args.iteration is None:
+        ap.error("--campaign and --iteration, or --alkanes")
 
     res = args.campaign / "results"
     it = res / f"iter_{args.iteration:03d}"
@@ -85,6 +92,29 @@ def main(argv=None) -> int:
         a.positions = p.frames.positions[k]
         w, _ = lowest_constrained_mode(a, calc, pull)
         print(f"{p.extension[k]:>8.4f} {p.energy[k]:>8.4f} {p.force[k]:>7.3f} {w:>13.4f}", flush=True)
+    return 0
+
+
+def _alkanes(carbons, tols) -> int:
+    from rarelearn.chem.labellers import make_labeller
+    from rarelearn.chem.molecules import build_alkane, terminal_carbons
+
+    labeller = make_labeller("gfn2-xtb", {})
+    print(f"{'molecule':>8} {'tol eV/A2':>9} {'E_max eV':>9} {'at dA':>7} {'break':>9} {'left saddle':>11} {'s':>5}")
+    for n in carbons:
+        atoms = build_alkane(n)
+        e = []
+        for tol in tols:
+            t0 = time.time()
+            p = cogef_profile(atoms, labeller.calculator(), terminal_carbons(atoms), step=0.1, max_extension=4.0,
+                              instability_tol=tol)
+            s = p.summary()
+            e.append(p.e_max)
+            left = s.get("left_saddle_at")
+            print(f"{'C' + str(n):>8} {tol:>9.3f} {p.e_max:>9.4f} {p.extension_at_max:>7.4f} "
+                  f"{s.get('broken_label') or '-':>9} {left if left is None else round(left, 4)!s:>11} "
+                  f"{time.time() - t0:>5.0f}", flush=True)
+        print(f"{'':>8} E_max at tol {tols[0]} minus at {tols[-1]}: {(e[0] - e[-1]) * KCAL_MOL_PER_EV:+.2f} kcal/mol")
     return 0
 
 
