@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.data import covalent_radii
 
 from rarelearn.chem.labellers import make_labeller
+from rarelearn.chem.geometry import bond_lengths, covalent_bonds
 from rarelearn.chem.molecules import load_prepared_molecule
 from rarelearn.dataset import read_frames
 from rarelearn.learning.uq import member_energies
@@ -60,9 +60,8 @@ def main(argv=None) -> int:
             for s in sorted(set(src))))
 
     lab = make_labeller("gfn2-xtb").calculator()
-    heavy = [a for a in range(len(mol)) if mol.numbers[a] > 1]
-    chain = [(a, b) for n, a in enumerate(heavy) for b in heavy[n + 1:]
-             if mol.get_distance(a, b) < 1.2 * (covalent_radii[mol.numbers[a]] + covalent_radii[mol.numbers[b]])]
+    chain = covalent_bonds(mol.numbers, mol.positions)
+    chain = chain[(mol.numbers[chain] > 1).all(axis=1)]          # between heavy atoms
     for k in range(ens.n_members):
         prof = read_frames(it / "cogef" / f"member_{k}.h5")
         ext = prof.extras["extension"]
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
             u = (x[j] - x[i]) / np.linalg.norm(x[j] - x[i])
             d[i] -= np.dot(d[i], u) * u
             d[j] -= np.dot(d[j], u) * u
-            cc = [np.linalg.norm(x[a] - x[b]) for a, b in chain]
+            cc = bond_lengths(prof.numbers, x, reference_bonds=chain)
             print(f"{ext[keep[n]]:>7.4f} {np.abs(d).max():>9.3f} {np.sqrt((d ** 2).mean()):>6.3f} "
                   f"{1000 * sigma[n]:>6.1f}  " + " ".join(f"{c:.2f}" for c in cc), flush=True)
     return 0

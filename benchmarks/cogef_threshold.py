@@ -1,8 +1,8 @@
 """How the COGEF maximum depends on the stable-branch check's threshold (``instability_tol``).
 
 The stable-branch scan (``rarelearn.md.cogef``) moves an intact image off a saddle when the
-lowest eigenvalue of its constrained Hessian is below ``-instability_tol`` (0.05 eV/Å² by
-default). The intact branch of a chain pulled at both ends ends where that eigenvalue
+lowest eigenvalue of its constrained Hessian is below ``-instability_tol`` (0.005 eV/Å²
+by default; a fixed 0.05 before 2026-12-02). The intact branch of a chain pulled at both ends ends where that eigenvalue
 crosses zero; with a threshold the scan ends it later, where the eigenvalue reaches
 ``-instability_tol``. This script scans the prepared molecule of a campaign with the
 labeller (GFN2-xTB) and with the members of one iteration, once per threshold, and prints
@@ -29,6 +29,17 @@ from rarelearn.md.hessian import lowest_constrained_mode
 from rarelearn.models.files import load_model, make_calculator
 from rarelearn.units import KCAL_MOL_PER_EV
 
+STEP = 0.1      # Å, the config's default scan step
+HEADER = f"{'tol eV/A2':>9} {'E_max eV':>9} {'at dA':>7} {'break':>9} {'left saddle':>11}"
+
+
+def _row(tol: float, p) -> str:
+    """One scan's columns under HEADER."""
+    s = p.summary()
+    left = s.get("left_saddle_at")
+    return (f"{tol:>9.3f} {p.e_max:>9.4f} {p.extension_at_max:>7.4f} {s.get('broken_label') or '-':>9} "
+            f"{left if left is None else round(left, 4)!s:>11}")
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,7 +59,6 @@ def main(argv=None) -> int:
 
     res = args.campaign / "results"
     it = res / f"iter_{args.iteration:03d}"
-    cfg_step = 0.1
     atoms, g1, g2 = load_prepared_molecule(res / "reference" / "molecule.xyz")
     pull = (g1[0], g2[0])
     from rarelearn.chem.labellers import make_labeller
@@ -59,22 +69,17 @@ def main(argv=None) -> int:
     drivers = [("gfn2-xtb", labeller.calculator)] + [
         (f"member {k}", (lambda k=k: make_calculator(ens, member=k))) for k in members]
 
-    print(f"{args.campaign} iteration {args.iteration}; {len(atoms)} atoms, pull {pull}, step {cfg_step} Å")
-    print(f"{'driver':>10} {'tol eV/A2':>9} {'E_max eV':>9} {'at dA':>7} {'break':>9} {'left saddle':>11} "
-          f"{'dE_max kcal':>11} {'s':>5}")
+    print(f"{args.campaign} iteration {args.iteration}; {len(atoms)} atoms, pull {pull}, step {STEP} Å")
+    print(f"{'driver':>10} {HEADER} {'dE_max kcal':>11} {'s':>5}")
     ref_emax, ref_profiles = {}, {}
     for name, calc in drivers:
         for tol in args.tol:
             t0 = time.time()
-            p = cogef_profile(atoms, calc(), pull, step=cfg_step, instability_tol=tol)
-            s = p.summary()
+            p = cogef_profile(atoms, calc(), pull, step=STEP, instability_tol=tol)
             if name == "gfn2-xtb":
                 ref_emax[tol], ref_profiles[tol] = p.e_max, p
             d = (p.e_max - ref_emax[tol]) * KCAL_MOL_PER_EV
-            left = s.get("left_saddle_at")
-            print(f"{name:>10} {tol:>9.3f} {p.e_max:>9.4f} {p.extension_at_max:>7.4f} "
-                  f"{s.get('broken_label') or '-':>9} {left if left is None else round(left, 4)!s:>11} "
-                  f"{d:>+11.2f} {time.time() - t0:>5.0f}", flush=True)
+            print(f"{name:>10} {_row(tol, p)} {d:>+11.2f} {time.time() - t0:>5.0f}", flush=True)
 
     if args.eigen_window <= 0:
         return 0
@@ -100,20 +105,16 @@ def _alkanes(carbons, tols) -> int:
     from rarelearn.chem.molecules import build_alkane, terminal_carbons
 
     labeller = make_labeller("gfn2-xtb", {})
-    print(f"{'molecule':>8} {'tol eV/A2':>9} {'E_max eV':>9} {'at dA':>7} {'break':>9} {'left saddle':>11} {'s':>5}")
+    print(f"{'molecule':>8} {HEADER} {'s':>5}")
     for n in carbons:
         atoms = build_alkane(n)
         e = []
         for tol in tols:
             t0 = time.time()
-            p = cogef_profile(atoms, labeller.calculator(), terminal_carbons(atoms), step=0.1, max_extension=4.0,
+            p = cogef_profile(atoms, labeller.calculator(), terminal_carbons(atoms), step=STEP, max_extension=4.0,
                               instability_tol=tol)
-            s = p.summary()
             e.append(p.e_max)
-            left = s.get("left_saddle_at")
-            print(f"{'C' + str(n):>8} {tol:>9.3f} {p.e_max:>9.4f} {p.extension_at_max:>7.4f} "
-                  f"{s.get('broken_label') or '-':>9} {left if left is None else round(left, 4)!s:>11} "
-                  f"{time.time() - t0:>5.0f}", flush=True)
+            print(f"{'C' + str(n):>8} {_row(tol, p)} {time.time() - t0:>5.0f}", flush=True)
         print(f"{'':>8} E_max at tol {tols[0]} minus at {tols[-1]}: {(e[0] - e[-1]) * KCAL_MOL_PER_EV:+.2f} kcal/mol")
     return 0
 
