@@ -128,6 +128,40 @@ def test_cogef_sampler_takes_every_members_path(tmp_path, path_h5):
     assert capped["selected"] == 8 and kept & set(read_frames(path_h5).hashes) and kept & set(other.hashes)
 
 
+def test_branch_images_label_the_paths_last_intact_images_whatever_the_spread(tmp_path, path_h5):
+    """sampler.branch_images: intact images just below each path's maximum are added on top of
+    the UQ selection, without noisy copies, even where the committee agrees (σ under the
+    threshold), and none is taken twice."""
+    uq, reps = _replicas(tmp_path, [1.0])                  # a threshold no path image exceeds
+    path = read_frames(path_h5)
+    ext, intact = path.extras["extension"], path.extras["intact"] > 0.5
+    e = np.where(intact, path.extras["potential_energy"], -np.inf)
+    top = ext[int(np.argmax(e))]
+    window = 0.35
+    below = np.flatnonzero(intact & (ext >= top - window) & (ext <= top))
+    assert len(below) >= 4 and (path.extras["uq_sigma"][below] < 1.0).all()
+    plain = select_step(uq, reps, SEL, 1000, 2, tmp_path / "plain", cogef_paths=[path_h5], cogef_frames=5)
+    assert "cogef" not in plain["sources"] and "cogef-branch" not in plain["sources"]
+    s = select_step(uq, reps, {**SEL, "branch": {"images": 3, "window": window}}, 1000, 2, tmp_path / "b",
+                    cogef_paths=[path_h5], cogef_frames=5)
+    rec = s["cogef"][0]["branch"]
+    assert rec["candidates"] == len(below) and rec["kept"] == 3 and s["sources"]["cogef-branch"] == 3
+    assert set(rec["indices"]) <= set(below.tolist()) and rec["indices"][-1] == int(np.argmax(e))
+    assert rec["extension_at_max"] == pytest.approx(top)
+    new, _ = _selected(tmp_path / "b")
+    branch = new.subset(new.source == "cogef-branch")
+    np.testing.assert_array_equal(branch.positions, path.positions[rec["indices"]])
+    assert (branch.iteration == 2).all() and (branch.status == "unlabelled").all()
+    assert (new.source == "augment").sum() == 2 * (new.source == "al").sum()     # no copies of the branch's
+    assert s["selected"] == plain["selected"] + 3
+    # a low threshold: the UQ selection keeps path images; the branch adds others only
+    uq, reps = _replicas(tmp_path, [0.02])
+    both = select_step(uq, reps, {**SEL, "branch": {"images": 20, "window": window}}, 1000, 2, tmp_path / "c",
+                       cogef_paths=[path_h5], smd=False)
+    kept, extra = set(both["cogef"][0]["indices"]), set(both["cogef"][0]["branch"]["indices"])
+    assert kept and extra and not kept & extra and kept | extra >= set(below.tolist())
+
+
 def test_smd_plus_cogef_splits_the_budget(tmp_path, path_h5):
     uq, reps = _replicas(tmp_path, [0.02, 0.02])
     smd_only = select_step(uq, reps, {**SEL, "max_frames": None}, 1000, 0, tmp_path / "smd")

@@ -269,6 +269,10 @@ def _check_sampler(config: dict) -> None:
         raise ConfigError(f"sampler.descent_steps: {config['sampler']['descent_steps']} starts the labeller's way down "
                           f"from the potential's COGEF maximum, which sampler.kind {config['sampler']['kind']!r} does "
                           "not compute; use kind cogef or smd+cogef, or descent_steps: 0")
+    if config["sampler"]["branch_images"] > 0 and config["sampler"]["kind"] not in ("cogef", "smd+cogef"):
+        raise ConfigError(f"sampler.branch_images: {config['sampler']['branch_images']} labels images of the "
+                          f"potential's COGEF path, which sampler.kind {config['sampler']['kind']!r} does not "
+                          "compute; use kind cogef or smd+cogef, or branch_images: 0")
     if config["selection"]["fragment_frames"] > 0 and config["sampler"]["kind"] in ("cogef", "hal"):
         raise ConfigError(f"selection.fragment_frames: {config['selection']['fragment_frames']} moves apart the "
                           f"fragments of the best member's SMD pulls, which sampler.kind "

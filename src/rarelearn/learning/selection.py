@@ -41,7 +41,7 @@ from ..dataset import STATUS_UNLABELLED, Frames
 from ..units import EV_PER_KCAL_MOL
 
 __all__ = ["DEFAULT_ENERGY_GAP", "screen", "select_frames", "augment", "blowup_frames", "select_replica",
-           "cap_frames", "frames_to_label", "select_path"]
+           "cap_frames", "frames_to_label", "select_path", "select_branch"]
 
 #: 1 kcal/mol in eV, the default energy gap of the screening.
 DEFAULT_ENERGY_GAP: float = EV_PER_KCAL_MOL
@@ -266,6 +266,42 @@ def select_path(path: Frames, threshold: float, selection_cfg: dict, max_frames:
                         min_distance_gap=selection_cfg["min_distance_gap"],
                         min_energy_gap=selection_cfg["min_energy_gap_kcal"] * EV_PER_KCAL_MOL)
     rec.update({"candidates": int((sigma > threshold).sum()), "kept": len(idx), "break_index": bi,
+                "indices": [int(i) for i in idx], "extensions": [float(ext[i]) for i in idx]})
+    return idx, rec
+
+
+def select_branch(path: Frames, n_images: int, window: float, exclude=()) -> tuple:
+    """The intact images of a potential's COGEF path just below its maximum, to label whatever
+    the committee's spread (``sampler.branch_images``): those with an extension within
+    ``window`` Å below the highest intact image's (that one included), less ``exclude``
+    (indices already selected), ``n_images`` of them spread evenly in extension order.
+
+    This is where a potential's chain breaks late: it leaves the symmetric path and holds an
+    asymmetric branch the reference does not have, and the committee, trained on the same
+    data, can agree on it (benchmarks/README.md, "COGEF: the threshold of the stable-branch
+    check").
+
+    Returns
+    -------
+    (indices (M,) int, record): record has ``window``, ``candidates``, ``kept``,
+    ``extension_at_max``, ``indices`` and ``extensions`` (JSON types).
+    """
+    if n_images < 0 or window < 0:
+        raise ValueError(f"branch images {n_images} and window {window} Å must be >= 0")
+    rec = {"window": float(window), "candidates": 0, "kept": 0, "extension_at_max": None}
+    if len(path) == 0 or n_images == 0:
+        return np.zeros(0, dtype=int), rec
+    ext = np.asarray(path.extras["extension"], dtype=float)
+    intact = np.asarray(path.extras["intact"]) > 0.5
+    if not intact.any():
+        return np.zeros(0, dtype=int), rec
+    energy = np.asarray(path.extras["potential_energy"], dtype=float)
+    k = int(np.argmax(np.where(intact, energy, -np.inf)))
+    cand = np.flatnonzero(intact & (ext >= ext[k] - window) & (ext <= ext[k]))
+    cand = np.setdiff1d(cand, np.asarray(list(exclude), dtype=int))
+    cand = cand[np.argsort(ext[cand], kind="stable")]
+    idx = np.sort(cand[_even(len(cand), int(n_images))])
+    rec.update({"candidates": len(cand), "kept": len(idx), "extension_at_max": float(ext[k]),
                 "indices": [int(i) for i in idx], "extensions": [float(ext[i]) for i in idx]})
     return idx, rec
 

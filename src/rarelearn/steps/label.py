@@ -62,7 +62,7 @@ def merge_step(data_path, labelled_paths: Sequence, iteration: int, out, out_inf
     info = {"iteration": iteration, "previous_frames": len(base), "labelled": n_new, "failed_labels": n_failed,
             "screened_labels": n_screened, "added": len(merged) - len(base), "total_frames": len(merged), "duplicates": counts["duplicates"],
             "label_seconds": label_seconds,
-            "selected": int(sum(np.isin(p.source, ("al", "hal", "cogef", "soft-mode", "fragments")).sum() for p in new_parts)),
+            "selected": int(sum(np.isin(p.source, ("al", "hal", "cogef", "soft-mode", "fragments", "cogef-branch")).sum() for p in new_parts)),
             "augmented": int(sum((p.source == "augment").sum() for p in new_parts)),
             "labeller_steps": int(sum((p.source == "cogef-steps").sum() for p in new_parts))}
     if n_new and n_failed + n_screened == n_new:

@@ -163,11 +163,15 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     each marked for N − 1 labeller steps; they come on top of ``selection.max_frames``, without
     noisy copies. With ``selection.fragment_frames`` F > 0 (and SMD pulls), F frames of the
     pulls' fragments moved apart to ``selection.fragment_reach`` Å are added the same way
-    (:func:`rarelearn.learning.fragments.fragments_apart`, source ``fragments``).
+    (:func:`rarelearn.learning.fragments.fragments_apart`, source ``fragments``). With
+    ``selection_cfg["branch"]`` (``{"images": B, "window": w}``, from ``sampler.branch_images``
+    and ``branch_window``) B intact images of each COGEF path within w Å below its maximum, not
+    already kept by the path's UQ selection, are added the same way whatever their committee
+    spread (:func:`rarelearn.learning.selection.select_branch`, source ``cogef-branch``).
     Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
     An empty selection writes no batch and is recorded as such.
     """
-    from ..learning.selection import cap_frames, select_path
+    from ..learning.selection import cap_frames, select_branch, select_path
 
     budget = None
     if "budget_split" in selection_cfg:   # a family's budget split by need
@@ -183,6 +187,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         picked, per_replica, thresholds = [], [], _thresholds(uq_path, replica_paths)
     max_frames = selection_cfg["max_frames"]
     parts, tail = [], {"replicas": per_replica, "sources": {}, **({"budget": budget} if budget else {})}
+    on_branch = []
     if cogef_paths:
         cap = cogef_frames if smd else max_frames
         if cap is not None and max_frames is not None:
@@ -192,6 +197,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         pulls = set()
         threshold = float(np.median(thresholds)) if thresholds else float("nan")
         from_paths, tail["cogef"] = [], []
+        branch_cfg, on_branch = selection_cfg.get("branch"), []
         for cogef_path in cogef_paths:
             path = read_frames(cogef_path)
             pulls.add(tuple(int(a) for a in path.attrs.get("pull", ())))
@@ -202,6 +208,11 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                 sub = path.subset(idx)
                 sub.extras = {"uq_sigma": np.asarray(path.extras["uq_sigma"])[idx]}
                 from_paths.append(sub)
+            if branch_cfg:
+                b_idx, rec["branch"] = select_branch(path, int(branch_cfg["images"]), float(branch_cfg["window"]),
+                                                     exclude=idx)
+                if len(b_idx):
+                    on_branch.append(path.subset(b_idx))
         if from_paths:
             sub = cap_frames(Frames.concatenate(from_paths), cap)
             sub.source[:] = "cogef"
@@ -247,6 +258,8 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                                      f"from the COGEF paths' {pull}")
                 new = Frames.concatenate([new, starts])
             n_kept += len(starts)
+    if on_branch:
+        new, n_kept = _add_extra(new, n_kept, Frames.concatenate(on_branch), "cogef-branch", iteration, tail)
     if smd and int(selection_cfg.get("fragment_frames", 0)) > 0:
         new, n_kept = _add_fragments(new, n_kept, replica_paths, selection_cfg, iteration, tail)
     summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration}, tail)
@@ -258,6 +271,21 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                  ", ".join(f"{k} {v}" for k, v in tail["sources"].items()), summary["augmented"],
                  summary["batches"])
     return summary
+
+
+def _add_extra(new: Frames | None, n_kept: int, extra: Frames, source: str, iteration: int, tail: dict) -> tuple:
+    """``extra`` (source ``source``) added to the frames to label, on top of the selection and
+    without noisy copies. Returns the frames to label and the count of frames selected."""
+    extra.source[:] = source
+    extra.iteration[:] = iteration
+    extra.status[:] = "unlabelled"
+    extra.energy = np.full(len(extra), np.nan)
+    extra.forces = np.full((len(extra), extra.n_atoms, 3), np.nan)
+    extra.labeller[:] = ""
+    extra.attrs = {}
+    extra.extras = {"labeller_steps": np.zeros(len(extra))} if new is not None and "labeller_steps" in new.extras else {}
+    tail["sources"][source] = len(extra)
+    return (extra if new is None else Frames.concatenate([new, extra])), n_kept + len(extra)
 
 
 def _add_fragments(new: Frames | None, n_kept: int, replica_paths: Sequence, selection_cfg: dict, iteration: int,
