@@ -148,6 +148,10 @@ def test_branch_images_label_the_paths_last_intact_images_whatever_the_spread(tm
     assert rec["candidates"] == len(below) and rec["kept"] == 3 and s["sources"]["cogef-branch"] == 3
     assert set(rec["indices"]) <= set(below.tolist()) and rec["indices"][-1] == int(np.argmax(e))
     assert rec["extension_at_max"] == pytest.approx(top)
+    # spread over the window in extension: the picks' extensions are each the nearest to one
+    # of three evenly spaced targets
+    for t, i in zip(np.linspace(top - window, top, 3), rec["indices"]):
+        assert abs(ext[i] - t) == pytest.approx(np.abs(ext[below] - t).min())
     new, _ = _selected(tmp_path / "b")
     branch = new.subset(new.source == "cogef-branch")
     np.testing.assert_array_equal(branch.positions, path.positions[rec["indices"]])

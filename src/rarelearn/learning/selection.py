@@ -274,7 +274,8 @@ def select_branch(path: Frames, n_images: int, window: float, exclude=()) -> tup
     """The intact images of a potential's COGEF path just below its maximum, to label whatever
     the committee's spread (``sampler.branch_images``): those with an extension within
     ``window`` Å below the highest intact image's (that one included), less ``exclude``
-    (indices already selected), ``n_images`` of them spread evenly in extension order.
+    (indices already selected), ``n_images`` of them spread evenly in extension: for each of
+    ``n_images`` extensions evenly spaced over the window, the nearest image not yet taken.
 
     This is where a potential's chain breaks late: it leaves the symmetric path and holds an
     asymmetric branch the reference does not have, and the committee, trained on the same
@@ -299,8 +300,15 @@ def select_branch(path: Frames, n_images: int, window: float, exclude=()) -> tup
     k = int(np.argmax(np.where(intact, energy, -np.inf)))
     cand = np.flatnonzero(intact & (ext >= ext[k] - window) & (ext <= ext[k]))
     cand = np.setdiff1d(cand, np.asarray(list(exclude), dtype=int))
-    cand = cand[np.argsort(ext[cand], kind="stable")]
-    idx = np.sort(cand[_even(len(cand), int(n_images))])
+    # spread in extension, not in index: the scan refines its images near the maximum
+    targets = np.linspace(ext[k] - window, ext[k], int(n_images)) if n_images > 1 else np.array([ext[k]])
+    chosen: list[int] = []
+    for t in targets:
+        free = [int(c) for c in cand if int(c) not in chosen]
+        if not free:
+            break
+        chosen.append(min(free, key=lambda c: (abs(ext[c] - t), c)))
+    idx = np.array(sorted(chosen, key=lambda c: ext[c]), dtype=int)
     rec.update({"candidates": len(cand), "kept": len(idx), "extension_at_max": float(ext[k]),
                 "indices": [int(i) for i in idx], "extensions": [float(ext[i]) for i in idx]})
     return idx, rec
