@@ -276,13 +276,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
 def _add_extra(new: Frames | None, n_kept: int, extra: Frames, source: str, iteration: int, tail: dict) -> tuple:
     """``extra`` (source ``source``) added to the frames to label, on top of the selection and
     without noisy copies. Returns the frames to label and the count of frames selected."""
-    extra.source[:] = source
-    extra.iteration[:] = iteration
-    extra.status[:] = "unlabelled"
-    extra.energy = np.full(len(extra), np.nan)
-    extra.forces = np.full((len(extra), extra.n_atoms, 3), np.nan)
-    extra.labeller[:] = ""
-    extra.attrs = {}
+    extra = frames_to_label(extra, source, iteration, {"augment_copies": 0})
     extra.extras = {"labeller_steps": np.zeros(len(extra))} if new is not None and "labeller_steps" in new.extras else {}
     tail["sources"][source] = len(extra)
     return (extra if new is None else Frames.concatenate([new, extra])), n_kept + len(extra)
