@@ -158,6 +158,13 @@ def test_branch_images_label_the_paths_last_intact_images_whatever_the_spread(tm
     assert (branch.iteration == 2).all() and (branch.status == "unlabelled").all()
     assert (new.source == "augment").sum() == 2 * (new.source == "al").sum()     # no copies of the branch's
     assert s["selected"] == plain["selected"] + 3
+    # sampler.branch_steps: the branch images marked for the labeller's steps, the rest not
+    s = select_step(uq, reps, {**SEL, "branch": {"images": 3, "window": window, "steps": 4}}, 1000, 2,
+                    tmp_path / "steps", cogef_paths=[path_h5], cogef_frames=5)
+    new, _ = _selected(tmp_path / "steps")
+    marked = new.extras["labeller_steps"]
+    assert (marked[new.source == "cogef-branch"] == 4).all() and (marked[new.source != "cogef-branch"] == 0).all()
+    assert new.attrs["cogef_pull"] == [int(a) for a in path.attrs["pull"]] and s["selected"] == plain["selected"] + 3
     # a low threshold: the UQ selection keeps path images; the branch adds others only
     uq, reps = _replicas(tmp_path, [0.02])
     both = select_step(uq, reps, {**SEL, "branch": {"images": 20, "window": window}}, 1000, 2, tmp_path / "c",

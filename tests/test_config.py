@@ -67,6 +67,7 @@ def test_shipped_configs_are_valid():
     ({"sampler": {"kind": "cogef", "descent_images": 0}}, "sampler.descent_images"),
     ({"sampler": {"branch_images": 4}}, "sampler.branch_images"),             # kind smd: no COGEF path computed
     ({"sampler": {"kind": "cogef", "branch_window": 0}}, "sampler.branch_window"),
+    ({"sampler": {"kind": "cogef", "branch_steps": 5}}, "sampler.branch_steps"),   # no branch images
     ({"sampler": {"kind": "cogef"}, "selection": {"fragment_frames": 8}}, "selection.fragment_frames"),
     ({"selection": {"fragment_reach": 0}}, "selection.fragment_reach"),
     ({"selection": {"post_break_share": 1.5}}, "selection.post_break_share"),

@@ -273,6 +273,10 @@ def _check_sampler(config: dict) -> None:
         raise ConfigError(f"sampler.branch_images: {config['sampler']['branch_images']} labels images of the "
                           f"potential's COGEF path, which sampler.kind {config['sampler']['kind']!r} does not "
                           "compute; use kind cogef or smd+cogef, or branch_images: 0")
+    if config["sampler"]["branch_steps"] > 1 and config["sampler"]["branch_images"] == 0:
+        raise ConfigError(f"sampler.branch_steps: {config['sampler']['branch_steps']} relaxes the branch images "
+                          "with the labeller, and sampler.branch_images is 0 (none); set branch_images, or "
+                          "branch_steps: 0")
     if config["selection"]["fragment_frames"] > 0 and config["sampler"]["kind"] in ("cogef", "hal"):
         raise ConfigError(f"selection.fragment_frames: {config['selection']['fragment_frames']} moves apart the "
                           f"fragments of the best member's SMD pulls, which sampler.kind "

@@ -109,7 +109,7 @@ SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window"
 # cogef samplers added later (so that HAL runs made before it are not redone).
 HAL_RUN_SAMPLER = {k: v for k, v in config["sampler"].items()
                    if k not in ("cogef_paths", "labeller_steps", "descent_steps", "descent_images", "branch_images",
-                                "branch_window")}
+                                "branch_window", "branch_steps")}
 DESCENT = config["sampler"]["descent_steps"] > 0
 # What the select checkpoint follows: the selection section, with sampler.labeller_steps,
 # descent_steps and branch_images in it only when set (select_step reads them there; selections made before
@@ -119,7 +119,8 @@ SELECT_SELECTION = {
     **({"labeller_steps": config["sampler"]["labeller_steps"]} if config["sampler"]["labeller_steps"] else {}),
     **({"descent": {"steps": config["sampler"]["descent_steps"], "images": config["sampler"]["descent_images"]}}
        if DESCENT else {}),
-    **({"branch": {"images": config["sampler"]["branch_images"], "window": config["sampler"]["branch_window"]}}
+    **({"branch": {"images": config["sampler"]["branch_images"], "window": config["sampler"]["branch_window"],
+                   **({"steps": config["sampler"]["branch_steps"]} if config["sampler"]["branch_steps"] else {})}}
        if config["sampler"]["branch_images"] else {}),
 }
 

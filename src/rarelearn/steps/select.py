@@ -167,7 +167,8 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     ``selection_cfg["branch"]`` (``{"images": B, "window": w}``, from ``sampler.branch_images``
     and ``branch_window``) B intact images of each COGEF path within w Å below its maximum, not
     already kept by the path's UQ selection, are added the same way whatever their committee
-    spread (:func:`rarelearn.learning.selection.select_branch`, source ``cogef-branch``).
+    spread (:func:`rarelearn.learning.selection.select_branch`, source ``cogef-branch``); with
+    ``"steps"`` N > 1 in it (``sampler.branch_steps``) each is marked for N − 1 labeller steps.
     Writes ``out_dir/batch_NNNN.h5`` (unlabelled frames) and ``out_dir/selection.json``.
     An empty selection writes no batch and is recorded as such.
     """
@@ -259,7 +260,9 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                 new = Frames.concatenate([new, starts])
             n_kept += len(starts)
     if on_branch:
-        new, n_kept = _add_extra(new, n_kept, Frames.concatenate(on_branch), "cogef-branch", iteration, tail)
+        new, n_kept = _add_extra(new, n_kept, Frames.concatenate(on_branch), "cogef-branch", iteration, tail,
+                                 steps=int(branch_cfg.get("steps", 0)),
+                                 pull=next(iter(pulls)) if len(pulls) == 1 else None)
     if smd and int(selection_cfg.get("fragment_frames", 0)) > 0:
         new, n_kept = _add_fragments(new, n_kept, replica_paths, selection_cfg, iteration, tail)
     summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration}, tail)
@@ -273,11 +276,26 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     return summary
 
 
-def _add_extra(new: Frames | None, n_kept: int, extra: Frames, source: str, iteration: int, tail: dict) -> tuple:
+def _add_extra(new: Frames | None, n_kept: int, extra: Frames, source: str, iteration: int, tail: dict,
+               steps: int = 0, pull=None) -> tuple:
     """``extra`` (source ``source``) added to the frames to label, on top of the selection and
-    without noisy copies. Returns the frames to label and the count of frames selected."""
+    without noisy copies; with ``steps`` N > 1 each marked for N − 1 labeller steps under the
+    constraint of the pulled atoms ``pull``. Returns the frames to label and the count of
+    frames selected."""
     extra = frames_to_label(extra, source, iteration, {"augment_copies": 0})
-    extra.extras = {"labeller_steps": np.zeros(len(extra))} if new is not None and "labeller_steps" in new.extras else {}
+    if steps > 1:
+        if pull is None or len(pull) != 2:
+            raise ValueError(f"labeller steps from {source} frames: the pulled atoms {pull} are not one pair")
+        if new is not None and list(new.attrs.get("cogef_pull", pull)) != list(pull):
+            raise ValueError(f"labeller steps from {source} frames: the pulled atoms {list(pull)} differ from "
+                             f"{new.attrs['cogef_pull']}")
+        extra.extras = {"labeller_steps": np.full(len(extra), float(steps))}
+        extra.attrs = {"cogef_pull": [int(a) for a in pull]}
+        if new is not None and "labeller_steps" not in new.extras:
+            new.extras = {**new.extras, "labeller_steps": np.zeros(len(new))}
+    else:
+        extra.extras = ({"labeller_steps": np.zeros(len(extra))}
+                        if new is not None and "labeller_steps" in new.extras else {})
     tail["sources"][source] = len(extra)
     return (extra if new is None else Frames.concatenate([new, extra])), n_kept + len(extra)
 
