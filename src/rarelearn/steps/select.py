@@ -188,7 +188,7 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         picked, per_replica, thresholds = [], [], _thresholds(uq_path, replica_paths)
     max_frames = selection_cfg["max_frames"]
     parts, tail = [], {"replicas": per_replica, "sources": {}, **({"budget": budget} if budget else {})}
-    on_branch = []
+    on_branch, branch_cfg = [], selection_cfg.get("branch")
     if cogef_paths:
         cap = cogef_frames if smd else max_frames
         if cap is not None and max_frames is not None:
@@ -198,7 +198,6 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
         pulls = set()
         threshold = float(np.median(thresholds)) if thresholds else float("nan")
         from_paths, tail["cogef"] = [], []
-        branch_cfg, on_branch = selection_cfg.get("branch"), []
         for cogef_path in cogef_paths:
             path = read_frames(cogef_path)
             pulls.add(tuple(int(a) for a in path.attrs.get("pull", ())))
@@ -246,19 +245,8 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                            "eigenvalues": [float(w) for w in starts.extras.get("soft_mode_eigenvalue", ())],
                            "pull": list(starts.attrs["cogef_pull"])}
         if len(starts):
-            tail["sources"]["soft-mode"] = len(starts)
-            starts.extras = {"labeller_steps": np.full(len(starts), float(descent["steps"]))}
-            if new is None:
-                new = starts
-            else:
-                if "labeller_steps" not in new.extras:
-                    new.extras = {"labeller_steps": np.zeros(len(new))}
-                pull = new.attrs.get("cogef_pull", starts.attrs["cogef_pull"])
-                if list(pull) != list(starts.attrs["cogef_pull"]):
-                    raise ValueError(f"sampler.descent_steps: the pulled atoms {starts.attrs['cogef_pull']} differ "
-                                     f"from the COGEF paths' {pull}")
-                new = Frames.concatenate([new, starts])
-            n_kept += len(starts)
+            new, n_kept = _add_extra(new, n_kept, starts, "soft-mode", iteration, tail, steps=int(descent["steps"]),
+                                     pull=starts.attrs["cogef_pull"])
     if on_branch:
         new, n_kept = _add_extra(new, n_kept, Frames.concatenate(on_branch), "cogef-branch", iteration, tail,
                                  steps=int(branch_cfg.get("steps", 0)),
@@ -279,11 +267,11 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
 def _add_extra(new: Frames | None, n_kept: int, extra: Frames, source: str, iteration: int, tail: dict,
                steps: int = 0, pull=None) -> tuple:
     """``extra`` (source ``source``) added to the frames to label, on top of the selection and
-    without noisy copies; with ``steps`` N > 1 each marked for N − 1 labeller steps under the
-    constraint of the pulled atoms ``pull``. Returns the frames to label and the count of
-    frames selected."""
+    without noisy copies; with ``steps`` N > 0 each marked for N − 1 labeller steps under the
+    constraint of the pulled atoms ``pull`` (extras ``labeller_steps``, attrs ``cogef_pull``).
+    Returns the frames to label and the count of frames selected."""
     extra = frames_to_label(extra, source, iteration, {"augment_copies": 0})
-    if steps > 1:
+    if steps > 0:
         if pull is None or len(pull) != 2:
             raise ValueError(f"labeller steps from {source} frames: the pulled atoms {pull} are not one pair")
         if new is not None and list(new.attrs.get("cogef_pull", pull)) != list(pull):
