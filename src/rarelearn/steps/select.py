@@ -303,9 +303,7 @@ def _add_fragments(new: Frames | None, n_kept: int, replica_paths: Sequence, sel
         log.warning("iteration %d: selection.fragment_frames: no pull ended in two fragments closer than %.1f Å",
                     iteration, float(selection_cfg["fragment_reach"]))
         return new, n_kept
-    tail["sources"]["fragments"] = len(frag)
-    frag.extras = {"labeller_steps": np.zeros(len(frag))} if new is not None and "labeller_steps" in new.extras else {}
-    return (frag if new is None else Frames.concatenate([new, frag])), n_kept + len(frag)
+    return _add_extra(new, n_kept, frag, "fragments", iteration, tail)
 
 
 def _descent_starts(descent: dict, files: dict, iteration: int) -> Frames:
