@@ -207,6 +207,26 @@ def test_lr_schedule_reduces_the_rate_on_a_plateau(ethane, spec):
     assert min(h["epoch_lr"]) < 0.05  # plateau schedule reduced the rate at some point
 
 
+def test_lr_schedule_follows_the_figure_that_keeps_the_parameters():
+    """The plateau schedule steps on what early stopping and the kept parameters follow
+    (the validation energy MSE for ANI), not on the whole loss: forces that improve while
+    the energy stalls must not hold the rate up until early stopping puts back an early
+    epoch."""
+    from rarelearn.learning.fit import _EpochRecorder
+
+    net = torch.nn.Linear(1, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    cfg = TrainConfig(epochs=10, lr_patience=1, lr_factor=0.5, early_stopping_patience=5, log_every=0)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=1)
+    rec = _EpochRecorder(net, cfg, 0, "val", "energy_mse", lambda m: None)
+    # the energy stalls from epoch 1 on while the whole loss keeps falling
+    for epoch in range(1, 5):
+        ev = {"loss": 1.0 / epoch, "energy_mse": 0.5, "energy_mae": 0.1, "force_mae": 0.1}
+        assert not rec.end_epoch(epoch, net, 1.0, ev, opt, sched)
+    assert rec.best_epoch == 1
+    assert opt.param_groups[0]["lr"] < 1e-3
+
+
 def test_fused_training_matches_per_member(ethane, spec):
     fr, _ = ethane
     splits = [random_split(60, seed=s) for s in (1, 2)]
