@@ -227,6 +227,50 @@ def test_lr_schedule_follows_the_figure_that_keeps_the_parameters():
     assert opt.param_groups[0]["lr"] < 1e-3
 
 
+def test_lr_warmup_climbs_linearly_then_holds():
+    """training.lr_warmup_epochs: the rate climbs linearly over the optimiser steps of the
+    first epochs, then stays at lr (a fresh Adam's first full-size steps throw a warm-started
+    member far off)."""
+    from rarelearn.learning.fit import _EpochRecorder, run_epochs
+
+    net = torch.nn.Linear(1, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    cfg = TrainConfig(epochs=3, batch_size=4, lr_warmup_epochs=2, log_every=0)
+    rec = _EpochRecorder(net, cfg, 0, "val", "energy_mse", lambda m: None)
+    seen = []
+
+    def batch_loss(rows):
+        seen.append(opt.param_groups[0]["lr"])
+        return (net(rows.float().reshape(-1, 1)) ** 2).mean()
+
+    ev = {"loss": 1.0, "energy_mse": 1.0, "energy_mae": 1.0, "force_mae": 1.0}
+    run_epochs(net, rec, cfg, opt, None, torch.Generator().manual_seed(0), torch.arange(10), torch.device("cpu"),
+               batch_loss, lambda: ev)
+    # 3 steps per epoch, 6 warm-up steps: the rate in force at each step (seen before the
+    # step's own rate is set) is the previous step's
+    applied = seen[1:] + [opt.param_groups[0]["lr"]]
+    assert applied[:6] == pytest.approx([1e-2 * k / 6 for k in range(1, 7)])
+    assert applied[6:] == pytest.approx([1e-2] * 3)
+    with pytest.raises(ValueError, match="lr_warmup_epochs"):
+        TrainConfig(lr_warmup_epochs=-1)
+
+
+def test_warm_start_is_kept_when_no_epoch_beats_it(ethane, spec):
+    """A warm start's validation figure is epoch 0: training that only makes it worse (here a
+    rate far too high) gives back the starting parameters, best epoch 0."""
+    fr, _ = ethane
+    tr, va = random_split(len(fr), seed=0)
+    init, _ = train_member(fr, tr, va, spec, TrainConfig(epochs=4, batch_size=16, lr=3e-3, log_every=0),
+                           seed=1, log=lambda m: None)
+    lines = []
+    state, hist = train_member(fr, tr, va, spec, TrainConfig(epochs=2, batch_size=16, lr=5.0, log_every=0),
+                               seed=1, init_state=init, log=lines.append)
+    assert hist["best_epoch"] == 0
+    for k in init:
+        torch.testing.assert_close(state[k], init[k])
+    assert any("epoch 0 (warm start)" in line for line in lines)
+
+
 def test_fused_training_matches_per_member(ethane, spec):
     fr, _ = ethane
     splits = [random_split(60, seed=s) for s in (1, 2)]

@@ -93,6 +93,11 @@ class TrainConfig:
     max_cache_gb : memory limit of the AEV/Jacobian cache for "auto"
     eval_batch_size : frames per evaluation chunk
     log_every : fraction of the epochs between progress lines (0.1)
+    lr_warmup_epochs : the learning rate rises linearly from ``lr``/steps to ``lr`` over the
+        optimiser steps of this many first epochs (0: none). A fresh Adam's first steps move
+        every weight by about ``lr`` whatever its gradient's size, which throws a
+        warm-started member far from what it had learned (benchmarks/README.md, "Warm
+        starts")
     """
 
     epochs: int = 300
@@ -112,6 +117,7 @@ class TrainConfig:
     max_cache_gb: float = 4.0
     eval_batch_size: int = 256
     log_every: float = 0.1
+    lr_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         _check_run_settings(self)
@@ -129,6 +135,8 @@ def _check_run_settings(cfg) -> None:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if not 0.0 < cfg.train_fraction <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
+    if getattr(cfg, "lr_warmup_epochs", 0) < 0:
+        raise ValueError(f"lr_warmup_epochs must be >= 0, got {cfg.lr_warmup_epochs}")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -229,9 +237,14 @@ def run_epochs(net, rec: _EpochRecorder, cfg, opt, sched, gen: torch.Generator, 
     """The fit loop both families share: up to ``cfg.epochs`` passes over the training rows,
     shuffled with ``gen``, in batches of ``cfg.batch_size`` (``batch_loss(rows)`` -> loss
     tensor, one optimiser step each); after every epoch ``rec`` records
-    ``evaluate_selection()`` and says whether to stop. Ends with the recorded best
-    parameters loaded and ``net`` in eval mode."""
+    ``evaluate_selection()`` and says whether to stop. ``cfg.lr_warmup_epochs`` (if the
+    config has it) > 0: the learning rate climbs linearly over the steps of those first
+    epochs to its set value. Ends with the recorded best parameters loaded and ``net`` in
+    eval mode."""
     n_tr = int(tr_rows.shape[0])
+    warm_steps = int(getattr(cfg, "lr_warmup_epochs", 0)) * math.ceil(n_tr / cfg.batch_size)
+    base_lr = [g["lr"] for g in opt.param_groups]
+    step = 0
     for epoch in range(1, cfg.epochs + 1):
         net.train()
         order = tr_rows[torch.randperm(n_tr, generator=gen).to(device)]
@@ -241,6 +254,10 @@ def run_epochs(net, rec: _EpochRecorder, cfg, opt, sched, gen: torch.Generator, 
             loss = batch_loss(rows)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if step < warm_steps:
+                for g, lr in zip(opt.param_groups, base_lr):
+                    g["lr"] = lr * (step + 1) / warm_steps
+            step += 1
             opt.step()
             s_loss += float(loss.detach()) * rows.shape[0]
         net.eval()
@@ -295,8 +312,17 @@ def _fit(data: _Data | _MultiData, train_idx: np.ndarray, val_idx: np.ndarray, c
     select_on = "val" if len(va_rows) else "train"
     if select_on == "train":
         log("no validation frames: keeping the parameters with the lowest training energy MSE")
-    rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log)
     sel_rows = va_rows if select_on == "val" else tr_rows
+    start = math.inf
+    if init_state is not None:
+        # a warm start's own figure: kept if no epoch beats it, and logged as epoch 0 so
+        # what the first epochs do to it shows
+        nets.eval()
+        ev0 = data.evaluate(nets, sel_rows, alpha, cfg.eval_batch_size)
+        start = ev0["energy_mse"]
+        log(f"seed {seed} epoch 0 (warm start): {select_on} loss {ev0['loss']:.4g}, {select_on} E MAE "
+            f"{ev0['energy_mae'] * 1000:.2f} meV, F MAE {ev0['force_mae']:.4f} eV/Å")
+    rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log, start=start)
     run_epochs(nets, rec, cfg, opt, sched, gen, tr_rows, data.device,
                batch_loss=lambda rows: data.batch_loss(nets, rows, alpha),
                evaluate_selection=lambda: data.evaluate(nets, sel_rows, alpha, cfg.eval_batch_size))

@@ -71,7 +71,7 @@ def model_spec(model_cfg: dict, elements: Sequence[str], self_energies: dict) ->
 
 def train_config(training_cfg: dict):
     keys = ("epochs", "batch_size", "lr", "force_weight", "train_fraction",
-            "early_stopping_patience", "lr_patience")
+            "early_stopping_patience", "lr_patience", "lr_warmup_epochs")
     return TrainConfig(**{k: training_cfg[k] for k in keys})
 
 
