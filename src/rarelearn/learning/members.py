@@ -71,8 +71,10 @@ def model_spec(model_cfg: dict, elements: Sequence[str], self_energies: dict) ->
 
 def train_config(training_cfg: dict):
     keys = ("epochs", "batch_size", "lr", "force_weight", "train_fraction",
-            "early_stopping_patience", "lr_patience", "lr_warmup_epochs")
-    return TrainConfig(**{k: training_cfg[k] for k in keys})
+            "early_stopping_patience", "lr_patience")
+    optional = {"lr_warmup_epochs": 0}     # keys later than the training dicts some callers build
+    return TrainConfig(**{k: training_cfg[k] for k in keys},
+                       **{k: training_cfg.get(k, v) for k, v in optional.items()})
 
 
 def member_setup(frames: Frames | FrameSet, training_cfg: dict, iteration: int, member: int,
