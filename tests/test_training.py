@@ -212,7 +212,7 @@ def test_lr_schedule_follows_the_figure_that_keeps_the_parameters():
     (the validation energy MSE for ANI), not on the whole loss: forces that improve while
     the energy stalls must not hold the rate up until early stopping puts back an early
     epoch."""
-    from rarelearn.learning.fit import _EpochRecorder
+    from rarelearn.learning.epochs import _EpochRecorder
 
     net = torch.nn.Linear(1, 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -231,7 +231,7 @@ def test_lr_warmup_climbs_linearly_then_holds():
     """training.lr_warmup_epochs: the rate climbs linearly over the optimiser steps of the
     first epochs, then stays at lr (a fresh Adam's first full-size steps throw a warm-started
     member far off)."""
-    from rarelearn.learning.fit import _EpochRecorder, run_epochs
+    from rarelearn.learning.epochs import _EpochRecorder, run_epochs
 
     net = torch.nn.Linear(1, 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)

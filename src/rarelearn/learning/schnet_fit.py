@@ -19,7 +19,7 @@ from ase.data import chemical_symbols as _SYMBOLS
 
 from ..dataset import Frames
 from ..models.schnet import FAMILY, RHO, CdistInteractionGraph, _complete_spec, _net_energy, build_schnet
-from .fit import _check_run_settings, _device, _EpochRecorder, _ok_indices, _threads, fit_summary, run_epochs
+from .epochs import _check_run_settings, _device, _EpochRecorder, _ok_indices, _threads, fit_summary, run_epochs
 
 __all__ = ["SchNetTrainConfig", "train_schnet_member"]
 
