@@ -96,8 +96,8 @@ class TrainConfig:
     lr_warmup_epochs : the learning rate rises linearly from ``lr``/steps to ``lr`` over the
         optimiser steps of this many first epochs (0: none). A fresh Adam's first steps move
         every weight by about ``lr`` whatever its gradient's size, which throws a
-        warm-started member far from what it had learned (benchmarks/README.md, "Warm
-        starts")
+        warm-started member far from what it had learned (benchmarks/README.md, "Half the
+        MD set, and what a warm start keeps")
     """
 
     epochs: int = 300
