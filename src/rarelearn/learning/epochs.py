@@ -26,7 +26,7 @@ def _check_run_settings(cfg) -> None:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if not 0.0 < cfg.train_fraction <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
-    if getattr(cfg, "lr_warmup_epochs", 0) < 0:
+    if cfg.lr_warmup_epochs < 0:
         raise ValueError(f"lr_warmup_epochs must be >= 0, got {cfg.lr_warmup_epochs}")
 
 
@@ -69,16 +69,21 @@ class _EpochRecorder:
     parameters so far (lowest ``ev[criterion]`` on the selection set), the progress line,
     the learning-rate schedule and the stop rules (early stopping, minimum learning rate).
 
-    ``start`` is the criterion's value of the starting parameters (kept if no epoch beats it).
+    ``start`` is the selection set's evaluation of the starting parameters (epoch 0: kept if
+    no epoch beats it; None: the first epoch is kept whatever it reads); ``start_label``
+    (e.g. "warm start") logs it as epoch 0, so what the first epochs do to it shows.
     """
 
     def __init__(self, nets, cfg, seed: int, select_on: str, criterion: str, log: Callable,
-                 name: str = "", start: float = math.inf):
+                 name: str = "", start: dict | None = None, start_label: str = ""):
         self.cfg, self.seed, self.select_on, self.criterion, self.log = cfg, int(seed), select_on, criterion, log
         self.name = f"{name} " if name else ""
         self.hist: dict[str, Any] = {"epoch_train_loss": [], "epoch_val_loss": [], "epoch_val_energy_mse": [],
                                      "epoch_val_energy_mae": [], "epoch_lr": []}
-        self.best, self.best_epoch, self.best_state = start, 0, _state_copy(nets)
+        best = start[criterion] if start is not None else math.inf
+        self.best, self.best_epoch, self.best_state = best, 0, _state_copy(nets)
+        if start is not None and start_label:
+            log(f"{self.name}seed {self.seed} epoch 0 ({start_label}): {self._figures(start)}")
         self.every = max(1, int(round(cfg.epochs * cfg.log_every))) if cfg.log_every > 0 else 0
         self.stop_reason, self.epochs_run = "epochs", 0
         self.t_train = time.perf_counter()
@@ -99,9 +104,7 @@ class _EpochRecorder:
         if self.every and (epoch % self.every == 0 or epoch == 1 or epoch == cfg.epochs):
             spe = (time.perf_counter() - self.t_train) / epoch
             self.log(f"{self.name}seed {self.seed} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4g}, "
-                     f"{self.select_on} loss {ev['loss']:.4g}, {self.select_on} E MAE "
-                     f"{ev['energy_mae'] * 1000:.2f} meV, F MAE {ev['force_mae']:.4f} eV/Å, "
-                     f"best epoch {self.best_epoch}, lr {lr:.2g}, {spe:.2f} s/epoch")
+                     f"{self._figures(ev)}, best epoch {self.best_epoch}, lr {lr:.2g}, {spe:.2f} s/epoch")
         if sched is not None:
             # the same figure that keeps the parameters and stops early (ANI: the validation
             # energy MSE, as torchani's training example): a schedule on the whole loss can
@@ -118,6 +121,10 @@ class _EpochRecorder:
             return True
         return False
 
+    def _figures(self, ev: dict) -> str:
+        return (f"{self.select_on} loss {ev['loss']:.4g}, {self.select_on} E MAE "
+                f"{ev['energy_mae'] * 1000:.2f} meV, F MAE {ev['force_mae']:.4f} eV/Å")
+
     @property
     def train_seconds(self) -> float:
         return time.perf_counter() - self.t_train
@@ -128,12 +135,12 @@ def run_epochs(net, rec: _EpochRecorder, cfg, opt, sched, gen: torch.Generator, 
     """The fit loop both families share: up to ``cfg.epochs`` passes over the training rows,
     shuffled with ``gen``, in batches of ``cfg.batch_size`` (``batch_loss(rows)`` -> loss
     tensor, one optimiser step each); after every epoch ``rec`` records
-    ``evaluate_selection()`` and says whether to stop. ``cfg.lr_warmup_epochs`` (if the
-    config has it) > 0: the learning rate climbs linearly over the steps of those first
+    ``evaluate_selection()`` and says whether to stop. ``cfg.lr_warmup_epochs`` > 0: the
+    learning rate climbs linearly over the steps of those first
     epochs to its set value. Ends with the recorded best parameters loaded and ``net`` in
     eval mode."""
     n_tr = int(tr_rows.shape[0])
-    warm_steps = int(getattr(cfg, "lr_warmup_epochs", 0)) * math.ceil(n_tr / cfg.batch_size)
+    warm_steps = int(cfg.lr_warmup_epochs) * math.ceil(n_tr / cfg.batch_size)
     base_lr = [g["lr"] for g in opt.param_groups]
     step = 0
     for epoch in range(1, cfg.epochs + 1):

@@ -42,7 +42,6 @@ a CPU give bit-identical parameters (CUDA ``index_add`` may not be bit-reproduci
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -153,16 +152,11 @@ def _fit(data: _Data | _MultiData, train_idx: np.ndarray, val_idx: np.ndarray, c
     if select_on == "train":
         log("no validation frames: keeping the parameters with the lowest training energy MSE")
     sel_rows = va_rows if select_on == "val" else tr_rows
-    start = math.inf
-    if init_state is not None:
-        # a warm start's own figure: kept if no epoch beats it, and logged as epoch 0 so
-        # what the first epochs do to it shows
+    ev0 = None
+    if init_state is not None:      # a warm start's own figure is epoch 0
         nets.eval()
         ev0 = data.evaluate(nets, sel_rows, alpha, cfg.eval_batch_size)
-        start = ev0["energy_mse"]
-        log(f"seed {seed} epoch 0 (warm start): {select_on} loss {ev0['loss']:.4g}, {select_on} E MAE "
-            f"{ev0['energy_mae'] * 1000:.2f} meV, F MAE {ev0['force_mae']:.4f} eV/Å")
-    rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log, start=start)
+    rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log, start=ev0, start_label="warm start")
     run_epochs(nets, rec, cfg, opt, sched, gen, tr_rows, data.device,
                batch_loss=lambda rows: data.batch_loss(nets, rows, alpha),
                evaluate_selection=lambda: data.evaluate(nets, sel_rows, alpha, cfg.eval_batch_size))

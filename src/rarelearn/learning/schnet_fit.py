@@ -43,6 +43,8 @@ class SchNetTrainConfig:
     threads : torch CPU threads during training (None: leave as is)
     eval_batch_size : frames per evaluation chunk
     log_every : fraction of the epochs between progress lines (0.1; 0: quiet)
+    lr_warmup_epochs : linear warm-up of the learning rate over this many first epochs (0:
+        none; not taken over from an ANI config, like the other ``lr_*`` settings)
     """
 
     epochs: int = 300
@@ -59,6 +61,7 @@ class SchNetTrainConfig:
     threads: int | None = None
     eval_batch_size: int = 256
     log_every: float = 0.1
+    lr_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         _check_run_settings(self)
@@ -210,7 +213,8 @@ def train_schnet_member(frames: Frames, train_idx, val_idx, spec: dict, cfg=None
         gen = torch.Generator().manual_seed(int(seed))
         net.eval()
         ev0 = data.evaluate(net, sel_rows, cfg.eval_batch_size)
-        rec = _EpochRecorder(net, cfg, seed, select_on, "loss", log, name="schnet", start=ev0["loss"])
+        rec = _EpochRecorder(net, cfg, seed, select_on, "loss", log, name="schnet", start=ev0,
+                             start_label="warm start" if init_state is not None else "")
         run_epochs(net, rec, cfg, opt, sched, gen, tr_rows, device,
                    batch_loss=lambda rows: data.loss(*data.predict(net, rows, create_graph=True), rows),
                    evaluate_selection=lambda: data.evaluate(net, sel_rows, cfg.eval_batch_size))
