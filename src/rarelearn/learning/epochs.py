@@ -69,9 +69,15 @@ class _EpochRecorder:
     parameters so far (lowest ``ev[criterion]`` on the selection set), the progress line,
     the learning-rate schedule and the stop rules (early stopping, minimum learning rate).
 
-    ``start`` is the selection set's evaluation of the starting parameters (epoch 0: kept if
-    no epoch beats it; None: the first epoch is kept whatever it reads); ``start_label``
-    (e.g. "warm start") logs it as epoch 0, so what the first epochs do to it shows.
+    ``start`` is the selection set's evaluation of the starting parameters (a warm start's),
+    logged as epoch 0 with ``start_label`` (e.g. "warm start") so that what the first epochs
+    do to it shows, and kept in the history (``start_<criterion>``, ``best_beats_start``).
+    It is never a candidate for the kept parameters: those are the best *trained* epoch's.
+    A warm-started member has seen all but the iteration's new frames, so its start reads
+    well on a validation set of mostly old frames, and fresh Adam's first steps throw it off
+    (benchmarks/README.md, "Half the MD set, and what a warm start keeps"): kept as a
+    candidate, the start won in whole fits, and the member came back unchanged, its
+    iteration's labels unlearned ("A warm start kept is a member frozen").
     """
 
     def __init__(self, nets, cfg, seed: int, select_on: str, criterion: str, log: Callable,
@@ -80,10 +86,12 @@ class _EpochRecorder:
         self.name = f"{name} " if name else ""
         self.hist: dict[str, Any] = {"epoch_train_loss": [], "epoch_val_loss": [], "epoch_val_energy_mse": [],
                                      "epoch_val_energy_mae": [], "epoch_lr": []}
-        best = start[criterion] if start is not None else math.inf
-        self.best, self.best_epoch, self.best_state = best, 0, _state_copy(nets)
-        if start is not None and start_label:
-            log(f"{self.name}seed {self.seed} epoch 0 ({start_label}): {self._figures(start)}")
+        self.best, self.best_epoch, self.best_state = math.inf, 0, _state_copy(nets)
+        self.start = start
+        if start is not None:
+            self.hist[f"start_{criterion}"] = float(start[criterion])
+            if start_label:
+                log(f"{self.name}seed {self.seed} epoch 0 ({start_label}): {self._figures(start)}")
         self.every = max(1, int(round(cfg.epochs * cfg.log_every))) if cfg.log_every > 0 else 0
         self.stop_reason, self.epochs_run = "epochs", 0
         self.t_train = time.perf_counter()
@@ -172,6 +180,8 @@ def fit_summary(rec: _EpochRecorder, ev_tr: dict, ev_va: dict, train_seconds: fl
     ``ev_va``: their evaluations; eV, eV/Å), sizes, seed, device, timings, the config."""
     return {
         "best_epoch": rec.best_epoch,
+        "best_beats_start": (None if rec.start is None or rec.epochs_run == 0
+                             else bool(rec.best < rec.start[rec.criterion])),
         "selected_on": rec.select_on,
         "train_energy_mae": ev_tr["energy_mae"], "train_force_mae": ev_tr["force_mae"],
         "train_energy_rmse": math.sqrt(ev_tr["energy_mse"]),
