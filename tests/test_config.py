@@ -31,6 +31,10 @@ def test_shipped_configs_are_valid():
     root = DEFAULT_SCHEMA.parents[2]
     for name in ("config/config.yaml", "config/paper.yaml", "tests/configs/tiny.yaml"):
         validate_config(load_yaml(root / name))
+    # an overlay, as the README runs it: --configfile config/config.yaml config/branch.yaml
+    branch = campaign_config(load_yaml(root / "config" / "branch.yaml"))
+    assert branch["sampler"]["kind"] == "smd+cogef" and branch["sampler"]["branch_steps"] == 5
+    assert branch["smd"] == campaign_config()["smd"]
 
 
 @pytest.mark.parametrize("cfg, culprit", [
