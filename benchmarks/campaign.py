@@ -5,7 +5,7 @@ labels spent so far and the iteration's summed job wall time; then the totals.
 
     python benchmarks/campaign.py --workdir /tmp/hexane                  # default config
     python benchmarks/campaign.py --workdir /tmp/hexane --config my.yaml
-    python benchmarks/campaign.py --workdir /tmp/hexane --no-run         # only report
+    python benchmarks/campaign.py --workdir /tmp/hexane --no-run         # only report (also while it runs)
     python benchmarks/campaign.py --workdir /tmp/family --config config/family.yaml   # a table per molecule
 
 Run on demand; not a test.
@@ -76,6 +76,28 @@ def evaluations_of(results: Path, molecule: str = "") -> dict:
             for p in sorted(results.glob(f"iter_*/{molecule}evaluation.json"))}
 
 
+def _table(results: Path) -> "pd.DataFrame | None":
+    """``summary.csv``, or, while a campaign runs or after it was stopped (the summary is
+    written at its end), the same rows made from the ``iter_*/evaluation.json`` files there
+    are (one molecule; labels counted from the reference's MD set, as the summary does)."""
+    if (results / "summary.csv").exists():
+        return pd.read_csv(results / "summary.csv")
+    import tempfile
+
+    from rarelearn.dataset import read_frames
+    from rarelearn.steps.evaluate import summary_step
+
+    evaluations = sorted(results.glob("iter_*/evaluation.json"))
+    if not evaluations:
+        return None
+    md = results / "reference" / "md.h5"
+    with tempfile.TemporaryDirectory() as tmp:
+        table = summary_step(evaluations, Path(tmp) / "summary.csv",
+                             reference_md_frames=len(read_frames(md)) if md.exists() else 0)
+    print(f"(no summary.csv yet: {len(evaluations)} iterations read from their evaluation.json)")
+    return table
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, type=Path)
@@ -98,7 +120,10 @@ def main(argv=None) -> int:
             print(f"snakemake failed (exit {rc}); see {args.workdir / 'campaign.log'}")
             return rc
     results = args.workdir / "results"
-    table = pd.read_csv(results / "summary.csv")
+    table = _table(results)
+    if table is None:
+        print(f"{results}: no summary.csv and no iteration evaluated yet")
+        return 1
     if "molecule" not in table.columns:
         print_table(table, wall, evaluations_of(results))
         return 0
