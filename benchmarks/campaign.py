@@ -34,19 +34,27 @@ def _members(rows, best=None) -> str:
                     for k, m in enumerate(rows))
 
 
+def _num(x, fmt: str) -> str:
+    return "-" if x is None or x != x else format(x, fmt)
+
+
 def print_table(df: "pd.DataFrame", wall: float | None = None, evaluations: dict | None = None) -> None:
     """Per iteration of a summary.csv: both barrier observables (and every member's COGEF
-    ΔE_max, from ``evaluations``: iteration → evaluation.json record; ``bond``: whether the
-    SMD pulls break the reference's bond), post-break work,
+    ΔE_max, from ``evaluations``: iteration → evaluation.json record; what the best member's
+    ΔE_max is made of, ``intact``: its loaded chain against the reference's at the
+    reference's break, kcal/mol, and ``shift``: its break minus the reference's, Å, so that a
+    small ΔE_max by cancellation shows; ``bond``: whether the SMD pulls break the reference's
+    bond), post-break work,
     labels and job time; then the totals and the best iteration of each observable."""
     k = KCAL_MOL_PER_EV
-    print(f"{'iter':>4} {'COGEF |dEmax|':>13} {'members dEmax':>16} {'SMD |dEa|':>9} {'± SE':>5} {'bond':>4} {'unbroken':>8} "
+    print(f"{'iter':>4} {'COGEF |dEmax|':>13} {'members dEmax':>16} {'intact':>6} {'shift A':>7} {'SMD |dEa|':>9} {'± SE':>5} {'bond':>4} {'unbroken':>8} "
           f"{'post-break W (ref) kcal/mol':>28} {'labels':>7} {'wall s':>7} {'unseen E MAE meV':>17}")
     for _, r in df.iterrows():
         post = f"{r.nnp_post_break_work_mean * k:.1f} ({r.ref_post_break_work_mean * k:.1f})"
         ev = (evaluations or {}).get(int(r.iteration), {})
         print(f"{int(r.iteration):>4} {r.cogef_abs_delta_e_max_kcal:>13.2f} "
               f"{_members(ev.get('cogef_members'), ev.get('best_member')):>16} "
+              f"{_num(ev.get('cogef_intact_delta_kcal'), '+.1f'):>6} {_num(ev.get('cogef_break_shift'), '+.3f'):>7} "
               f"{r.abs_delta_ea_kcal:>9.2f} "
               f"{r.delta_ea_stderr_kcal:>5.2f} {_same_bond(r):>4} {int(r.nnp_unbroken):>8} {post:>28} {int(r.labels_total):>7} "
               f"{r.wall_seconds:>7.0f} {1000 * r.unseen_energy_mae:>17.1f}")
