@@ -43,6 +43,7 @@ def test_shipped_configs_are_valid():
     ({"training": {"epochs": "many"}}, "training.epochs"),
     ({"training": {"epochs": 0}}, "training.epochs"),
     ({"model": {"members": -3}}, "model.members"),
+    ({"sampler": {"kind": "smd+cogef", "descent_beyond": 0.1}}, "sampler.descent_beyond"),
     ({"model": {"members": 1}}, "model.members"),
     ({"model": {"family": "mace"}}, "model.family"),
     ({"selection": {"n_sigma": 0}}, "selection.n_sigma"),

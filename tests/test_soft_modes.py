@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from rarelearn.learning.soft_modes import soft_mode_frames, window_images
+from rarelearn.learning.soft_modes import continued_chain, descent_starts_beyond, soft_mode_frames, window_images
 from rarelearn.md.cogef import cogef_profile
 from rarelearn.md.hessian import constrained_modes
 from test_cogef import MorseBonds
@@ -90,3 +90,31 @@ def test_no_intact_image_gives_no_frames(path):
     broken = fr.subset(np.flatnonzero(fr.extras["intact"] < 0.5))
     assert len(window_images(broken, 0.3, 4)) == 0
     assert len(soft_mode_frames(broken, calc, (0, 5))) == 0
+
+
+def test_the_chain_continued_past_the_maximum_stays_intact_and_symmetric(path):
+    """descent_beyond's starts: past the potential's own maximum (where its scan, on the stable
+    branch, broke one weak bond) the chain is continued symmetric, the pulled distance stepped
+    exactly, and each image displaced along the antisymmetric mode."""
+    fr, calc = path
+    top = int(np.argmax(np.where(fr.extras["intact"] > 0.5, fr.extras["potential_energy"], -np.inf)))
+    assert fr.extras["intact"][top + 1] < 0.5          # the scan itself broke right after the top
+    chain = continued_chain(fr, calc, (0, 5), beyond=0.2, n_images=2)
+    assert len(chain) == 2
+    np.testing.assert_allclose(chain.extras["extension"], fr.extras["extension"][top] + np.array([0.1, 0.2]))
+    d_top = np.linalg.norm(fr.positions[top, 5] - fr.positions[top, 0])
+    d = np.linalg.norm(chain.positions[:, 5] - chain.positions[:, 0], axis=1)
+    np.testing.assert_allclose(d, d_top + np.array([0.1, 0.2]), atol=1e-6)
+    x = chain.positions[:, :, 0]
+    weak_a, weak_b = x[:, 2] - x[:, 1], x[:, 4] - x[:, 3]
+    np.testing.assert_allclose(weak_a, weak_b, atol=1e-4)          # symmetric: both weak bonds alike
+    assert np.all(weak_a > (fr.positions[top, 2, 0] - fr.positions[top, 1, 0]))   # and longer than at the top
+    assert np.all(chain.extras["potential_energy"] > fr.extras["potential_energy"][top])
+    starts = descent_starts_beyond(fr, calc, (0, 5), beyond=0.2, n_images=2)
+    assert len(starts) == 2 and set(starts.source) == {"soft-mode"}
+    shift = starts.positions - chain.positions
+    np.testing.assert_allclose(np.linalg.norm(shift, axis=2).max(axis=1), [0.1, 0.1])
+    for s in shift:                                            # one weak bond longer, the other shorter
+        assert np.sign(s[2, 0] - s[1, 0]) != np.sign(s[4, 0] - s[3, 0])
+    assert np.all(starts.extras["soft_mode_eigenvalue"] < 0)  # past the bifurcation: a saddle
+    assert len(continued_chain(fr, calc, (0, 5), beyond=0.0, n_images=2)) == 0

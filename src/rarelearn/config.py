@@ -269,6 +269,10 @@ def _check_sampler(config: dict) -> None:
         raise ConfigError(f"sampler.descent_steps: {config['sampler']['descent_steps']} starts the labeller's way down "
                           f"from the potential's COGEF maximum, which sampler.kind {config['sampler']['kind']!r} does "
                           "not compute; use kind cogef or smd+cogef, or descent_steps: 0")
+    if config["sampler"]["descent_beyond"] > 0 and config["sampler"]["descent_steps"] == 0:
+        raise ConfigError(f"sampler.descent_beyond: {config['sampler']['descent_beyond']} adds starts of the "
+                          "labeller's way down past the potential's COGEF maximum, and sampler.descent_steps is 0 "
+                          "(no way down); set descent_steps, or descent_beyond: 0")
     if config["sampler"]["branch_images"] > 0 and config["sampler"]["kind"] not in ("cogef", "smd+cogef"):
         raise ConfigError(f"sampler.branch_images: {config['sampler']['branch_images']} labels images of the "
                           f"potential's COGEF path, which sampler.kind {config['sampler']['kind']!r} does not "

@@ -108,7 +108,8 @@ SMD_HAL_SAMPLER = {k: config["sampler"][k] for k in ("kind", "tau_rel", "window"
 # What the HAL runs (sampler hal) see of the sampler section: all of it but the key of the
 # cogef samplers added later (so that HAL runs made before it are not redone).
 HAL_RUN_SAMPLER = {k: v for k, v in config["sampler"].items()
-                   if k not in ("cogef_paths", "labeller_steps", "descent_steps", "descent_images", "branch_images",
+                   if k not in ("cogef_paths", "labeller_steps", "descent_steps", "descent_images", "descent_beyond",
+                                "branch_images",
                                 "branch_window", "branch_steps")}
 DESCENT = config["sampler"]["descent_steps"] > 0
 # What the select checkpoint follows: the selection section, with sampler.labeller_steps,
@@ -117,7 +118,8 @@ DESCENT = config["sampler"]["descent_steps"] > 0
 SELECT_SELECTION = {
     **config["selection"],
     **({"labeller_steps": config["sampler"]["labeller_steps"]} if config["sampler"]["labeller_steps"] else {}),
-    **({"descent": {"steps": config["sampler"]["descent_steps"], "images": config["sampler"]["descent_images"]}}
+    **({"descent": {"steps": config["sampler"]["descent_steps"], "images": config["sampler"]["descent_images"],
+                    **({"beyond": config["sampler"]["descent_beyond"]} if config["sampler"]["descent_beyond"] else {})}}
        if DESCENT else {}),
     **({"branch": {"images": config["sampler"]["branch_images"], "window": config["sampler"]["branch_window"],
                    **({"steps": config["sampler"]["branch_steps"]} if config["sampler"]["branch_steps"] else {})}}

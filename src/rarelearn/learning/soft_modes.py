@@ -19,7 +19,7 @@ import numpy as np
 from ..dataset import Frames
 from ..md.hessian import constrained_modes
 
-__all__ = ["descent_starts", "soft_mode_frames", "window_images"]
+__all__ = ["continued_chain", "descent_starts", "descent_starts_beyond", "soft_mode_frames", "window_images"]
 
 
 def window_images(path: Frames, window: float, n_images: int) -> np.ndarray:
@@ -82,4 +82,68 @@ def descent_starts(path: Frames, calculator, pull: tuple[int, int], *, n_images:
     there and how far the energy falls: the curvature that decides where its intact branch
     ends, which a relaxed image's forces do not carry. Source ``soft-mode``."""
     frames = soft_mode_frames(path, calculator, pull, window=window, n_images=n_images, amplitudes=(amplitude,))
+    return frames.subset(np.arange(0, len(frames), 2))
+
+
+def continued_chain(path: Frames, calculator, pull: tuple[int, int], *, beyond: float, n_images: int,
+                    fmax: float = 0.01, optimizer: str = "BFGS", max_steps: int = 500) -> Frames:
+    """The potential's intact chain continued past its COGEF maximum: from the intact image at
+    the maximum of ``path`` (extras ``extension``, ``intact``, ``potential_energy``), the pulled
+    atoms moved apart ``n_images`` times by ``beyond`` / ``n_images`` Å (mass-weighted along
+    their axis, as the scan steps), each image relaxed by ``calculator`` under the pulled
+    distance's constraint, without the scan's stable-branch check: a relaxation from the
+    symmetric chain has no gradient along the antisymmetric mode and stays on it (the
+    symmetric saddle path past the potential's own break). Unlabelled; extras ``extension``
+    (the path's measure, Å) and ``potential_energy`` (eV)."""
+    from ase import Atoms
+    from ase.constraints import FixBondLength
+
+    from ..md.cogef import relaxed
+
+    i, j = int(pull[0]), int(pull[1])
+    top = window_images(path, 0.0, 1)
+    if len(top) == 0 or n_images <= 0 or not beyond > 0:
+        return Frames(numbers=path.numbers, positions=np.zeros((0, len(path.numbers), 3)))
+    k = int(top[0])
+    a = Atoms(numbers=path.numbers, positions=path.positions[k])
+    m = a.get_masses()
+    w_i, w_j = m[j] / (m[i] + m[j]), m[i] / (m[i] + m[j])
+    ds = beyond / n_images
+    ext0 = float(path.extras["extension"][k])
+    positions, ext, energy = [], [], []
+    for step in range(1, n_images + 1):
+        a.set_constraint()
+        u = a.positions[j] - a.positions[i]
+        u /= np.linalg.norm(u)
+        a.positions[i] -= ds * w_i * u
+        a.positions[j] += ds * w_j * u
+        a.set_constraint(FixBondLength(i, j))
+        a, _ = relaxed(a, calculator, fmax, optimizer, max_steps)
+        positions.append(a.positions.copy())
+        ext.append(ext0 + step * ds)
+        energy.append(float(a.get_potential_energy()))
+    n = len(positions)
+    return Frames(numbers=path.numbers, positions=np.array(positions), source=np.full(n, "soft-mode", dtype=object),
+                  extras={"extension": np.array(ext), "potential_energy": np.array(energy), "intact": np.ones(n)})
+
+
+def descent_starts_beyond(path: Frames, calculator, pull: tuple[int, int], *, beyond: float, n_images: int = 3,
+                          amplitude: float = 0.1) -> Frames:
+    """Starts of the labeller's way down *past* the potential's COGEF maximum (sampler option
+    ``descent_beyond``): the ``n_images`` images of :func:`continued_chain` (up to ``beyond``
+    Å past the maximum), each displaced by +``amplitude`` Å along its softest constrained mode
+    under ``calculator``, as :func:`descent_starts` does below the maximum.
+
+    Why: a potential whose chain gives way *early* has no intact images past its maximum, so
+    every start below it lies where the labeller's chain still holds, every descent goes back
+    to the intact chain, and nothing in the data says where the labeller's chain stops
+    holding; the next committee then holds on too long (hexane, four campaigns: a close
+    iteration, breaking 0.01–0.05 Å early, followed by one 0.1–0.16 Å late; benchmarks/README.md,
+    "Bracketing the break"). Starts on both sides of the maximum bracket the labeller's break.
+    Source ``soft-mode``."""
+    chain = continued_chain(path, calculator, pull, beyond=beyond, n_images=n_images)
+    if len(chain) == 0:
+        return chain
+    frames = soft_mode_frames(chain, calculator, pull, window=beyond + 1e-6, n_images=n_images,
+                              amplitudes=(amplitude,))
     return frames.subset(np.arange(0, len(frames), 2))

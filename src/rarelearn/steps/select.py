@@ -160,7 +160,10 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     ``descent_files`` (``path``: the best member's COGEF path, ``ensemble``, ``best``: its
     ``best.json``), K images near the path's maximum displaced along their softest mode
     (:func:`rarelearn.learning.soft_modes.descent_starts`, source ``soft-mode``) are added,
-    each marked for N − 1 labeller steps; they come on top of ``selection.max_frames``, without
+    and with ``"beyond"`` W > 0 in it (``sampler.descent_beyond``) K more on the potential's
+    intact chain continued up to W Å past the maximum
+    (:func:`rarelearn.learning.soft_modes.descent_starts_beyond`), each marked for N − 1
+    labeller steps; they come on top of ``selection.max_frames``, without
     noisy copies. With ``selection.fragment_frames`` F > 0 (and SMD pulls), F frames of the
     pulls' fragments moved apart to ``selection.fragment_reach`` Å are added the same way
     (:func:`rarelearn.learning.fragments.fragments_apart`, source ``fragments``). With
@@ -309,7 +312,7 @@ def _add_fragments(new: Frames | None, n_kept: int, replica_paths: Sequence, sel
 def _descent_starts(descent: dict, files: dict, iteration: int) -> Frames:
     """The starts of the labeller's way down from the best member's COGEF maximum (see
     :func:`select_step`), unlabelled, attrs ``cogef_pull``."""
-    from ..learning.soft_modes import descent_starts
+    from ..learning.soft_modes import descent_starts, descent_starts_beyond
     from ..models.files import load_model, make_calculator
 
     path = read_frames(files["path"])
@@ -317,6 +320,10 @@ def _descent_starts(descent: dict, files: dict, iteration: int) -> Frames:
     best = read_json(files["best"])["best_member"]
     calc = make_calculator(load_model(files["ensemble"]), member=best)
     starts = descent_starts(path, calc, pull, n_images=int(descent["images"]))
+    if float(descent.get("beyond", 0.0)) > 0:
+        past = descent_starts_beyond(path, calc, pull, beyond=float(descent["beyond"]),
+                                     n_images=int(descent["images"]))
+        starts = Frames.concatenate([starts, past]) if len(past) else starts
     starts.iteration[:] = iteration
     starts.status[:] = "unlabelled"
     starts.attrs = {"cogef_pull": list(pull)}
