@@ -75,8 +75,8 @@ class _EpochRecorder:
     It is never a candidate for the kept parameters: those are the best *trained* epoch's.
     A warm-started member has seen all but the iteration's new frames, so its start reads
     well on a validation set of mostly old frames, and fresh Adam's first steps throw it off
-    (benchmarks/README.md, "Half the MD set, and what a warm start keeps"): kept as a
-    candidate, the start won in whole fits, and the member came back unchanged, its
+    (benchmarks/README.md, "Half the MD set, and what a warm start keeps"): as a candidate,
+    the start beat every trained epoch of whole fits and the member came back unchanged, its
     iteration's labels unlearned ("A warm start kept is a member frozen").
     """
 

@@ -135,12 +135,11 @@ def descent_starts_beyond(path: Frames, calculator, pull: tuple[int, int], *, be
     under ``calculator``, as :func:`descent_starts` does below the maximum.
 
     Why: a potential whose chain gives way *early* has no intact images past its maximum, so
-    every start below it lies where the labeller's chain still holds, every descent goes back
-    to the intact chain, and nothing in the data says where the labeller's chain stops
-    holding; the next committee then holds on too long (hexane, four campaigns: a close
-    iteration, breaking 0.01–0.05 Å early, followed by one 0.1–0.16 Å late; benchmarks/README.md,
-    "Bracketing the break"). Starts on both sides of the maximum bracket the labeller's break.
-    Source ``soft-mode``."""
+    every start below it lies where the labeller's chain still holds and every descent goes
+    back to the intact chain; starts on both sides of the maximum bracket the labeller's
+    break. Measured once (hexane, benchmarks/README.md, "Bracketing the break"): it did not
+    stop the next committee from holding on too long, which it does on an asymmetric branch
+    that these descents from the symmetric chain do not reach. Source ``soft-mode``."""
     chain = continued_chain(path, calculator, pull, beyond=beyond, n_images=n_images)
     if len(chain) == 0:
         return chain
