@@ -98,7 +98,7 @@ def continued_chain(path: Frames, calculator, pull: tuple[int, int], *, beyond: 
     from ase import Atoms
     from ase.constraints import FixBondLength
 
-    from ..md.cogef import relaxed
+    from ..md.cogef import pulled_apart, relaxed
 
     i, j = int(pull[0]), int(pull[1])
     top = window_images(path, 0.0, 1)
@@ -106,17 +106,13 @@ def continued_chain(path: Frames, calculator, pull: tuple[int, int], *, beyond: 
         return Frames(numbers=path.numbers, positions=np.zeros((0, len(path.numbers), 3)))
     k = int(top[0])
     a = Atoms(numbers=path.numbers, positions=path.positions[k])
-    m = a.get_masses()
-    w_i, w_j = m[j] / (m[i] + m[j]), m[i] / (m[i] + m[j])
+    masses = a.get_masses()
     ds = beyond / n_images
     ext0 = float(path.extras["extension"][k])
     positions, ext, energy = [], [], []
     for step in range(1, n_images + 1):
         a.set_constraint()
-        u = a.positions[j] - a.positions[i]
-        u /= np.linalg.norm(u)
-        a.positions[i] -= ds * w_i * u
-        a.positions[j] += ds * w_j * u
+        a.positions = pulled_apart(a.positions, masses, (i, j), ds)
         a.set_constraint(FixBondLength(i, j))
         a, _ = relaxed(a, calculator, fmax, optimizer, max_steps)
         positions.append(a.positions.copy())

@@ -88,7 +88,7 @@ from ..dataset import Frames
 from ..units import EV_PER_KCAL_MOL
 from .hessian import lowest_constrained_mode
 
-__all__ = ["CogefProfile", "cogef_profile", "lowest_constrained_mode", "relaxed", "OPTIMIZERS"]
+__all__ = ["CogefProfile", "cogef_profile", "lowest_constrained_mode", "pulled_apart", "relaxed", "OPTIMIZERS"]
 
 OPTIMIZERS = ("BFGS", "LBFGS", "FIRE", "BFGSLineSearch")
 
@@ -214,6 +214,20 @@ def relaxed(atoms, calculator, fmax: float, optimizer: str = "BFGS", max_steps: 
     return a, bool(ok)
 
 
+def pulled_apart(positions: np.ndarray, masses: np.ndarray, pull: tuple[int, int], ds: float) -> np.ndarray:
+    """``positions`` with the two pulled atoms moved ``ds`` Å further apart along their axis,
+    mass-weighted (the lighter atom moves more; as ase-cogef's ``shift_atoms_mass_weighted``):
+    one step of a COGEF scan before its relaxation."""
+    i, j = int(pull[0]), int(pull[1])
+    out = np.array(positions, dtype=float, copy=True)
+    u = out[j] - out[i]
+    u /= np.linalg.norm(u)
+    w_i, w_j = masses[j] / (masses[i] + masses[j]), masses[i] / (masses[i] + masses[j])
+    out[i] -= ds * w_i * u
+    out[j] += ds * w_j * u
+    return out
+
+
 def _constraint_force(forces: np.ndarray, positions: np.ndarray, i: int, j: int) -> float:
     """Force the constraint holds against, along the pull (eV/Å): ((F_i − F_j)·u)/2, u from i to j."""
     u = positions[j] - positions[i]
@@ -276,7 +290,6 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     e0 = float(start.get_potential_energy())
     d0 = float(start.get_distance(i, j))
     masses = start.get_masses()
-    w_i, w_j = masses[j] / (masses[i] + masses[j]), masses[i] / (masses[i] + masses[j])
     numbers, start_pos = start.numbers.copy(), start.positions.copy()
 
     failures: list[str] = []
@@ -297,11 +310,7 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
         if base.extension + ds <= 1e-9:
             return None                      # refinement never compresses past the start
         a = start.copy()
-        a.positions = base.positions
-        u = a.positions[j] - a.positions[i]
-        u /= np.linalg.norm(u)
-        a.positions[i] -= ds * w_i * u
-        a.positions[j] += ds * w_j * u
+        a.positions = pulled_apart(base.positions, masses, (i, j), ds)
         a.set_constraint(FixBondLength(i, j))
         try:
             a, ok = relaxed(a, calculator, fmax, optimizer, max_opt_steps)
