@@ -69,9 +69,8 @@ class _EpochRecorder:
     parameters so far (lowest ``ev[criterion]`` on the selection set), the progress line,
     the learning-rate schedule and the stop rules (early stopping, minimum learning rate).
 
-    ``start`` is the selection set's evaluation of the starting parameters (a warm start's),
-    logged as epoch 0 with ``start_label`` (e.g. "warm start") so that what the first epochs
-    do to it shows, and kept in the history (``start_<criterion>``, ``best_beats_start``).
+    ``start`` is the selection set's evaluation of a warm start's parameters (None: a cold
+    start), logged as epoch 0 so that what the first epochs do to it shows, and kept in the history (``start_<criterion>``, ``best_beats_start``).
     It is never a candidate for the kept parameters: those are the best *trained* epoch's.
     A warm-started member has seen all but the iteration's new frames, so its start reads
     well on a validation set of mostly old frames, and fresh Adam's first steps throw it off
@@ -81,7 +80,7 @@ class _EpochRecorder:
     """
 
     def __init__(self, nets, cfg, seed: int, select_on: str, criterion: str, log: Callable,
-                 name: str = "", start: dict | None = None, start_label: str = ""):
+                 name: str = "", start: dict | None = None):
         self.cfg, self.seed, self.select_on, self.criterion, self.log = cfg, int(seed), select_on, criterion, log
         self.name = f"{name} " if name else ""
         self.hist: dict[str, Any] = {"epoch_train_loss": [], "epoch_val_loss": [], "epoch_val_energy_mse": [],
@@ -90,8 +89,7 @@ class _EpochRecorder:
         self.start = start
         if start is not None:
             self.hist[f"start_{criterion}"] = float(start[criterion])
-            if start_label:
-                log(f"{self.name}seed {self.seed} epoch 0 ({start_label}): {self._figures(start)}")
+            log(f"{self.name}seed {self.seed} epoch 0 (warm start): {self._figures(start)}")
         self.every = max(1, int(round(cfg.epochs * cfg.log_every))) if cfg.log_every > 0 else 0
         self.stop_reason, self.epochs_run = "epochs", 0
         self.t_train = time.perf_counter()

@@ -156,7 +156,7 @@ def _fit(data: _Data | _MultiData, train_idx: np.ndarray, val_idx: np.ndarray, c
     if init_state is not None:      # a warm start's own figure is epoch 0
         nets.eval()
         ev0 = data.evaluate(nets, sel_rows, alpha, cfg.eval_batch_size)
-    rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log, start=ev0, start_label="warm start")
+    rec = _EpochRecorder(nets, cfg, seed, select_on, "energy_mse", log, start=ev0)
     run_epochs(nets, rec, cfg, opt, sched, gen, tr_rows, data.device,
                batch_loss=lambda rows: data.batch_loss(nets, rows, alpha),
                evaluate_selection=lambda: data.evaluate(nets, sel_rows, alpha, cfg.eval_batch_size))

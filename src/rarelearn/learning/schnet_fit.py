@@ -212,9 +212,9 @@ def train_schnet_member(frames: Frames, train_idx, val_idx, spec: dict, cfg=None
                                                            patience=cfg.lr_patience, min_lr=cfg.min_lr)
         gen = torch.Generator().manual_seed(int(seed))
         net.eval()
-        ev0 = data.evaluate(net, sel_rows, cfg.eval_batch_size)
-        rec = _EpochRecorder(net, cfg, seed, select_on, "loss", log, name="schnet", start=ev0,
-                             start_label="warm start" if init_state is not None else "")
+        ev0 = data.evaluate(net, sel_rows, cfg.eval_batch_size)   # initial_val_loss, cold starts too
+        rec = _EpochRecorder(net, cfg, seed, select_on, "loss", log, name="schnet",
+                             start=ev0 if init_state is not None else None)
         run_epochs(net, rec, cfg, opt, sched, gen, tr_rows, device,
                    batch_loss=lambda rows: data.loss(*data.predict(net, rows, create_graph=True), rows),
                    evaluate_selection=lambda: data.evaluate(net, sel_rows, cfg.eval_batch_size))
