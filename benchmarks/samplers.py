@@ -10,6 +10,11 @@ the campaign goes on with ``--rerun-triggers mtime`` (the copies are not rebuilt
     python benchmarks/samplers.py --workdir /tmp/samplers --samplers smd cogef --iterations 4
     python benchmarks/samplers.py --workdir /tmp/samplers --samplers cogef:all  # every member's path
     python benchmarks/samplers.py --workdir /tmp/samplers --no-run              # only report
+    python benchmarks/samplers.py --workdir /tmp/sb --config config/branch.yaml --samplers smd+cogef smd
+
+With ``--config`` an overlay such as config/branch.yaml is layered on config/config.yaml for
+every arm; an arm whose kind does not compute the COGEF path runs with the overlay's COGEF-only
+sampler options off (``COGEF_ONLY``), and ``cogef`` and ``hal`` without fragment frames.
 
 A sampler is ``sampler.kind``, optionally ``:all`` for ``sampler.cogef_paths: all`` (the COGEF
 paths of every member, not only the best's).
@@ -46,6 +51,26 @@ def snakemake(workdir: Path, args: argparse.Namespace, targets=(), config=()) ->
         cmd += ["--config", *config]
     with open(workdir / "campaign.log", "a") as log:
         return subprocess.call(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+
+
+#: sampler options that only a sampler computing the potential's COGEF path uses; set off for the
+#: others, so that one overlay (``--config config/branch.yaml``) serves every arm
+COGEF_ONLY = {"labeller_steps": 0, "descent_steps": 0, "descent_beyond": 0, "branch_images": 0, "branch_steps": 0}
+
+
+def arm_config(name: str, iterations: int | None) -> dict:
+    """The ``--config`` layer of one arm: ``sampler.kind`` (``:all`` → ``cogef_paths: all``); for a
+    kind without the COGEF path, the COGEF-only options off; for one without SMD frames, no fragment
+    frames (config.py refuses both combinations)."""
+    kind, _, paths = name.partition(":")
+    config = {"sampler": {"kind": kind, **({"cogef_paths": paths} if paths else {})}}
+    if kind not in ("cogef", "smd+cogef"):
+        config["sampler"].update(COGEF_ONLY)
+    if kind in ("cogef", "hal"):
+        config["selection"] = {"fragment_frames": 0}
+    if iterations:
+        config["campaign"] = {"max_iterations": iterations}
+    return config
 
 
 def workdir_of(root: Path, sampler: str) -> Path:
@@ -99,10 +124,7 @@ def main(argv=None) -> int:
             if not (wd / "results").exists():
                 shutil.copytree(base / "results", wd / "results", symlinks=True)
                 shutil.copytree(base / "logs", wd / "logs", symlinks=True)
-            kind, _, paths = name.partition(":")
-            config = {"sampler": {"kind": kind, **({"cogef_paths": paths} if paths else {})}}
-            if args.iterations:
-                config["campaign"] = {"max_iterations": args.iterations}
+            config = arm_config(name, args.iterations)
             t0 = time.time()
             rc = snakemake(wd, args, config=[f"{k}={json.dumps(v)}" for k, v in config.items()])
             walls[name] = time.time() - t0

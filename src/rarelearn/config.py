@@ -26,6 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from . import config_checks
+from .config_checks import ConfigError
+
 __all__ = ["ConfigError", "load_yaml", "merge_config", "campaign_config", "validate_config", "fill_defaults",
            "coerce_values", "parse_assignment", "DEFAULT_SCHEMA", "DEFAULT_CONFIG"]
 
@@ -34,10 +37,6 @@ _ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SCHEMA = _ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: The default campaign, the base every --configfile is layered on.
 DEFAULT_CONFIG = _ROOT / "config" / "config.yaml"
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message is one line naming the key and the fix."""
 
 
 def load_yaml(path) -> dict:
@@ -200,115 +199,6 @@ def _check_schema(config: dict, schema: dict) -> None:
         raise ConfigError(_one_line(errors[0]))
 
 
-def _check_molecules(config: dict, base_dir: Path) -> list[dict]:
-    """The campaign's molecules (:func:`rarelearn.campaign_molecules.campaign_molecules`),
-    each as the reference stage will need it; one line naming the entry on a problem."""
-    from .campaign_molecules import campaign_molecules, check_structure
-
-    try:
-        molecules = campaign_molecules(config)
-        for i, m in enumerate(molecules):
-            check_structure(m["spec"], base_dir, "molecule" if config.get("molecules") is None else f"molecules[{i}]")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if len(molecules) > 1 and config["model"]["family"] != "ani":
-        raise ConfigError(f"model.family: {config['model']['family']} trains on one molecule; a campaign of "
-                          "several molecules (molecules:) needs family ani")
-    if config["selection"]["budget_split"] == "cogef_error":
-        if config["selection"]["max_frames"] is None:
-            raise ConfigError("selection.budget_split: cogef_error splits selection.max_frames, which is null "
-                              "(no cap); give max_frames a number or use budget_split: weight")
-        if config["sampler"]["kind"] == "hal":
-            raise ConfigError("selection.budget_split: cogef_error: sampler hal hands over one frame per run and "
-                              "has no budget to split; use another sampler or budget_split: weight")
-    return molecules
-
-
-def _check_model(config: dict, schema: dict, elements: list) -> None:
-    """Every element of the molecule has layer sizes: those given in ``model.hidden``, else the
-    schema's default for it (a ``hidden`` a config gives replaces the default as a whole when
-    layered, so the default's elements are put back one by one). ``elements``: every molecule's."""
-    hidden = config["model"]["hidden"]
-    default = schema["properties"]["model"]["properties"]["hidden"].get("default", {})
-    for e in elements:
-        if e not in hidden and e in default:
-            hidden[e] = list(default[e])
-    missing = [e for e in elements if e not in hidden]
-    if missing:
-        raise ConfigError(f"model.hidden: no layer sizes for {', '.join(missing)}; add e.g. "
-                          f"{missing[0]}: [192, 160, 128]")
-
-
-def _check_counts(config: dict) -> None:
-    """Keys that count reference SMD replicas cannot ask for more than there are (the first
-    round's, with an adaptive reference), the adaptive reference's cap holds its first round,
-    and evaluation.close_replicas asks for more pulls than every iteration runs."""
-    replicas = config["reference"]["replicas"]
-    for key, value in (("evaluation.mae_replicas", config["evaluation"]["mae_replicas"]),
-                       ("studies.baselines.smd_replicas", config["studies"]["baselines"]["smd_replicas"])):
-        if value > replicas:
-            raise ConfigError(f"{key}: {value} is more than reference.replicas ({replicas}); lower it or raise "
-                              "reference.replicas")
-    close = config["evaluation"]["close_replicas"]
-    if close is not None and close <= replicas:
-        raise ConfigError(f"evaluation.close_replicas: {close} is not more than reference.replicas ({replicas}), "
-                          "the pulls every iteration runs; raise it, or null for no more")
-    most = config["reference"]["max_replicas"]
-    if config["reference"]["target_stderr_kcal"] is not None and most < replicas:
-        raise ConfigError(f"reference.max_replicas: {most} is less than reference.replicas ({replicas}), the "
-                          "first round; raise it or lower reference.replicas")
-
-
-def _check_sampler(config: dict) -> None:
-    """Every member's COGEF path can be sampled only where every member's profile is made."""
-    if config["sampler"]["labeller_steps"] > 0 and config["sampler"]["kind"] not in ("cogef", "smd+cogef"):
-        raise ConfigError(f"sampler.labeller_steps: {config['sampler']['labeller_steps']} relaxes images of the "
-                          f"potential's COGEF path, which sampler.kind {config['sampler']['kind']!r} does not "
-                          "select; use kind cogef or smd+cogef, or labeller_steps: 0")
-    if config["sampler"]["descent_steps"] > 0 and config["sampler"]["kind"] not in ("cogef", "smd+cogef"):
-        raise ConfigError(f"sampler.descent_steps: {config['sampler']['descent_steps']} starts the labeller's way down "
-                          f"from the potential's COGEF maximum, which sampler.kind {config['sampler']['kind']!r} does "
-                          "not compute; use kind cogef or smd+cogef, or descent_steps: 0")
-    if config["sampler"]["descent_beyond"] > 0 and config["sampler"]["descent_steps"] == 0:
-        raise ConfigError(f"sampler.descent_beyond: {config['sampler']['descent_beyond']} adds starts of the "
-                          "labeller's way down past the potential's COGEF maximum, and sampler.descent_steps is 0 "
-                          "(no way down); set descent_steps, or descent_beyond: 0")
-    if config["sampler"]["branch_images"] > 0 and config["sampler"]["kind"] not in ("cogef", "smd+cogef"):
-        raise ConfigError(f"sampler.branch_images: {config['sampler']['branch_images']} labels images of the "
-                          f"potential's COGEF path, which sampler.kind {config['sampler']['kind']!r} does not "
-                          "compute; use kind cogef or smd+cogef, or branch_images: 0")
-    if config["sampler"]["branch_steps"] > 1 and config["sampler"]["branch_images"] == 0:
-        raise ConfigError(f"sampler.branch_steps: {config['sampler']['branch_steps']} relaxes the branch images "
-                          "with the labeller, and sampler.branch_images is 0 (none); set branch_images, or "
-                          "branch_steps: 0")
-    if config["selection"]["fragment_frames"] > 0 and config["sampler"]["kind"] in ("cogef", "hal"):
-        raise ConfigError(f"selection.fragment_frames: {config['selection']['fragment_frames']} moves apart the "
-                          f"fragments of the best member's SMD pulls, which sampler.kind "
-                          f"{config['sampler']['kind']!r} does not select from; use kind smd, smd+cogef or "
-                          "smd+hal, or fragment_frames: 0")
-    if config["model"]["best_member"] == "cogef_median" and (
-            config["evaluation"]["cogef_members"] != "all" or config["model"]["members"] < 3):
-        raise ConfigError("model.best_member: cogef_median takes the median of every member's COGEF maximum; "
-                          "it needs evaluation.cogef_members: all and model.members >= 3 (got "
-                          f"{config['evaluation']['cogef_members']!r}, {config['model']['members']} members)")
-    if config["sampler"]["cogef_paths"] == "all" and config["evaluation"]["cogef_members"] != "all":
-        raise ConfigError("sampler.cogef_paths: all needs every member's COGEF profile; set "
-                          "evaluation.cogef_members: all (or sampler.cogef_paths: best)")
-
-
-def _check_labeller(config: dict) -> None:
-    name = config["labeller"]["name"]
-    try:
-        from rarelearn.chem.labellers import make_labeller
-    except ImportError:  # labellers not importable: nothing more to check here
-        return
-    try:
-        make_labeller(name, config["labeller"].get("options") or {})
-    except Exception as exc:
-        msg = str(exc)
-        raise ConfigError(msg if msg.startswith("labeller.") else f"labeller: {msg}") from None
-
-
 def validate_config(config: dict | None, schema_path=None, base_dir=None, check_labeller: bool = True) -> dict:
     """Fill defaults and validate a campaign config; returns the completed config.
 
@@ -334,11 +224,11 @@ def validate_config(config: dict | None, schema_path=None, base_dir=None, check_
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     from .campaign_molecules import model_elements
 
-    _check_model(full, schema, model_elements(_check_molecules(full, base)))
-    _check_counts(full)
-    _check_sampler(full)
+    config_checks.check_model(full, schema, model_elements(config_checks.check_molecules(full, base)))
+    config_checks.check_counts(full)
+    config_checks.check_sampler(full)
     if check_labeller:
-        _check_labeller(full)
+        config_checks.check_labeller(full)
     return _canonical(full)
 
 

@@ -1,0 +1,118 @@
+"""The checks of a campaign config that a JSON schema cannot make: across keys, against the
+structure files and the labeller (:func:`rarelearn.config.validate_config` runs them on the
+filled config). Each raises :class:`ConfigError`, one line naming the key and the fix."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line naming the key and the fix."""
+
+
+def check_molecules(config: dict, base_dir: Path) -> list[dict]:
+    """The campaign's molecules (:func:`rarelearn.campaign_molecules.campaign_molecules`),
+    each as the reference stage will need it; one line naming the entry on a problem."""
+    from .campaign_molecules import campaign_molecules, check_structure
+
+    try:
+        molecules = campaign_molecules(config)
+        for i, m in enumerate(molecules):
+            check_structure(m["spec"], base_dir, "molecule" if config.get("molecules") is None else f"molecules[{i}]")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(molecules) > 1 and config["model"]["family"] != "ani":
+        raise ConfigError(f"model.family: {config['model']['family']} trains on one molecule; a campaign of "
+                          "several molecules (molecules:) needs family ani")
+    if config["selection"]["budget_split"] == "cogef_error":
+        if config["selection"]["max_frames"] is None:
+            raise ConfigError("selection.budget_split: cogef_error splits selection.max_frames, which is null "
+                              "(no cap); give max_frames a number or use budget_split: weight")
+        if config["sampler"]["kind"] == "hal":
+            raise ConfigError("selection.budget_split: cogef_error: sampler hal hands over one frame per run and "
+                              "has no budget to split; use another sampler or budget_split: weight")
+    return molecules
+
+
+def check_model(config: dict, schema: dict, elements: list) -> None:
+    """Every element of the molecule has layer sizes: those given in ``model.hidden``, else the
+    schema's default for it (a ``hidden`` a config gives replaces the default as a whole when
+    layered, so the default's elements are put back one by one). ``elements``: every molecule's."""
+    hidden = config["model"]["hidden"]
+    default = schema["properties"]["model"]["properties"]["hidden"].get("default", {})
+    for e in elements:
+        if e not in hidden and e in default:
+            hidden[e] = list(default[e])
+    missing = [e for e in elements if e not in hidden]
+    if missing:
+        raise ConfigError(f"model.hidden: no layer sizes for {', '.join(missing)}; add e.g. "
+                          f"{missing[0]}: [192, 160, 128]")
+
+
+def check_counts(config: dict) -> None:
+    """Keys that count reference SMD replicas cannot ask for more than there are (the first
+    round's, with an adaptive reference), the adaptive reference's cap holds its first round,
+    and evaluation.close_replicas asks for more pulls than every iteration runs."""
+    replicas = config["reference"]["replicas"]
+    for key, value in (("evaluation.mae_replicas", config["evaluation"]["mae_replicas"]),
+                       ("studies.baselines.smd_replicas", config["studies"]["baselines"]["smd_replicas"])):
+        if value > replicas:
+            raise ConfigError(f"{key}: {value} is more than reference.replicas ({replicas}); lower it or raise "
+                              "reference.replicas")
+    close = config["evaluation"]["close_replicas"]
+    if close is not None and close <= replicas:
+        raise ConfigError(f"evaluation.close_replicas: {close} is not more than reference.replicas ({replicas}), "
+                          "the pulls every iteration runs; raise it, or null for no more")
+    most = config["reference"]["max_replicas"]
+    if config["reference"]["target_stderr_kcal"] is not None and most < replicas:
+        raise ConfigError(f"reference.max_replicas: {most} is less than reference.replicas ({replicas}), the "
+                          "first round; raise it or lower reference.replicas")
+
+
+#: sampler options that need the potential's COGEF path: (key, what it does)
+_COGEF_PATH_OPTIONS = (
+    ("labeller_steps", "relaxes images of the potential's COGEF path"),
+    ("descent_steps", "starts the labeller's way down from the potential's COGEF maximum"),
+    ("branch_images", "labels images of the potential's COGEF path"),
+)
+
+
+def check_sampler(config: dict) -> None:
+    """Sampler options a sampler kind does not use, or that need another option: every member's
+    COGEF path can be sampled only where every member's profile is made, and so on."""
+    sampler, kind = config["sampler"], config["sampler"]["kind"]
+    for key, what in _COGEF_PATH_OPTIONS:
+        if sampler[key] > 0 and kind not in ("cogef", "smd+cogef"):
+            raise ConfigError(f"sampler.{key}: {sampler[key]} {what}, which sampler.kind {kind!r} does not compute; "
+                              f"use kind cogef or smd+cogef, or {key}: 0")
+    for key, needs, what in (("descent_beyond", "descent_steps", "adds starts of the labeller's way down past the "
+                              "potential's COGEF maximum"),
+                             ("branch_steps", "branch_images", "relaxes the branch images with the labeller")):
+        if sampler[key] > (1 if key == "branch_steps" else 0) and sampler[needs] == 0:
+            raise ConfigError(f"sampler.{key}: {sampler[key]} {what}, and sampler.{needs} is 0; set {needs}, or "
+                              f"{key}: 0")
+    if config["selection"]["fragment_frames"] > 0 and kind in ("cogef", "hal"):
+        raise ConfigError(f"selection.fragment_frames: {config['selection']['fragment_frames']} moves apart the "
+                          f"fragments of the best member's SMD pulls, which sampler.kind {kind!r} does not select "
+                          "from; use kind smd, smd+cogef or smd+hal, or fragment_frames: 0")
+    if config["model"]["best_member"] == "cogef_median" and (
+            config["evaluation"]["cogef_members"] != "all" or config["model"]["members"] < 3):
+        raise ConfigError("model.best_member: cogef_median takes the median of every member's COGEF maximum; "
+                          "it needs evaluation.cogef_members: all and model.members >= 3 (got "
+                          f"{config['evaluation']['cogef_members']!r}, {config['model']['members']} members)")
+    if sampler["cogef_paths"] == "all" and config["evaluation"]["cogef_members"] != "all":
+        raise ConfigError("sampler.cogef_paths: all needs every member's COGEF profile; set "
+                          "evaluation.cogef_members: all (or sampler.cogef_paths: best)")
+
+
+def check_labeller(config: dict) -> None:
+    name = config["labeller"]["name"]
+    try:
+        from rarelearn.chem.labellers import make_labeller
+    except ImportError:  # labellers not importable: nothing more to check here
+        return
+    try:
+        make_labeller(name, config["labeller"].get("options") or {})
+    except Exception as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith("labeller.") else f"labeller: {msg}") from None
