@@ -83,9 +83,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..chem.breaks import BreakReport, break_lengths, find_break
+from ..chem.breaks import BreakReport, find_break
 from ..dataset import Frames
 from ..units import EV_PER_KCAL_MOL
+from .cogef_refine import first_break, refined_energy_max, refined_force_max
 from .hessian import lowest_constrained_mode
 
 __all__ = ["CogefProfile", "cogef_profile", "lowest_constrained_mode", "pulled_apart", "relaxed", "OPTIMIZERS"]
@@ -369,28 +370,18 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
             break
     stop_reason = failures[0] if failures else ("past the break" if break_at is not None else "max_extension")
 
+    def probe(base: _Image, ds: float) -> _Image | None:
+        return image_at(base, ds, True)
+
     refinement, converged = [], True
     top = max((im for im in images if im.intact), key=lambda im: im.energy)
     if break_at is not None or top is not images[-1]:
-        best, converged = top, False
-        h = step
-        for _ in range(max_refinements):
-            h /= 2.0
-            last = max((im for im in images if im.intact), key=lambda im: im.extension) is best
-            images.extend(im for ds in ([h] if last else [h, -h]) if (im := image_at(best, ds, True)))
-            new = max((im for im in images if im.intact), key=lambda im: im.energy)
-            gain, best = new.energy - best.energy, new
-            bound = abs(best.force) * h
-            refinement.append({"step": h, "e_max": best.energy - e0, "extension_at_max": best.extension,
-                               "gain": gain, "bound": bound})
-            if gain < tol and bound < tol:
-                converged = True
-                break
+        refinement, converged = refined_energy_max(images, probe, step, tol, max_refinements, e0)
         if progress:
+            best = max((im for im in images if im.intact), key=lambda im: im.energy)
             progress(f"cogef: E_max {best.energy - e0:.4f} eV at Δ = {best.extension:.3f} Å after "
                      f"{len(refinement)} refinements ({'converged' if converged else 'NOT converged'})")
-    fmax_val, at_f = _refined_force_max(images, lambda base, ds: image_at(base, ds, True), step,
-                                        force_tol, max_refinements)
+    fmax_val, at_f = refined_force_max(images, probe, step, force_tol, max_refinements)
 
     images.sort(key=lambda im: im.extension)
     ext = np.array([im.extension for im in images])
@@ -398,7 +389,7 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     force = np.array([im.force for im in images])
     intact = np.array([im.intact for im in images])
     pos = np.stack([im.positions for im in images])
-    brk = _first_break(numbers, pos, start_pos, intact)
+    brk = first_break(numbers, pos, start_pos, intact)
     k = int(np.argmax(np.where(intact, energy, -np.inf)))
     extras = {"extension": ext, "distance": ext + d0, "cogef_energy": energy, "cogef_force": force,
               "intact": intact.astype(float), "refined": np.array([im.refined for im in images], float),
@@ -414,57 +405,3 @@ def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1
     return CogefProfile((i, j), d0, e0, ext, energy, force, intact, np.array([im.refined for im in images]),
                         frames, float(energy[k]), float(ext[k]), fmax_val, at_f, brk, refinement, converged,
                         sum(not im.converged for im in images), stop_reason, unstable)
-
-
-def _first_break(numbers, pos: np.ndarray, start_pos: np.ndarray, intact: np.ndarray) -> BreakReport:
-    """The profile's break: the first image (in order of extension) that is not intact, past
-    a bond's break length (:func:`rarelearn.chem.breaks.find_break`) or past an energy drop;
-    for a drop, the bond stretched most relative to its break length there."""
-    brk = find_break(numbers, pos, start_pos)
-    broken = np.flatnonzero(~np.asarray(intact, dtype=bool))
-    if broken.size == 0 or (brk.broke and brk.index <= broken[0]):
-        return brk
-    k = int(broken[0])
-    # every bond counts as broken at a vanishing scale: the one returned is the most stretched
-    most = find_break(numbers, pos[k][None], start_pos, scale=1e-6)
-    limit = break_lengths(numbers, np.array([most.bond]))[0]
-    return BreakReport(k, most.bond, most.elements, most.length, float(limit))
-
-
-def _vertex(xm: float, x0: float, xp: float, fm: float, f0: float, fp: float) -> tuple[float, float]:
-    """Vertex (value, position) of the parabola through three equally spaced points."""
-    h = xp - x0
-    curv = fm - 2 * f0 + fp
-    if curv >= 0:
-        return f0, x0
-    return f0 - (fp - fm) ** 2 / (8 * curv), x0 + h * (fm - fp) / (2 * curv)
-
-
-def _refined_force_max(images: list, probe, step: float, tol: float, max_rounds: int) -> tuple[float, float]:
-    """Largest constraint force of the intact images, refined: the step around the largest
-    is halved and new images are relaxed at ±h of it (a probe past the break is not
-    counted); once both probes are intact, the vertex of the parabola through the three is
-    the estimate, until it moves by less than ``tol`` (eV/Å). Appends the new images to
-    ``images``."""
-    intact = [im for im in images if im.intact]
-    if len(intact) < 2:
-        return (intact[0].force, intact[0].extension) if intact else (math.nan, math.nan)
-    best = max(intact, key=lambda im: im.force)
-    if best is max(intact, key=lambda im: im.extension) or best.extension == 0.0:
-        return float(best.force), float(best.extension)      # at an end: no maximum inside
-    h, previous = step, None
-    value, where = best.force, best.extension
-    for _ in range(max_rounds):
-        h /= 2.0
-        lo, hi = probe(best, -h), probe(best, h)
-        images.extend(im for im in (lo, hi) if im is not None)
-        usable = [im for im in (lo, hi) if im is not None and im.intact]
-        if len(usable) == 2:
-            value, where = _vertex(lo.extension, best.extension, hi.extension, lo.force, best.force, hi.force)
-            if previous is not None and abs(value - previous) < tol:
-                break
-            previous = value
-        best = max([best, *usable], key=lambda im: im.force)
-        if best.force > value:
-            value, where = best.force, best.extension
-    return float(value), float(where)
