@@ -37,6 +37,27 @@ def test_shipped_configs_are_valid():
     assert branch["smd"] == campaign_config()["smd"]
 
 
+@pytest.mark.parametrize("arm", ["smd", "cogef", "smd+cogef", "hal", "cogef:all"])
+def test_every_sampler_arm_of_the_benchmark_runs_on_the_branch_overlay(arm):
+    """benchmarks/samplers.py --config config/branch.yaml: each arm's --config layer turns off
+    what its kind cannot do, so the overlay's COGEF-only options do not stop the arm at load."""
+    root = DEFAULT_SCHEMA.parents[2]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from samplers import arm_config
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    branch = load_yaml(root / "config" / "branch.yaml")
+    if arm.partition(":")[0] != branch["sampler"]["kind"]:
+        with pytest.raises(ConfigError):   # the overlay with only the kind changed is refused
+            campaign_config(merge_config(branch, {"sampler": {"kind": arm.partition(":")[0]}}))
+    config = campaign_config(merge_config(branch, arm_config(arm, 3)))
+    assert config["sampler"]["kind"] == arm.partition(":")[0] and config["campaign"]["max_iterations"] == 3
+    if arm.partition(":")[0] in ("cogef", "smd+cogef"):
+        assert config["sampler"]["descent_steps"] == 40 and config["sampler"]["branch_images"] == 5
+
+
+
 @pytest.mark.parametrize("cfg, culprit", [
     ({"trainig": {}}, "trainig"),
     ({"training": {"epoch": 3}}, "training.epoch"),
