@@ -36,6 +36,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from campaign import REPO, evaluations_of, print_table  # noqa: E402
 
+from rarelearn.config_checks import (COGEF_PATH_KINDS, COGEF_PATH_OPTIONS, DEPENDENT_OPTIONS,  # noqa: E402
+                                     NO_SMD_FRAME_KINDS)
+
 #: what iteration 0 makes before its selection: the same for every sampler
 SHARED = ["results/reference/barrier.json", "results/reference/cogef.json", "results/iter_000/uq.h5",
           "results/iter_000/cogef.h5"]
@@ -53,9 +56,10 @@ def snakemake(workdir: Path, args: argparse.Namespace, targets=(), config=()) ->
         return subprocess.call(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
 
 
-#: sampler options that only a sampler computing the potential's COGEF path uses; set off for the
-#: others, so that one overlay (``--config config/branch.yaml``) serves every arm
-COGEF_ONLY = {"labeller_steps": 0, "descent_steps": 0, "descent_beyond": 0, "branch_images": 0, "branch_steps": 0}
+#: sampler options that only a sampler computing the potential's COGEF path uses, and those that
+#: act only with them (rarelearn.config_checks): off for the others, so that one overlay
+#: (``--config config/branch.yaml``) serves every arm
+COGEF_ONLY = {key: 0 for key, *_ in COGEF_PATH_OPTIONS + DEPENDENT_OPTIONS}
 
 
 def arm_config(name: str, iterations: int | None) -> dict:
@@ -64,9 +68,9 @@ def arm_config(name: str, iterations: int | None) -> dict:
     frames (config.py refuses both combinations)."""
     kind, _, paths = name.partition(":")
     config = {"sampler": {"kind": kind, **({"cogef_paths": paths} if paths else {})}}
-    if kind not in ("cogef", "smd+cogef"):
+    if kind not in COGEF_PATH_KINDS:
         config["sampler"].update(COGEF_ONLY)
-    if kind in ("cogef", "hal"):
+    if kind in NO_SMD_FRAME_KINDS:
         config["selection"] = {"fragment_frames": 0}
     if iterations:
         config["campaign"] = {"max_iterations": iterations}

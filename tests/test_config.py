@@ -47,15 +47,14 @@ def test_every_sampler_arm_of_the_benchmark_runs_on_the_branch_overlay(arm):
         from samplers import arm_config
     finally:
         sys.path.remove(str(root / "benchmarks"))
-    branch = load_yaml(root / "config" / "branch.yaml")
-    if arm.partition(":")[0] != branch["sampler"]["kind"]:
+    branch, kind = load_yaml(root / "config" / "branch.yaml"), arm.partition(":")[0]
+    if kind != branch["sampler"]["kind"]:
         with pytest.raises(ConfigError):   # the overlay with only the kind changed is refused
-            campaign_config(merge_config(branch, {"sampler": {"kind": arm.partition(":")[0]}}))
+            campaign_config(merge_config(branch, {"sampler": {"kind": kind}}))
     config = campaign_config(merge_config(branch, arm_config(arm, 3)))
-    assert config["sampler"]["kind"] == arm.partition(":")[0] and config["campaign"]["max_iterations"] == 3
-    if arm.partition(":")[0] in ("cogef", "smd+cogef"):
+    assert config["sampler"]["kind"] == kind and config["campaign"]["max_iterations"] == 3
+    if kind in ("cogef", "smd+cogef"):
         assert config["sampler"]["descent_steps"] == 40 and config["sampler"]["branch_images"] == 5
-
 
 
 @pytest.mark.parametrize("cfg, culprit", [

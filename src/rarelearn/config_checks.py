@@ -69,11 +69,19 @@ def check_counts(config: dict) -> None:
                           "first round; raise it or lower reference.replicas")
 
 
+#: sampler kinds that compute the potential's COGEF path, and those that select no SMD frames
+COGEF_PATH_KINDS = ("cogef", "smd+cogef")
+NO_SMD_FRAME_KINDS = ("cogef", "hal")
 #: sampler options that need the potential's COGEF path: (key, what it does)
-_COGEF_PATH_OPTIONS = (
+COGEF_PATH_OPTIONS = (
     ("labeller_steps", "relaxes images of the potential's COGEF path"),
     ("descent_steps", "starts the labeller's way down from the potential's COGEF maximum"),
     ("branch_images", "labels images of the potential's COGEF path"),
+)
+#: sampler options that do something only with another one: (key, its largest idle value, needs, what it does)
+DEPENDENT_OPTIONS = (
+    ("descent_beyond", 0, "descent_steps", "adds starts of the labeller's way down past the potential's COGEF maximum"),
+    ("branch_steps", 1, "branch_images", "relaxes the branch images with the labeller"),
 )
 
 
@@ -81,17 +89,15 @@ def check_sampler(config: dict) -> None:
     """Sampler options a sampler kind does not use, or that need another option: every member's
     COGEF path can be sampled only where every member's profile is made, and so on."""
     sampler, kind = config["sampler"], config["sampler"]["kind"]
-    for key, what in _COGEF_PATH_OPTIONS:
-        if sampler[key] > 0 and kind not in ("cogef", "smd+cogef"):
+    for key, what in COGEF_PATH_OPTIONS:
+        if sampler[key] > 0 and kind not in COGEF_PATH_KINDS:
             raise ConfigError(f"sampler.{key}: {sampler[key]} {what}, which sampler.kind {kind!r} does not compute; "
                               f"use kind cogef or smd+cogef, or {key}: 0")
-    for key, needs, what in (("descent_beyond", "descent_steps", "adds starts of the labeller's way down past the "
-                              "potential's COGEF maximum"),
-                             ("branch_steps", "branch_images", "relaxes the branch images with the labeller")):
-        if sampler[key] > (1 if key == "branch_steps" else 0) and sampler[needs] == 0:
+    for key, idle, needs, what in DEPENDENT_OPTIONS:
+        if sampler[key] > idle and sampler[needs] == 0:
             raise ConfigError(f"sampler.{key}: {sampler[key]} {what}, and sampler.{needs} is 0; set {needs}, or "
                               f"{key}: 0")
-    if config["selection"]["fragment_frames"] > 0 and kind in ("cogef", "hal"):
+    if config["selection"]["fragment_frames"] > 0 and kind in NO_SMD_FRAME_KINDS:
         raise ConfigError(f"selection.fragment_frames: {config['selection']['fragment_frames']} moves apart the "
                           f"fragments of the best member's SMD pulls, which sampler.kind {kind!r} does not select "
                           "from; use kind smd, smd+cogef or smd+hal, or fragment_frames: 0")

@@ -5,6 +5,7 @@ import sys
 from snakemake.exceptions import IncompleteCheckpointException
 
 from rarelearn.config import ConfigError, campaign_config
+from rarelearn.config_checks import COGEF_PATH_KINDS
 from rarelearn.campaign_molecules import campaign_molecules, label_budget, model_elements
 from rarelearn.learning.evaluation import stop_rule_met
 from rarelearn.jsonio import ResultFileError, read_json
@@ -96,7 +97,7 @@ HAL_SAMPLER = config["sampler"]["kind"] == "hal"
 HAL_RUNS = [f"{r:02d}" for r in range(config["sampler"]["runs"])]
 SMD_HAL = config["sampler"]["kind"] == "smd+hal"
 # Samplers that select frames of the potential's own COGEF path (cogef, smd+cogef).
-COGEF_SAMPLER = config["sampler"]["kind"] in ("cogef", "smd+cogef")
+COGEF_SAMPLER = config["sampler"]["kind"] in COGEF_PATH_KINDS
 # Every member's COGEF profile each iteration (evaluation.cogef_members: all), not only the best's.
 COGEF_MEMBERS = config["evaluation"]["cogef_members"] == "all"
 # model.best_member: cogef_median: the best member is chosen after the members' COGEF scans

@@ -70,7 +70,8 @@ class _EpochRecorder:
     the learning-rate schedule and the stop rules (early stopping, minimum learning rate).
 
     ``start`` is the selection set's evaluation of a warm start's parameters (None: a cold
-    start), logged as epoch 0 so that what the first epochs do to it shows, and kept in the history (``start_<criterion>``, ``best_beats_start``).
+    start), logged as epoch 0 so that what the first epochs do to it shows, and kept in the
+    history (``start_<criterion>``, ``best_beats_start``).
     It is never a candidate for the kept parameters: those are the best *trained* epoch's.
     A warm-started member has seen all but the iteration's new frames, so its start reads
     well on a validation set of mostly old frames, and fresh Adam's first steps throw it off
