@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, snakemake
+from conftest import REPO, jobs_run, snakemake
 from rarelearn.campaign_molecules import error_budget
 from rarelearn.dataset import read_frames
 from rarelearn.units import KCAL_MOL_PER_EV
@@ -147,3 +147,22 @@ def test_the_check_knows_every_molecules_files(family_campaign, capsys):
         assert "--forcerun results/iter_000/molecules/C3/merge.json" in out
     finally:
         merge.write_bytes(kept)
+
+
+def test_the_branch_recipe_plans_for_a_family(tmp_path):
+    """config/branch.yaml on a family: every trained molecule's select job reads its own
+    COGEF paths and the iteration's one committee (for the labeller's descent from the best
+    member's maximum), not a committee in the molecule's folder, which there is none of."""
+    import yaml
+
+    cfg = yaml.safe_load(FAMILY.read_text())
+    branch = yaml.safe_load((REPO / "config" / "branch.yaml").read_text())
+    for key in ("sampler", "model", "selection", "evaluation"):
+        cfg[key] = {**cfg.get(key, {}), **branch[key]}
+    cfg["model"]["members"] = 3   # the median member needs three
+    (tmp_path / "fb.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(tmp_path, "-n", "--rerun-triggers", "mtime", configfile=tmp_path / "fb.yaml")
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-3000:]
+    counts = jobs_run(dry.stdout)
+    # a select per trained molecule; every member's COGEF path of every molecule, held out too
+    assert counts["select"] == 2 and counts["member_cogef"] == 3 * 3 and counts["median_member"] == 1

@@ -453,8 +453,8 @@ def selection_inputs(wildcards):
             else [f"results/iter_{wildcards.iteration}{wildcards.mol}/cogef.h5"]
         )
     if COGEF_SAMPLER and DESCENT:   # the best member's path and the member itself
-        it = f"results/iter_{wildcards.iteration}{wildcards.mol}"
-        inputs.update(descent_path=f"{it}/cogef.h5", ensemble=f"{it}/ensemble.pt", best=f"{it}/best.json")
+        it = f"results/iter_{wildcards.iteration}"   # the committee is the iteration's, in a family too
+        inputs.update(descent_path=f"{it}{wildcards.mol}/cogef.h5", ensemble=f"{it}/ensemble.pt", best=f"{it}/best.json")
     return inputs
 
 
