@@ -112,3 +112,16 @@ def test_a_budget_split_that_cannot_work_fails_at_load(over, message):
 def test_no_cap_leaves_every_trained_molecule_uncapped():
     mols = campaign_molecules(_cfg(molecules=[{"alkane": 4}, {"alkane": 5, "weight": 0}]))
     assert label_budget(None, mols) == {"C4": None, "C5": 0}
+
+
+def test_a_long_alkane_in_a_family_is_pulled_and_scanned_further():
+    cfg = _cfg(molecules=[{"alkane": 4}, {"alkane": 8}, {"alkane": 11, "weight": 0},
+                          {"alkane": 9, "weight": 0, "pull_steps": 7000, "cogef_max_extension": 4.5}])
+    lengths = {m["name"]: (m["pull_steps"], m["cogef_max_extension"]) for m in campaign_molecules(cfg)}
+    # at least 0.65 Å a C–C bond at 1 Å/ps and 0.5 fs (hexane's 3.25 Å); COGEF scaled by bonds / 5
+    assert lengths == {"C4": (6500, 4.0), "C8": (9100, 5.6), "C11": (13000, 8.0), "C9": (7000, 4.5)}
+    # one molecule: the sections' own lengths, whatever its length
+    (m,) = campaign_molecules(_cfg(molecule={"alkane": 11}))
+    assert (m["pull_steps"], m["cogef_max_extension"]) == (6500, 4.0)
+    with pytest.raises(ConfigError, match="pull_steps"):
+        _cfg(molecules=[{"alkane": 4}, {"alkane": 5, "pull_steps": 0}])

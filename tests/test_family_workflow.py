@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,6 +45,12 @@ def test_each_molecule_has_its_own_reference(family_campaign):
         assert barrier["n_replicas"] == 2 and barrier["ea_mean"] > 0
         mol = read_frames(family_campaign / "results" / "reference" / "molecules" / name / "smd" / "replica_00.h5")
         assert (mol.numbers == 6).sum() == n_carbon
+        # butane's entry gives its own pull length: the labeller pulls that far, the potential's
+        # pulls are given the same protocol (one of them may stop early, at a blow-up)
+        steps = 1000 if name == "C4" else 800
+        assert int(mol.extras["step"][-1]) == steps
+        with h5py.File(_mol(family_campaign, 1, name) / "smd" / "replica_00.h5") as f:
+            assert json.loads(f.attrs["meta_protocol"])["pull_steps"] == steps
     # only ethane has an MD set; propane starts with an empty data set, butane has none
     assert read_frames(ref / "C2" / "md.h5").ok.sum() > 0
     assert not (ref / "C3" / "md.h5").exists() and not (ref / "C4" / "md.h5").exists()

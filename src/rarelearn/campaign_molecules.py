@@ -12,6 +12,14 @@ stage, pulls, COGEF path, selection, data set file and evaluation in a folder of
                reference stage builds it from
     weight     its share of an iteration's label budget; 0: held out (evaluated, never trained on)
     md_frames  frames of its equilibrium MD set (0: none)
+    pull_steps           its SMD pull's steps (the reference's and the potential's)
+    cogef_max_extension  how far its COGEF scans go, Å
+
+One ``smd`` and one ``cogef`` section serve every molecule, but a longer chain stretches
+further before a bond breaks; so in a family an alkane is pulled and scanned as far as the
+``transfer`` study pulls and scans it (:func:`alkane_pull_steps`,
+:func:`alkane_cogef_extension`: hexane and shorter chains keep the sections' lengths), and
+an entry's own ``pull_steps`` / ``cogef_max_extension`` override that (structures too).
 
 :func:`label_budget` splits ``selection.max_frames`` over the trained molecules by weight
 (``selection.budget_split: weight``); :func:`error_budget` by weight × each molecule's
@@ -23,7 +31,7 @@ import math
 from pathlib import Path
 
 __all__ = ["MOLECULE_KEYS", "campaign_molecules", "model_elements", "label_budget", "error_budget",
-           "check_structure"]
+           "check_structure", "alkane_pull_steps", "alkane_cogef_extension"]
 
 #: The keys of a molecule section (``molecule``, and each ``molecules`` entry besides name,
 #: weight and md_frames).
@@ -44,6 +52,41 @@ def _entry_spec(base: dict, entry: dict) -> dict:
     return spec
 
 
+def alkane_pull_steps(smd_cfg: dict, n_carbons: int, extension_per_bond: float) -> int:
+    """Steps of an SMD pull long enough to break the n-alkane with ``n_carbons``.
+
+    A longer chain stretches further before a C–C bond breaks (GFN2-xTB, 1 Å/ps: ~1.8 Å of
+    extension for butane, ~3.0 Å for octane, not broken after 3.25 Å for nonane), so the pull
+    lasts at least ``extension_per_bond`` Å per C–C bond: max(smd.pull_steps,
+    ⌈extension_per_bond · (n − 1) / (velocity · timestep)⌉). 0.65 Å is what the default
+    protocol gives hexane, whose pull (and every shorter chain's) is then unchanged.
+    """
+    n = int(n_carbons)
+    if n < 2 or extension_per_bond < 0:
+        raise ValueError(f"need n_carbons >= 2 and extension_per_bond >= 0, got {n_carbons}, {extension_per_bond}")
+    per_step = float(smd_cfg["velocity"]) * float(smd_cfg["timestep_fs"]) * 1e-3  # Å per step
+    return max(int(smd_cfg["pull_steps"]), int(math.ceil(float(extension_per_bond) * (n - 1) / per_step - 1e-6)))
+
+
+def alkane_cogef_extension(max_extension: float, n_carbons: int) -> float:
+    """How far to scan the n-alkane with ``n_carbons`` by COGEF: ``max_extension`` scaled by
+    its number of C–C bonds against hexane's five, never less than ``max_extension``
+    (undecane does not break within the default 4 Å)."""
+    return max(float(max_extension), float(max_extension) * (int(n_carbons) - 1) / 5)
+
+
+def _lengths(config: dict, spec: dict, entry: dict, family: bool) -> dict:
+    """A molecule's pull steps and COGEF extent: the entry's own, else in a family an
+    alkane's scaled by its length, else the ``smd`` and ``cogef`` sections'."""
+    smd, cogef = config["smd"], config["cogef"]
+    alkane = family and spec.get("structure") is None and spec.get("alkane") is not None
+    per_bond = config.get("studies", {}).get("transfer", {}).get("extension_per_bond", 0.65)
+    pull = alkane_pull_steps(smd, spec["alkane"], per_bond) if alkane else int(smd["pull_steps"])
+    extent = alkane_cogef_extension(cogef["max_extension"], spec["alkane"]) if alkane else float(cogef["max_extension"])
+    return {"pull_steps": int(entry.get("pull_steps", pull)),
+            "cogef_max_extension": float(entry.get("cogef_max_extension", extent))}
+
+
 def _default_name(spec: dict) -> str:
     if spec.get("structure") is not None:
         return Path(spec["structure"]).stem
@@ -58,7 +101,7 @@ def campaign_molecules(config: dict) -> list[dict]:
     if entries is None:
         spec = {k: config["molecule"].get(k) for k in MOLECULE_KEYS}
         return [{"name": _default_name(spec), "dir": "", "spec": config["molecule"], "weight": 1.0,
-                 "md_frames": md_default}]
+                 "md_frames": md_default, **_lengths(config, spec, {}, family=False)}]
     out, seen = [], {}
     for i, entry in enumerate(entries):
         spec = _entry_spec(config["molecule"], entry)
@@ -74,7 +117,7 @@ def campaign_molecules(config: dict) -> list[dict]:
                          "md_frames or give it a weight")
         md = 0 if weight == 0 else (md_default if md is None else md)
         out.append({"name": name, "dir": "" if len(entries) == 1 else f"/molecules/{name}", "spec": spec,
-                    "weight": weight, "md_frames": md})
+                    "weight": weight, "md_frames": md, **_lengths(config, spec, entry, family=len(entries) > 1)})
     if not any(m["weight"] > 0 for m in out):
         raise _Error("molecules: every weight is 0, nothing would be trained; give at least one molecule a "
                      "weight > 0")

@@ -315,7 +315,13 @@ def _main(argv=None) -> int:
     if cfg["molecules"] is not None:
         from .campaign_molecules import campaign_molecules
 
-        what = "molecules " + ", ".join(m["name"] + ("" if m["weight"] else " (held out)")
+        def _longer(m):   # a molecule pulled or scanned further than the smd and cogef sections say
+            far = [f"{m['pull_steps']} pull steps" if m["pull_steps"] != cfg["smd"]["pull_steps"] else "",
+                   f"COGEF to {m['cogef_max_extension']:g} Å"
+                   if m["cogef_max_extension"] != cfg["cogef"]["max_extension"] else ""]
+            return f" ({', '.join(x for x in far if x)})" if any(far) else ""
+
+        what = "molecules " + ", ".join(m["name"] + ("" if m["weight"] else " (held out)") + _longer(m)
                                         for m in campaign_molecules(cfg))
     print(f"config ok: {what}, {cfg['labeller']['name']}, {cfg['campaign']['max_iterations']} iterations of "
           f"{cfg['model']['members']} {cfg['model']['family']} members x {cfg['training']['epochs']} epochs, "

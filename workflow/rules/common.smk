@@ -46,6 +46,19 @@ MOLECULES = {m["dir"]: m for m in campaign_molecules(config)}
 FAMILY = len(MOLECULES) > 1
 # Molecules trained on (weight > 0); the others are held out: pulled, scanned and evaluated only.
 TRAINED = [d for d, m in MOLECULES.items() if m["weight"] > 0]
+
+
+def molecule_smd(wildcards):
+    """The smd protocol of a molecule's pulls (the labeller's and the potential's): the
+    section's, pulled as far as the molecule needs (in a family a long alkane further)."""
+    return {**config["smd"], "pull_steps": MOLECULES[wildcards.mol]["pull_steps"]}
+
+
+def molecule_cogef(wildcards):
+    """The cogef section for a molecule's scans: as far as the molecule needs."""
+    return {**config["cogef"], "max_extension": MOLECULES[wildcards.mol]["cogef_max_extension"]}
+
+
 # Frames each molecule selects an iteration (selection.max_frames split by weight).
 BUDGET = label_budget(config["selection"]["max_frames"], list(MOLECULES.values()))
 # With selection.budget_split cogef_error, by weight x the molecule's COGEF error instead,

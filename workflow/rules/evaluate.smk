@@ -13,7 +13,7 @@ if COGEF_MEMBERS:
             frames="results/iter_{iteration}{mol}/cogef/member_{member}.h5",
             profile="results/iter_{iteration}{mol}/cogef/member_{member}.json",
         params:
-            cogef=config["cogef"],
+            cogef=molecule_cogef,
         log:
             "logs/iter_{iteration}{mol}/cogef_member_{member}.log",
         benchmark:
@@ -44,7 +44,7 @@ else:
             frames="results/iter_{iteration}{mol}/cogef.h5",
             profile="results/iter_{iteration}{mol}/cogef.json",
         params:
-            cogef=config["cogef"],
+            cogef=molecule_cogef,
         log:
             "logs/iter_{iteration}{mol}/cogef.log",
         benchmark:

@@ -24,6 +24,7 @@ rule potential:
         smd=config["smd"],
         names=FAMILY_NAMES,
         trained=FAMILY_TRAINED,
+        pull_steps={m["name"]: m["pull_steps"] for m in MOLECULES.values()},
     conda:
         ENV
     threads: 1

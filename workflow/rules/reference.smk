@@ -48,7 +48,7 @@ rule reference_smd:
     output:
         "results/reference{mol}/smd/replica_{replica}.h5",
     params:
-        smd=config["smd"],
+        smd=molecule_smd,
         labeller=config["labeller"],
         seed=replica_seed,
     threads: 1
@@ -104,7 +104,7 @@ rule reference_cogef:
         frames="results/reference{mol}/cogef.h5",
         profile="results/reference{mol}/cogef.json",
     params:
-        cogef=config["cogef"],
+        cogef=molecule_cogef,
         labeller=config["labeller"],
     threads: 1
     log:

@@ -13,7 +13,7 @@ rule smd:
     output:
         "results/iter_{iteration}{mol}/smd/replica_{replica}.h5",
     params:
-        smd=config["smd"],
+        smd=molecule_smd,
         seed=replica_seed,
         sampler={"kind": "smd"},
     threads: 1
@@ -37,7 +37,7 @@ rule smd_batch:
     output:
         expand("results/iter_{{iteration}}{{mol}}/smd/replica_{replica}.h5", replica=REPLICAS),
     params:
-        smd=config["smd"],
+        smd=molecule_smd,
         seeds=replica_seeds(),
     threads: 1
     log:
@@ -66,7 +66,7 @@ if CLOSE_EXTRA:
         output:
             expand("results/iter_{{iteration}}{{mol}}/smd/replica_{replica}.h5", replica=CLOSE_EXTRA),
         params:
-            smd=config["smd"],
+            smd=molecule_smd,
             seeds=replica_seeds(replicas=CLOSE_EXTRA),
         log:
             "logs/iter_{iteration}{mol}/smd_close.log",
@@ -88,7 +88,7 @@ use rule smd as smd_hal with:
     output:
         "results/iter_{iteration}{mol}/smd_hal/replica_{replica}.h5",
     params:
-        smd=config["smd"],
+        smd=molecule_smd,
         seed=replica_seed,
         sampler=SMD_HAL_SAMPLER,
     log:

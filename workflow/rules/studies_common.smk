@@ -2,6 +2,7 @@
 # which runs a study reads (the campaign's own where a case repeats it), and their targets.
 import glob
 
+from rarelearn.campaign_molecules import alkane_cogef_extension
 from rarelearn.reporting.studies import scaled_protocol, speed_label, transfer_protocol
 
 STUDIES = config["studies"]
@@ -101,7 +102,7 @@ def alkane_cogef(n_carbons):
     """The cogef section for an alkane: longer chains are scanned further (max_extension
     scaled by the number of C–C bonds against hexane's five)."""
     c = config["cogef"]
-    return {**c, "max_extension": max(c["max_extension"], c["max_extension"] * (n_carbons - 1) / 5)}
+    return {**c, "max_extension": alkane_cogef_extension(c["max_extension"], n_carbons)}
 
 
 def transfer_cogef_settings(wildcards):

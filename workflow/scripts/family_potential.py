@@ -13,4 +13,4 @@ build_family_potential({name: evaluations[k::len(names)] for k, name in enumerat
                        dict(zip(trained, i.final_uq)), dict(zip(names, i.molecules)), p.labeller,
                        os.path.dirname(snakemake.output.card), smd_cfg=p.smd,
                        reference_barriers=dict(zip(names, i.reference_barriers)),
-                       reference_cogefs=dict(zip(names, i.reference_cogefs)))
+                       reference_cogefs=dict(zip(names, i.reference_cogefs)), pull_steps=p.pull_steps)

@@ -98,7 +98,7 @@ def _untrained_range(why: str) -> dict:
 def build_family_potential(evaluations: dict, trained: Sequence[str], stop: dict | None, ensemble, best_json,
                            data: dict, uq: dict, final_uq: dict, molecules: dict, labeller_cfg: dict, out_dir,
                            smd_cfg: dict | None = None, reference_barriers: dict | None = None,
-                           reference_cogefs: dict | None = None) -> dict:
+                           reference_cogefs: dict | None = None, pull_steps: dict | None = None) -> dict:
     """Write a family's ``results/potential/`` (the files of :func:`build_potential`).
 
     Parameters
@@ -110,6 +110,8 @@ def build_family_potential(evaluations: dict, trained: Sequence[str], stop: dict
         trained on, the chosen iteration's UQ file, the last iteration's UQ file
     molecules : molecule name -> its prepared molecule file
     reference_barriers, reference_cogefs : molecule name -> the reference's barrier.json, cogef.json
+    pull_steps : molecule name -> the steps its pulls ran (a long alkane's more than
+        ``smd_cfg``'s); each molecule's section has its own ``smd_protocol``
 
     Returns
     -------
@@ -145,11 +147,14 @@ def build_family_potential(evaluations: dict, trained: Sequence[str], stop: dict
         reference = reference_record((reference_barriers or {}).get(name), (reference_cogefs or {}).get(name))
         card = build_card(choice=choice, evaluation=chosen, model=model, best_member=best, member=best,
                           best_rule=best_rec.get("rule", "validation"), frames=frames, trained=tr,
-                          labeller_cfg=labeller_cfg, smd_cfg=smd_cfg, molecule=atoms,
+                          labeller_cfg=labeller_cfg, molecule=atoms,
+                          smd_cfg=smd_cfg and {**smd_cfg, **({"pull_steps": pull_steps[name]} if pull_steps else {})},
                           pulled=(g1[0], g2[0]), uq=thresholds, final_uq=final, reference=reference, files=files,
                           source_files={"ensemble": str(ensemble)})
-        sections.append({"name": name, "held_out": held_out, **{k: card[k] for k in MOLECULE_KEYS}})
+        sections.append({"name": name, "held_out": held_out, "smd_protocol": card["smd_protocol"],
+                         **{k: card[k] for k in MOLECULE_KEYS}})
     card = {k: v for k, v in card.items() if k not in MOLECULE_KEYS}
+    card["smd_protocol"] = {k: v for k, v in (smd_cfg or {}).items() if k != "batch"}   # the campaign's section
     card["sources"] = {"ensemble": str(ensemble), "data": {m: str(p) for m, p in data.items()},
                        "evaluation": {m: [str(p) for p in paths] for m, paths in evaluations.items()}}
     card["uncertainty"] = _family_uncertainty([s for s in sections if not s["held_out"]], choice)

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..campaign_molecules import alkane_pull_steps
 from ..dataset import Frames, merge_frames, read_frames, write_frames
 from ..atomic import atomic_path
 from ..chem.barrier import delta_record
@@ -112,23 +113,10 @@ def scaled_protocol(smd_cfg: dict, velocity: float) -> dict:
 
 
 def transfer_protocol(smd_cfg: dict, n_carbons: int, extension_per_bond: float) -> dict:
-    """The ``smd`` protocol for the n-alkane with ``n_carbons``, pulled long enough to break.
-
-    A longer chain stretches further before a C–C bond breaks (GFN2-xTB, 1 Å/ps: ~1.8 Å of
-    extension for butane, ~3.0 Å for octane, not broken after 3.25 Å for nonane), so the pull
-    lasts at least ``extension_per_bond`` Å per C–C bond: pull_steps = max(protocol's,
-    ⌈extension_per_bond · (n − 1) / (velocity · timestep)⌉). 0.65 Å is what the default
-    protocol gives hexane, whose protocol (and every shorter chain's) is then unchanged.
-    Everything else is the protocol's.
-    """
-    n = int(n_carbons)
-    if n < 2 or extension_per_bond < 0:
-        raise ValueError(f"need n_carbons >= 2 and extension_per_bond >= 0, got {n_carbons}, {extension_per_bond}")
-    per_step = float(smd_cfg["velocity"]) * float(smd_cfg["timestep_fs"]) * 1e-3  # Å per step
-    needed = int(math.ceil(float(extension_per_bond) * (n - 1) / per_step - 1e-6))
-    out = dict(smd_cfg)
-    out["pull_steps"] = max(int(smd_cfg["pull_steps"]), needed)
-    return out
+    """The ``smd`` protocol for the n-alkane with ``n_carbons``, pulled long enough to break
+    (:func:`rarelearn.campaign_molecules.alkane_pull_steps`; a family pulls its alkanes the
+    same way). Everything else is the protocol's."""
+    return {**smd_cfg, "pull_steps": alkane_pull_steps(smd_cfg, n_carbons, extension_per_bond)}
 
 
 def smd_frames_dataset(replica_paths: Sequence, out, stride: int = 1) -> Frames:
