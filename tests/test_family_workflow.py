@@ -111,6 +111,9 @@ def test_one_potential_with_a_card_per_molecule(family_campaign):
     card = read_card(pot)
     assert [m["name"] for m in card["molecules"]] == NAMES
     assert [m["held_out"] for m in card["molecules"]] == [False, False, True]
+    # each molecule's pulls as they ran (butane's entry pulls it further), the campaign's section
+    assert [m["smd_protocol"]["pull_steps"] for m in card["molecules"]] == [800, 800, 1000]
+    assert card["smd_protocol"]["pull_steps"] == 800
     chosen = card["iteration"]["chosen"]
     for m in card["molecules"]:
         ev = json.loads((_mol(family_campaign, chosen, m["name"]) / "evaluation.json").read_text())
