@@ -2,6 +2,7 @@
 and what the workflow reads of it (rarelearn.campaign_molecules)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from ase.build import molecule
 from ase.io import write
@@ -54,6 +55,8 @@ def test_a_family_each_molecule_in_its_folder_laid_on_the_molecule_section(tmp_p
     ([{"alkane": 4}, {"alkane": 5, "colour": "red"}], "unknown key 'molecules.1.colour'"),
     ([{"alkane": 4}, {"alkane": 5, "name": "a/b"}], "molecules.1.name"),
     ([{"alkane": 4}, {"alkane": 5, "weight": -1}], "molecules.1.weight: -1 is out of range"),
+    ([{"alkane": 4}, {"alkane": 5, "data": "c5.h5"}], "molecules[1].data: file 'c5.h5' not found"),
+    ([{"alkane": 4}, {"alkane": 5, "weight": 0, "data": "c5.h5"}], "molecules[1].data: 'c5.h5', but weight 0"),
 ])
 def test_a_wrong_family_fails_at_load_naming_the_entry(molecules, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -125,3 +128,34 @@ def test_a_long_alkane_in_a_family_is_pulled_and_scanned_further():
     assert (m["pull_steps"], m["cogef_max_extension"]) == (6500, 4.0)
     with pytest.raises(ConfigError, match="pull_steps"):
         _cfg(molecules=[{"alkane": 4}, {"alkane": 5, "pull_steps": 0}])
+
+
+def _labelled(n_frames, numbers, energy=0.0):
+    from rarelearn.dataset import Frames
+
+    rng = np.random.default_rng(int(energy * 10) + n_frames)
+    pos = rng.normal(size=(n_frames, len(numbers), 3))
+    return Frames(numbers=np.asarray(numbers), positions=pos, energy=energy + rng.normal(size=n_frames),
+                  forces=np.zeros_like(pos), source=np.array(["md"] * n_frames))
+
+
+def test_a_molecule_starts_from_a_data_file_of_its_own_atoms(tmp_path, monkeypatch):
+    from rarelearn.dataset import read_frames, write_frames
+    from rarelearn.steps.train import initial_dataset, start_data
+
+    monkeypatch.chdir(tmp_path)
+    ethane = molecule("C2H6")
+    write_frames("c2.h5", _labelled(5, ethane.numbers, 1.0))
+    # the file may stand in for the MD set: iteration 0 has something to train on
+    mols = campaign_molecules(_cfg(molecules=[{"alkane": 2, "md_frames": 0, "data": "c2.h5"},
+                                               {"alkane": 3, "md_frames": 0}]))
+    assert [m["data"] for m in mols] == ["c2.h5", None]
+    # its frames join the MD set's (duplicates once); another molecule's atoms are refused
+    write_frames("md.h5", _labelled(3, ethane.numbers, 2.0))
+    initial_dataset("md.h5", "start.h5", data="c2.h5")
+    assert len(read_frames("start.h5")) == 8
+    initial_dataset("md.h5", "again.h5", data="start.h5")
+    assert len(read_frames("again.h5")) == 8
+    write_frames("c3.h5", _labelled(2, molecule("C3H8").numbers))
+    with pytest.raises(ValueError, match="data file c3.h5: its atoms"):
+        start_data("c3.h5", ethane.numbers)

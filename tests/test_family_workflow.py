@@ -176,3 +176,20 @@ def test_the_branch_recipe_plans_for_a_family(tmp_path):
     counts = jobs_run(dry.stdout)
     # a select per trained molecule; every member's COGEF path of every molecule, held out too
     assert counts["select"] == 2 and counts["member_cogef"] == 3 * 3 and counts["median_member"] == 1
+
+
+def test_a_family_starts_from_another_campaigns_data(family_campaign, tmp_path):
+    """molecules[i].data: ethane's data set starts from the ethane labels of a finished
+    campaign (its merged.h5) instead of an MD set; the workflow builds it from that file."""
+    import yaml
+
+    merged = _mol(family_campaign, 1, "C2") / "merged.h5"
+    cfg = yaml.safe_load(FAMILY.read_text())
+    cfg["molecules"] = [{"alkane": 2, "md_frames": 0, "data": str(merged)}, {"alkane": 3, "md_frames": 0}]
+    (tmp_path / "start.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/iter_000/molecules/C2/dataset.h5"
+    res = snakemake(tmp_path, target, configfile=tmp_path / "start.yaml")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    start, given = read_frames(tmp_path / target), read_frames(merged)
+    assert set(start.hashes) == set(given.hashes[given.ok]) and len(start) == given.ok.sum() > 0
+    assert not (tmp_path / "results" / "reference" / "molecules" / "C2" / "md.h5").exists()

@@ -12,6 +12,8 @@ stage, pulls, COGEF path, selection, data set file and evaluation in a folder of
                reference stage builds it from
     weight     its share of an iteration's label budget; 0: held out (evaluated, never trained on)
     md_frames  frames of its equilibrium MD set (0: none)
+    data       a labelled data set file to start its data set from (another campaign's
+               ``merged.h5``), or None
     pull_steps           its SMD pull's steps (the reference's and the potential's)
     cogef_max_extension  how far its COGEF scans go, Å
 
@@ -101,7 +103,7 @@ def campaign_molecules(config: dict) -> list[dict]:
     if entries is None:
         spec = {k: config["molecule"].get(k) for k in MOLECULE_KEYS}
         return [{"name": _default_name(spec), "dir": "", "spec": config["molecule"], "weight": 1.0,
-                 "md_frames": md_default, **_lengths(config, spec, {}, family=False)}]
+                 "md_frames": md_default, "data": None, **_lengths(config, spec, {}, family=False)}]
     out, seen = [], {}
     for i, entry in enumerate(entries):
         spec = _entry_spec(config["molecule"], entry)
@@ -116,14 +118,19 @@ def campaign_molecules(config: dict) -> list[dict]:
             raise _Error(f"molecules[{i}].md_frames: {md}, but weight 0 holds {name} out of training; drop "
                          "md_frames or give it a weight")
         md = 0 if weight == 0 else (md_default if md is None else md)
+        data = entry.get("data")
+        if data is not None and weight == 0:
+            raise _Error(f"molecules[{i}].data: {data!r}, but weight 0 holds {name} out of training; drop data "
+                         "or give it a weight")
         out.append({"name": name, "dir": "" if len(entries) == 1 else f"/molecules/{name}", "spec": spec,
-                    "weight": weight, "md_frames": md, **_lengths(config, spec, entry, family=len(entries) > 1)})
+                    "weight": weight, "md_frames": md, "data": data,
+                    **_lengths(config, spec, entry, family=len(entries) > 1)})
     if not any(m["weight"] > 0 for m in out):
         raise _Error("molecules: every weight is 0, nothing would be trained; give at least one molecule a "
                      "weight > 0")
-    if not any(m["md_frames"] > 0 for m in out):
-        raise _Error("molecules: no molecule has an MD set (md_frames 0 everywhere), so iteration 0 has "
-                     "nothing to train on; give one molecule md_frames > 0")
+    if not any(m["md_frames"] > 0 or m["data"] for m in out):
+        raise _Error("molecules: no molecule has an MD set (md_frames 0 everywhere) or data, so iteration 0 "
+                     "has nothing to train on; give one molecule md_frames > 0")
     return out
 
 

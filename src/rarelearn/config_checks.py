@@ -19,6 +19,10 @@ def check_molecules(config: dict, base_dir: Path) -> list[dict]:
         molecules = campaign_molecules(config)
         for i, m in enumerate(molecules):
             check_structure(m["spec"], base_dir, "molecule" if config.get("molecules") is None else f"molecules[{i}]")
+            if m["data"] is not None and not (base_dir / m["data"]).is_file():
+                raise ValueError(f"molecules[{i}].data: file {m['data']!r} not found (looked in {base_dir}; a "
+                                 "relative path is read from the working directory); give a labelled data set "
+                                 "file, e.g. another campaign's results/iter_NNN/merged.h5")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if len(molecules) > 1 and config["model"]["family"] != "ani":

@@ -217,10 +217,12 @@ def reference_md_params(wildcards):
 
 def initial_data(wildcards):
     """Iteration 0's data set of a molecule: its labelled MD set, or none (md_frames 0: an
-    empty set of its atoms, which its selections fill)."""
-    if MOLECULES[wildcards.mol]["md_frames"] > 0:
-        return {"md": f"results/reference{wildcards.mol}/md.h5"}
-    return {"molecule": f"results/reference{wildcards.mol}/molecule.xyz"}
+    empty set of its atoms, which its selections fill); and the data file its entry gives."""
+    m = MOLECULES[wildcards.mol]
+    start = {"data": m["data"]} if m["data"] else {}
+    if m["md_frames"] > 0:
+        return {"md": f"results/reference{wildcards.mol}/md.h5", **start}
+    return {"molecule": f"results/reference{wildcards.mol}/molecule.xyz", **start}
 
 
 def attempt_number(wildcards, attempt):
@@ -476,6 +478,11 @@ def molecule_md_set(wildcards):
     if MOLECULES[wildcards.mol]["md_frames"] == 0:
         return []
     return f"results/reference{wildcards.mol}/md.h5"
+
+
+def molecule_start_data(wildcards):
+    """The data file a molecule's entry starts its data set from (its labels count too)."""
+    return MOLECULES[wildcards.mol]["data"] or []
 
 
 def molecule_learning(wildcards):

@@ -16,6 +16,7 @@ rule summary:
     input:
         evaluations=campaign_evaluations,
         md=molecule_md_set,
+        data=molecule_start_data,
     output:
         "results/summary{mol}.csv",
     conda:

@@ -65,13 +65,19 @@ class NoBreakError(ValueError):
     """No reference SMD replica (or COGEF scan) broke a bond: there is no barrier to learn."""
 
 
-def empty_dataset(molecule_xyz, out) -> Frames:
+def empty_dataset(molecule_xyz, out, data=None) -> Frames:
     """Iteration 0's data set of a molecule without an MD set (``md_frames: 0`` in a family):
-    no frames, its atoms; its selections fill it."""
+    no frames, its atoms; its selections fill it. With ``data`` (the entry's labelled data
+    file, :func:`rarelearn.steps.train.start_data`) its usable frames instead."""
     atoms, _, _ = load_prepared_molecule(molecule_xyz)
-    frames = Frames.empty(atoms.numbers)
+    if data is not None:
+        from .train import start_data
+
+        frames = start_data(data, atoms.numbers)
+    else:
+        frames = Frames.empty(atoms.numbers)
+        log.info("iteration 0 data set of %s: none (no MD set); its selections fill it", molecule_xyz)
     write_frames(out, frames)
-    log.info("iteration 0 data set of %s: none (no MD set); its selections fill it", molecule_xyz)
     return frames
 
 

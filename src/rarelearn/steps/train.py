@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dataset import Frames, read_frames, write_frames
+from ..dataset import Frames, merge_frames, read_frames, write_frames
 from ..frameset import FrameSet, read_training_frames
 from ..jsonio import read_json, write_json
 from ..learning.members import fitted_self_energies, member_setup, model_spec, train_config
@@ -22,12 +22,28 @@ __all__ = ["initial_dataset", "read_atom_energies", "train_member_step", "train_
            "best_model_step", "median_cogef_step"]
 
 
-def initial_dataset(md_path, out) -> None:
-    """Iteration 0 trains on the usable frames of the reference MD set."""
+def initial_dataset(md_path, out, data=None) -> None:
+    """Iteration 0 trains on the usable frames of the reference MD set, and of the labelled
+    data file ``data`` (:func:`start_data`) where the molecule's entry gives one."""
     frames = read_frames(md_path)
     ok = frames.subset(frames.ok)
-    write_frames(out, ok)
     log.info("iteration 0 data set: %d of %d MD frames usable", len(ok), len(frames))
+    if data is not None:
+        ok = merge_frames([ok, start_data(data, ok.numbers)])[0]
+    write_frames(out, ok)
+
+
+def start_data(path, numbers) -> Frames:
+    """The usable frames of a labelled data file a molecule starts from (``molecules[i].data``),
+    checked to hold this molecule's atoms in its order; a ValueError naming the file if not."""
+    frames = read_frames(path)
+    if not np.array_equal(np.asarray(frames.numbers), np.asarray(numbers)):
+        raise ValueError(f"data file {path}: its atoms (numbers {list(map(int, frames.numbers))}) are not the "
+                         f"molecule's in its order ({list(map(int, numbers))}); give a data set of this molecule, "
+                         "e.g. a campaign's merged.h5 on the same molecule")
+    ok = frames.subset(frames.ok)
+    log.info("iteration 0 data set: %d of %d frames usable from %s", len(ok), len(frames), path)
+    return ok
 
 
 def _write_member(frames: Frames | FrameSet, spec: dict, setup: dict, iteration: int, state: dict, history: dict,
