@@ -82,7 +82,7 @@ def _lengths(config: dict, spec: dict, entry: dict, family: bool) -> dict:
     alkane's scaled by its length, else the ``smd`` and ``cogef`` sections'."""
     smd, cogef = config["smd"], config["cogef"]
     alkane = family and spec.get("structure") is None and spec.get("alkane") is not None
-    per_bond = config.get("studies", {}).get("transfer", {}).get("extension_per_bond", 0.65)
+    per_bond = config["studies"]["transfer"]["extension_per_bond"]   # the transfer study's rule, its default in the schema
     pull = alkane_pull_steps(smd, spec["alkane"], per_bond) if alkane else int(smd["pull_steps"])
     extent = alkane_cogef_extension(cogef["max_extension"], spec["alkane"]) if alkane else float(cogef["max_extension"])
     return {"pull_steps": int(entry.get("pull_steps", pull)),
