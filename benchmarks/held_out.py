@@ -11,7 +11,10 @@ molecules (the reference stages of the family run serve both).
 
 --committee: an iteration folder (ensemble.pt, best.json, models/member_K.json); --reference:
 a molecule's reference folder (molecule.xyz, barrier.json, cogef.json, cogef.h5, smd/);
---config: the campaign's config (smd, cogef, reference.smd_seed and replicas as it ran).
+--config: the campaign's config (smd, cogef, reference.smd_seed and replicas as it ran). Each
+molecule is pulled as its reference was (the pull steps its reference replicas record, so a long
+chain of a family is pulled as far as the labeller pulled it) and an n-alkane is scanned by COGEF
+as far as a family scans it (``campaign_molecules.alkane_cogef_extension``).
 Prints per molecule SMD |ΔE_a| (to the break) ± SE, the bonds the pulls break against the
 reference's, COGEF |ΔE_max| and its bond, the energy MAE on the reference's frames.
 Run on demand; not a test.
@@ -23,9 +26,28 @@ import json
 import time
 from pathlib import Path
 
+import ase.io
+import h5py
+
+from rarelearn.campaign_molecules import alkane_cogef_extension
 from rarelearn.config import DEFAULT_CONFIG, campaign_config, command_line_overrides
 from rarelearn.steps.evaluate import evaluate_step
 from rarelearn.steps.sample import cogef_step, smd_batch_step
+
+
+def reference_protocol(reference: Path, cfg: dict) -> tuple[dict, dict]:
+    """The ``smd`` and ``cogef`` sections to measure the reference's molecule with: the pull
+    steps of its first reference replica (its recorded protocol), and for an n-alkane C_nH_2n+2
+    the COGEF extent a family gives it."""
+    smd = {k: v for k, v in cfg["smd"].items() if k != "batch"}
+    cogef = dict(cfg["cogef"])
+    with h5py.File(sorted((reference / "smd").glob("replica_*.h5"))[0], "r") as h5:
+        smd["pull_steps"] = int(json.loads(h5.attrs["meta_protocol"])["pull_steps"])
+    numbers = ase.io.read(reference / "molecule.xyz").numbers
+    n_c, n_h = int((numbers == 6).sum()), int((numbers == 1).sum())
+    if n_c >= 2 and n_h == 2 * n_c + 2 and len(numbers) == n_c + n_h:
+        cogef["max_extension"] = alkane_cogef_extension(cogef["max_extension"], n_c)
+    return smd, cogef
 
 
 def measure(committee: Path, reference: Path, out: Path, cfg: dict) -> dict:
@@ -34,13 +56,13 @@ def measure(committee: Path, reference: Path, out: Path, cfg: dict) -> dict:
     replicas = cfg["reference"]["replicas"]
     seeds = [cfg["reference"]["smd_seed"] + r for r in range(replicas)]
     pulls = [out / "smd" / f"replica_{r:02d}.h5" for r in range(replicas)]
-    smd = {k: v for k, v in cfg["smd"].items() if k != "batch"}
     molecule = reference / "molecule.xyz"
+    smd, cogef = reference_protocol(reference, cfg)
     if not all(p.exists() for p in pulls):
         (out / "smd").mkdir(exist_ok=True)
         smd_batch_step(molecule, smd, seeds, pulls, committee / "ensemble.pt", committee / "best.json")
     if not (out / "cogef.json").exists():
-        cogef_step(molecule, cfg["cogef"], out / "cogef.h5", out / "cogef.json",
+        cogef_step(molecule, cogef, out / "cogef.h5", out / "cogef.json",
                    ensemble_path=committee / "ensemble.pt", best_json=committee / "best.json")
     infos = sorted((committee / "models").glob("member_*.json"))
     unseen = sorted((reference / "smd").glob("replica_*.h5"))[: cfg["evaluation"]["mae_replicas"]]
@@ -59,14 +81,14 @@ def main(argv=None) -> int:
     p.add_argument("--config", type=Path, nargs="*", default=[])
     args = p.parse_args(argv)
     cfg = campaign_config(command_line_overrides(args.config, []), base_file=DEFAULT_CONFIG, check_labeller=False)
-    print(f"{'molecule':>9} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
+    print(f"{'molecule':>9} {'pull':>6} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
           f"{'bond (ref)':>22} {'E MAE meV':>9} {'s':>5}")
     for ref in args.reference:
         t0 = time.time()
         ev = measure(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
         bonds = f"{ev.get('nnp_smd_bonds') or '-'} ({ev.get('ref_smd_bonds') or '-'})"
         cogef_bond = f"{ev.get('nnp_cogef_broken_label') or '-'} ({ev.get('ref_cogef_broken_label') or '-'})"
-        print(f"{ref.name:>9} {ev['abs_delta_ea_kcal']:>9.2f} {ev['delta_ea_stderr_kcal']:>5.2f} {bonds:>44} "
+        print(f"{ref.name:>9} {reference_protocol(ref, cfg)[0]['pull_steps']:>6} {ev['abs_delta_ea_kcal']:>9.2f} {ev['delta_ea_stderr_kcal']:>5.2f} {bonds:>44} "
               f"{ev.get('cogef_abs_delta_e_max_kcal', float('nan')):>13.2f} {cogef_bond:>22} "
               f"{1000 * ev['unseen_energy_mae']:>9.1f} {time.time() - t0:>5.0f}")
     (args.out / "committee.json").write_text(json.dumps({"committee": str(args.committee.resolve())}))
