@@ -94,6 +94,7 @@ def test_every_sampler_arm_of_the_benchmark_runs_on_the_branch_overlay(arm):
     ({"sampler": {"kind": "cogef", "branch_window": 0}}, "sampler.branch_window"),
     ({"sampler": {"kind": "cogef", "branch_steps": 5}}, "sampler.branch_steps"),   # no branch images
     ({"sampler": {"kind": "cogef"}, "selection": {"fragment_frames": 8}}, "selection.fragment_frames"),
+    ({"sampler": {"kind": "cogef"}, "selection": {"snap_frames": 8}}, "selection.snap_frames"),
     ({"selection": {"fragment_reach": 0}}, "selection.fragment_reach"),
     ({"selection": {"post_break_share": 1.5}}, "selection.post_break_share"),
     ({"selection": {"post_break_screening": "both"}}, "selection.post_break_screening"),

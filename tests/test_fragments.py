@@ -86,3 +86,76 @@ def test_select_step_adds_fragment_frames_on_top(tmp_path):
     frag = new.subset(new.source == "fragments")
     assert len(frag) == 5 and (frag.iteration == 2).all()
     assert json.loads((tmp_path / "more" / "selection.json").read_text())["fragments"]["frames"] == 5
+
+
+def _snapping_pull(n=60):
+    """Ethane pulled apart: the pull force rises to its largest at frame 20, then falls while the
+    C-C bond runs from 1.6 Å past its break length (3.04 Å) to 3.5 Å by frame 50."""
+    pull, _ = _pull(n=n)
+    r = np.linalg.norm(pull.positions[:, 1] - pull.positions[:, 0], axis=1)
+    force = -np.interp(np.arange(n), [0, 20, 50, n - 1], [0.0, 4.5, 0.1, 0.0])
+    pull.extras = {**pull.extras, "pull_force": force}
+    return pull, r
+
+
+def test_snap_frames_lie_between_force_maximum_and_break_spread_in_bond_length():
+    from rarelearn.chem.breaks import find_break
+    from rarelearn.learning.fragments import snap_frames
+    pull, r = _snapping_pull()
+    brk = find_break(pull.numbers, pull.positions)
+    assert brk.broke and brk.index > 20
+    fr, bonds = snap_frames([pull], 4, iteration=5)
+    assert len(fr) == 4 and bonds == [[0, 1]] * 4
+    lengths = np.linalg.norm(fr.positions[:, 1] - fr.positions[:, 0], axis=1)
+    np.testing.assert_allclose(fr.extras["snap_bond_length"], lengths)
+    assert r[20] <= lengths.min() and lengths.max() <= r[brk.index]        # the window: force maximum to break
+    targets = r[20] + (r[brk.index] - r[20]) * (np.arange(4) + 0.5) / 4
+    step = np.abs(np.diff(r)).max()
+    assert (lengths >= targets).all() and (lengths < targets + step).all()  # the first frame past each target
+    frames = [int(np.flatnonzero(np.all(np.isclose(pull.positions, p), axis=(1, 2)))[0]) for p in fr.positions]
+    assert frames == sorted(frames) and 20 <= frames[0] and frames[-1] <= brk.index
+    assert (fr.source == "snap").all() and (fr.status == "unlabelled").all() and (fr.iteration == 5).all()
+    assert np.isnan(fr.energy).all() and np.isnan(fr.forces).all()
+
+
+def test_snap_frames_deal_over_broken_pulls_only():
+    from rarelearn.learning.fragments import snap_frames
+    a, _ = _snapping_pull()
+    b, _ = _snapping_pull()
+    b.positions = b.positions + 0.001
+    intact, _ = _pull(broken=False)
+    assert snap_frames([intact], 4) == (None, [])
+    assert snap_frames([a], 0) == (None, [])
+    fr, _ = snap_frames([a, intact, b, Frames.empty(a.numbers)], 5)
+    def count_in(pull):
+        return sum(bool(np.any(np.all(np.isclose(pull.positions, p, atol=1e-9), axis=(1, 2)))) for p in fr.positions)
+    assert len(fr) == 5 and count_in(a) == 3 and count_in(b) == 2          # dealt 3 + 2, none from the intact one
+    with pytest.raises(ValueError):
+        snap_frames([a], -1)
+
+
+def test_select_step_adds_snap_frames_on_top(tmp_path):
+    import h5py
+    from rarelearn.steps.select import select_step
+    paths = []
+    with h5py.File(tmp_path / "uq.h5", "w") as h5:
+        for r in range(2):
+            pull, _ = _snapping_pull()
+            p = tmp_path / f"replica_{r:02d}.h5"
+            write_frames(p, pull)
+            paths.append(p)
+            g = h5.create_group(p.stem)
+            g.create_dataset("energies", data=np.tile(np.linspace(0, 3, len(pull)), (3, 1)))
+            g.create_dataset("sigma", data=np.full(len(pull), 0.2))
+            g.attrs["threshold"] = 0.1
+    sel = {"uq_first_steps": 10, "n_sigma": 3.0, "max_post_break": 50, "max_frames": 6, "min_distance_gap": 0.01,
+           "min_energy_gap_kcal": 1.0, "augment_copies": 2, "augment_amplitude": 0.05, "seed": 11,
+           "blowup_lookback": 10}
+    plain = select_step(tmp_path / "uq.h5", paths, sel, 100, 2, tmp_path / "plain")
+    more = select_step(tmp_path / "uq.h5", paths, {**sel, "snap_frames": 4}, 100, 2, tmp_path / "more")
+    assert more["selected"] == plain["selected"] + 4 and more["total_new"] == plain["total_new"] + 4
+    assert more["sources"]["snap"] == 4
+    new = Frames.concatenate([read_frames(p) for p in sorted((tmp_path / "more").glob("batch_*.h5"))])
+    assert (new.source == "snap").sum() == 4
+    rec = json.loads((tmp_path / "more" / "selection.json").read_text())["snap"]
+    assert rec["frames"] == 4 and len(rec["bond_lengths"]) == 4 and min(rec["bond_lengths"]) > 1.5

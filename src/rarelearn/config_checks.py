@@ -101,10 +101,11 @@ def check_sampler(config: dict) -> None:
         if sampler[key] > idle and sampler[needs] == 0:
             raise ConfigError(f"sampler.{key}: {sampler[key]} {what}, and sampler.{needs} is 0; set {needs}, or "
                               f"{key}: 0")
-    if config["selection"]["fragment_frames"] > 0 and kind in NO_SMD_FRAME_KINDS:
-        raise ConfigError(f"selection.fragment_frames: {config['selection']['fragment_frames']} moves apart the "
-                          f"fragments of the best member's SMD pulls, which sampler.kind {kind!r} does not select "
-                          "from; use kind smd, smd+cogef or smd+hal, or fragment_frames: 0")
+    for key, what in (("fragment_frames", "moves apart the fragments of"), ("snap_frames", "takes frames of")):
+        if config["selection"][key] > 0 and kind in NO_SMD_FRAME_KINDS:
+            raise ConfigError(f"selection.{key}: {config['selection'][key]} {what} the best member's SMD pulls, "
+                              f"which sampler.kind {kind!r} does not select from; use kind smd, smd+cogef or "
+                              f"smd+hal, or {key}: 0")
     if config["model"]["best_member"] == "cogef_median" and (
             config["evaluation"]["cogef_members"] != "all" or config["model"]["members"] < 3):
         raise ConfigError("model.best_member: cogef_median takes the median of every member's COGEF maximum; "

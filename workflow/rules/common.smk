@@ -126,11 +126,11 @@ HAL_RUN_SAMPLER = {k: v for k, v in config["sampler"].items()
                                 "branch_images",
                                 "branch_window", "branch_steps")}
 DESCENT = config["sampler"]["descent_steps"] > 0
-# What the select checkpoint follows: the selection section, with sampler.labeller_steps,
-# descent_steps and branch_images in it only when set (select_step reads them there; selections made before
-# they existed are not redone).
+# What the select checkpoint follows: the selection section (snap_frames only when set), with
+# sampler.labeller_steps, descent_steps and branch_images in it only when set (select_step reads them there;
+# selections made before they existed are not redone).
 SELECT_SELECTION = {
-    **config["selection"],
+    **{k: v for k, v in config["selection"].items() if k != "snap_frames" or v},
     **({"labeller_steps": config["sampler"]["labeller_steps"]} if config["sampler"]["labeller_steps"] else {}),
     **({"descent": {"steps": config["sampler"]["descent_steps"], "images": config["sampler"]["descent_images"],
                     **({"beyond": config["sampler"]["descent_beyond"]} if config["sampler"]["descent_beyond"] else {})}}

@@ -166,7 +166,9 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     labeller steps; they come on top of ``selection.max_frames``, without
     noisy copies. With ``selection.fragment_frames`` F > 0 (and SMD pulls), F frames of the
     pulls' fragments moved apart to ``selection.fragment_reach`` Å are added the same way
-    (:func:`rarelearn.learning.fragments.fragments_apart`, source ``fragments``). With
+    (:func:`rarelearn.learning.fragments.fragments_apart`, source ``fragments``), and with
+    ``selection.snap_frames`` S > 0 S frames of the pulls' snaps, between each one's force
+    maximum and its break (:func:`rarelearn.learning.fragments.snap_frames`, source ``snap``). With
     ``selection_cfg["branch"]`` (``{"images": B, "window": w}``, from ``sampler.branch_images``
     and ``branch_window``) B intact images of each COGEF path within w Å below its maximum, not
     already kept by the path's UQ selection, are added the same way whatever their committee
@@ -256,6 +258,8 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
                                  pull=next(iter(pulls)) if len(pulls) == 1 else None)
     if smd and int(selection_cfg.get("fragment_frames", 0)) > 0:
         new, n_kept = _add_fragments(new, n_kept, replica_paths, selection_cfg, iteration, tail)
+    if smd and int(selection_cfg.get("snap_frames", 0)) > 0:
+        new, n_kept = _add_snap(new, n_kept, replica_paths, int(selection_cfg["snap_frames"]), iteration, tail)
     summary = _write_selection(out_dir, new, n_kept, batch_size, {"iteration": iteration}, tail)
     if n_kept == 0:
         log.warning("iteration %d: empty selection (no frame above the UQ threshold survived screening)",
@@ -307,6 +311,21 @@ def _add_fragments(new: Frames | None, n_kept: int, replica_paths: Sequence, sel
                     iteration, float(selection_cfg["fragment_reach"]))
         return new, n_kept
     return _add_extra(new, n_kept, frag, "fragments", iteration, tail)
+
+
+def _add_snap(new: Frames | None, n_kept: int, replica_paths: Sequence, n_frames: int, iteration: int,
+              tail: dict) -> tuple:
+    """``selection.snap_frames`` frames of the pulls between their force maximum and their break
+    (:func:`rarelearn.learning.fragments.snap_frames`), on top of the selection, without noisy
+    copies. Returns the frames to label and the count of frames selected."""
+    from ..learning.fragments import snap_frames
+    snap, bonds = snap_frames([read_frames(p) for p in replica_paths], n_frames, iteration)
+    tail["snap"] = {"frames": 0 if snap is None else len(snap), "bonds": bonds,
+                    "bond_lengths": [] if snap is None else [float(x) for x in snap.extras["snap_bond_length"]]}
+    if snap is None:
+        log.warning("iteration %d: selection.snap_frames: no pull broke", iteration)
+        return new, n_kept
+    return _add_extra(new, n_kept, snap, "snap", iteration, tail)
 
 
 def _descent_starts(descent: dict, files: dict, iteration: int) -> Frames:
