@@ -111,6 +111,24 @@ def test_read_replica_reads_the_barrier_before_the_break_and_reports_what_follow
     assert rec["unbroken"] == 1 and rec["unbroken_replicas"] == ["replica_01"]
     assert rec["per_bond"] == {"C-C 0-1": {"ea_mean": 3.0, "ea_stderr": rec["ea_stderr"], "n": 1}}
     assert rec["post_break_work_mean"] == pytest.approx(0.9)
+    # the force peaks (3 eV/Å) at frame 2, before the break: E_a = W there (2.0) + 1.0 while the bond snaps
+    assert rep["peak_force"] == 3.0 and rep["work_to_peak_force"] == 2.0
+    assert rep["peak_force_spring"] == pytest.approx(6.7)
+    assert rec["work_to_peak_force_mean"] == 2.0 and rec["work_after_peak_force_mean"] == pytest.approx(1.0)
+    assert math.isnan(flat["peak_force"])
+
+
+def test_delta_splits_into_the_stretch_and_the_snap():
+    ccs = [1.53, 1.8, 2.1, 2.5, 3.2]
+    ref = barrier_record([read_replica(_replica(ccs, [0, 1, 2, 3, 3.1], [-1, -2, -3, -2, -0.5]))])
+    # a potential that peaks one frame earlier, at the same force: 1.0 eV less work to the peak, the snap alike
+    nnp = barrier_record([read_replica(_replica(ccs, [0, 1, 2, 3, 3.1], [-1, -3, -2, -2, -0.5]))])
+    d = delta_record(nnp, ref)
+    assert d["delta_ea_kcal"] == pytest.approx(0.0)
+    assert d["work_to_peak_force_delta_kcal"] == pytest.approx(-23.06, abs=0.01)
+    assert d["work_after_peak_force_delta_kcal"] == pytest.approx(23.06, abs=0.01)
+    old = {k: v for k, v in ref.items() if "peak" not in k}                 # a barrier.json from before
+    assert math.isnan(delta_record(nnp, old)["work_to_peak_force_delta_kcal"])
 
 
 def test_an_iteration_without_any_barrier_has_no_finite_error():

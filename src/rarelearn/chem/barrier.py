@@ -93,7 +93,11 @@ def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name
     the break frame (Å, NaN without a break); ``post_break_work`` = W(last) − W(break) (eV)
     and ``post_break_force`` = the mean pull force on the molecule after the break
     (eV/Å, positive while the fragments resist the pull), NaN without a break; ``pull_began``
-    (:func:`pull_began`): a replica that stopped before the pull has no barrier and nothing broke.
+    (:func:`pull_began`): a replica that stopped before the pull has no barrier and nothing broke;
+    ``peak_force`` the largest pull force before the break (eV/Å), ``peak_force_spring`` the
+    spring's distance there (Å) and ``work_to_peak_force`` W there (eV; NaN without a break):
+    E_a is W to the force peak (the chain stretched) plus the work while the bond snaps after it,
+    and a potential can be right on the first and wrong on the second (when it lets go).
     """
     n = len(frames)
     rec = {"replica": name, "n_frames": n, "stop_reason": frames.attrs.get("stop_reason", "unknown"),
@@ -102,21 +106,27 @@ def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name
     if not rec["pull_began"]:
         return {**rec, "broke": False, "break_frame": None, "broken_bond": None, "broken_elements": None,
                 "broken_label": "none", "ea": nan, "ea_distance": nan, "break_distance": nan,
-                "post_break_work": nan, "post_break_force": nan}
+                "post_break_work": nan, "post_break_force": nan, **_NO_PEAK}
     brk = find_break(frames.numbers, frames.positions, start_positions)
     rec.update(brk.as_dict())
     w = np.asarray(frames.extras["work"], dtype=np.float64)
     d = np.asarray(frames.extras["spring_distance"], dtype=np.float64)
     if not brk.broke or brk.index == 0:
         rec.update(ea=nan, ea_distance=nan, break_distance=float(d[0]) if brk.broke else nan,
-                   post_break_work=nan, post_break_force=nan)
+                   post_break_work=nan, post_break_force=nan, **_NO_PEAK)
         return rec
     b = brk.index
     ea, at = activation_energy(w, d, until=b)
-    pull = -np.asarray(frames.extras["pull_force"], dtype=np.float64)[b:]
+    force = -np.asarray(frames.extras["pull_force"], dtype=np.float64)
+    k = int(np.nanargmax(force[:b])) if np.isfinite(force[:b]).any() else None
     rec.update(ea=ea, ea_distance=at, break_distance=float(d[b]),
-               post_break_work=float(w[-1] - w[b]), post_break_force=float(np.nanmean(pull)))
+               post_break_work=float(w[-1] - w[b]), post_break_force=float(np.nanmean(force[b:])),
+               **(_NO_PEAK if k is None else
+                  {"peak_force": float(force[k]), "peak_force_spring": float(d[k]), "work_to_peak_force": float(w[k])}))
     return rec
+
+
+_NO_PEAK = {"peak_force": math.nan, "peak_force_spring": math.nan, "work_to_peak_force": math.nan}
 
 
 @dataclass
@@ -286,7 +296,9 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
     ``ea_values``, ``break_distance_mean``/``break_distances`` (spring distance at the break,
     Å), ``ea_distance_mean`` (spring distance at max W), ``post_break_work_mean``/``_stderr``
     (eV), ``post_break_force_mean`` (eV/Å), ``unbroken``, ``unbroken_replicas``,
-    ``per_bond`` (bond label -> mean, stderr, n of its E_a), ``replica_records``.
+    ``per_bond`` (bond label -> mean, stderr, n of its E_a), ``replica_records``;
+    ``peak_force_mean`` (eV/Å), ``work_to_peak_force_mean`` and ``work_after_peak_force_mean``
+    (E_a − W at the force peak, eV), NaN where the records lack them (read before 2026-12-07).
     """
     with_barrier = [r for r in replicas if r.get("broke") and _finite(r.get("ea"))]
     ea = summarize([r["ea"] for r in with_barrier])
@@ -299,6 +311,10 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
     unbroken = [r["replica"] for r in replicas if r.get("n_frames", 0) > 0 and r.get("pull_began", True)
                 and not r.get("broke")]
     dists = [r["break_distance"] for r in with_barrier]
+    peaks = [r for r in with_barrier if _finite(r.get("work_to_peak_force", math.nan))]
+
+    def peak_mean(f) -> float:
+        return float(np.mean([f(r) for r in peaks])) if peaks else math.nan
     return {
         "ea_mean": ea.mean,
         "ea_stderr": ea.stderr,
@@ -311,6 +327,9 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
         "post_break_work_mean": post_w.mean,
         "post_break_work_stderr": post_w.stderr,
         "post_break_force_mean": post_f.mean,
+        "peak_force_mean": peak_mean(lambda r: r["peak_force"]),
+        "work_to_peak_force_mean": peak_mean(lambda r: r["work_to_peak_force"]),
+        "work_after_peak_force_mean": peak_mean(lambda r: r["ea"] - r["work_to_peak_force"]),
         "unbroken": len(unbroken),
         "unbroken_replicas": unbroken,
         "per_bond": per_bond,
@@ -321,9 +340,14 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
 def delta_record(nnp: dict, ref: dict) -> dict:
     """ΔE_a = mean(NNP) − mean(reference) with the combined standard error, in eV and kcal/mol
     (:func:`combine`: the one NaN rule). ``post_break_work_delta`` compares the work gained
-    after the break."""
+    after the break; ``work_to_peak_force_delta_kcal`` and ``work_after_peak_force_delta_kcal``
+    split ΔE_a (of the means) into the work up to the largest pull force and the work after it,
+    while the bond snaps (NaN where a record lacks them)."""
     d = combine(nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"], ref["ea_stderr"])
     post = nnp.get("post_break_work_mean", math.nan) - ref.get("post_break_work_mean", math.nan)
+
+    def peak_delta(key: str) -> float:
+        return (nnp.get(key, math.nan) - ref.get(key, math.nan)) * KCAL_MOL_PER_EV
     return {
         "delta_ea": d.value,
         "delta_ea_stderr": d.partial_stderr,
@@ -332,6 +356,8 @@ def delta_record(nnp: dict, ref: dict) -> dict:
         "delta_ea_stderr_kcal": d.partial_stderr * KCAL_MOL_PER_EV,
         "delta_stderr_defined": d.defined,
         "post_break_work_delta_kcal": post * KCAL_MOL_PER_EV,
+        "work_to_peak_force_delta_kcal": peak_delta("work_to_peak_force_mean"),
+        "work_after_peak_force_delta_kcal": peak_delta("work_after_peak_force_mean"),
     }
 
 
