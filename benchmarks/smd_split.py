@@ -1,6 +1,7 @@
-"""ΔE_a of a campaign's iterations split at the largest pull force: the work up to it (the
-chain's stretch) and after it (the bond's snap), potential against reference, from the SMD
-replica files themselves (campaigns whose barrier.json predates the split included).
+"""ΔE_a of a campaign's iterations split where the bond snaps: the work that stretched the chain
+up to the snap's start (the last frame in which the bond that broke was still a bond) and the
+work during the snap, potential against reference, from the SMD replica files themselves
+(campaigns whose barrier.json predates the split included).
 
     python benchmarks/smd_split.py --reference RUN/results/reference/smd \\
         --iterations RUN/results/iter_00[2-6] [OTHER/results/iter_003 ...]
@@ -23,14 +24,14 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", required=True, type=Path, nargs="+")
     args = p.parse_args(argv)
     ref = barrier_of_files(sorted(args.reference.glob("replica_*.h5")))
-    print(f"reference: {ref['n_replicas']} replicas, E_a {ref['ea_mean']:.4f} eV, largest pull force "
-          f"{ref['peak_force_mean']:.2f} eV/Å")
-    print(f"{'iteration':>40} {'n':>3} {'dE_a':>7} {'± SE':>5} {'to peak':>8} {'after':>7} {'F peak':>6}")
+    print(f"reference: {ref['n_replicas']} replicas, E_a {ref['ea_mean']:.4f} eV, of it {ref['work_in_snap_mean']:.3f} "
+          f"eV during the snap; largest pull force {ref['peak_force_mean']:.2f} eV/Å")
+    print(f"{'iteration':>40} {'n':>3} {'dE_a':>7} {'± SE':>5} {'stretch':>8} {'snap':>7} {'F max':>6}")
     for it in args.iterations:
         nnp = barrier_of_files(sorted((it / "smd").glob("replica_*.h5")), allow_empty=True)
         d = delta_record(nnp, ref)
         print(f"{str(it)[-40:]:>40} {nnp['n_replicas']:>3} {d['delta_ea_kcal']:>+7.2f} {d['delta_ea_stderr_kcal']:>5.2f} "
-              f"{d['work_to_peak_force_delta_kcal']:>+8.2f} {d['work_after_peak_force_delta_kcal']:>+7.2f} "
+              f"{d['work_to_snap_delta_kcal']:>+8.2f} {d['work_in_snap_delta_kcal']:>+7.2f} "
               f"{nnp['peak_force_mean']:>6.2f}")
     return 0
 

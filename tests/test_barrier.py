@@ -111,24 +111,37 @@ def test_read_replica_reads_the_barrier_before_the_break_and_reports_what_follow
     assert rec["unbroken"] == 1 and rec["unbroken_replicas"] == ["replica_01"]
     assert rec["per_bond"] == {"C-C 0-1": {"ea_mean": 3.0, "ea_stderr": rec["ea_stderr"], "n": 1}}
     assert rec["post_break_work_mean"] == pytest.approx(0.9)
-    # the force peaks (3 eV/Å) at frame 2, before the break: E_a = W there (2.0) + 1.0 while the bond snaps
-    assert rep["peak_force"] == 3.0 and rep["work_to_peak_force"] == 2.0
-    assert rep["peak_force_spring"] == pytest.approx(6.7)
-    assert rec["work_to_peak_force_mean"] == 2.0 and rec["work_after_peak_force_mean"] == pytest.approx(1.0)
-    assert math.isnan(flat["peak_force"])
+    # the bond is a bond (<= 1.98 Å) last at frame 1 (1.8 Å): E_a = W there (1.0) + 2.0 during the snap
+    assert rep["snap_frame"] == 1 and rep["work_to_snap"] == 1.0 and rep["peak_force"] == 3.0
+    assert rep["snap_distance"] == pytest.approx(6.6)
+    assert rec["work_to_snap_mean"] == 1.0 and rec["work_in_snap_mean"] == pytest.approx(2.0)
+    assert math.isnan(flat["work_to_snap"]) and flat["snap_frame"] is None
+
+
+def test_snap_start_is_the_last_frame_the_breaking_bond_is_a_bond():
+    from rarelearn.chem.breaks import find_break, snap_start
+    # the bond goes past 1.98 Å, comes back, and then runs to the break: the snap starts at its last return
+    ccs = [1.53, 2.0, 1.95, 2.1, 2.6, 3.2]
+    fr = _stretched_ethane_frames(ccs)
+    brk = find_break(fr.numbers, fr.positions)
+    assert brk.index == 5 and snap_start(fr.numbers, fr.positions, brk) == 2
+    never = _stretched_ethane_frames([2.0, 2.5, 3.1])
+    assert snap_start(never.numbers, never.positions, find_break(never.numbers, never.positions, fr.positions[0])) == 0
+    intact = _stretched_ethane_frames([1.53, 1.9])
+    assert snap_start(intact.numbers, intact.positions, find_break(intact.numbers, intact.positions)) is None
 
 
 def test_delta_splits_into_the_stretch_and_the_snap():
     ccs = [1.53, 1.8, 2.1, 2.5, 3.2]
     ref = barrier_record([read_replica(_replica(ccs, [0, 1, 2, 3, 3.1], [-1, -2, -3, -2, -0.5]))])
-    # a potential that peaks one frame earlier, at the same force: 1.0 eV less work to the peak, the snap alike
-    nnp = barrier_record([read_replica(_replica(ccs, [0, 1, 2, 3, 3.1], [-1, -3, -2, -2, -0.5]))])
+    # a potential whose chain stretched alike (W 1.0 at the snap's start) and snaps with 1.0 eV less work
+    nnp = barrier_record([read_replica(_replica(ccs, [0, 1, 1.5, 2, 3.1], [-1, -2, -3, -2, -0.5]))])
     d = delta_record(nnp, ref)
-    assert d["delta_ea_kcal"] == pytest.approx(0.0)
-    assert d["work_to_peak_force_delta_kcal"] == pytest.approx(-23.06, abs=0.01)
-    assert d["work_after_peak_force_delta_kcal"] == pytest.approx(23.06, abs=0.01)
-    old = {k: v for k, v in ref.items() if "peak" not in k}                 # a barrier.json from before
-    assert math.isnan(delta_record(nnp, old)["work_to_peak_force_delta_kcal"])
+    assert d["delta_ea_kcal"] == pytest.approx(-23.06, abs=0.01)
+    assert d["work_to_snap_delta_kcal"] == pytest.approx(0.0)
+    assert d["work_in_snap_delta_kcal"] == pytest.approx(-23.06, abs=0.01)
+    old = {k: v for k, v in ref.items() if "snap" not in k}                 # a barrier.json from before
+    assert math.isnan(delta_record(nnp, old)["work_to_snap_delta_kcal"])
 
 
 def test_an_iteration_without_any_barrier_has_no_finite_error():

@@ -89,31 +89,31 @@ def test_select_step_adds_fragment_frames_on_top(tmp_path):
 
 
 def _snapping_pull(n=60):
-    """Ethane pulled apart: the pull force rises to its largest at frame 20, then falls while the
-    C-C bond runs from 1.6 Å past its break length (3.04 Å) to 3.5 Å by frame 50."""
+    """Ethane pulled apart: the C-C bond runs from 1.5 Å past 1.98 Å (1.3 x covalent radii) and
+    its break length (3.04 Å) to 4 Å."""
     pull, _ = _pull(n=n)
     r = np.linalg.norm(pull.positions[:, 1] - pull.positions[:, 0], axis=1)
-    force = -np.interp(np.arange(n), [0, 20, 50, n - 1], [0.0, 4.5, 0.1, 0.0])
-    pull.extras = {**pull.extras, "pull_force": force}
+    pull.extras = {**pull.extras, "pull_force": -np.interp(np.arange(n), [0, 20, 50, n - 1], [0.0, 4.5, 0.1, 0.0])}
     return pull, r
 
 
-def test_snap_frames_lie_between_force_maximum_and_break_spread_in_bond_length():
+def test_snap_frames_lie_between_the_snaps_start_and_the_break_spread_in_bond_length():
     from rarelearn.chem.breaks import find_break
     from rarelearn.learning.fragments import snap_frames
     pull, r = _snapping_pull()
     brk = find_break(pull.numbers, pull.positions)
-    assert brk.broke and brk.index > 20
+    start = int(np.flatnonzero(r[: brk.index] <= 1.976)[-1])                 # 1.3 x (0.76 + 0.76) Å
+    assert brk.broke and 5 < start < brk.index - 5
     fr, bonds = snap_frames([pull], 4, iteration=5)
     assert len(fr) == 4 and bonds == [[0, 1]] * 4
     lengths = np.linalg.norm(fr.positions[:, 1] - fr.positions[:, 0], axis=1)
     np.testing.assert_allclose(fr.extras["snap_bond_length"], lengths)
-    assert r[20] <= lengths.min() and lengths.max() <= r[brk.index]        # the window: force maximum to break
-    targets = r[20] + (r[brk.index] - r[20]) * (np.arange(4) + 0.5) / 4
+    assert r[start] <= lengths.min() and lengths.max() <= r[brk.index]     # the window: snap's start to break
+    targets = r[start] + (r[brk.index] - r[start]) * (np.arange(4) + 0.5) / 4
     step = np.abs(np.diff(r)).max()
     assert (lengths >= targets).all() and (lengths < targets + step).all()  # the first frame past each target
     frames = [int(np.flatnonzero(np.all(np.isclose(pull.positions, p), axis=(1, 2)))[0]) for p in fr.positions]
-    assert frames == sorted(frames) and 20 <= frames[0] and frames[-1] <= brk.index
+    assert frames == sorted(frames) and start <= frames[0] and frames[-1] <= brk.index
     assert (fr.source == "snap").all() and (fr.status == "unlabelled").all() and (fr.iteration == 5).all()
     assert np.isnan(fr.energy).all() and np.isnan(fr.forces).all()
 

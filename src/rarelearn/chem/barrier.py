@@ -24,7 +24,7 @@ import numpy as np
 
 from ..dataset import Frames, read_frames
 from ..units import KCAL_MOL_PER_EV
-from .breaks import find_break
+from .breaks import find_break, snap_start
 
 __all__ = ["activation_energy", "pull_began", "read_replica", "ReplicaSummary", "summarize", "Delta", "combine",
            "delta", "barrier_record", "delta_record", "barrier_of_files", "RoundsToGo", "rounds_to_go"]
@@ -94,10 +94,11 @@ def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name
     and ``post_break_force`` = the mean pull force on the molecule after the break
     (eV/Å, positive while the fragments resist the pull), NaN without a break; ``pull_began``
     (:func:`pull_began`): a replica that stopped before the pull has no barrier and nothing broke;
-    ``peak_force`` the largest pull force before the break (eV/Å), ``peak_force_spring`` the
-    spring's distance there (Å) and ``work_to_peak_force`` W there (eV; NaN without a break):
-    E_a is W to the force peak (the chain stretched) plus the work while the bond snaps after it,
-    and a potential can be right on the first and wrong on the second (when it lets go).
+    ``peak_force`` the largest pull force before the break (eV/Å), ``snap_frame``
+    (:func:`rarelearn.chem.breaks.snap_start`: the last frame in which the bond that broke was
+    still a bond), ``snap_distance`` the spring distance there (Å) and ``work_to_snap`` W there
+    (eV; NaN without a break): E_a is the work that stretched the chain up to the snap plus the
+    work while the bond snaps, and a potential can be right on the one and wrong on the other.
     """
     n = len(frames)
     rec = {"replica": name, "n_frames": n, "stop_reason": frames.attrs.get("stop_reason", "unknown"),
@@ -118,15 +119,15 @@ def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name
     b = brk.index
     ea, at = activation_energy(w, d, until=b)
     force = -np.asarray(frames.extras["pull_force"], dtype=np.float64)
-    k = int(np.nanargmax(force[:b])) if np.isfinite(force[:b]).any() else None
+    k = snap_start(frames.numbers, frames.positions, brk)
     rec.update(ea=ea, ea_distance=at, break_distance=float(d[b]),
                post_break_work=float(w[-1] - w[b]), post_break_force=float(np.nanmean(force[b:])),
-               **(_NO_PEAK if k is None else
-                  {"peak_force": float(force[k]), "peak_force_spring": float(d[k]), "work_to_peak_force": float(w[k])}))
+               peak_force=float(np.nanmax(force[:b])) if np.isfinite(force[:b]).any() else math.nan,
+               snap_frame=k, snap_distance=float(d[k]), work_to_snap=float(w[k]))
     return rec
 
 
-_NO_PEAK = {"peak_force": math.nan, "peak_force_spring": math.nan, "work_to_peak_force": math.nan}
+_NO_PEAK = {"peak_force": math.nan, "snap_frame": None, "snap_distance": math.nan, "work_to_snap": math.nan}
 
 
 @dataclass
@@ -297,8 +298,8 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
     Å), ``ea_distance_mean`` (spring distance at max W), ``post_break_work_mean``/``_stderr``
     (eV), ``post_break_force_mean`` (eV/Å), ``unbroken``, ``unbroken_replicas``,
     ``per_bond`` (bond label -> mean, stderr, n of its E_a), ``replica_records``;
-    ``peak_force_mean`` (eV/Å), ``work_to_peak_force_mean`` and ``work_after_peak_force_mean``
-    (E_a − W at the force peak, eV), NaN where the records lack them (read before 2026-12-07).
+    ``peak_force_mean`` (eV/Å), ``work_to_snap_mean`` and ``work_in_snap_mean`` (E_a − W at the
+    snap's start, eV), NaN where the records lack them (read before 2026-12-07).
     """
     with_barrier = [r for r in replicas if r.get("broke") and _finite(r.get("ea"))]
     ea = summarize([r["ea"] for r in with_barrier])
@@ -311,10 +312,10 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
     unbroken = [r["replica"] for r in replicas if r.get("n_frames", 0) > 0 and r.get("pull_began", True)
                 and not r.get("broke")]
     dists = [r["break_distance"] for r in with_barrier]
-    peaks = [r for r in with_barrier if _finite(r.get("work_to_peak_force", math.nan))]
+    snaps = [r for r in with_barrier if _finite(r.get("work_to_snap", math.nan))]
 
-    def peak_mean(f) -> float:
-        return float(np.mean([f(r) for r in peaks])) if peaks else math.nan
+    def snap_mean(f) -> float:
+        return float(np.mean([f(r) for r in snaps])) if snaps else math.nan
     return {
         "ea_mean": ea.mean,
         "ea_stderr": ea.stderr,
@@ -327,9 +328,9 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
         "post_break_work_mean": post_w.mean,
         "post_break_work_stderr": post_w.stderr,
         "post_break_force_mean": post_f.mean,
-        "peak_force_mean": peak_mean(lambda r: r["peak_force"]),
-        "work_to_peak_force_mean": peak_mean(lambda r: r["work_to_peak_force"]),
-        "work_after_peak_force_mean": peak_mean(lambda r: r["ea"] - r["work_to_peak_force"]),
+        "peak_force_mean": snap_mean(lambda r: r["peak_force"]),
+        "work_to_snap_mean": snap_mean(lambda r: r["work_to_snap"]),
+        "work_in_snap_mean": snap_mean(lambda r: r["ea"] - r["work_to_snap"]),
         "unbroken": len(unbroken),
         "unbroken_replicas": unbroken,
         "per_bond": per_bond,
@@ -340,13 +341,13 @@ def barrier_record(replicas: Sequence[dict]) -> dict:
 def delta_record(nnp: dict, ref: dict) -> dict:
     """ΔE_a = mean(NNP) − mean(reference) with the combined standard error, in eV and kcal/mol
     (:func:`combine`: the one NaN rule). ``post_break_work_delta`` compares the work gained
-    after the break; ``work_to_peak_force_delta_kcal`` and ``work_after_peak_force_delta_kcal``
-    split ΔE_a (of the means) into the work up to the largest pull force and the work after it,
-    while the bond snaps (NaN where a record lacks them)."""
+    after the break; ``work_to_snap_delta_kcal`` and ``work_in_snap_delta_kcal`` split ΔE_a (of
+    the means) into the work that stretched the chain up to the snap and the work while the bond
+    snaps (:func:`read_replica`; NaN where a record lacks them)."""
     d = combine(nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"], ref["ea_stderr"])
     post = nnp.get("post_break_work_mean", math.nan) - ref.get("post_break_work_mean", math.nan)
 
-    def peak_delta(key: str) -> float:
+    def snap_delta(key: str) -> float:
         return (nnp.get(key, math.nan) - ref.get(key, math.nan)) * KCAL_MOL_PER_EV
     return {
         "delta_ea": d.value,
@@ -356,8 +357,8 @@ def delta_record(nnp: dict, ref: dict) -> dict:
         "delta_ea_stderr_kcal": d.partial_stderr * KCAL_MOL_PER_EV,
         "delta_stderr_defined": d.defined,
         "post_break_work_delta_kcal": post * KCAL_MOL_PER_EV,
-        "work_to_peak_force_delta_kcal": peak_delta("work_to_peak_force_mean"),
-        "work_after_peak_force_delta_kcal": peak_delta("work_after_peak_force_mean"),
+        "work_to_snap_delta_kcal": snap_delta("work_to_snap_mean"),
+        "work_in_snap_delta_kcal": snap_delta("work_in_snap_mean"),
     }
 
 

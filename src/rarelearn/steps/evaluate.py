@@ -189,19 +189,19 @@ def evaluate_step(iteration: int, replica_paths: Sequence, reference_json, unsee
              "unseen energy MAE %.4f eV", iteration, nnp["ea_mean"], nnp["ea_stderr"], ref["ea_mean"],
              ref["ea_stderr"], rec["abs_delta_ea_kcal"], rec["delta_ea_stderr_kcal"],
              f" ({rec['no_barrier_reason']})" if rec["no_barrier_reason"] else "",
-             f" ({bonds})" if bonds else "", _peak_note(rec), nnp["post_break_work_mean"],
+             f" ({bonds})" if bonds else "", _snap_note(rec), nnp["post_break_work_mean"],
              ref.get("post_break_work_mean", float("nan")), f"{rec.get('cogef_abs_delta_e_max_kcal', float('nan')):.2f}",
              _members_note(rec),
              errs["energy_mae"])
     return rec
 
 
-def _peak_note(rec: dict) -> str:
-    """ΔE_a split at the largest pull force: the chain's stretch and the bond's snap after it."""
-    to, after = rec.get("work_to_peak_force_delta_kcal"), rec.get("work_after_peak_force_delta_kcal")
+def _snap_note(rec: dict) -> str:
+    """ΔE_a split at the snap's start: the chain's stretch and the bond's snap."""
+    to, after = rec.get("work_to_snap_delta_kcal"), rec.get("work_in_snap_delta_kcal")
     if not (isinstance(to, float) and math.isfinite(to) and math.isfinite(after)):
-        return "no split at the force peak"
-    return f"{to:+.2f} up to the largest pull force, {after:+.2f} after it"
+        return "not split at the snap"
+    return f"{to:+.2f} stretching the chain, {after:+.2f} while the bond snaps"
 
 
 SUMMARY_COLUMNS = [
@@ -212,8 +212,8 @@ SUMMARY_COLUMNS = [
     "frames_labeller_steps", "labels_failed", "labels_screened", "frames_added", "labels_total", "dataset_frames", "wall_seconds", "label_seconds",
     "empty_selection", "all_labels_failed", "replicas_multi_fragment", "replicas_wrong_bond_broken",
     "nnp_unbroken", "nnp_post_break_work_mean", "ref_post_break_work_mean", "nnp_post_break_force_mean",
-    "ref_post_break_force_mean", "post_break_work_delta_kcal", "work_to_peak_force_delta_kcal",
-    "work_after_peak_force_delta_kcal", "no_barrier_reason",
+    "ref_post_break_force_mean", "post_break_work_delta_kcal", "work_to_snap_delta_kcal",
+    "work_in_snap_delta_kcal", "no_barrier_reason",
     "nnp_cogef_e_max", "ref_cogef_e_max", "cogef_delta_e_max_kcal", "cogef_abs_delta_e_max_kcal",
     "nnp_cogef_f_max", "ref_cogef_f_max", "cogef_delta_f_max", "cogef_rmse_to_break_kcal", "cogef_intact_delta_kcal",
     "cogef_intact_extension", "cogef_break_shift", "cogef_same_bond",
