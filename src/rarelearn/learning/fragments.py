@@ -24,10 +24,10 @@ fs while the rest of the chain is still stretched. The SMD barrier is the work u
 break, and 0.59 eV of hexane's 7.6 eV is done during the snap (GFN2-xTB, 48 pulls, σ 0.08
 eV). Measured on the hexane branch campaign's iteration-2 potential (COGEF ΔE_max −0.18
 kcal/mol, SMD ΔE_a −5.6 ± 0.6, 32 pulls): +2.5 kcal/mol of work up to the snap, −8.1 during
-it (``benchmarks/smd_split.py``); on the reference's own pulls its energy from the stretched chain to the bond at 3.3 Å
-falls ~0.3 eV further than GFN2-xTB's. Its 2,050 training frames held 4 with the longest C–C
-bond at 2.1–2.4 Å and 35 at 2.4–2.8 Å: the snap passes in too few frames for the UQ
-selection and its similarity screening to keep many. These frames are taken whatever the
+it (``benchmarks/smd_split.py``); on the reference's own pulls its energy from the stretched
+chain to the bond at 3.3 Å falls ~0.3 eV further than GFN2-xTB's. Its 2,050 training frames
+held 4 with the longest C–C bond at 2.1–2.4 Å and 35 at 2.4–2.8 Å: the snap passes in too few
+frames for the UQ selection and its similarity screening to keep many. These frames are taken whatever the
 committee's spread, spread evenly in the breaking bond's length, and labelled like any
 selected frame.
 """
@@ -108,8 +108,8 @@ def snap_frames(pulls: Sequence[Frames], n_frames: int, iteration: int = -1):
 
     A pull that broke (:func:`rarelearn.chem.breaks.find_break`) snaps between the last frame
     in which the bond that broke was still a bond (:func:`rarelearn.chem.breaks.snap_start`)
-    and its break frame. The frames are dealt round robin over the pulls that broke, and each pull's share
-    is spread evenly in the broken bond's length over that window: its q-th of m frames is the
+    and its break frame. The frames are dealt round robin over the pulls that broke, and each
+    pull's share is spread evenly in the broken bond's length over that window: its q-th of m frames is the
     first at which the bond reaches the fraction (q + 1/2)/m of the way from its length at the
     snap's start to its length at the break.
 
@@ -150,5 +150,5 @@ def snap_frames(pulls: Sequence[Frames], n_frames: int, iteration: int = -1):
             bonds.append(list(bond))
     positions = np.stack(picked)
     return Frames(numbers=np.asarray(windows[0][0].numbers).copy(), positions=positions,
-                  energy=np.full(len(positions), np.nan), forces=np.full(positions.shape, np.nan), source="snap", iteration=iteration, labeller="",
-                  status=STATUS_UNLABELLED, extras={"snap_bond_length": np.asarray(lengths)}), bonds
+                  energy=np.full(len(positions), np.nan), forces=np.full(positions.shape, np.nan),
+                  source="snap", iteration=iteration, labeller="", status=STATUS_UNLABELLED, extras={"snap_bond_length": np.asarray(lengths)}), bonds
