@@ -59,13 +59,13 @@ def test_only_broken_pulls_short_of_reach_give_fragments():
         fragments_apart([broken], -1, 6.0)
 
 
-def test_select_step_adds_fragment_frames_on_top(tmp_path):
+def _select_inputs(tmp_path, pulls):
+    """Replica files of ``pulls`` and a UQ file that flags every frame, for select_step; and a
+    selection section that keeps 6 frames."""
     import h5py
-    from rarelearn.steps.select import select_step
     paths = []
     with h5py.File(tmp_path / "uq.h5", "w") as h5:
-        for r in range(2):
-            pull, _ = _pull(seed=r)
+        for r, pull in enumerate(pulls):
             p = tmp_path / f"replica_{r:02d}.h5"
             write_frames(p, pull)
             paths.append(p)
@@ -76,6 +76,12 @@ def test_select_step_adds_fragment_frames_on_top(tmp_path):
     sel = {"uq_first_steps": 10, "n_sigma": 3.0, "max_post_break": 50, "max_frames": 6, "min_distance_gap": 0.01,
            "min_energy_gap_kcal": 1.0, "augment_copies": 2, "augment_amplitude": 0.05, "seed": 11,
            "blowup_lookback": 10}
+    return paths, sel
+
+
+def test_select_step_adds_fragment_frames_on_top(tmp_path):
+    from rarelearn.steps.select import select_step
+    paths, sel = _select_inputs(tmp_path, [_pull(seed=r)[0] for r in range(2)])
     plain = select_step(tmp_path / "uq.h5", paths, sel, 100, 2, tmp_path / "plain")
     more = select_step(tmp_path / "uq.h5", paths, {**sel, "fragment_frames": 5, "fragment_reach": 6.0}, 100, 2,
                        tmp_path / "more")
@@ -135,22 +141,8 @@ def test_snap_frames_deal_over_broken_pulls_only():
 
 
 def test_select_step_adds_snap_frames_on_top(tmp_path):
-    import h5py
     from rarelearn.steps.select import select_step
-    paths = []
-    with h5py.File(tmp_path / "uq.h5", "w") as h5:
-        for r in range(2):
-            pull, _ = _snapping_pull()
-            p = tmp_path / f"replica_{r:02d}.h5"
-            write_frames(p, pull)
-            paths.append(p)
-            g = h5.create_group(p.stem)
-            g.create_dataset("energies", data=np.tile(np.linspace(0, 3, len(pull)), (3, 1)))
-            g.create_dataset("sigma", data=np.full(len(pull), 0.2))
-            g.attrs["threshold"] = 0.1
-    sel = {"uq_first_steps": 10, "n_sigma": 3.0, "max_post_break": 50, "max_frames": 6, "min_distance_gap": 0.01,
-           "min_energy_gap_kcal": 1.0, "augment_copies": 2, "augment_amplitude": 0.05, "seed": 11,
-           "blowup_lookback": 10}
+    paths, sel = _select_inputs(tmp_path, [_snapping_pull()[0] for _ in range(2)])
     plain = select_step(tmp_path / "uq.h5", paths, sel, 100, 2, tmp_path / "plain")
     more = select_step(tmp_path / "uq.h5", paths, {**sel, "snap_frames": 4}, 100, 2, tmp_path / "more")
     assert more["selected"] == plain["selected"] + 4 and more["total_new"] == plain["total_new"] + 4

@@ -44,6 +44,16 @@ from ..dataset import STATUS_UNLABELLED, Frames
 __all__ = ["fragments_apart", "snap_frames"]
 
 
+def _broken(pulls: Sequence[Frames]):
+    """(pull, its :func:`rarelearn.chem.breaks.find_break` report) for every pull that broke."""
+    for fr in pulls:
+        if len(fr) == 0:
+            continue
+        brk = find_break(fr.numbers, fr.positions)
+        if brk.broke:
+            yield fr, brk
+
+
 def fragments_apart(pulls: Sequence[Frames], n_frames: int, reach: float, iteration: int = -1):
     """``n_frames`` frames of the pulls' fragments moved apart, unlabelled (source ``fragments``).
 
@@ -69,12 +79,7 @@ def fragments_apart(pulls: Sequence[Frames], n_frames: int, reach: float, iterat
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
     starts = []
-    for fr in pulls:
-        if len(fr) == 0:
-            continue
-        brk = find_break(fr.numbers, fr.positions)
-        if not brk.broke:
-            continue
+    for fr, brk in _broken(pulls):
         pos = np.asarray(fr.positions[brk.index], dtype=np.float64)
         i, j = brk.bond
         _, labels = fragment_labels(fr.numbers, pos)
@@ -127,11 +132,8 @@ def snap_frames(pulls: Sequence[Frames], n_frames: int, iteration: int = -1):
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
     windows = []
-    for fr in pulls:
-        if len(fr) == 0:
-            continue
-        brk = find_break(fr.numbers, fr.positions)
-        if not brk.broke or brk.index == 0:
+    for fr, brk in _broken(pulls):
+        if brk.index == 0:
             continue
         i, j = brk.bond
         start = snap_start(fr.numbers, fr.positions, brk)
