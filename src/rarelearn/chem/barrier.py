@@ -107,14 +107,14 @@ def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name
     if not rec["pull_began"]:
         return {**rec, "broke": False, "break_frame": None, "broken_bond": None, "broken_elements": None,
                 "broken_label": "none", "ea": nan, "ea_distance": nan, "break_distance": nan,
-                "post_break_work": nan, "post_break_force": nan, **_NO_PEAK}
+                "post_break_work": nan, "post_break_force": nan, **_NO_SNAP}
     brk = find_break(frames.numbers, frames.positions, start_positions)
     rec.update(brk.as_dict())
     w = np.asarray(frames.extras["work"], dtype=np.float64)
     d = np.asarray(frames.extras["spring_distance"], dtype=np.float64)
     if not brk.broke or brk.index == 0:
         rec.update(ea=nan, ea_distance=nan, break_distance=float(d[0]) if brk.broke else nan,
-                   post_break_work=nan, post_break_force=nan, **_NO_PEAK)
+                   post_break_work=nan, post_break_force=nan, **_NO_SNAP)
         return rec
     b = brk.index
     ea, at = activation_energy(w, d, until=b)
@@ -127,7 +127,7 @@ def read_replica(frames: Frames, start_positions: np.ndarray | None = None, name
     return rec
 
 
-_NO_PEAK = {"peak_force": math.nan, "snap_frame": None, "snap_distance": math.nan, "work_to_snap": math.nan}
+_NO_SNAP = {"peak_force": math.nan, "snap_frame": None, "snap_distance": math.nan, "work_to_snap": math.nan}
 
 
 @dataclass
