@@ -4,7 +4,6 @@ campaign's summary table."""
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 from typing import Sequence
 

@@ -167,8 +167,9 @@ def select_step(uq_path, replica_paths: Sequence, selection_cfg: dict, batch_siz
     noisy copies. With ``selection.fragment_frames`` F > 0 (and SMD pulls), F frames of the
     pulls' fragments moved apart to ``selection.fragment_reach`` Å are added the same way
     (:func:`rarelearn.learning.fragments.fragments_apart`, source ``fragments``), and with
-    ``selection.snap_frames`` S > 0 S frames of the pulls' snaps, between each one's force
-    maximum and its break (:func:`rarelearn.learning.fragments.snap_frames`, source ``snap``). With
+    ``selection.snap_frames`` S > 0 S frames of the pulls' snaps, from the last frame in which
+    the breaking bond is a bond to the break (:func:`rarelearn.learning.fragments.snap_frames`,
+    source ``snap``). With
     ``selection_cfg["branch"]`` (``{"images": B, "window": w}``, from ``sampler.branch_images``
     and ``branch_window``) B intact images of each COGEF path within w Å below its maximum, not
     already kept by the path's UQ selection, are added the same way whatever their committee
@@ -315,7 +316,7 @@ def _add_fragments(new: Frames | None, n_kept: int, replica_paths: Sequence, sel
 
 def _add_snap(new: Frames | None, n_kept: int, replica_paths: Sequence, n_frames: int, iteration: int,
               tail: dict) -> tuple:
-    """``selection.snap_frames`` frames of the pulls between their force maximum and their break
+    """``selection.snap_frames`` frames of the pulls' snaps, up to their break
     (:func:`rarelearn.learning.fragments.snap_frames`), on top of the selection, without noisy
     copies. Returns the frames to label and the count of frames selected."""
     from ..learning.fragments import snap_frames
