@@ -50,14 +50,14 @@ def reference_protocol(reference: Path, cfg: dict) -> tuple[dict, dict]:
     return smd, cogef
 
 
-def measure(committee: Path, reference: Path, out: Path, cfg: dict) -> dict:
-    """The committee's pulls and COGEF scan of the reference's molecule, and their evaluation."""
+def measure(committee: Path, reference: Path, out: Path, cfg: dict, smd: dict, cogef: dict) -> dict:
+    """The committee's pulls and COGEF scan of the reference's molecule (with the ``smd`` and
+    ``cogef`` sections of :func:`reference_protocol`), and their evaluation."""
     out.mkdir(parents=True, exist_ok=True)
     replicas = cfg["reference"]["replicas"]
     seeds = [cfg["reference"]["smd_seed"] + r for r in range(replicas)]
     pulls = [out / "smd" / f"replica_{r:02d}.h5" for r in range(replicas)]
     molecule = reference / "molecule.xyz"
-    smd, cogef = reference_protocol(reference, cfg)
     if not all(p.exists() for p in pulls):
         (out / "smd").mkdir(exist_ok=True)
         smd_batch_step(molecule, smd, seeds, pulls, committee / "ensemble.pt", committee / "best.json")
@@ -85,10 +85,11 @@ def main(argv=None) -> int:
           f"{'bond (ref)':>22} {'E MAE meV':>9} {'s':>5}")
     for ref in args.reference:
         t0 = time.time()
-        ev = measure(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
+        smd, cogef = reference_protocol(ref, cfg)
+        ev = measure(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg, smd, cogef)
         bonds = f"{ev.get('nnp_smd_bonds') or '-'} ({ev.get('ref_smd_bonds') or '-'})"
         cogef_bond = f"{ev.get('nnp_cogef_broken_label') or '-'} ({ev.get('ref_cogef_broken_label') or '-'})"
-        print(f"{ref.name:>9} {reference_protocol(ref, cfg)[0]['pull_steps']:>6} {ev['abs_delta_ea_kcal']:>9.2f} {ev['delta_ea_stderr_kcal']:>5.2f} {bonds:>44} "
+        print(f"{ref.name:>9} {smd['pull_steps']:>6} {ev['abs_delta_ea_kcal']:>9.2f} {ev['delta_ea_stderr_kcal']:>5.2f} {bonds:>44} "
               f"{ev.get('cogef_abs_delta_e_max_kcal', float('nan')):>13.2f} {cogef_bond:>22} "
               f"{1000 * ev['unseen_energy_mae']:>9.1f} {time.time() - t0:>5.0f}")
     (args.out / "committee.json").write_text(json.dumps({"committee": str(args.committee.resolve())}))
