@@ -123,6 +123,7 @@ def find_break(numbers, positions: np.ndarray, start_positions: np.ndarray | Non
     return BreakReport(f, (i, j), f"{chemical_symbols[z[i]]}-{chemical_symbols[z[j]]}",
                        float(lengths[f, m]), float(limit[m]))
 
+
 def snap_start(numbers, positions: np.ndarray, brk: BreakReport, scale: float = DEFAULT_BOND_SCALE) -> int | None:
     """Where the snap begins: the last frame before the break ``brk`` in which the bond that
     broke was still a bond (no longer than ``scale`` (1.3) × its covalent radii, 1.98 Å for C–C);
