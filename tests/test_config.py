@@ -319,3 +319,25 @@ def test_key_order_does_not_matter():
     a = validate_config({"smd": {"pull_steps": 10, "relax_steps": 5}, "model": {"members": 2}})
     b = validate_config({"model": {"members": 2}, "smd": {"relax_steps": 5, "pull_steps": 10}})
     assert repr(a) == repr(b)
+
+
+def test_start_from_needs_an_iteration_folder_with_every_member(tmp_path):
+    """training.start_from: a folder with best.json and each member's .pt and .json, read from
+    the working directory; a missing one, or warm starts off, fails at load naming the key."""
+    with pytest.raises(ConfigError, match=r"^training.start_from: folder 'hex/iter_002' not found"):
+        validate_config({"training": {"start_from": "hex/iter_002"}}, base_dir=tmp_path)
+    start = tmp_path / "hex" / "iter_002"
+    (start / "models").mkdir(parents=True)
+    (start / "best.json").write_text("{}")
+    for k in (0, 1):
+        for ext in ("pt", "json"):
+            (start / "models" / f"member_{k}.{ext}").write_text("")
+    with pytest.raises(ConfigError, match=r"^training.start_from: 'hex/iter_002' has no models/member_2.pt, "
+                                          r"models/member_2.json; .* at least model.members \(3\)"):
+        validate_config({"training": {"start_from": "hex/iter_002"}}, base_dir=tmp_path)
+    ok = validate_config({"training": {"start_from": "hex/iter_002"}, "model": {"members": 2}}, base_dir=tmp_path)
+    assert ok["training"]["start_from"] == "hex/iter_002"
+    with pytest.raises(ConfigError, match=r"^training.start_from: .* training.warm_start false"):
+        validate_config({"training": {"start_from": "hex/iter_002", "warm_start": False}, "model": {"members": 2}},
+                        base_dir=tmp_path)
+    assert validate_config({})["training"]["start_from"] is None

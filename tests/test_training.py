@@ -1,4 +1,5 @@
 """Training: seeds, splits, determinism, best-epoch selection, errors (GFN2-xTB ethane data)."""
+import json
 import math
 
 import numpy as np
@@ -331,3 +332,55 @@ def test_warm_start_and_precompute_choice(ethane, spec):
     with pytest.raises(ValueError, match="model covers H, O; structure has C"):
         _Data(sub, np.arange(10), make_spec(["H", "O"], SMALL | {"O": [8]}, {"H": -1.0, "O": -2.0}), cpu,
               "none", 1.0)
+
+
+def test_start_from_another_campaigns_committee(ethane, spec, tmp_path):
+    """training.start_from: iteration 0's members start from another campaign's iteration
+    folder as a warm start would from the iteration before, with its best member's split kept
+    for the frames it had (new frames split anew); parameters that do not fit the model fail
+    with one line naming the key."""
+    from rarelearn.learning.members import member_setup
+    from rarelearn.models.committee import ModelError
+    from rarelearn.models.files import read_model_blob, save_ensemble
+
+    fr, _ = ethane
+    old = fr.subset(np.arange(100))
+    tr, va = random_split(len(old), seed=0)
+    state, _ = train_member(old, tr, va, spec, TrainConfig(epochs=1, batch_size=16, log_every=0), seed=1,
+                            log=lambda m: None)
+    start = tmp_path / "other" / "results" / "iter_002"
+    (start / "models").mkdir(parents=True)
+    save_ensemble(start / "models" / "member_0.pt", [state], spec)
+    hashes = old.hashes
+    (start / "models" / "member_0.json").write_text(json.dumps(
+        {"train_hashes": list(hashes[tr]), "val_hashes": list(hashes[va])}))
+    (start / "best.json").write_text(json.dumps({"best_member": 0}))
+    training = {"epochs": 1, "batch_size": 16, "lr": 1e-3, "force_weight": 0.1, "train_fraction": 0.8,
+                "early_stopping_patience": None, "lr_patience": None, "split": "inherited", "warm_start": True}
+    setup = member_setup(fr, training, iteration=0, member=0, previous_dir=start)
+    assert setup["split"] == f"inherited from {start} member 0"
+    saved = read_model_blob(start / "models" / "member_0.pt")["members"][0]
+    assert all(torch.equal(setup["init_state"][k], saved[k]) for k in saved)
+    val = set(fr.hashes[setup["val_idx"]])
+    assert set(hashes[va]) <= val and not set(hashes[tr]) & val     # the start's split, kept
+    assert len(setup["train_idx"]) + len(setup["val_idx"]) == len(fr)
+    cold = member_setup(fr, training, iteration=0, member=0, previous_dir=None)
+    assert cold["init_state"] is None and cold["split"] == "random"
+    wider = make_spec(["H", "C"], {"H": [32, 16], "C": [24, 16]}, ethane[1])
+    with pytest.raises(ModelError, match=r"training\.start_from") as exc:
+        train_member(fr, setup["train_idx"], setup["val_idx"], wider, TrainConfig(epochs=1, log_every=0), seed=1,
+                     init_state=setup["init_state"], log=lambda m: None)
+    assert "\n" not in str(exc.value)
+    # the members' spec takes the start's self energies, not a fit on this campaign's data
+    from rarelearn.dataset import write_frames
+    from rarelearn.steps.train import _training_inputs
+
+    data = tmp_path / "data.h5"
+    write_frames(data, fr)
+    atoms = tmp_path / "atom_energies.json"
+    atoms.write_text(json.dumps({"energies": {"H": -11.0, "C": -50.0}}))
+    _, own = _training_inputs(data, atoms, {"hidden": SMALL}, ["H", "C"], warm_from=start)
+    assert own["self_energies"] == pytest.approx(spec["self_energies"])
+    _, fitted = _training_inputs(data, atoms, {"hidden": SMALL}, ["H", "C"])
+    shift = (fr.energy.mean() - 2 * -50.0 - 6 * -11.0) / 8
+    assert fitted["self_energies"] == pytest.approx({"H": -11.0 + shift, "C": -50.0 + shift})

@@ -48,6 +48,26 @@ def test_dry_run_shows_plan_up_to_first_checkpoint(tmp_path):
     assert counts["smd"] == 2 and "smd_batch" not in counts and counts["reference_smd"] == 2
 
 
+def test_start_from_feeds_iteration_0s_training(tmp_path):
+    """training.start_from: iteration 0's training jobs read the other campaign's iteration
+    folder (best.json, each member's files), so its members start from that committee."""
+    start = tmp_path / "hexane" / "results" / "iter_002"
+    (start / "models").mkdir(parents=True)
+    (start / "best.json").write_text("{}")
+    for k in (0, 1):
+        for ext in ("pt", "json"):
+            (start / "models" / f"member_{k}.{ext}").write_text("")
+    wd = tmp_path / "run"
+    wd.mkdir()
+    res = snakemake(wd, "-n", configfile=write_config(tmp_path / "start.yaml", **{"training.start_from": str(start),
+                                                                        "training.warm_start": True}))
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert jobs_run(out)["train"] == 2
+    for name in ("best.json", "models/member_0.pt", "models/member_1.json"):
+        assert f"{start}/{name}" in out, name
+
+
 def test_every_stage_writes_its_files(campaign):
     r = campaign / "results"
     ref = json.loads((r / "reference" / "barrier.json").read_text())

@@ -226,6 +226,7 @@ def validate_config(config: dict | None, schema_path=None, base_dir=None, check_
 
     config_checks.check_model(full, schema, model_elements(config_checks.check_molecules(full, base)))
     config_checks.check_counts(full)
+    config_checks.check_start(full, base)
     config_checks.check_sampler(full)
     if check_labeller:
         config_checks.check_labeller(full)

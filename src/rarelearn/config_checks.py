@@ -73,6 +73,29 @@ def check_counts(config: dict) -> None:
                           "first round; raise it or lower reference.replicas")
 
 
+
+def check_start(config: dict, base_dir: Path) -> None:
+    """``training.start_from`` is an iteration folder with the files iteration 0's members
+    start from (best.json, models/member_K.pt and .json for every member), and warm starts
+    are on."""
+    start = config["training"]["start_from"]
+    if start is None:
+        return
+    if not config["training"]["warm_start"]:
+        raise ConfigError("training.start_from: the members would not start from it with training.warm_start "
+                          "false; set warm_start: true or drop start_from")
+    folder = base_dir / start
+    if not folder.is_dir():
+        raise ConfigError(f"training.start_from: folder {start!r} not found (looked in {base_dir}; a relative "
+                          "path is read from the working directory); give another campaign's results/iter_NNN")
+    needed = ["best.json"] + [f"models/member_{k}.{ext}" for k in range(config["model"]["members"])
+                              for ext in ("pt", "json")]
+    missing = [n for n in needed if not (folder / n).is_file()]
+    if missing:
+        raise ConfigError(f"training.start_from: {start!r} has no {', '.join(missing[:3])}"
+                          f"{' ...' if len(missing) > 3 else ''}; give an iteration folder (results/iter_NNN) of a "
+                          f"campaign with at least model.members ({config['model']['members']}) members")
+
 #: sampler kinds that compute the potential's COGEF path, and those that select no SMD frames
 COGEF_PATH_KINDS = ("cogef", "smd+cogef")
 NO_SMD_FRAME_KINDS = ("cogef", "hal")

@@ -332,12 +332,14 @@ def merge_base(wildcards):
 
 
 def previous_iteration_models(wildcards):
-    """What a member needs from the iteration before (inherited split, warm start)."""
+    """What a member needs from the iteration before (inherited split, warm start); iteration
+    0's from training.start_from, another campaign's iteration folder, where one is given."""
     i = int(wildcards.iteration)
     needs = config["training"]["split"] == "inherited" or config["training"]["warm_start"]
-    if i == 0 or not needs:
+    start = config["training"]["start_from"]
+    if not needs or (i == 0 and start is None):
         return []
-    prev = f"results/iter_{i - 1:03d}"
+    prev = f"results/iter_{i - 1:03d}" if i > 0 else start.rstrip("/")
     return [f"{prev}/best.json"] + [f"{prev}/models/member_{k}.json" for k in MEMBERS] + [
         f"{prev}/models/member_{k}.pt" for k in MEMBERS
     ]

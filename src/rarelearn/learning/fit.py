@@ -55,6 +55,7 @@ import torch
 from ..dataset import Frames
 from ..frameset import FrameSet
 from ..models.ani import build_networks
+from ..models.committee import ModelError
 from .aev_data import AUTO_MIN_EPOCHS, _Data, _MultiData, make_data
 from .epochs import _check_run_settings, _device, _EpochRecorder, _ok_indices, _threads, fit_summary, run_epochs
 
@@ -135,7 +136,13 @@ def _fit(data: _Data | _MultiData, train_idx: np.ndarray, val_idx: np.ndarray, c
         torch.manual_seed(int(seed))
         nets = build_networks(data.spec, data.aev_dim)
     if init_state is not None:
-        nets.load_state_dict(init_state)
+        try:
+            nets.load_state_dict(init_state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise ModelError("the warm start's parameters do not fit this model (a committee in training.start_from "
+                             "must have the campaign's elements and model.hidden sizes): "
+                             f"{' '.join(line.strip() for line in first[:3])}") from None
     nets.to(data.device)
     tr_rows = data.local(train_idx)
     va_rows = data.local(val_idx)

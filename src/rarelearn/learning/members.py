@@ -86,14 +86,15 @@ def member_setup(frames: Frames | FrameSet, training_cfg: dict, iteration: int, 
     seed = seed_for(iteration, member) + int(training_cfg.get("seed", 0))
     init_state = None
     split_kind = "random"
-    if iteration > 0 and previous_dir is not None:
+    if previous_dir is not None:    # the iteration before, or at iteration 0 training.start_from
         prev = Path(previous_dir)
         if training_cfg["split"] == "inherited":
             best = int(read_json(prev / "best.json")["best_member"])
             pinfo = read_json(prev / "models" / f"member_{best}.json")
             train_idx, val_idx = inherited_split(pinfo["train_hashes"], pinfo["val_hashes"], frames.hashes,
                                                  seed, cfg.train_fraction)
-            split_kind = f"inherited from iteration {iteration - 1} member {best}"
+            source = f"iteration {iteration - 1}" if iteration > 0 else str(prev)
+            split_kind = f"inherited from {source} member {best}"
         if training_cfg["warm_start"]:
             init_state = read_model_blob(prev / "models" / f"member_{member}.pt")["members"][0]
     if split_kind == "random":
