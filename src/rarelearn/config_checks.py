@@ -73,7 +73,6 @@ def check_counts(config: dict) -> None:
                           "first round; raise it or lower reference.replicas")
 
 
-
 def check_start(config: dict, base_dir: Path) -> None:
     """``training.start_from`` is an iteration folder with the files iteration 0's members
     start from (best.json, models/member_K.pt and .json for every member), and warm starts
@@ -95,6 +94,7 @@ def check_start(config: dict, base_dir: Path) -> None:
         raise ConfigError(f"training.start_from: {start!r} has no {', '.join(missing[:3])}"
                           f"{' ...' if len(missing) > 3 else ''}; give an iteration folder (results/iter_NNN) of a "
                           f"campaign with at least model.members ({config['model']['members']}) members")
+
 
 #: sampler kinds that compute the potential's COGEF path, and those that select no SMD frames
 COGEF_PATH_KINDS = ("cogef", "smd+cogef")
