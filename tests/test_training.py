@@ -372,15 +372,13 @@ def test_start_from_another_campaigns_committee(ethane, spec, tmp_path):
                      init_state=setup["init_state"], log=lambda m: None)
     assert "\n" not in str(exc.value)
     # the members' spec takes the start's self energies, not a fit on this campaign's data
-    from rarelearn.dataset import write_frames
-    from rarelearn.steps.train import _training_inputs
+    from rarelearn.steps.train import _training_spec
 
-    data = tmp_path / "data.h5"
-    write_frames(data, fr)
     atoms = tmp_path / "atom_energies.json"
     atoms.write_text(json.dumps({"energies": {"H": -11.0, "C": -50.0}}))
-    _, own = _training_inputs(data, atoms, {"hidden": SMALL}, ["H", "C"], warm_from=start)
+    own = _training_spec(fr, atoms, {"hidden": SMALL}, ["H", "C"], start_self_energies=setup["init_self_energies"])
     assert own["self_energies"] == pytest.approx(spec["self_energies"])
-    _, fitted = _training_inputs(data, atoms, {"hidden": SMALL}, ["H", "C"])
+    assert cold["init_self_energies"] is None
+    fitted = _training_spec(fr, atoms, {"hidden": SMALL}, ["H", "C"], start_self_energies=cold["init_self_energies"])
     shift = (fr.energy.mean() - 2 * -50.0 - 6 * -11.0) / 8
     assert fitted["self_energies"] == pytest.approx({"H": -11.0 + shift, "C": -50.0 + shift})

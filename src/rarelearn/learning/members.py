@@ -80,11 +80,12 @@ def train_config(training_cfg: dict):
 def member_setup(frames: Frames | FrameSet, training_cfg: dict, iteration: int, member: int,
                   previous_dir=None) -> dict:
     """Seed, train/validation split and warm-start state of one member (shared by the
-    per-member and the fused training steps, so both train the same members). With a
-    :class:`FrameSet` the split is over its global frame indices."""
+    per-member and the fused training steps, so both train the same members), with the self
+    energies of the committee it starts from (``init_self_energies``; None without a warm
+    start). With a :class:`FrameSet` the split is over its global frame indices."""
     cfg = train_config(training_cfg)
     seed = seed_for(iteration, member) + int(training_cfg.get("seed", 0))
-    init_state = None
+    init_state = init_self_energies = None
     split_kind = "random"
     if previous_dir is not None:    # the iteration before, or at iteration 0 training.start_from
         prev = Path(previous_dir)
@@ -96,12 +97,14 @@ def member_setup(frames: Frames | FrameSet, training_cfg: dict, iteration: int, 
             source = f"iteration {iteration - 1}" if iteration > 0 else str(prev)
             split_kind = f"inherited from {source} member {best}"
         if training_cfg["warm_start"]:
-            init_state = read_model_blob(prev / "models" / f"member_{member}.pt")["members"][0]
+            blob = read_model_blob(prev / "models" / f"member_{member}.pt")
+            init_state = blob["members"][0]
+            init_self_energies = blob["spec"].get("self_energies")
     if split_kind == "random":
         train_idx, val_idx = random_split(len(frames), seed, cfg.train_fraction)
     log.info("iteration %d member %d: %d frames, split %s (%d train / %d val), seed %d", iteration, member,
              len(frames), split_kind, len(train_idx), len(val_idx), seed)
     return {"member": member, "seed": seed, "split": split_kind, "train_idx": train_idx, "val_idx": val_idx,
-            "init_state": init_state}
+            "init_state": init_state, "init_self_energies": init_self_energies}
 
 

@@ -80,35 +80,26 @@ def read_atom_energies(paths) -> dict:
     return {el: v for el, (v, _) in merged.items()}
 
 
-def _training_inputs(data_path, atom_energies_json, model_cfg: dict, elements: Sequence[str],
-                     base_data_path=None, warm_from=None) -> tuple[Frames | FrameSet, dict]:
-    """The frames and the model spec; the self energies are fitted on iteration 0's data
-    (``base_data_path``), or where the members start from another committee (``warm_from``:
-    its iteration folder, a warm start) taken from it, so its networks' energies keep their
-    meaning (within a campaign the two are the same numbers)."""
+def _training_frames(data_path, model_cfg: dict) -> Frames | FrameSet:
+    """The frames a training job learns (one data set file, or a list: several molecules)."""
     frames = read_training_frames(data_path)
     if model_cfg.get("family", "ani") == "schnet" and isinstance(frames, FrameSet):
         raise ValueError(f"SchNet training takes one molecule; got {len(frames.parts)} data set files "
                          f"({', '.join(str(p) for p in data_path)}): use model.family 'ani' for several")
+    return frames
+
+
+def _training_spec(frames: Frames | FrameSet, atom_energies_json, model_cfg: dict, elements: Sequence[str],
+                   base_data_path=None, start_self_energies: dict | None = None) -> dict:
+    """The members' model spec. Its self energies are those of the committee the members go on
+    from (``start_self_energies``, :func:`member_setup`'s ``init_self_energies``, where it has
+    every element), so its networks' energies keep their meaning; else fitted on iteration 0's
+    data (``base_data_path``). Within a campaign the two are the same numbers."""
     atom_e = read_atom_energies(atom_energies_json)
-    start = start_self_energies(warm_from, elements)
-    if start is not None:
-        return frames, model_spec(model_cfg, elements, start)
+    if start_self_energies and all(e in start_self_energies for e in elements):
+        return model_spec(model_cfg, elements, {e: float(start_self_energies[e]) for e in elements})
     base = frames if base_data_path is None else read_training_frames(base_data_path)
-    return frames, model_spec(model_cfg, elements, fitted_self_energies(atom_e, base))
-
-
-def start_self_energies(warm_from, elements: Sequence[str]) -> dict | None:
-    """The self energies (eV) of the committee in iteration folder ``warm_from`` (its member
-    0), where it has every element of ``elements``; None without one."""
-    if warm_from is None:
-        return None
-    from ..models.files import read_model_blob
-
-    own = read_model_blob(Path(warm_from) / "models" / "member_0.pt")["spec"].get("self_energies") or {}
-    if not all(e in own for e in elements):
-        return None
-    return {e: float(own[e]) for e in elements}
+    return model_spec(model_cfg, elements, fitted_self_energies(atom_e, base))
 
 
 def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_cfg: dict,
@@ -122,9 +113,10 @@ def train_member_step(data_path, atom_energies_json, model_cfg: dict, training_c
     from ..learning.schnet_fit import train_schnet_member
     from ..learning.fit import train_member
 
-    warm_from = previous_dir if training_cfg.get("warm_start") else None
-    frames, spec = _training_inputs(data_path, atom_energies_json, model_cfg, elements, base_data_path, warm_from)
+    frames = _training_frames(data_path, model_cfg)
     setup = member_setup(frames, training_cfg, iteration, member, previous_dir)
+    spec = _training_spec(frames, atom_energies_json, model_cfg, elements, base_data_path,
+                          setup["init_self_energies"])
     train = train_schnet_member if spec.get("family") == "schnet" else train_member
     state, history = train(frames, setup["train_idx"], setup["val_idx"], spec, train_config(training_cfg),
                            seed=setup["seed"], init_state=setup["init_state"], log=log.info)
@@ -145,10 +137,11 @@ def train_ensemble_step(data_path, atom_energies_json, model_cfg: dict, training
 
     if len(out_models) != len(out_infos):
         raise ValueError(f"{len(out_models)} model files but {len(out_infos)} info files")
-    warm_from = previous_dir if training_cfg.get("warm_start") else None
-    frames, spec = _training_inputs(data_path, atom_energies_json, model_cfg, elements, base_data_path, warm_from)
+    frames = _training_frames(data_path, model_cfg)
     setups = [member_setup(frames, training_cfg, iteration, k, previous_dir)
               for k in range(len(out_models))]
+    spec = _training_spec(frames, atom_energies_json, model_cfg, elements, base_data_path,
+                          setups[0]["init_self_energies"])
     cfg = train_config(training_cfg)
     if spec.get("family") == "schnet":
         results = [train_schnet_member(frames, s["train_idx"], s["val_idx"], spec, cfg, seed=s["seed"],
