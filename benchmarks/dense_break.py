@@ -18,7 +18,7 @@ break against the labeller's, and its errors on separate constrained-MD test fra
 
 The local frames are made once and kept (``DIR/dense/local.h5``, ``test.h5``); their order
 interleaves the extensions, so the first ``n`` frames cover every extension; every trained
-member is kept as ``DIR/dense/models/local<n>_<tag>member<k>.pt``. Run on demand; not a test.
+member is kept as ``DIR/dense/models/local<n>_member<k>.pt``. Run on demand; not a test.
 """
 from __future__ import annotations
 
@@ -37,22 +37,21 @@ from rarelearn.learning.fit import TrainConfig, train_member
 from rarelearn.learning.members import fitted_self_energies, model_spec
 from rarelearn.learning.splits import random_split, seed_for
 from rarelearn.models.files import load_model, save_model
-from rarelearn.units import KCAL_MOL_PER_EV
 from training_schedule import _cogef, parse
 
 
-def constrained_md(start: Frames, k: int, pull, calculator, temperature_K: float, n_frames: int,
+def constrained_md(start: Frames, k: int, pull, labeller, temperature_K: float, n_frames: int,
                    record_every: int, seed: int, timestep_fs: float = 0.5) -> Frames:
     """``n_frames`` labelled frames of Langevin MD from image ``k`` of ``start`` with the
     distance of the atoms ``pull`` fixed; energies and (unconstrained) forces are the
-    calculator's of the MD step itself."""
+    labeller's of the MD step itself."""
     from ase import units
     from ase.constraints import FixBondLength
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     atoms = start.to_atoms(k)
-    atoms.calc = calculator
+    atoms.calc = labeller.calculator()
     atoms.set_constraint(FixBondLength(int(pull[0]), int(pull[1])))
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
@@ -66,7 +65,7 @@ def constrained_md(start: Frames, k: int, pull, calculator, temperature_K: float
         frc.append(atoms.get_forces(apply_constraint=False).copy())
     ext = float(start.extras["extension"][k])
     return Frames(start.numbers, np.array(pos), np.array(ene), np.array(frc), source="dense",
-                  labeller="gfn2-xtb", extras={"extension": np.full(n_frames, ext)})
+                  labeller=labeller.name, extras={"extension": np.full(n_frames, ext)})
 
 
 def local_frames(res: Path, out: Path, cfg: dict, args) -> tuple[Frames, Frames]:
@@ -84,13 +83,13 @@ def local_frames(res: Path, out: Path, cfg: dict, args) -> tuple[Frames, Frames]
             if all(abs(ext[k] - ext[q]) >= 0.01 for q in ks if intact[q] == intact[k]):
                 ks.append(int(k))
     ks = sorted(ks, key=lambda k: ext[k])
-    calc = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {}).calculator()
+    lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
     per = -(-args.pool // len(ks))
     pools, tests = [], []
     t0 = time.time()
     for n, k in enumerate(ks):
-        pools.append(constrained_md(path, k, (g1[0], g2[0]), calc, args.temperature, per, args.record_every, 2 * n))
-        tests.append(constrained_md(path, k, (g1[0], g2[0]), calc, args.temperature, args.test_per_extension,
+        pools.append(constrained_md(path, k, (g1[0], g2[0]), lab, args.temperature, per, args.record_every, 2 * n))
+        tests.append(constrained_md(path, k, (g1[0], g2[0]), lab, args.temperature, args.test_per_extension,
                                     args.record_every, 2 * n + 1))
         print(f"  constrained MD at Δ {ext[k]:.3f} Å ({'intact' if intact[k] else 'broken'} image): "
               f"{per} + {args.test_per_extension} frames, {time.time() - t0:.0f} s", flush=True)
@@ -110,8 +109,6 @@ def main(argv=None) -> int:
     p.add_argument("--members", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--schedule", default="epochs=100,lr_patience=3,early_stopping_patience=15,lr=0.0003",
                    help="key=value,... over training.*")
-    p.add_argument("--md", type=int, default=None, help="MD-set frames used, evenly spread (default: all)")
-    p.add_argument("--tag", default="", help="prefix of the kept models' names after local<n>_")
     p.add_argument("--window", type=float, default=0.3, help="Å below the reference break")
     p.add_argument("--above", type=float, default=0.1, help="Å above the reference break (broken images)")
     p.add_argument("--pool", type=int, default=800, help="local frames made (the largest --local)")
@@ -122,12 +119,9 @@ def main(argv=None) -> int:
     res = args.campaign / "results"
     cfg = campaign_config()
     md = read_frames(res / "reference" / "md.h5")
-    if args.md is not None:
-        md = md.subset(np.linspace(0, len(md) - 1, args.md).round().astype(int)) if args.md else Frames.empty(md.numbers)
     pool, test = local_frames(res, args.campaign / "dense", cfg, args)
     atom_energies = json.loads((res / "reference" / "atom_energies.json").read_text())["energies"]
-    spec = model_spec(cfg["model"], cfg["molecule"]["elements"],
-                      fitted_self_energies(atom_energies, md if len(md) else pool))
+    spec = model_spec(cfg["model"], cfg["molecule"]["elements"], fitted_self_energies(atom_energies, md))
     training = {**cfg["training"], **parse(args.schedule)}
     tcfg = TrainConfig(**{k: training[k] for k in ("epochs", "lr", "lr_patience", "early_stopping_patience",
                                                    "force_weight", "batch_size")})
@@ -145,7 +139,7 @@ def main(argv=None) -> int:
             tr, va = random_split(len(frames), seed, tcfg.train_fraction)
             t0 = time.time()
             state, h = train_member(frames, tr, va, spec, tcfg, seed=seed, log=lambda s: None)
-            saved = args.campaign / "dense" / "models" / f"local{n}_{args.tag}member{member}.pt"
+            saved = args.campaign / "dense" / "models" / f"local{n}_member{member}.pt"
             saved.parent.mkdir(parents=True, exist_ok=True)
             save_model(saved, [state], spec, meta={"history": h, "schedule": args.schedule})
             model = load_model(saved)
@@ -156,7 +150,6 @@ def main(argv=None) -> int:
             print(f"{n:>5} {member:>6} {h['epochs_run']:>6} {1000 * h['val_energy_mae']:>6.1f} "
                   f"{1000 * h['val_force_mae']:>6.1f} {test_e:>6.1f} {test_f:>6.1f}{cogef} {time.time() - t0:>5.0f}",
                   flush=True)
-    print(f"(kcal/mol per eV: {KCAL_MOL_PER_EV:.3f})")
     return 0
 
 
