@@ -328,3 +328,29 @@ def test_delta_e_max_splits_into_the_loaded_chain_and_where_it_gives_way():
     unbroken = cogef_comparison({**late, "broke": False}, ref)
     assert math.isnan(unbroken["cogef_break_shift"]) and unbroken["cogef_intact_delta_kcal"] == pytest.approx(
         c * KCAL_MOL_PER_EV)
+
+
+def test_the_loaded_chain_is_compared_on_the_potentials_intact_images_only():
+    """A potential that breaks a rounding error past a reference image (refinements of both
+    scans land on the same extensions): its loaded chain is read on its last intact image,
+    not interpolated into the drop of its break (hexane, /tmp/dense iteration 0: −32.9
+    kcal/mol read where the chain was 2.9 low)."""
+    from rarelearn.learning.evaluation import cogef_comparison
+    from rarelearn.units import KCAL_MOL_PER_EV
+
+    k, c = 1.2, 0.01
+    def profile(x_intact, x_broken, shift):
+        x = np.array(list(x_intact) + list(x_broken))
+        e = 0.5 * k * x ** 2 + shift
+        n = len(x_intact)
+        e[n:] -= 1.0
+        return {"broke": True, "e_max": float(e[n - 1]), "f_max": k * x_intact[-1], "extension": x.tolist(),
+                "energy": e.tolist(), "intact": [True] * n + [False] * len(x_broken),
+                "break_extension": float(x_broken[0]), "broken_bond": [0, 1]}
+    grid = [0.0, 0.5, 1.0, 1.5, 1.9, 1.95, 1.9640625, 1.96484375]
+    ref = profile(grid, [1.965625, 2.0], 0.0)
+    nnp = profile(grid[:-1], [1.96484375 + 3e-14, 2.0], c)
+    cmp = cogef_comparison(nnp, ref)
+    assert cmp["cogef_intact_extension"] == pytest.approx(1.9640625)
+    assert cmp["cogef_intact_delta_kcal"] == pytest.approx(c * KCAL_MOL_PER_EV)
+    assert cmp["cogef_rmse_to_break_kcal"] == pytest.approx(c * KCAL_MOL_PER_EV)

@@ -123,7 +123,7 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     side did not break within its scan (its maximum is then only a lower bound);
     ``cogef_delta_f_max`` (eV/Å); ``cogef_rmse_to_break_kcal``: RMS difference of the two
     profiles E(Δ) on the reference's images up to the earlier of the two breaks (the
-    potential's profile interpolated linearly); ``cogef_same_bond``: both broke the same
+    potential's intact images interpolated linearly); ``cogef_same_bond``: both broke the same
     atom pair, or (with ``same_place(bond_a, bond_b)``, e.g. from
     :func:`rarelearn.chem.breaks.bond_position`) bonds at the same place along the load path;
     the post-break rises of both (eV). ``cogef_intact_delta_kcal``: the difference at the
@@ -142,6 +142,10 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     x_n, e_n = np.asarray(nnp["extension"], float), np.asarray(nnp["energy"], float)
     upto = min(ref["break_extension"] if ref.get("broke") else x_r.max(),
                nnp["break_extension"] if nnp.get("broke") else x_n.max())
+    # the potential's intact images only: between its last intact image and its first broken
+    # one a linear interpolation would read the drop of its break as the loaded chain's energy
+    intact_n = np.asarray(nnp.get("intact", np.ones(x_n.size, bool)), bool)
+    x_n, e_n = x_n[intact_n], e_n[intact_n]
     keep = (x_r < upto) & (x_r <= x_n.max())
     diff = np.interp(x_r[keep], x_n, e_n) - e_r[keep]
     rmse = float(np.sqrt(np.mean(diff ** 2))) * KCAL_MOL_PER_EV if keep.any() else math.nan
