@@ -6,8 +6,8 @@ at hexane's ~4.7 eV/Å pull force), iteration after iteration. This asks whether
 it at all, before asking a sampler to find that data: the labeller's own thermal
 configurations along its loaded chain near the break (constrained MD: the pulled atoms'
 distance fixed at the reference COGEF images' extensions within ``--window`` Å below the
-break and ``--above`` Å above it, at least 0.01 Å apart, ``--temperature`` K, Langevin, every ``--record-every``
-steps labelled by the MD's own labeller call), added ``--local`` at a time to the campaign's
+break and ``--above`` Å above it, at least 0.01 Å apart, ``--temperature`` K, Langevin, every
+``--record-every`` steps labelled by the MD's own labeller call), added ``--local`` at a time to the campaign's
 MD set; members trained from scratch on each set; each member's own COGEF maximum and
 break against the labeller's, and its errors on separate constrained-MD test frames.
 
@@ -33,8 +33,8 @@ from rarelearn.chem.labellers import make_labeller
 from rarelearn.chem.molecules import load_prepared_molecule
 from rarelearn.config import campaign_config
 from rarelearn.dataset import Frames, read_frames, write_frames
-from rarelearn.learning.fit import TrainConfig, train_member
-from rarelearn.learning.members import fitted_self_energies, model_spec
+from rarelearn.learning.fit import train_member
+from rarelearn.learning.members import fitted_self_energies, model_spec, train_config
 from rarelearn.learning.splits import random_split, seed_for
 from rarelearn.models.files import load_model, save_model
 from training_schedule import _cogef, parse
@@ -123,8 +123,7 @@ def main(argv=None) -> int:
     atom_energies = json.loads((res / "reference" / "atom_energies.json").read_text())["energies"]
     spec = model_spec(cfg["model"], cfg["molecule"]["elements"], fitted_self_energies(atom_energies, md))
     training = {**cfg["training"], **parse(args.schedule)}
-    tcfg = TrainConfig(**{k: training[k] for k in ("epochs", "lr", "lr_patience", "early_stopping_patience",
-                                                   "force_weight", "batch_size")})
+    tcfg = train_config(training)
     ref = json.loads((res / "reference" / "cogef.json").read_text())
     print(f"MD set {len(md)} frames; local pool {len(pool)}, test {len(test)} (Δ {test.extras['extension'].min():.2f}"
           f"–{test.extras['extension'].max():.2f} Å, {args.temperature:.0f} K); reference COGEF E_max "
