@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--test-per-extension", type=int, default=10)
     p.add_argument("--temperature", type=float, default=150.0)
     p.add_argument("--record-every", type=int, default=10)
+    p.add_argument("--extra", type=Path, nargs="*", default=[], help="labelled frame files added to every training set")
+    p.add_argument("--tag", default="", help="prefix of the saved members' file names")
     args = p.parse_args(argv)
     res = args.campaign / "results"
     cfg = campaign_config()
@@ -132,13 +134,13 @@ def main(argv=None) -> int:
           f"{'dEmax':>7} {'break':>6} {'dE_end@ext':>13} {'bond':>6} {'s':>5}")
     print(f"{'':>5} {'':>6} {'':>6} {'meV':>6} {'meV/A':>6} {'meV':>6} {'meV/A':>6} {'kcal':>7} {'A':>6} {'kcal@A':>13}")
     for n in args.local:
-        frames = Frames.concatenate([md, pool.subset(np.arange(n))])
+        frames = Frames.concatenate([md, pool.subset(np.arange(n)), *map(read_frames, args.extra)])
         for member in args.members:
             seed = seed_for(0, member)
             tr, va = random_split(len(frames), seed, tcfg.train_fraction)
             t0 = time.time()
             state, h = train_member(frames, tr, va, spec, tcfg, seed=seed, log=lambda s: None)
-            saved = args.campaign / "dense" / "models" / f"local{n}_member{member}.pt"
+            saved = args.campaign / "dense" / "models" / f"{args.tag}local{n}_member{member}.pt"
             saved.parent.mkdir(parents=True, exist_ok=True)
             save_model(saved, [state], spec, meta={"history": h, "schedule": args.schedule})
             model = load_model(saved)
