@@ -6,7 +6,9 @@ near the break). How much does the COGEF maximum move for an error of that size?
 to GFN2-xTB a small, smooth bump on every C–C pair, ε·exp(−(r − r0)²/2w²) (height ε
 kcal/mol at bond length r0, width w Å; forces at most ε/w·e^−½), and reruns its COGEF
 scan with the campaign's settings: the maximum's shift against ε is the amplification
-a potential's error of that shape meets.
+a potential's error of that shape meets. Beside it, the loaded chain's error where both still
+hold (``cogef_intact_delta_kcal``) and the profile's RMS difference up to the earlier break,
+as the campaign's evaluation reads them.
 
     python benchmarks/break_conditioning.py --campaign /tmp/dense --eps 0.5 -0.5 --r0 1.95 2.05 2.2
 
@@ -24,6 +26,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from rarelearn.chem.labellers import make_labeller
 from rarelearn.chem.molecules import load_prepared_molecule
 from rarelearn.config import campaign_config
+from rarelearn.learning.evaluation import cogef_comparison
 from rarelearn.md.cogef import cogef_profile
 from rarelearn.units import EV_PER_KCAL_MOL, KCAL_MOL_PER_EV
 
@@ -80,16 +83,18 @@ def main(argv=None) -> int:
     print(f"GFN2-xTB (cogef.json): E_max {ref['e_max'] * KCAL_MOL_PER_EV:.2f} kcal/mol, break at Δ "
           f"{ref['break_extension']:.4f} Å, F_max {ref['f_max']:.2f} eV/Å; bump width {args.width} Å")
     print(f"{'eps kcal':>8} {'r0 A':>5} {'max F meV/A':>11} {'dE_max kcal':>11} {'break A':>8} {'shift A':>8} "
-          f"{'dF_max eV/A':>11} {'bond':>8} {'amplification':>13}")
+          f"{'dF_max eV/A':>11} {'bond':>8} {'amplification':>13} {'intact kcal':>11} {'RMSE kcal':>9}")
     for r0 in args.r0:
         for eps in args.eps:
             bump = CCBump(eps * EV_PER_KCAL_MOL, r0, args.width)
             prof = scan(SumCalculator([lab.calculator(), bump]))
             d = (prof.e_max - ref["e_max"]) * KCAL_MOL_PER_EV
+            cmp = cogef_comparison(prof.summary(), ref)
             fb = 1000 * abs(eps) * EV_PER_KCAL_MOL / args.width * np.exp(-0.5)
             print(f"{eps:>+8.2f} {r0:>5.2f} {fb:>11.0f} {d:>+11.2f} {prof.break_extension:>8.4f} "
                   f"{prof.break_extension - ref['break_extension']:>+8.4f} {prof.f_max - ref['f_max']:>+11.3f} "
-                  f"{prof.brk.label if prof.broke else 'none':>8} {d / eps:>13.1f}", flush=True)
+                  f"{prof.brk.label if prof.broke else 'none':>8} {d / eps:>13.1f} "
+                  f"{cmp['cogef_intact_delta_kcal']:>+11.2f} {cmp['cogef_rmse_to_break_kcal']:>9.2f}", flush=True)
     return 0
 
 
