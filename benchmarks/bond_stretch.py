@@ -14,11 +14,14 @@ the chain with the pulled atoms' distance *and* that bond's length held (the bon
 trained from scratch on the MD set + ``dense_break.py``'s thermal frames + these, as
 ``dense_break.py`` trains them, and their own COGEF is read against the labeller's.
 
-    python benchmarks/dense_break.py --campaign /tmp/dense --local 0 --members   # frames only
-    python benchmarks/bond_stretch.py --campaign /tmp/dense --members 0 1
+    python benchmarks/bond_stretch.py --campaign /tmp/dense --members        # the frames only
+    python benchmarks/bond_stretch.py --campaign /tmp/dense --members 0 1    # and two members
+    python benchmarks/bond_stretch.py --campaign /tmp/dense --compare MODEL.pt:0 ...
 
-The frames are made once and kept (``DIR/dense/stretch.h5``); members are saved as
-``DIR/dense/models/stretch<n>_member<k>.pt``. Run on demand; not a test.
+The frames are made once and kept (``DIR/dense/stretch.h5``; ``dense_break.py``'s frames are
+made too where missing); members are saved as ``DIR/dense/models/stretch<n>_local<m>_member<k>.pt``.
+``--compare`` prints instead each model's energies of the same held chains against the
+labeller's (relative to the bond at its symmetric-chain length). Run on demand; not a test.
 """
 from __future__ import annotations
 
