@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rarelearn.chem.breaks import bond_position
+from rarelearn.chem.geometry import bonds_of_elements
 from rarelearn.chem.labellers import make_labeller
 from rarelearn.chem.molecules import load_prepared_molecule
 from rarelearn.config import campaign_config
@@ -40,23 +42,15 @@ from rarelearn.learning.selection import augment
 from rarelearn.units import KCAL_MOL_PER_EV
 
 
-def cc_bonds(atoms) -> list[tuple[int, int]]:
-    """C–C bonds of the unstretched molecule (shorter than 1.8 Å), in chain order."""
-    c = np.flatnonzero(atoms.numbers == 6)
-    d = atoms.get_all_distances()
-    return [(int(i), int(j)) for n, i in enumerate(c) for j in c[n + 1:] if d[i, j] < 1.8]
-
-
-def mirror_unique(bonds, pull, atoms) -> list[tuple[int, int]]:
-    """One bond of each mirror pair: a bond and its image are equally far from the pulled atoms."""
-    d = atoms.get_all_distances()
+def mirror_unique(atoms, pull) -> list[tuple[int, int]]:
+    """The C–C bonds of the unstretched molecule, one of each set equal up to its symmetry
+    (:func:`rarelearn.chem.breaks.bond_position`), in chain order."""
     seen, out = set(), []
-    for i, j in bonds:
-        key = tuple(sorted((round(min(d[pull[0], i], d[pull[0], j]), 1),
-                            round(min(d[pull[1], i], d[pull[1], j]), 1))))
+    for i, j in bonds_of_elements(atoms.numbers, atoms.positions, ("C", "C")):
+        key = bond_position(atoms.numbers, atoms.positions, pull, (i, j))
         if key not in seen:
             seen.add(key)
-            out.append((i, j))
+            out.append((int(i), int(j)))
     return out
 
 
@@ -90,34 +84,41 @@ def scan_setup(res: Path, args):
     last = max(ks, key=lambda k: ext[k])
     starts = [(k, float(ext[k])) for k in sorted(ks, key=lambda k: ext[k])]
     starts += [(last, float(b + x)) for x in args.beyond]
-    bonds = mirror_unique(cc_bonds(atoms), pull, atoms)
+    bonds = mirror_unique(atoms, pull)
     return pull, path, float(atoms.get_distance(*pull)), starts, bonds, ref
+
+
+def held_chains(res: Path, calc, args, stretches):
+    """Yields (extension, bond, held length, relaxed atoms, converged) for every start of
+    :func:`scan_setup`, bond and stretch, relaxed under ``calc``."""
+    pull, path, d0, starts, bonds, _ = scan_setup(res, args)
+    for k, x in starts:
+        img = path.to_atoms(k)
+        for bond in bonds:
+            b0 = float(img.get_distance(*bond))
+            for st in stretches:
+                a, ok = held_relaxation(img, pull, bond, d0 + x, b0 + st, calc, args.fmax, args.steps)
+                yield x, bond, b0 + st, a, ok
 
 
 def stretch_frames(res: Path, out: Path, cfg: dict, args) -> Frames:
     if out.exists():
         return read_frames(out)
-    pull, path, d0, starts, bonds, ref = scan_setup(res, args)
+    _, _, _, starts, bonds, ref = scan_setup(res, args)
     lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
-    calc = lab.calculator()
-    kept, t0 = [], time.time()
+    kept, rows, t0 = [], {}, time.time()
     print(f"bonds held (one of each mirror pair): {bonds}; extensions {[round(x, 3) for _, x in starts]}")
-    for k, x in starts:
-        img = path.to_atoms(k)
-        row = []
-        for bond in bonds:
-            b0 = float(img.get_distance(*bond))
-            for s in args.stretch:
-                a, ok = held_relaxation(img, pull, bond, d0 + x, b0 + s, calc, args.fmax, args.steps)
-                e = float(a.get_potential_energy())
-                f = a.get_forces(apply_constraint=False)
-                kept.append(Frames(a.numbers, a.positions[None], np.array([e]), f[None], source="stretch",
-                                   labeller=lab.name, extras={"extension": np.array([x]),
-                                                              "held_bond_length": np.array([b0 + s])}))
-                row.append(f"{(e - ref['e0']) * KCAL_MOL_PER_EV:6.1f}{'' if ok else '!'}")
-            row.append(" |")
-        print(f"  Δ {x:.3f} Å: E - E0 kcal/mol, per bond (|) and stretch ('!' not converged): {' '.join(row)}  "
-              f"{time.time() - t0:.0f} s", flush=True)
+    for x, bond, length, a, ok in held_chains(res, lab.calculator(), args, args.stretch):
+        e = float(a.get_potential_energy())
+        f = a.get_forces(apply_constraint=False)
+        kept.append(Frames(a.numbers, a.positions[None], np.array([e]), f[None], source="stretch",
+                           labeller=lab.name, extras={"extension": np.array([x]),
+                                                      "held_bond_length": np.array([length])}))
+        rows.setdefault(x, {}).setdefault(bond, []).append(
+            f"{(e - ref['e0']) * KCAL_MOL_PER_EV:6.1f}{'' if ok else '!'}")
+    for x, row in rows.items():
+        print(f"  Δ {x:.3f} Å: E - E0 kcal/mol, per bond (|) and stretch ('!' not converged): "
+              + " | ".join(" ".join(cells) for cells in row.values()))
     relaxed = Frames.concatenate(kept)
     copies = lab.label(augment(relaxed, args.copies, args.amplitude, seed=7))
     copies = copies.subset(np.flatnonzero(np.isfinite(copies.energy)))
@@ -129,19 +130,13 @@ def stretch_frames(res: Path, out: Path, cfg: dict, args) -> Frames:
 
 
 def held_scan(res: Path, calc, args) -> tuple[list, list, np.ndarray]:
-    """(extensions, bonds, E[extension, bond, stretch] eV) of the chain relaxed under ``calc``
-    with the pulled atoms' distance and one bond held, the stretches ``[0] + args.stretch``."""
-    pull, path, d0, starts, bonds, _ = scan_setup(res, args)
+    """(extensions, bonds, E[extension, bond, stretch] eV, NaN where unconverged) of the chain
+    relaxed under ``calc`` with the pulled atoms' distance and one bond held, the stretches
+    ``[0] + args.stretch``."""
+    _, _, _, starts, bonds, _ = scan_setup(res, args)
     stretches = [0.0, *args.stretch]
-    e = np.full((len(starts), len(bonds), len(stretches)), np.nan)
-    for n, (k, x) in enumerate(starts):
-        img = path.to_atoms(k)
-        for m, bond in enumerate(bonds):
-            b0 = float(img.get_distance(*bond))
-            for q, st in enumerate(stretches):
-                a, ok = held_relaxation(img, pull, bond, d0 + x, b0 + st, calc, args.fmax, args.steps)
-                e[n, m, q] = a.get_potential_energy() if ok else np.nan
-    return [x for _, x in starts], bonds, e
+    e = [a.get_potential_energy() if ok else np.nan for *_, a, ok in held_chains(res, calc, args, stretches)]
+    return [x for _, x in starts], bonds, np.reshape(e, (len(starts), len(bonds), len(stretches)))
 
 
 def compare(res: Path, cfg: dict, args) -> None:
