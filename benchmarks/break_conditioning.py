@@ -27,7 +27,7 @@ from rarelearn.chem.labellers import make_labeller
 from rarelearn.chem.molecules import load_prepared_molecule
 from rarelearn.config import campaign_config
 from rarelearn.learning.evaluation import cogef_comparison
-from rarelearn.md.cogef import cogef_profile
+from rarelearn.md.cogef import cogef_profile, cogef_settings
 from rarelearn.units import EV_PER_KCAL_MOL, KCAL_MOL_PER_EV
 
 
@@ -74,11 +74,7 @@ def main(argv=None) -> int:
     lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
 
     def scan(calc):
-        return cogef_profile(atoms, calc, (g1[0], g2[0]), step=c["step"], max_extension=c["max_extension"],
-                             post_break_extension=c["post_break_extension"], fmax=c["fmax"],
-                             optimizer=c["optimizer"], max_opt_steps=c["max_opt_steps"],
-                             refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"],
-                             stable_branch=c.get("stable_branch", True))
+        return cogef_profile(atoms, calc, (g1[0], g2[0]), **cogef_settings(c))
 
     print(f"GFN2-xTB (cogef.json): E_max {ref['e_max'] * KCAL_MOL_PER_EV:.2f} kcal/mol, break at Δ "
           f"{ref['break_extension']:.4f} Å, F_max {ref['f_max']:.2f} eV/Å; bump width {args.width} Å")

@@ -20,7 +20,7 @@ import torch
 
 from rarelearn.chem.molecules import load_prepared_molecule
 from rarelearn.config import campaign_config
-from rarelearn.md.cogef import cogef_profile
+from rarelearn.md.cogef import cogef_profile, cogef_settings
 from rarelearn.models.files import load_model, make_calculator
 from rarelearn.units import KCAL_MOL_PER_EV
 
@@ -44,11 +44,7 @@ def main(argv=None) -> int:
         best = json.loads((d / "best.json").read_text())["best_member"]
         for m in list(range(ens.n_members)) + ([] if args.no_mean else [None]):
             t0 = time.time()
-            prof = cogef_profile(atoms.copy(), make_calculator(ens, member=m), (g1[0], g2[0]), step=c["step"],
-                                 max_extension=c["max_extension"], post_break_extension=c["post_break_extension"],
-                                 fmax=c["fmax"], optimizer=c["optimizer"], max_opt_steps=c["max_opt_steps"],
-                                 refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"],
-                                 stable_branch=c.get("stable_branch", True))
+            prof = cogef_profile(atoms.copy(), make_calculator(ens, member=m), (g1[0], g2[0]), **cogef_settings(c))
             name = "mean" if m is None else f"{m}{'*' if m == best else ''}"
             if prof.broke:
                 print(f"{it:>4} {name:>7} {(prof.e_max - ref['e_max']) * KCAL_MOL_PER_EV:>+15.2f} "

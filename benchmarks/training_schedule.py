@@ -57,17 +57,12 @@ def _cogef(model, res: Path, cogef_cfg: dict) -> str:
     import json
 
     from rarelearn.chem.molecules import load_prepared_molecule
-    from rarelearn.md.cogef import cogef_profile
+    from rarelearn.md.cogef import cogef_profile, cogef_settings
     from rarelearn.models.files import make_calculator
 
     atoms, g1, g2 = load_prepared_molecule(res / "reference" / "molecule.xyz")
     ref = json.loads((res / "reference" / "cogef.json").read_text())
-    c = cogef_cfg
-    prof = cogef_profile(atoms, make_calculator(model, member=0), (g1[0], g2[0]), step=c["step"],
-                         max_extension=c["max_extension"], post_break_extension=c["post_break_extension"],
-                         fmax=c["fmax"], optimizer=c["optimizer"], max_opt_steps=c["max_opt_steps"],
-                         refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"],
-                         stable_branch=c.get("stable_branch", True))
+    prof = cogef_profile(atoms, make_calculator(model, member=0), (g1[0], g2[0]), **cogef_settings(cogef_cfg))
     # Past the break: the member's last image against the reference's energy there (its
     # fragments' plateau, flat past its break): a stretched, still-bonded branch of the
     # member's shows as a large positive gap.

@@ -89,7 +89,7 @@ from ..units import EV_PER_KCAL_MOL
 from .cogef_refine import first_break, refined_energy_max, refined_force_max
 from .hessian import lowest_constrained_mode
 
-__all__ = ["CogefProfile", "cogef_profile", "lowest_constrained_mode", "pulled_apart", "relaxed", "OPTIMIZERS"]
+__all__ = ["CogefProfile", "cogef_profile", "cogef_settings", "lowest_constrained_mode", "pulled_apart", "relaxed", "OPTIMIZERS"]
 
 OPTIMIZERS = ("BFGS", "LBFGS", "FIRE", "BFGSLineSearch")
 
@@ -234,6 +234,16 @@ def _constraint_force(forces: np.ndarray, positions: np.ndarray, i: int, j: int)
     u = positions[j] - positions[i]
     u = u / np.linalg.norm(u)
     return float(np.dot(forces[i] - forces[j], u) / 2.0)
+
+
+def cogef_settings(cogef_cfg: dict) -> dict:
+    """The config's ``cogef:`` block as :func:`cogef_profile`'s keyword arguments (the scan
+    every step and benchmark runs with the campaign's settings)."""
+    c = cogef_cfg
+    return dict(step=c["step"], max_extension=c["max_extension"], post_break_extension=c["post_break_extension"],
+                fmax=c["fmax"], optimizer=c["optimizer"], max_opt_steps=c["max_opt_steps"],
+                refine_tol_kcal=c["refine_tol_kcal"], max_refinements=c["max_refinements"],
+                stable_branch=c.get("stable_branch", True), instability_tol=c.get("instability_tol", 0.005))
 
 
 def cogef_profile(atoms, calculator, pull: tuple[int, int], *, step: float = 0.1, max_extension: float = 4.0,

@@ -136,21 +136,14 @@ def cogef_step(molecule_xyz, cogef_cfg: dict, out_h5, out_json, labeller_cfg: di
     (``member``, default the best one of ``best_json``; an iteration: the committee's energy
     spread along the path in extras ``uq_sigma``, the member in the summary's ``member``).
     Writes the relaxed images (HDF5) and the profile's summary (JSON)."""
-    from ..md.cogef import cogef_profile
+    from ..md.cogef import cogef_profile, cogef_settings
     from ..learning.uq import member_energies
 
     atoms, g1, g2 = load_prepared_molecule(molecule_xyz)
     calc, label_as, ens, member = _cogef_calculator(labeller_cfg, ensemble_path, best_json, atoms, member)
     t0 = time.time()
     prof = cogef_profile(atoms, calc, (g1[0], g2[0]) if pull is None else tuple(int(a) for a in pull),
-                         step=cogef_cfg["step"],
-                         max_extension=cogef_cfg["max_extension"],
-                         post_break_extension=cogef_cfg["post_break_extension"], fmax=cogef_cfg["fmax"],
-                         optimizer=cogef_cfg["optimizer"], max_opt_steps=cogef_cfg["max_opt_steps"],
-                         refine_tol_kcal=cogef_cfg["refine_tol_kcal"], max_refinements=cogef_cfg["max_refinements"],
-                         stable_branch=cogef_cfg.get("stable_branch", True),
-                         instability_tol=cogef_cfg.get("instability_tol", 0.005), label_as=label_as,
-                         progress=_progress)
+                         **cogef_settings(cogef_cfg), label_as=label_as, progress=_progress)
     frames = prof.frames
     summary = prof.summary()
     if ens is not None:
