@@ -68,13 +68,15 @@ def constrained_md(start: Frames, k: int, pull, labeller, temperature_K: float, 
                   labeller=labeller.name, extras={"extension": np.full(n_frames, ext)})
 
 
-def local_frames(res: Path, out: Path, cfg: dict, args) -> tuple[Frames, Frames]:
-    """The train pool (interleaved over extensions) and the test frames, made once."""
+def local_frames(ref_dir: Path, out: Path, cfg: dict, args) -> tuple[Frames, Frames]:
+    """The train pool (interleaved over extensions) and the test frames, made once, from the
+    reference stage in ``ref_dir`` (a one-molecule campaign's results/reference, or a family's
+    results/reference/molecules/NAME)."""
     if (out / "local.h5").exists() and (out / "test.h5").exists():
         return read_frames(out / "local.h5"), read_frames(out / "test.h5")
-    _, g1, g2 = load_prepared_molecule(res / "reference" / "molecule.xyz")
-    ref = json.loads((res / "reference" / "cogef.json").read_text())
-    path = read_frames(res / "reference" / "cogef.h5")
+    _, g1, g2 = load_prepared_molecule(ref_dir / "molecule.xyz")
+    ref = json.loads((ref_dir / "cogef.json").read_text())
+    path = read_frames(ref_dir / "cogef.h5")
     ext, intact = path.extras["extension"], path.extras["intact"] > 0
     b = ref["break_extension"]
     ks = []     # images from the break down and from it up, at least 0.01 Å apart
@@ -117,11 +119,20 @@ def main(argv=None) -> int:
     p.add_argument("--record-every", type=int, default=10)
     p.add_argument("--extra", type=Path, nargs="*", default=[], help="labelled frame files added to every training set")
     p.add_argument("--tag", default="", help="prefix of the saved members' file names")
+    p.add_argument("--reference", type=Path, help="the molecule's reference folder (default CAMPAIGN/results/reference; "
+                   "a family's: CAMPAIGN/results/reference/molecules/NAME)")
+    p.add_argument("--out", type=Path, help="where the frames and members go (default CAMPAIGN/dense)")
+    p.add_argument("--frames-only", action="store_true", help="make the local and test frames, train nothing")
     args = p.parse_args(argv)
     res = args.campaign / "results"
     cfg = campaign_config()
+    ref_dir = args.reference or res / "reference"
+    out = args.out or args.campaign / "dense"
+    pool, test = local_frames(ref_dir, out, cfg, args)
+    if args.frames_only:
+        print(f"{len(pool)} local frames, {len(test)} test frames in {out}")
+        return 0
     md = read_frames(res / "reference" / "md.h5")
-    pool, test = local_frames(res, args.campaign / "dense", cfg, args)
     atom_energies = json.loads((res / "reference" / "atom_energies.json").read_text())["energies"]
     spec = model_spec(cfg["model"], cfg["molecule"]["elements"], fitted_self_energies(atom_energies, md))
     training = {**cfg["training"], **parse(args.schedule)}
@@ -140,7 +151,7 @@ def main(argv=None) -> int:
             tr, va = random_split(len(frames), seed, tcfg.train_fraction)
             t0 = time.time()
             state, h = train_member(frames, tr, va, spec, tcfg, seed=seed, log=lambda s: None)
-            saved = args.campaign / "dense" / "models" / f"{args.tag}local{n}_member{member}.pt"
+            saved = out / "models" / f"{args.tag}local{n}_member{member}.pt"
             saved.parent.mkdir(parents=True, exist_ok=True)
             save_model(saved, [state], spec, meta={"history": h, "schedule": args.schedule})
             model = load_model(saved)

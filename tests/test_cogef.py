@@ -59,6 +59,13 @@ def test_dimer_profile_and_force_maximum_are_the_morse_curve():
     assert p.broke and p.brk.bond == (0, 1) and p.brk.elements == "C-C"
     assert 1.54 < p.break_extension <= 1.55 + 1e-9
     assert p.extension[-1] == pytest.approx(1.55 + 0.2, abs=1e-6)   # the scan goes on 0.2 Å past it
+    # a lone bond lets go gradually: E at F_max is D/4, and E_max, read where the bond passes
+    # its break length on a curve that still rises, lies 2.6 eV past it
+    assert p.e_at_f_max == pytest.approx(d / 4, abs=2e-3)
+    assert p.e_max_past_f_max == pytest.approx(morse(p.extension_at_max, d, a) - d / 4, abs=2e-3)
+    assert p.e_max_past_f_max > 2.5
+    s = p.summary()
+    assert s["e_at_f_max"] == p.e_at_f_max and s["e_max_past_f_max"] == p.e_max_past_f_max
 
 
 def _chain_turning_point(d1, a1, d2, a2, n_strong):
@@ -96,6 +103,8 @@ def test_chain_e_max_is_the_end_of_the_intact_branch_to_1e_3():
     # the energy drops past the maximum; afterwards only the weak bond's Morse tail is left
     assert p.energy[p.brk.index] < p.e_max - 0.1
     assert 0 < p.post_break_rise < d1 - p.energy[p.brk.index]
+    # the chain snaps just past its force maximum: almost none of E_max lies beyond it
+    assert 0 <= p.e_max_past_f_max < 0.02 * p.e_max
     # the coarse scan alone would have missed the maximum by more than the tolerance
     coarse = p.energy[p.intact & ~p.refined].max()
     assert e_star - coarse > 0.1 * EV_PER_KCAL_MOL
@@ -354,3 +363,25 @@ def test_the_loaded_chain_is_compared_on_the_potentials_intact_images_only():
     assert cmp["cogef_intact_extension"] == pytest.approx(1.9640625)
     assert cmp["cogef_intact_delta_kcal"] == pytest.approx(c * KCAL_MOL_PER_EV)
     assert cmp["cogef_rmse_to_break_kcal"] == pytest.approx(c * KCAL_MOL_PER_EV)
+
+
+def test_energies_at_the_force_maximum_are_compared_and_read_from_older_summaries():
+    """Two Morse bonds, D 4 and 4.2 eV: at its force maximum each profile is at D/4, so the
+    comparison reads 0.05 eV there, whatever the break; a summary written before
+    ``e_at_f_max`` existed gives the same figures from its arrays."""
+    from rarelearn.learning.evaluation import cogef_comparison
+    from rarelearn.units import KCAL_MOL_PER_EV
+
+    def summary(d):
+        atoms = Atoms("C2", positions=[(0, 0, 0), (1.5, 0, 0)])
+        return cogef_profile(atoms, MorseBonds([(0, 1, d, 2.0, 1.5)]), (0, 1), step=0.05, max_extension=2.0,
+                             fmax=1e-4, post_break_extension=0.1).summary()
+    nnp, ref = summary(4.2), summary(4.0)
+    cmp = cogef_comparison(nnp, ref)
+    assert cmp["cogef_delta_e_at_f_max_kcal"] == pytest.approx(0.05 * KCAL_MOL_PER_EV, abs=0.1)
+    assert cmp["ref_cogef_e_max_past_f_max_kcal"] == pytest.approx(ref["e_max_past_f_max"] * KCAL_MOL_PER_EV)
+    assert cmp["cogef_e_max_past_f_max_kcal"] > 50
+    old = [{k: v for k, v in r.items() if k not in ("e_at_f_max", "e_max_past_f_max")} for r in (nnp, ref)]
+    again = cogef_comparison(*old)
+    for key in ("cogef_delta_e_at_f_max_kcal", "cogef_e_max_past_f_max_kcal", "ref_cogef_e_max_past_f_max_kcal"):
+        assert again[key] == pytest.approx(cmp[key], abs=1e-9)

@@ -113,6 +113,19 @@ def smd_bonds_text(rec: dict) -> str:
             f"the reference's in {other} of {n} replicas")
 
 
+def _e_at_f_max(rec: dict) -> float:
+    """E at the force maximum of a COGEF summary (eV): its ``e_at_f_max``, or for a summary
+    written before that field, interpolated on its intact images."""
+    from ..md.cogef import energy_at_f_max
+
+    if rec.get("e_at_f_max") is not None:
+        return float(rec["e_at_f_max"])
+    if rec.get("extension_at_f_max") is None:
+        return math.nan
+    return energy_at_f_max(rec["extension"], rec["energy"], rec.get("intact", np.ones(len(rec["extension"]), bool)),
+                           rec["extension_at_f_max"])
+
+
 def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     """The potential's COGEF profile against the reference's (records of
     :meth:`rarelearn.md.cogef.CogefProfile.summary`, with ``extension``/``energy`` arrays).
@@ -134,6 +147,11 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     members of 5 campaigns: RMS residual 0.06–0.25 kcal/mol, ``benchmarks/intact_branch.py``), the
     energy of the loaded chain and the point where it gives way. Near its end the branch
     rises with the force, 105 kcal/mol per Å for hexane, so the second term can swamp the first.
+    ``cogef_delta_e_at_f_max_kcal``: the difference of the energies at each profile's own force
+    maximum, where the chain gives way; ``cogef_e_max_past_f_max_kcal`` and
+    ``ref_cogef_e_max_past_f_max_kcal``: how much of each E_max lies past that point (~0 where
+    the chain snaps; tens of kcal/mol where a bond lets go gradually and the branch ends at its
+    break length, as propane's and butane's under GFN2-xTB).
     """
     both = bool(nnp.get("broke")) and bool(ref.get("broke"))
     d_e = nnp["e_max"] - ref["e_max"] if both else math.nan
@@ -160,6 +178,10 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
         "cogef_break_shift": float(nnp["break_extension"] - ref["break_extension"]) if both else math.nan,
         "cogef_same_bond": both and (list(nnp["broken_bond"]) == list(ref["broken_bond"]) or (
             same_place is not None and bool(same_place(nnp["broken_bond"], ref["broken_bond"])))),
+        "cogef_delta_e_at_f_max_kcal": (_e_at_f_max(nnp) - _e_at_f_max(ref)) * KCAL_MOL_PER_EV,
+        "cogef_e_max_past_f_max_kcal": (nnp["e_max"] - _e_at_f_max(nnp)) * KCAL_MOL_PER_EV if both else math.nan,
+        "ref_cogef_e_max_past_f_max_kcal": (ref["e_max"] - _e_at_f_max(ref)) * KCAL_MOL_PER_EV
+        if ref.get("broke") else math.nan,
         "cogef_post_break_rise": nnp.get("post_break_rise", math.nan),
         "ref_cogef_post_break_rise": ref.get("post_break_rise", math.nan),
     }

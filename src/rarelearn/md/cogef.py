@@ -64,6 +64,14 @@ How
   chains break from an asymmetric branch further on, read the same E_max at all three
   (benchmarks/cogef_threshold.py). 0.005 is above the finite-difference noise (no false
   saddle on the way up in those scans).
+* **E_max past the force maximum** (:attr:`CogefProfile.e_max_past_f_max`): where a chain
+  snaps (its energy drops) E_max lies just past F_max. Where a bond lets go gradually, the
+  intact branch ends only when it passes its break length, and E_max is the energy there on
+  a curve that still rises: under GFN2-xTB, propane's and butane's terminal bond passes its
+  inflection at 1.92 Å (F_max) and stretches on to 3.04 Å with the energy rising by another
+  37 and 24 kcal/mol (restricted tight binding lets a C–C bond go slowly); hexane's snaps
+  from 1.92 to 3.27 Å in one step (benchmarks/alkane_breaks.py). E at F_max (``e_at_f_max``)
+  is recorded beside E_max, so a comparison can tell the two apart.
 * A relaxation whose calculator fails (an SCF that does not converge) ends the scan
   there, with the reason in :attr:`CogefProfile.stop_reason`; a failed refinement image is
   left out.
@@ -89,7 +97,8 @@ from ..units import EV_PER_KCAL_MOL
 from .cogef_refine import first_break, refined_energy_max, refined_force_max
 from .hessian import lowest_constrained_mode
 
-__all__ = ["CogefProfile", "cogef_profile", "cogef_settings", "lowest_constrained_mode", "pulled_apart", "relaxed", "OPTIMIZERS"]
+__all__ = ["CogefProfile", "cogef_profile", "cogef_settings", "energy_at_f_max", "lowest_constrained_mode", "pulled_apart",
+           "relaxed", "OPTIMIZERS"]
 
 OPTIMIZERS = ("BFGS", "LBFGS", "FIRE", "BFGSLineSearch")
 
@@ -174,6 +183,20 @@ class CogefProfile:
         return float(self.energy[-1] - self.energy[self.brk.index])
 
     @property
+    def e_at_f_max(self) -> float:
+        """E at the force maximum (eV, relative to the start; the intact images interpolated
+        linearly): where the chain gives way, the pulled bond past its inflection."""
+        return energy_at_f_max(self.extension, self.energy, self.intact, self.extension_at_f_max)
+
+    @property
+    def e_max_past_f_max(self) -> float:
+        """E_max − E at the force maximum (eV): ~0 when the chain snaps at its force maximum
+        (hexane under GFN2-xTB, the energy drops), large when the bond lets go gradually and
+        the intact branch ends only where it passes its break length, E still rising (propane
+        and butane under GFN2-xTB: 37 and 24 kcal/mol of E_max lie past the force maximum)."""
+        return float(self.e_max - self.e_at_f_max)
+
+    @property
     def post_break_force(self) -> float:
         """Mean constraint force over the broken images, eV/Å (NaN when nothing broke)."""
         if not self.broke:
@@ -186,6 +209,7 @@ class CogefProfile:
             "pull": list(self.pull), "d0": self.d0, "e0": self.e0,
             "e_max": self.e_max, "extension_at_max": self.extension_at_max,
             "f_max": self.f_max, "extension_at_f_max": self.extension_at_f_max,
+            "e_at_f_max": self.e_at_f_max, "e_max_past_f_max": self.e_max_past_f_max,
             **self.brk.as_dict(), "break_extension": self.break_extension,
             "post_break_rise": self.post_break_rise, "post_break_force": self.post_break_force,
             "refinement": self.refinement, "refine_converged": self.refine_converged,
@@ -196,6 +220,17 @@ class CogefProfile:
             "extension": self.extension.tolist(), "energy": self.energy.tolist(),
             "force": self.force.tolist(), "intact": self.intact.tolist(), "refined": self.refined.tolist(),
         }
+
+
+def energy_at_f_max(extension, energy, intact, extension_at_f_max: float) -> float:
+    """E at ``extension_at_f_max`` on a profile's intact images (interpolated linearly; NaN
+    without intact images)."""
+    x, e = np.asarray(extension, float), np.asarray(energy, float)
+    keep = np.asarray(intact, bool)
+    if not keep.any():
+        return math.nan
+    order = np.argsort(x[keep])
+    return float(np.interp(float(extension_at_f_max), x[keep][order], e[keep][order]))
 
 
 def _optimizer(name: str):
