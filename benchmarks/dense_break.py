@@ -104,6 +104,19 @@ def local_frames(ref_dir: Path, out: Path, cfg: dict, args) -> tuple[Frames, Fra
     return pool, test
 
 
+def training_set(parts: list[Frames]):
+    """The parts as one training set: one :class:`Frames` where all are of one molecule, else
+    a :class:`rarelearn.frameset.FrameSet` with one part per molecule (``--extra`` files of
+    other molecules, e.g. a family's propane and butane frames)."""
+    from rarelearn.frameset import FrameSet
+
+    groups: dict[tuple, list[Frames]] = {}
+    for part in parts:
+        groups.setdefault(tuple(part.numbers.tolist()), []).append(part)
+    merged = [Frames.concatenate(g) for g in groups.values()]
+    return merged[0] if len(merged) == 1 else FrameSet(merged)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--campaign", required=True, type=Path, help="a work directory with the reference stage")
@@ -145,7 +158,7 @@ def main(argv=None) -> int:
           f"{'dEmax':>7} {'break':>6} {'dE_end@ext':>13} {'bond':>6} {'s':>5}")
     print(f"{'':>5} {'':>6} {'':>6} {'meV':>6} {'meV/A':>6} {'meV':>6} {'meV/A':>6} {'kcal':>7} {'A':>6} {'kcal@A':>13}")
     for n in args.local:
-        frames = Frames.concatenate([md, pool.subset(np.arange(n)), *map(read_frames, args.extra)])
+        frames = training_set([md, pool.subset(np.arange(n)), *map(read_frames, args.extra)])
         for member in args.members:
             seed = seed_for(0, member)
             tr, va = random_split(len(frames), seed, tcfg.train_fraction)

@@ -73,14 +73,50 @@ def measure(committee: Path, reference: Path, out: Path, cfg: dict, smd: dict, c
                          reference_cogef_frames=reference / "cogef.h5")
 
 
+def cogef_only(committee: Path, reference: Path, out: Path, cfg: dict) -> dict:
+    """The committee's COGEF scan of the reference's molecule (``--cogef-only``: no pulls; the
+    reference folder needs molecule.xyz, cogef.json and cogef.h5) against the reference's."""
+    from rarelearn.learning.evaluation import cogef_comparison
+    from rarelearn.steps.evaluate import _same_place
+
+    cogef = dict(cfg["cogef"])
+    numbers = ase.io.read(reference / "molecule.xyz").numbers
+    n_c, n_h = int((numbers == 6).sum()), int((numbers == 1).sum())
+    if n_c >= 2 and n_h == 2 * n_c + 2 and len(numbers) == n_c + n_h:
+        cogef["max_extension"] = alkane_cogef_extension(cogef["max_extension"], n_c)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "cogef.json").exists():
+        cogef_step(reference / "molecule.xyz", cogef, out / "cogef.h5", out / "cogef.json",
+                   ensemble_path=committee / "ensemble.pt", best_json=committee / "best.json")
+    nnp = json.loads((out / "cogef.json").read_text())
+    ref = json.loads((reference / "cogef.json").read_text())
+    return {**cogef_comparison(nnp, ref, _same_place(reference / "molecule.xyz", ref["pull"])), "nnp": nnp, "ref": ref}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--committee", required=True, type=Path)
     p.add_argument("--reference", required=True, type=Path, nargs="+")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--config", type=Path, nargs="*", default=[])
+    p.add_argument("--cogef-only", action="store_true",
+                   help="the COGEF scan alone: E_max, E at the force maximum, and how much of E_max lies past it")
     args = p.parse_args(argv)
     cfg = campaign_config(command_line_overrides(args.config, []), base_file=DEFAULT_CONFIG, check_labeller=False)
+    if args.cogef_only:
+        print(f"{'molecule':>9} {'dE_max':>7} {'dE@F_max':>8} {'intact':>7} {'shift':>7} {'dF_max':>7} "
+              f"{'E_max past F_max: pot (ref)':>28} {'bond (ref)':>22} {'s':>5}")
+        print(f"{'':>9} {'kcal':>7} {'kcal':>8} {'kcal':>7} {'Å':>7} {'eV/Å':>7} {'kcal/mol':>28}")
+        for ref in args.reference:
+            t0 = time.time()
+            c = cogef_only(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
+            bond = (f"{c['nnp'].get('broken_label') or '-'}{'' if c['cogef_same_bond'] else ' ✗'} "
+                    f"({c['ref'].get('broken_label') or '-'})")
+            past = f"{c['cogef_e_max_past_f_max_kcal']:.1f} ({c['ref_cogef_e_max_past_f_max_kcal']:.1f})"
+            print(f"{ref.name:>9} {c['cogef_delta_e_max_kcal']:>+7.1f} {c['cogef_delta_e_at_f_max_kcal']:>+8.1f} "
+                  f"{c['cogef_intact_delta_kcal']:>+7.1f} {c['cogef_break_shift']:>+7.3f} {c['cogef_delta_f_max']:>+7.2f} "
+                  f"{past:>28} {bond:>22} {time.time() - t0:>5.0f}", flush=True)
+        return 0
     print(f"{'molecule':>9} {'pull':>6} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
           f"{'bond (ref)':>22} {'E MAE meV':>9} {'s':>5}")
     for ref in args.reference:

@@ -385,3 +385,16 @@ def test_energies_at_the_force_maximum_are_compared_and_read_from_older_summarie
     again = cogef_comparison(*old)
     for key in ("cogef_delta_e_at_f_max_kcal", "cogef_e_max_past_f_max_kcal", "ref_cogef_e_max_past_f_max_kcal"):
         assert again[key] == pytest.approx(cmp[key], abs=1e-9)
+
+
+def test_a_reference_scan_that_ends_without_a_break_says_why():
+    """The labeller failing on an image (GFN2-xTB's SCF on undecane at Δ 3.5 Å) is named as the
+    reason, not a too-short scan; a scan that reached its extent asks for a longer one."""
+    from rarelearn.steps.reference import no_break_message
+
+    failed = {"extension": [0.0, 3.4], "stop_reason": "calculation failed at Δ = 3.5000 Å: SCF not converged in 250 cycles"}
+    msg = no_break_message(failed, "results/reference/molecules/C11/molecule.xyz")
+    assert "SCF not converged in 250 cycles" in msg and "Δ = 3.40 Å" in msg and "molecules/C11" in msg
+    assert "labeller.options" in msg and "max_extension" not in msg
+    short = no_break_message({"extension": [0.0, 4.0], "stop_reason": "max_extension"})
+    assert "raise cogef.max_extension" in short and "labeller" not in short

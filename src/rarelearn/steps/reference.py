@@ -17,7 +17,7 @@ from .common import _progress, log
 from .sample import _start_positions, cogef_step
 
 __all__ = ["prepare_molecule", "reference_md", "empty_dataset", "NoBreakError", "fixed_rounds", "rounds_record", "reference_round",
-           "reference_barrier", "reference_cogef"]
+           "reference_barrier", "reference_cogef", "no_break_message"]
 
 
 def prepare_molecule(molecule_cfg: dict, labeller_cfg: dict, out_xyz, out_atom_energies) -> None:
@@ -181,8 +181,22 @@ def reference_cogef(molecule_xyz, cogef_cfg: dict, labeller_cfg: dict, out_h5, o
     if not summary["broke"]:
         for f in (out_h5, out_json):
             Path(f).unlink(missing_ok=True)
-        raise NoBreakError(f"the reference COGEF scan broke no bond up to Δ = {summary['extension'][-1]:.2f} Å: "
-                           f"raise cogef.max_extension")
+        raise NoBreakError(no_break_message(summary, molecule_xyz))
     return summary
+
+
+def no_break_message(summary: dict, molecule_xyz=None) -> str:
+    """Why a reference COGEF scan ended before any bond broke, and what to change: the scan
+    reached ``cogef.max_extension``, or the labeller failed on an image (an SCF that did not
+    converge; undecane under GFN2-xTB at Δ 3.5 Å, 250 cycles), which a larger extent would
+    not mend."""
+    where = f" of {molecule_xyz}" if molecule_xyz is not None else ""
+    last = summary["extension"][-1]
+    reason = summary.get("stop_reason", "max_extension")
+    if reason in ("max_extension", "past the break"):
+        return f"the reference COGEF scan{where} broke no bond up to Δ = {last:.2f} Å: raise cogef.max_extension"
+    return (f"the reference COGEF scan{where} stopped at Δ = {last:.2f} Å before any bond broke: the labeller's "
+            f"{reason}; give the labeller more room (labeller.options, e.g. max_iterations or "
+            f"electronic_temperature) or a smaller cogef.step")
 
 
