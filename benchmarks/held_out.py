@@ -17,6 +17,9 @@ chain of a family is pulled as far as the labeller pulled it) and an n-alkane is
 as far as a family scans it (``campaign_molecules.alkane_cogef_extension``).
 Prints per molecule SMD |ΔE_a| (to the break) ± SE, the bonds the pulls break against the
 reference's, COGEF |ΔE_max| and its bond, the energy MAE on the reference's frames.
+--cogef-only: the COGEF scan alone (reference folders need only molecule.xyz, cogef.json and
+cogef.h5); prints ΔE_max, ΔE at each profile's own force maximum, the loaded chain's error where
+both hold, the break shift, ΔF_max, and how much of each E_max lies past the force maximum.
 Run on demand; not a test.
 """
 from __future__ import annotations
