@@ -43,14 +43,20 @@ def reference_protocol(reference: Path, cfg: dict) -> tuple[dict, dict]:
     steps of its first reference replica (its recorded protocol), and for an n-alkane C_nH_2n+2
     the COGEF extent a family gives it."""
     smd = {k: v for k, v in cfg["smd"].items() if k != "batch"}
-    cogef = dict(cfg["cogef"])
     with h5py.File(sorted((reference / "smd").glob("replica_*.h5"))[0], "r") as h5:
         smd["pull_steps"] = int(json.loads(h5.attrs["meta_protocol"])["pull_steps"])
+    return smd, cogef_section(reference, cfg)
+
+
+def cogef_section(reference: Path, cfg: dict) -> dict:
+    """The ``cogef`` section to scan the reference's molecule with: for an n-alkane C_nH_2n+2
+    the extent a family gives it."""
+    cogef = dict(cfg["cogef"])
     numbers = ase.io.read(reference / "molecule.xyz").numbers
     n_c, n_h = int((numbers == 6).sum()), int((numbers == 1).sum())
     if n_c >= 2 and n_h == 2 * n_c + 2 and len(numbers) == n_c + n_h:
         cogef["max_extension"] = alkane_cogef_extension(cogef["max_extension"], n_c)
-    return smd, cogef
+    return cogef
 
 
 def measure(committee: Path, reference: Path, out: Path, cfg: dict, smd: dict, cogef: dict) -> dict:
@@ -82,14 +88,9 @@ def cogef_only(committee: Path, reference: Path, out: Path, cfg: dict) -> dict:
     from rarelearn.learning.evaluation import cogef_comparison
     from rarelearn.steps.evaluate import _same_place
 
-    cogef = dict(cfg["cogef"])
-    numbers = ase.io.read(reference / "molecule.xyz").numbers
-    n_c, n_h = int((numbers == 6).sum()), int((numbers == 1).sum())
-    if n_c >= 2 and n_h == 2 * n_c + 2 and len(numbers) == n_c + n_h:
-        cogef["max_extension"] = alkane_cogef_extension(cogef["max_extension"], n_c)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "cogef.json").exists():
-        cogef_step(reference / "molecule.xyz", cogef, out / "cogef.h5", out / "cogef.json",
+        cogef_step(reference / "molecule.xyz", cogef_section(reference, cfg), out / "cogef.h5", out / "cogef.json",
                    ensemble_path=committee / "ensemble.pt", best_json=committee / "best.json")
     nnp = json.loads((out / "cogef.json").read_text())
     ref = json.loads((reference / "cogef.json").read_text())
