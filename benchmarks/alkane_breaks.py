@@ -26,21 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
-from rarelearn.chem.breaks import find_break
 from rarelearn.chem.geometry import DEFAULT_BOND_SCALE, covalent_bonds
 from rarelearn.dataset import read_frames
+from rarelearn.md.cogef import energy_at_f_max
+from rarelearn.units import KCAL_MOL_PER_EV
 
-KCAL = 23.0605   # kcal/mol per eV
 
-
-def _longest_bond(frames, k: int, start) -> tuple[float, tuple[int, int]]:
-    """The C-C bond of the start structure stretched most in image ``k`` (length, atoms)."""
+def _longest_bond(frames, k: int, start) -> float:
+    """The length of the C-C bond of the start structure stretched most in image ``k`` (Å)."""
     z = frames.numbers
     pairs = covalent_bonds(z, start, DEFAULT_BOND_SCALE)
     cc = pairs[(z[pairs[:, 0]] == 6) & (z[pairs[:, 1]] == 6)]
     d = np.linalg.norm(frames.positions[k, cc[:, 0]] - frames.positions[k, cc[:, 1]], axis=-1)
-    m = int(np.argmax(d))
-    return float(d[m]), (int(cc[m, 0]), int(cc[m, 1]))
+    return float(d.max())
 
 
 def describe(ref_dir: Path) -> dict:
@@ -53,29 +51,24 @@ def describe(ref_dir: Path) -> dict:
     order = np.argsort(ext)
     ki = order[intact[order]]                      # intact images by extension
     x_f = summary["extension_at_f_max"]
-    e_at_f = float(np.interp(x_f, ext[ki], energy[ki]))
-    k_f = int(ki[np.argmin(np.abs(ext[ki] - x_f))])
-    k_max = int(ki[np.argmax(energy[ki])])
+    e_at_f = energy_at_f_max(ext, energy, intact, x_f)
     k_last = int(ki[-1])
-    broken = order[~intact[order] & (ext[order] > ext[k_last])]
-    k_next = int(broken[0]) if broken.size else None
-    bond_f, _ = _longest_bond(frames, k_f, start)
-    bond_last, pair = _longest_bond(frames, k_last, start)
     # The slope of E where the branch ends: the last two intact images.
     slope = float((energy[ki[-1]] - energy[ki[-2]]) / (ext[ki[-1]] - ext[ki[-2]])) if len(ki) > 1 else float("nan")
-    if k_next is None:
-        how, step = "no break in the scan", float("nan")
+    # The first image past the branch is not intact because a bond passed its break length or
+    # because its energy dropped (md.cogef): the energy step tells which.
+    broken = order[~intact[order] & (ext[order] > ext[k_last])]
+    if not broken.size:
+        how = "no break in the scan"
     else:
-        step = float(energy[k_next] - energy[k_last])
-        brk = find_break(frames.numbers, frames.positions[[k_last, k_next]], start)
-        how = (f"drop {step * KCAL:+.1f} kcal/mol" if step < 0 else
-               f"bond past its break length, E still rising ({step * KCAL:+.1f})") if brk.index is not None or step < 0 \
-            else f"energy drop {step * KCAL:+.1f}"
+        step = float(energy[broken[0]] - energy[k_last]) * KCAL_MOL_PER_EV
+        how = f"drop {step:+.1f} kcal/mol" if step < 0 else f"bond past its break length, E still rising ({step:+.1f})"
     return {"name": ref_dir.name, "atoms": len(frames.numbers), "f_max": summary["f_max"], "x_f": x_f,
-            "e_at_f_kcal": e_at_f * KCAL, "bond_at_f": bond_f, "x_max": float(ext[k_max]),
-            "e_max_kcal": summary["e_max"] * KCAL, "bond_last": bond_last, "pair": pair,
-            "tail_kcal": (summary["e_max"] - e_at_f) * KCAL, "slope_end": slope, "how": how,
-            "post_break_rise_kcal": summary.get("post_break_rise", float("nan")) * KCAL}
+            "e_at_f_kcal": e_at_f * KCAL_MOL_PER_EV,
+            "bond_at_f": _longest_bond(frames, int(ki[np.argmin(np.abs(ext[ki] - x_f))]), start),
+            "x_max": summary["extension_at_max"], "e_max_kcal": summary["e_max"] * KCAL_MOL_PER_EV,
+            "bond_last": _longest_bond(frames, k_last, start),
+            "tail_kcal": (summary["e_max"] - e_at_f) * KCAL_MOL_PER_EV, "slope_end": slope, "how": how}
 
 
 def main(argv=None) -> int:
