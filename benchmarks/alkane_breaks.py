@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rarelearn.chem.geometry import DEFAULT_BOND_SCALE, covalent_bonds
+from rarelearn.chem.geometry import bond_lengths, bonds_of_elements
 from rarelearn.dataset import read_frames
 from rarelearn.md.cogef import energy_at_f_max
 from rarelearn.units import KCAL_MOL_PER_EV
@@ -34,11 +34,8 @@ from rarelearn.units import KCAL_MOL_PER_EV
 
 def _longest_bond(frames, k: int, start) -> float:
     """The length of the C-C bond of the start structure stretched most in image ``k`` (Å)."""
-    z = frames.numbers
-    pairs = covalent_bonds(z, start, DEFAULT_BOND_SCALE)
-    cc = pairs[(z[pairs[:, 0]] == 6) & (z[pairs[:, 1]] == 6)]
-    d = np.linalg.norm(frames.positions[k, cc[:, 0]] - frames.positions[k, cc[:, 1]], axis=-1)
-    return float(d.max())
+    cc = bonds_of_elements(frames.numbers, start, ("C", "C"))
+    return float(bond_lengths(frames.numbers, frames.positions[k], reference_bonds=cc).max())
 
 
 def describe(ref_dir: Path) -> dict:

@@ -155,6 +155,7 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     """
     both = bool(nnp.get("broke")) and bool(ref.get("broke"))
     d_e = nnp["e_max"] - ref["e_max"] if both else math.nan
+    e_f_n, e_f_r = _e_at_f_max(nnp), _e_at_f_max(ref)
     d_f = nnp["f_max"] - ref["f_max"]
     x_r, e_r = np.asarray(ref["extension"], float), np.asarray(ref["energy"], float)
     x_n, e_n = np.asarray(nnp["extension"], float), np.asarray(nnp["energy"], float)
@@ -178,10 +179,9 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
         "cogef_break_shift": float(nnp["break_extension"] - ref["break_extension"]) if both else math.nan,
         "cogef_same_bond": both and (list(nnp["broken_bond"]) == list(ref["broken_bond"]) or (
             same_place is not None and bool(same_place(nnp["broken_bond"], ref["broken_bond"])))),
-        "cogef_delta_e_at_f_max_kcal": (_e_at_f_max(nnp) - _e_at_f_max(ref)) * KCAL_MOL_PER_EV,
-        "cogef_e_max_past_f_max_kcal": (nnp["e_max"] - _e_at_f_max(nnp)) * KCAL_MOL_PER_EV if both else math.nan,
-        "ref_cogef_e_max_past_f_max_kcal": (ref["e_max"] - _e_at_f_max(ref)) * KCAL_MOL_PER_EV
-        if ref.get("broke") else math.nan,
+        "cogef_delta_e_at_f_max_kcal": (e_f_n - e_f_r) * KCAL_MOL_PER_EV,
+        "cogef_e_max_past_f_max_kcal": (nnp["e_max"] - e_f_n) * KCAL_MOL_PER_EV if both else math.nan,
+        "ref_cogef_e_max_past_f_max_kcal": (ref["e_max"] - e_f_r) * KCAL_MOL_PER_EV if ref.get("broke") else math.nan,
         "cogef_post_break_rise": nnp.get("post_break_rise", math.nan),
         "ref_cogef_post_break_rise": ref.get("post_break_rise", math.nan),
     }

@@ -193,7 +193,7 @@ def no_break_message(summary: dict, molecule_xyz=None) -> str:
     where = f" of {molecule_xyz}" if molecule_xyz is not None else ""
     last = summary["extension"][-1]
     reason = summary.get("stop_reason", "max_extension")
-    if reason in ("max_extension", "past the break"):
+    if reason == "max_extension":
         return f"the reference COGEF scan{where} broke no bond up to Δ = {last:.2f} Å: raise cogef.max_extension"
     return (f"the reference COGEF scan{where} stopped at Δ = {last:.2f} Å before any bond broke: the labeller's "
             f"{reason}; give the labeller more room (labeller.options, e.g. max_iterations or "
