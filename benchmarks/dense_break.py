@@ -6,7 +6,7 @@ at hexane's ~4.7 eV/Å pull force), iteration after iteration. This asks whether
 it at all, before asking a sampler to find that data: the labeller's own thermal
 configurations along its loaded chain near the break (constrained MD: the pulled atoms'
 distance fixed at the reference COGEF images' extensions within ``--window`` Å below the
-break and ``--above`` Å above it, at least 0.01 Å apart, ``--temperature`` K, Langevin, every
+break and ``--above`` Å above it (``--center f_max``: around the force maximum instead), at least 0.01 Å apart, ``--temperature`` K, Langevin, every
 ``--record-every`` steps labelled by the MD's own labeller call), added ``--local`` at a time to the campaign's
 MD set; members trained from scratch on each set; each member's own COGEF maximum and
 break against the labeller's, and its errors on separate constrained-MD test frames.
@@ -78,9 +78,13 @@ def local_frames(ref_dir: Path, out: Path, cfg: dict, args) -> tuple[Frames, Fra
     ref = json.loads((ref_dir / "cogef.json").read_text())
     path = read_frames(ref_dir / "cogef.h5")
     ext, intact = path.extras["extension"], path.extras["intact"] > 0
-    b = ref["break_extension"]
-    ks = []     # images from the break down and from it up, at least 0.01 Å apart
-    for side in (intact & (ext >= b - args.window), ~intact & (ext >= b) & (ext <= b + args.above)):
+    b = ref["break_extension"] if args.center == "break" else ref["extension_at_f_max"]
+    ks = []     # images from the centre down and from it up, at least 0.01 Å apart
+    if args.center == "break":
+        sides = (intact & (ext >= b - args.window), ~intact & (ext >= b) & (ext <= b + args.above))
+    else:       # the loaded chain around its force maximum: intact images on both sides
+        sides = (intact & (ext >= b - args.window) & (ext <= b + args.above),)
+    for side in sides:
         for k in sorted(np.flatnonzero(side), key=lambda k: abs(ext[k] - b)):
             if all(abs(ext[k] - ext[q]) >= 0.01 for q in ks if intact[q] == intact[k]):
                 ks.append(int(k))
@@ -124,8 +128,11 @@ def main(argv=None) -> int:
     p.add_argument("--members", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--schedule", default="epochs=100,lr_patience=3,early_stopping_patience=15,lr=0.0003",
                    help="key=value,... over training.*")
-    p.add_argument("--window", type=float, default=0.3, help="Å below the reference break")
-    p.add_argument("--above", type=float, default=0.1, help="Å above the reference break (broken images)")
+    p.add_argument("--center", choices=("break", "f_max"), default="break",
+                   help="the images around the reference's break, or around its force maximum (intact images "
+                        "only: a short chain's loaded chain where it gives way, issue 20)")
+    p.add_argument("--window", type=float, default=0.3, help="Å below the centre")
+    p.add_argument("--above", type=float, default=0.1, help="Å above the centre (at the break: broken images)")
     p.add_argument("--pool", type=int, default=800, help="local frames made (the largest --local)")
     p.add_argument("--test-per-extension", type=int, default=10)
     p.add_argument("--temperature", type=float, default=150.0)

@@ -19,7 +19,9 @@ Prints per molecule SMD |ΔE_a| (to the break) ± SE, the bonds the pulls break 
 reference's, COGEF |ΔE_max| and its bond, the energy MAE on the reference's frames.
 --cogef-only: the COGEF scan alone (reference folders need only molecule.xyz, cogef.json and
 cogef.h5); prints ΔE_max, ΔE at each profile's own force maximum, the loaded chain's error where
-both hold, the break shift, ΔF_max, and how much of each E_max lies past the force maximum.
+both hold, the break shift, ΔF_max, and how much of each E_max lies past the force maximum;
+with --label-path also the potential's largest energy error on its own COGEF images up to its
+E_max (labelled with the config's labeller) and on the reference's.
 Run on demand; not a test.
 """
 from __future__ import annotations
@@ -97,6 +99,38 @@ def cogef_only(committee: Path, reference: Path, out: Path, cfg: dict) -> dict:
     return {**cogef_comparison(nnp, ref, _same_place(reference / "molecule.xyz", ref["pull"])), "nnp": nnp, "ref": ref}
 
 
+def path_errors(committee: Path, reference: Path, out: Path, cfg: dict) -> tuple[float, float, float]:
+    """``--label-path``: the largest |potential − labeller| (kcal/mol, each relative to its own first
+    image) over the potential's own COGEF images up to its E_max (labelled here, one single point
+    each), the extension where it is largest, and the same over the reference's images up to its
+    E_max (the potential's energies of the labeller's geometries). A relaxed scan finds the
+    potential's holes; the reference's path cannot (issue 20)."""
+    import numpy as np
+
+    from rarelearn.chem.labellers import make_labeller
+    from rarelearn.dataset import read_frames
+    from rarelearn.models.files import load_model
+    from rarelearn.units import KCAL_MOL_PER_EV as EV_TO_KCAL
+
+    def upto_max(path_json: Path, frames):
+        e_max_at = json.loads(path_json.read_text())["extension_at_max"]
+        return np.flatnonzero(frames.extras["extension"] <= e_max_at + 1e-9)
+
+    own = read_frames(out / "cogef.h5")
+    k = upto_max(out / "cogef.json", own)
+    lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
+    labelled = lab.label(own.subset(np.concatenate([[0], k])))
+    pot = own.extras["potential_energy"][np.concatenate([[0], k])]
+    d_own = EV_TO_KCAL * ((pot[1:] - pot[0]) - (labelled.energy[1:] - labelled.energy[0]))
+    worst = int(np.nanargmax(np.abs(d_own)))
+    ref = read_frames(reference / "cogef.h5")
+    kr = upto_max(reference / "cogef.json", ref)
+    best = json.loads((committee / "best.json").read_text())["best_member"]
+    e, _ = load_model(committee / "ensemble.pt").energies_forces(ref.numbers, ref.positions[kr])
+    d_ref = EV_TO_KCAL * ((e[best] - e[best][0]) - (ref.energy[kr] - ref.energy[kr][0]))
+    return float(d_own[worst]), float(own.extras["extension"][k][worst]), float(d_ref[np.argmax(np.abs(d_ref))])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--committee", required=True, type=Path)
@@ -105,21 +139,30 @@ def main(argv=None) -> int:
     p.add_argument("--config", type=Path, nargs="*", default=[])
     p.add_argument("--cogef-only", action="store_true",
                    help="the COGEF scan alone: E_max, E at the force maximum, and how much of E_max lies past it")
+    p.add_argument("--label-path", action="store_true",
+                   help="with --cogef-only: label the potential's own COGEF images up to its E_max and print its "
+                        "largest energy error there (and on the reference's images)")
     args = p.parse_args(argv)
     cfg = campaign_config(command_line_overrides(args.config, []), base_file=DEFAULT_CONFIG, check_labeller=False)
     if args.cogef_only:
         print(f"{'molecule':>9} {'dE_max':>7} {'dE@F_max':>8} {'intact':>7} {'shift':>7} {'dF_max':>7} "
-              f"{'E_max past F_max: pot (ref)':>28} {'bond (ref)':>22} {'s':>5}")
-        print(f"{'':>9} {'kcal':>7} {'kcal':>8} {'kcal':>7} {'Å':>7} {'eV/Å':>7} {'kcal/mol':>28}")
+              f"{'E_max past F_max: pot (ref)':>28} {'bond (ref)':>22}"
+              + (f" {'own path err @ Δ':>17} {'ref path err':>12}" if args.label_path else "") + f" {'s':>5}")
+        print(f"{'':>9} {'kcal':>7} {'kcal':>8} {'kcal':>7} {'Å':>7} {'eV/Å':>7} {'kcal/mol':>28} {'':>22}"
+              + (f" {'kcal @ Å':>17} {'kcal':>12}" if args.label_path else ""))
         for ref in args.reference:
             t0 = time.time()
             c = cogef_only(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
             bond = (f"{c['nnp'].get('broken_label') or '-'}{'' if c['cogef_same_bond'] else ' ✗'} "
                     f"({c['ref'].get('broken_label') or '-'})")
             past = f"{c['cogef_e_max_past_f_max_kcal']:.1f} ({c['ref_cogef_e_max_past_f_max_kcal']:.1f})"
+            holes = ""
+            if args.label_path:
+                d_own, at, d_ref = path_errors(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
+                holes = f" {f'{d_own:+.1f} @ {at:.3f}':>17} {d_ref:>+12.1f}"
             print(f"{ref.name:>9} {c['cogef_delta_e_max_kcal']:>+7.1f} {c['cogef_delta_e_at_f_max_kcal']:>+8.1f} "
                   f"{c['cogef_intact_delta_kcal']:>+7.1f} {c['cogef_break_shift']:>+7.3f} {c['cogef_delta_f_max']:>+7.2f} "
-                  f"{past:>28} {bond:>22} {time.time() - t0:>5.0f}", flush=True)
+                  f"{past:>28} {bond:>22}{holes} {time.time() - t0:>5.0f}", flush=True)
         return 0
     print(f"{'molecule':>9} {'pull':>6} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
           f"{'bond (ref)':>22} {'E MAE meV':>9} {'s':>5}")
