@@ -21,7 +21,10 @@ reference's, COGEF |ΔE_max| and its bond, the energy MAE on the reference's fra
 cogef.h5); prints ΔE_max, ΔE at each profile's own force maximum, the loaded chain's error where
 both hold, the break shift, ΔF_max, and how much of each E_max lies past the force maximum;
 with --label-path also the potential's largest energy error on its own COGEF images up to its
-E_max (labelled with the config's labeller) and on the reference's.
+E_max (labelled with the config's labeller) and on the reference's. Every row ends with the
+difference of the pulled atoms' distance at rest (the potential's relaxed molecule against the
+reference's) and the break shift in that distance rather than in the extension: a potential
+whose molecule at rest is shorter breaks "late" by extension at the right distance.
 Run on demand; not a test.
 """
 from __future__ import annotations
@@ -147,22 +150,24 @@ def main(argv=None) -> int:
     if args.cogef_only:
         print(f"{'molecule':>9} {'dE_max':>7} {'dE@F_max':>8} {'intact':>7} {'shift':>7} {'dF_max':>7} "
               f"{'E_max past F_max: pot (ref)':>28} {'bond (ref)':>22}"
-              + (f" {'own path err @ Δ':>17} {'ref path err':>12}" if args.label_path else "") + f" {'s':>5}")
+              + (f" {'own path err @ Δ':>17} {'ref path err':>12}" if args.label_path else "")
+              + f" {'d0 diff':>7} {'shift in d':>10} {'s':>5}")
         print(f"{'':>9} {'kcal':>7} {'kcal':>8} {'kcal':>7} {'Å':>7} {'eV/Å':>7} {'kcal/mol':>28} {'':>22}"
-              + (f" {'kcal @ Å':>17} {'kcal':>12}" if args.label_path else ""))
+              + (f" {'kcal @ Å':>17} {'kcal':>12}" if args.label_path else "") + f" {'Å':>7} {'Å':>10}")
         for ref in args.reference:
             t0 = time.time()
             c = cogef_only(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
             bond = (f"{c['nnp'].get('broken_label') or '-'}{'' if c['cogef_same_bond'] else ' ✗'} "
                     f"({c['ref'].get('broken_label') or '-'})")
             past = f"{c['cogef_e_max_past_f_max_kcal']:.1f} ({c['ref_cogef_e_max_past_f_max_kcal']:.1f})"
-            holes = ""
+            holes, d0 = "", c["nnp"]["d0"] - c["ref"]["d0"]   # the pulled atoms' distance at rest
             if args.label_path:
                 d_own, at, d_ref = path_errors(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
                 holes = f" {f'{d_own:+.1f} @ {at:.3f}':>17} {d_ref:>+12.1f}"
             print(f"{ref.name:>9} {c['cogef_delta_e_max_kcal']:>+7.1f} {c['cogef_delta_e_at_f_max_kcal']:>+8.1f} "
                   f"{c['cogef_intact_delta_kcal']:>+7.1f} {c['cogef_break_shift']:>+7.3f} {c['cogef_delta_f_max']:>+7.2f} "
-                  f"{past:>28} {bond:>22}{holes} {time.time() - t0:>5.0f}", flush=True)
+                  f"{past:>28} {bond:>22}{holes} {d0:>+7.3f} {c['cogef_break_shift'] + d0:>+10.3f} "
+                  f"{time.time() - t0:>5.0f}", flush=True)
         return 0
     print(f"{'molecule':>9} {'pull':>6} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
           f"{'bond (ref)':>22} {'E MAE meV':>9} {'s':>5}")
