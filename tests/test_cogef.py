@@ -398,3 +398,32 @@ def test_a_reference_scan_that_ends_without_a_break_says_why():
     assert "labeller.options" in msg and "max_extension" not in msg
     short = no_break_message({"extension": [0.0, 4.0], "stop_reason": "max_extension"})
     assert "raise cogef.max_extension" in short and "labeller" not in short
+
+
+def test_loaded_chains_are_also_compared_at_equal_pulled_distance():
+    """A potential whose molecule at rest is 0.1 Å short and whose profile is the reference's
+    shifted by that much (the same chain on the pulled distance; E relative to its own rest):
+    at equal extension it reads low and breaks late, at equal distance it reads 0 and breaks
+    on time. A summary without ``d0`` reads NaN there."""
+    from rarelearn.learning.evaluation import cogef_comparison
+
+    k, s = 1.2, 0.1                                   # eV/Å², Å
+    def profile(d0, rest):
+        x = np.round(np.arange(0.0, 2.5 + 1e-9, 0.025), 4)
+        d = d0 + x
+        e = np.where(d > rest, 0.5 * k * (d - rest) ** 2, 0.0)        # flat until it is taut
+        brk = rest + 2.0 - d0                                         # breaks at distance rest + 2
+        intact = x < brk
+        e = np.where(intact, e, e - 1.0)
+        return {"broke": True, "d0": d0, "e_max": float(e[intact].max()), "f_max": k * 2.0,
+                "extension": x.tolist(), "energy": e.tolist(), "intact": intact.tolist(),
+                "break_extension": float(x[~intact][0]), "broken_bond": [0, 1]}
+    ref, short = profile(5.0, 5.0), profile(5.0 - s, 5.0)
+    cmp = cogef_comparison(short, ref)
+    assert cmp["cogef_d0_delta"] == pytest.approx(-s)
+    assert cmp["cogef_break_shift"] == pytest.approx(s, abs=0.03)         # late by extension
+    assert cmp["cogef_break_shift_distance"] == pytest.approx(0.0, abs=0.03)
+    assert cmp["cogef_intact_delta_kcal"] < -5.0                          # low by extension
+    assert cmp["cogef_intact_delta_at_distance_kcal"] == pytest.approx(0.0, abs=1e-6)
+    old = cogef_comparison({k: v for k, v in short.items() if k != "d0"}, ref)
+    assert math.isnan(old["cogef_d0_delta"]) and math.isnan(old["cogef_intact_delta_at_distance_kcal"])

@@ -152,6 +152,15 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     ``ref_cogef_e_max_past_f_max_kcal``: how much of each E_max lies past that point (~0 where
     the chain snaps; tens of kcal/mol where a bond lets go gradually and the branch ends at its
     break length, as propane's and butane's under GFN2-xTB).
+    ``cogef_d0_delta``: the pulled atoms' distance in the potential's relaxed molecule less the
+    reference's (Å; NaN for summaries without ``d0``); ``cogef_break_shift_distance``: the break
+    shift in that distance (``cogef_break_shift`` + ``cogef_d0_delta``), and
+    ``cogef_intact_delta_at_distance_kcal``: the loaded chains compared at equal pulled distance
+    rather than equal extension, on the last reference image below both breaks. Both profiles
+    start at their own rest, so a potential whose molecule at rest is 0.18 Å short (CCC angles
+    3–4° small: one hexane member of issue 20) reads −19 kcal/mol at equal extension near the
+    break and +0.2 Å of break shift where, at equal distance, its chain is within 2 kcal/mol
+    and breaks 0.02 Å from the reference.
     """
     both = bool(nnp.get("broke")) and bool(ref.get("broke"))
     d_e = nnp["e_max"] - ref["e_max"] if both else math.nan
@@ -168,6 +177,16 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     keep = (x_r < upto) & (x_r <= x_n.max())
     diff = np.interp(x_r[keep], x_n, e_n) - e_r[keep]
     rmse = float(np.sqrt(np.mean(diff ** 2))) * KCAL_MOL_PER_EV if keep.any() else math.nan
+    d0_delta = float(nnp["d0"] - ref["d0"]) if nnp.get("d0") is not None and ref.get("d0") is not None else math.nan
+    intact_at_d = math.nan
+    if math.isfinite(d0_delta):          # the same comparison on the pulled distance d0 + Δ
+        xd_n = x_n + d0_delta            # the potential's images on the reference's extension axis
+        upto_d = min(ref["break_extension"] if ref.get("broke") else x_r.max(),
+                     nnp["break_extension"] + d0_delta if nnp.get("broke") else xd_n.max())
+        keep_d = (x_r < upto_d) & (x_r <= xd_n.max()) & (x_r >= xd_n.min())
+        if keep_d.any():
+            intact_at_d = float(np.interp(x_r[keep_d][-1], xd_n, e_n) - e_r[keep_d][-1]) * KCAL_MOL_PER_EV
+    shift = float(nnp["break_extension"] - ref["break_extension"]) if both else math.nan
     return {
         "cogef_delta_e_max": d_e,
         "cogef_delta_e_max_kcal": d_e * KCAL_MOL_PER_EV,
@@ -176,7 +195,10 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
         "cogef_rmse_to_break_kcal": rmse,
         "cogef_intact_delta_kcal": float(diff[-1]) * KCAL_MOL_PER_EV if keep.any() else math.nan,
         "cogef_intact_extension": float(x_r[keep][-1]) if keep.any() else math.nan,
-        "cogef_break_shift": float(nnp["break_extension"] - ref["break_extension"]) if both else math.nan,
+        "cogef_break_shift": shift,
+        "cogef_d0_delta": d0_delta,
+        "cogef_break_shift_distance": shift + d0_delta,
+        "cogef_intact_delta_at_distance_kcal": intact_at_d,
         "cogef_same_bond": both and (list(nnp["broken_bond"]) == list(ref["broken_bond"]) or (
             same_place is not None and bool(same_place(nnp["broken_bond"], ref["broken_bond"])))),
         "cogef_delta_e_at_f_max_kcal": (e_f_n - e_f_r) * KCAL_MOL_PER_EV,
