@@ -21,7 +21,9 @@ reference's, COGEF |ΔE_max| and its bond, the energy MAE on the reference's fra
 cogef.h5); prints ΔE_max, ΔE at each profile's own force maximum, the loaded chain's error where
 both hold, the break shift, ΔF_max, and how much of each E_max lies past the force maximum;
 with --label-path also the potential's largest energy error on its own COGEF images up to its
-E_max (labelled with the config's labeller) and on the reference's. Every row ends with the
+E_max (labelled with the config's labeller) and on the reference's; with --path-frames DIR
+the potential's whole scan and two noisy copies of each image, labelled, to DIR/MOLECULE.h5
+(a hand round of the COGEF sampler: `dense_break.py --extra` trains on them). Every row ends with the
 difference of the pulled atoms' distance at rest (the potential's relaxed molecule against the
 reference's) and the break shift in that distance rather than in the extension: a potential
 whose molecule at rest is shorter breaks "late" by extension at the right distance.
@@ -134,6 +136,36 @@ def path_errors(committee: Path, reference: Path, out: Path, cfg: dict) -> tuple
     return float(d_own[worst]), float(own.extras["extension"][k][worst]), float(d_ref[np.argmax(np.abs(d_ref))])
 
 
+def path_frames(out: Path, cfg: dict, dest: Path, copies: int = 2, amplitude: float = 0.05) -> tuple[int, int]:
+    """``--path-frames``: the potential's whole COGEF scan in ``out`` (images at least 0.01 Å
+    apart) and ``copies`` noisy copies of each (``amplitude`` Å, as the selection augments),
+    labelled; the frames that labelled are written to ``dest`` (a hand round of the COGEF
+    sampler on a molecule not in the campaign). Returns (frames, labelled)."""
+    import numpy as np
+
+    from rarelearn.chem.labellers import make_labeller
+    from rarelearn.dataset import Frames, read_frames, write_frames
+    from rarelearn.learning.selection import augment
+
+    scan = read_frames(out / "cogef.h5")
+    ext = scan.extras["extension"]
+    keep = [0]
+    for k in range(1, len(scan)):
+        if abs(ext[k] - ext[keep[-1]]) >= 0.01:
+            keep.append(k)
+    images = scan.subset(keep)
+    images = Frames(images.numbers, images.positions, np.full(len(images), np.nan),
+                    np.full_like(images.positions, np.nan), source="cogef",
+                    extras={"extension": images.extras["extension"]})
+    noisy = augment(images, copies, amplitude, seed=7)
+    noisy.extras = {"extension": noisy.extras["extension"]}
+    lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
+    frames = lab.label(Frames.concatenate([images, noisy]))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_frames(dest, frames.subset(np.flatnonzero(frames.ok)))
+    return len(frames), int(frames.ok.sum())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--committee", required=True, type=Path)
@@ -145,6 +177,9 @@ def main(argv=None) -> int:
     p.add_argument("--label-path", action="store_true",
                    help="with --cogef-only: label the potential's own COGEF images up to its E_max and print its "
                         "largest energy error there (and on the reference's images)")
+    p.add_argument("--path-frames", type=Path,
+                   help="with --cogef-only: label the potential's whole COGEF scan of each molecule (and 2 noisy "
+                        "copies of each image) and write them to DIR/MOLECULE.h5, training frames for a next round")
     args = p.parse_args(argv)
     cfg = campaign_config(command_line_overrides(args.config, []), base_file=DEFAULT_CONFIG, check_labeller=False)
     if args.cogef_only:
@@ -168,6 +203,9 @@ def main(argv=None) -> int:
                   f"{c['cogef_intact_delta_kcal']:>+7.1f} {c['cogef_break_shift']:>+7.3f} {c['cogef_delta_f_max']:>+7.2f} "
                   f"{past:>28} {bond:>22}{holes} {d0:>+7.3f} {c['cogef_break_shift'] + d0:>+10.3f} "
                   f"{time.time() - t0:>5.0f}", flush=True)
+            if args.path_frames:
+                n, ok = path_frames(args.out / ref.name, cfg, args.path_frames / f"{ref.name}.h5")
+                print(f"{'':>9} its scan: {ok} of {n} frames labelled -> {args.path_frames / ref.name}.h5", flush=True)
         return 0
     print(f"{'molecule':>9} {'pull':>6} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
           f"{'bond (ref)':>22} {'E MAE meV':>9} {'s':>5}")
