@@ -115,7 +115,7 @@ def path_errors(committee: Path, reference: Path, out: Path, cfg: dict) -> tuple
     from rarelearn.chem.labellers import make_labeller
     from rarelearn.dataset import read_frames
     from rarelearn.models.files import load_model
-    from rarelearn.units import KCAL_MOL_PER_EV as EV_TO_KCAL
+    from rarelearn.units import KCAL_MOL_PER_EV
 
     def upto_max(path_json: Path, frames):
         e_max_at = json.loads(path_json.read_text())["extension_at_max"]
@@ -126,13 +126,13 @@ def path_errors(committee: Path, reference: Path, out: Path, cfg: dict) -> tuple
     lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
     labelled = lab.label(own.subset(np.concatenate([[0], k])))
     pot = own.extras["potential_energy"][np.concatenate([[0], k])]
-    d_own = EV_TO_KCAL * ((pot[1:] - pot[0]) - (labelled.energy[1:] - labelled.energy[0]))
+    d_own = KCAL_MOL_PER_EV * ((pot[1:] - pot[0]) - (labelled.energy[1:] - labelled.energy[0]))
     worst = int(np.nanargmax(np.abs(d_own)))
     ref = read_frames(reference / "cogef.h5")
     kr = upto_max(reference / "cogef.json", ref)
     best = json.loads((committee / "best.json").read_text())["best_member"]
     e, _ = load_model(committee / "ensemble.pt").energies_forces(ref.numbers, ref.positions[kr])
-    d_ref = EV_TO_KCAL * ((e[best] - e[best][0]) - (ref.energy[kr] - ref.energy[kr][0]))
+    d_ref = KCAL_MOL_PER_EV * ((e[best] - e[best][0]) - (ref.energy[kr] - ref.energy[kr][0]))
     return float(d_own[worst]), float(own.extras["extension"][k][worst]), float(d_ref[np.argmax(np.abs(d_ref))])
 
 
@@ -195,13 +195,14 @@ def main(argv=None) -> int:
             bond = (f"{c['nnp'].get('broken_label') or '-'}{'' if c['cogef_same_bond'] else ' ✗'} "
                     f"({c['ref'].get('broken_label') or '-'})")
             past = f"{c['cogef_e_max_past_f_max_kcal']:.1f} ({c['ref_cogef_e_max_past_f_max_kcal']:.1f})"
-            holes, d0 = "", c["nnp"]["d0"] - c["ref"]["d0"]   # the pulled atoms' distance at rest
+            holes = ""
             if args.label_path:
                 d_own, at, d_ref = path_errors(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
                 holes = f" {f'{d_own:+.1f} @ {at:.3f}':>17} {d_ref:>+12.1f}"
             print(f"{ref.name:>9} {c['cogef_delta_e_max_kcal']:>+7.1f} {c['cogef_delta_e_at_f_max_kcal']:>+8.1f} "
                   f"{c['cogef_intact_delta_kcal']:>+7.1f} {c['cogef_break_shift']:>+7.3f} {c['cogef_delta_f_max']:>+7.2f} "
-                  f"{past:>28} {bond:>22}{holes} {d0:>+7.3f} {c['cogef_break_shift'] + d0:>+10.3f} "
+                  f"{past:>28} {bond:>22}{holes} {c['cogef_d0_delta']:>+7.3f} "
+                  f"{c['cogef_break_shift_distance']:>+10.3f} "
                   f"{time.time() - t0:>5.0f}", flush=True)
             if args.path_frames:
                 n, ok = path_frames(args.out / ref.name, cfg, args.path_frames / f"{ref.name}.h5")
