@@ -104,15 +104,14 @@ def cogef_only(committee: Path, reference: Path, out: Path, cfg: dict) -> dict:
     return {**cogef_comparison(nnp, ref, _same_place(reference / "molecule.xyz", ref["pull"])), "nnp": nnp, "ref": ref}
 
 
-def path_errors(committee: Path, reference: Path, out: Path, cfg: dict) -> tuple[float, float, float]:
+def path_errors(committee: Path, reference: Path, out: Path, lab) -> tuple[float, float, float]:
     """``--label-path``: the largest |potential − labeller| (kcal/mol, each relative to its own first
     image) over the potential's own COGEF images up to its E_max (labelled here, one single point
     each), the extension where it is largest, and the same over the reference's images up to its
     E_max (the potential's energies of the labeller's geometries). A relaxed scan finds the
-    potential's holes; the reference's path cannot (issue 20)."""
+    potential's holes; the reference's path cannot (issue 20). ``lab``: the campaign's labeller."""
     import numpy as np
 
-    from rarelearn.chem.labellers import make_labeller
     from rarelearn.dataset import read_frames
     from rarelearn.models.files import load_model
     from rarelearn.units import KCAL_MOL_PER_EV
@@ -123,7 +122,6 @@ def path_errors(committee: Path, reference: Path, out: Path, cfg: dict) -> tuple
 
     own = read_frames(out / "cogef.h5")
     k = upto_max(out / "cogef.json", own)
-    lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
     labelled = lab.label(own.subset(np.concatenate([[0], k])))
     pot = own.extras["potential_energy"][np.concatenate([[0], k])]
     d_own = KCAL_MOL_PER_EV * ((pot[1:] - pot[0]) - (labelled.energy[1:] - labelled.energy[0]))
@@ -136,14 +134,13 @@ def path_errors(committee: Path, reference: Path, out: Path, cfg: dict) -> tuple
     return float(d_own[worst]), float(own.extras["extension"][k][worst]), float(d_ref[np.argmax(np.abs(d_ref))])
 
 
-def path_frames(out: Path, cfg: dict, dest: Path, copies: int = 2, amplitude: float = 0.05) -> tuple[int, int]:
+def path_frames(out: Path, lab, dest: Path, copies: int = 2, amplitude: float = 0.05) -> tuple[int, int]:
     """``--path-frames``: the potential's whole COGEF scan in ``out`` (images at least 0.01 Å
     apart) and ``copies`` noisy copies of each (``amplitude`` Å, as the selection augments),
     labelled; the frames that labelled are written to ``dest`` (a hand round of the COGEF
     sampler on a molecule not in the campaign). Returns (frames, labelled)."""
     import numpy as np
 
-    from rarelearn.chem.labellers import make_labeller
     from rarelearn.dataset import Frames, read_frames, write_frames
     from rarelearn.learning.selection import augment
 
@@ -157,10 +154,8 @@ def path_frames(out: Path, cfg: dict, dest: Path, copies: int = 2, amplitude: fl
     images = Frames(images.numbers, images.positions, np.full(len(images), np.nan),
                     np.full_like(images.positions, np.nan), source="cogef",
                     extras={"extension": images.extras["extension"]})
-    noisy = augment(images, copies, amplitude, seed=7)
-    noisy.extras = {"extension": noisy.extras["extension"]}
-    lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
-    frames = lab.label(Frames.concatenate([images, noisy]))
+    # the noisy copies' extras beyond the extension are dropped by concatenate (common keys only)
+    frames = lab.label(Frames.concatenate([images, augment(images, copies, amplitude, seed=7)]))
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_frames(dest, frames.subset(np.flatnonzero(frames.ok)))
     return len(frames), int(frames.ok.sum())
@@ -189,6 +184,10 @@ def main(argv=None) -> int:
               + f" {'d0 diff':>7} {'shift in d':>10} {'s':>5}")
         print(f"{'':>9} {'kcal':>7} {'kcal':>8} {'kcal':>7} {'Å':>7} {'eV/Å':>7} {'kcal/mol':>28} {'':>22}"
               + (f" {'kcal @ Å':>17} {'kcal':>12}" if args.label_path else "") + f" {'Å':>7} {'Å':>10}")
+        lab = None
+        if args.label_path or args.path_frames:
+            from rarelearn.chem.labellers import make_labeller
+            lab = make_labeller(cfg["labeller"]["name"], cfg["labeller"].get("options") or {})
         for ref in args.reference:
             t0 = time.time()
             c = cogef_only(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
@@ -197,7 +196,7 @@ def main(argv=None) -> int:
             past = f"{c['cogef_e_max_past_f_max_kcal']:.1f} ({c['ref_cogef_e_max_past_f_max_kcal']:.1f})"
             holes = ""
             if args.label_path:
-                d_own, at, d_ref = path_errors(args.committee.resolve(), ref.resolve(), args.out / ref.name, cfg)
+                d_own, at, d_ref = path_errors(args.committee.resolve(), ref.resolve(), args.out / ref.name, lab)
                 holes = f" {f'{d_own:+.1f} @ {at:.3f}':>17} {d_ref:>+12.1f}"
             print(f"{ref.name:>9} {c['cogef_delta_e_max_kcal']:>+7.1f} {c['cogef_delta_e_at_f_max_kcal']:>+8.1f} "
                   f"{c['cogef_intact_delta_kcal']:>+7.1f} {c['cogef_break_shift']:>+7.3f} {c['cogef_delta_f_max']:>+7.2f} "
@@ -205,7 +204,7 @@ def main(argv=None) -> int:
                   f"{c['cogef_break_shift_distance']:>+10.3f} "
                   f"{time.time() - t0:>5.0f}", flush=True)
             if args.path_frames:
-                n, ok = path_frames(args.out / ref.name, cfg, args.path_frames / f"{ref.name}.h5")
+                n, ok = path_frames(args.out / ref.name, lab, args.path_frames / f"{ref.name}.h5")
                 print(f"{'':>9} its scan: {ok} of {n} frames labelled -> {args.path_frames / ref.name}.h5", flush=True)
         return 0
     print(f"{'molecule':>9} {'pull':>6} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
