@@ -36,7 +36,7 @@ from rarelearn.dataset import Frames, read_frames, write_frames
 from rarelearn.learning.fit import train_member
 from rarelearn.learning.members import fitted_self_energies, model_spec, train_config
 from rarelearn.learning.splits import random_split, seed_for
-from rarelearn.models.files import load_model, save_model
+from rarelearn.models.files import load_model, read_model_blob, save_model
 from training_schedule import _cogef, parse
 
 
@@ -143,6 +143,8 @@ def main(argv=None) -> int:
                    "a family's: CAMPAIGN/results/reference/molecules/NAME)")
     p.add_argument("--out", type=Path, help="where the frames and members go (default CAMPAIGN/dense)")
     p.add_argument("--frames-only", action="store_true", help="make the local and test frames, train nothing")
+    p.add_argument("--start-from", type=Path, help="a one-member model file every member starts from (warm start; "
+                   "same MD set, so same self energies and spec) instead of random weights")
     args = p.parse_args(argv)
     res = args.campaign / "results"
     cfg = campaign_config()
@@ -157,6 +159,7 @@ def main(argv=None) -> int:
     spec = model_spec(cfg["model"], cfg["molecule"]["elements"], fitted_self_energies(atom_energies, md))
     training = {**cfg["training"], **parse(args.schedule)}
     tcfg = train_config(training)
+    init = read_model_blob(args.start_from)["members"][0] if args.start_from else None
     ref = json.loads((res / "reference" / "cogef.json").read_text())
     print(f"MD set {len(md)} frames; local pool {len(pool)}, test {len(test)} (Δ {test.extras['extension'].min():.2f}"
           f"–{test.extras['extension'].max():.2f} Å, {args.temperature:.0f} K); reference COGEF E_max "
@@ -170,10 +173,11 @@ def main(argv=None) -> int:
             seed = seed_for(0, member)
             tr, va = random_split(len(frames), seed, tcfg.train_fraction)
             t0 = time.time()
-            state, h = train_member(frames, tr, va, spec, tcfg, seed=seed, log=lambda s: None)
+            state, h = train_member(frames, tr, va, spec, tcfg, seed=seed, init_state=init, log=lambda s: None)
             saved = out / "models" / f"{args.tag}local{n}_member{member}.pt"
             saved.parent.mkdir(parents=True, exist_ok=True)
-            save_model(saved, [state], spec, meta={"history": h, "schedule": args.schedule})
+            save_model(saved, [state], spec, meta={"history": h, "schedule": args.schedule,
+                                                   "start_from": str(args.start_from or "")})
             model = load_model(saved)
             e, f = model.energies_forces(test.numbers, test.positions)
             test_e = 1000 * np.abs(e[0] - test.energy).mean()

@@ -126,6 +126,23 @@ def _e_at_f_max(rec: dict) -> float:
                            rec["extension_at_f_max"])
 
 
+def _loaded_chain_delta(nnp: dict, x_r: np.ndarray, e_r: np.ndarray, ref: dict, shift: float):
+    """The potential's energy less the reference's (eV) on the reference's images below both
+    breaks, the potential's intact images moved by ``shift`` Å along the reference's extension
+    axis (0: equal extension; the rest-distance difference: equal pulled distance). Returns the
+    mask of the reference's images compared and the differences on them."""
+    x_all = np.asarray(nnp["extension"], float) + shift
+    e_n = np.asarray(nnp["energy"], float)
+    # the potential's intact images only: between its last intact image and its first broken
+    # one a linear interpolation would read the drop of its break as the loaded chain's energy
+    intact = np.asarray(nnp.get("intact", np.ones(x_all.size, bool)), bool)
+    x_n, e_n = x_all[intact], e_n[intact]
+    upto = min(ref["break_extension"] if ref.get("broke") else x_r.max(),
+               nnp["break_extension"] + shift if nnp.get("broke") else x_all.max())
+    keep = (x_r < upto) & (x_r <= x_n.max()) & (x_r >= x_n.min())
+    return keep, np.interp(x_r[keep], x_n, e_n) - e_r[keep]
+
+
 def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     """The potential's COGEF profile against the reference's (records of
     :meth:`rarelearn.md.cogef.CogefProfile.summary`, with ``extension``/``energy`` arrays).
@@ -167,25 +184,13 @@ def cogef_comparison(nnp: dict, ref: dict, same_place=None) -> dict:
     e_f_n, e_f_r = _e_at_f_max(nnp), _e_at_f_max(ref)
     d_f = nnp["f_max"] - ref["f_max"]
     x_r, e_r = np.asarray(ref["extension"], float), np.asarray(ref["energy"], float)
-    x_n, e_n = np.asarray(nnp["extension"], float), np.asarray(nnp["energy"], float)
-    upto = min(ref["break_extension"] if ref.get("broke") else x_r.max(),
-               nnp["break_extension"] if nnp.get("broke") else x_n.max())
-    # the potential's intact images only: between its last intact image and its first broken
-    # one a linear interpolation would read the drop of its break as the loaded chain's energy
-    intact_n = np.asarray(nnp.get("intact", np.ones(x_n.size, bool)), bool)
-    x_n, e_n = x_n[intact_n], e_n[intact_n]
-    keep = (x_r < upto) & (x_r <= x_n.max())
-    diff = np.interp(x_r[keep], x_n, e_n) - e_r[keep]
+    keep, diff = _loaded_chain_delta(nnp, x_r, e_r, ref, 0.0)
     rmse = float(np.sqrt(np.mean(diff ** 2))) * KCAL_MOL_PER_EV if keep.any() else math.nan
     d0_delta = float(nnp["d0"] - ref["d0"]) if nnp.get("d0") is not None and ref.get("d0") is not None else math.nan
     intact_at_d = math.nan
     if math.isfinite(d0_delta):          # the same comparison on the pulled distance d0 + Δ
-        xd_n = x_n + d0_delta            # the potential's images on the reference's extension axis
-        upto_d = min(ref["break_extension"] if ref.get("broke") else x_r.max(),
-                     nnp["break_extension"] + d0_delta if nnp.get("broke") else xd_n.max())
-        keep_d = (x_r < upto_d) & (x_r <= xd_n.max()) & (x_r >= xd_n.min())
-        if keep_d.any():
-            intact_at_d = float(np.interp(x_r[keep_d][-1], xd_n, e_n) - e_r[keep_d][-1]) * KCAL_MOL_PER_EV
+        keep_d, diff_d = _loaded_chain_delta(nnp, x_r, e_r, ref, d0_delta)
+        intact_at_d = float(diff_d[-1]) * KCAL_MOL_PER_EV if keep_d.any() else math.nan
     shift = float(nnp["break_extension"] - ref["break_extension"]) if both else math.nan
     return {
         "cogef_delta_e_max": d_e,
