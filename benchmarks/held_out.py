@@ -134,11 +134,15 @@ def path_errors(committee: Path, reference: Path, out: Path, lab) -> tuple[float
     return float(d_own[worst]), float(own.extras["extension"][k][worst]), float(d_ref[np.argmax(np.abs(d_ref))])
 
 
-def path_frames(out: Path, lab, dest: Path, copies: int = 2, amplitude: float = 0.05) -> tuple[int, int]:
+def path_frames(out: Path, lab, dest: Path, copies: int = 2, amplitude: float = 0.05,
+                window: float | None = None) -> tuple[int, int]:
     """``--path-frames``: the potential's whole COGEF scan in ``out`` (images at least 0.01 Å
-    apart) and ``copies`` noisy copies of each (``amplitude`` Å, as the selection augments),
+    apart; with ``window``, only those within ``window`` Å of its force maximum's extension)
+    and ``copies`` noisy copies of each (``amplitude`` Å, as the selection augments),
     labelled; the frames that labelled are written to ``dest`` (a hand round of the COGEF
     sampler on a molecule not in the campaign). Returns (frames, labelled)."""
+    import json
+
     import numpy as np
 
     from rarelearn.dataset import Frames, read_frames, write_frames
@@ -150,6 +154,9 @@ def path_frames(out: Path, lab, dest: Path, copies: int = 2, amplitude: float = 
     for k in range(1, len(scan)):
         if abs(ext[k] - ext[keep[-1]]) >= 0.01:
             keep.append(k)
+    if window is not None:
+        at = json.loads((out / "cogef.json").read_text())["extension_at_f_max"]
+        keep = [k for k in keep if abs(ext[k] - at) <= window]
     images = scan.subset(keep)
     images = Frames(images.numbers, images.positions, np.full(len(images), np.nan),
                     np.full_like(images.positions, np.nan), source="cogef",
@@ -175,6 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--path-frames", type=Path,
                    help="with --cogef-only: label the potential's whole COGEF scan of each molecule (and 2 noisy "
                         "copies of each image) and write them to DIR/MOLECULE.h5, training frames for a next round")
+    p.add_argument("--path-window", type=float,
+                   help="with --path-frames: only the images within this many Å of the potential's force maximum "
+                        "(where a long chain gives way), not the whole scan")
     args = p.parse_args(argv)
     cfg = campaign_config(command_line_overrides(args.config, []), base_file=DEFAULT_CONFIG, check_labeller=False)
     if args.cogef_only:
@@ -204,7 +214,8 @@ def main(argv=None) -> int:
                   f"{c['cogef_break_shift_distance']:>+10.3f} "
                   f"{time.time() - t0:>5.0f}", flush=True)
             if args.path_frames:
-                n, ok = path_frames(args.out / ref.name, lab, args.path_frames / f"{ref.name}.h5")
+                n, ok = path_frames(args.out / ref.name, lab, args.path_frames / f"{ref.name}.h5",
+                                    window=args.path_window)
                 print(f"{'':>9} its scan: {ok} of {n} frames labelled -> {args.path_frames / ref.name}.h5", flush=True)
         return 0
     print(f"{'molecule':>9} {'pull':>6} {'SMD |dEa|':>9} {'± SE':>5} {'SMD bonds (reference)':>44} {'COGEF |dEmax|':>13} "
