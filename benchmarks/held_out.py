@@ -158,8 +158,7 @@ def path_frames(out: Path, lab, dest: Path, copies: int = 2, amplitude: float = 
         at = json.loads((out / "cogef.json").read_text())["extension_at_f_max"]
         keep = [k for k in keep if abs(ext[k] - at) <= window]
     images = scan.subset(keep)
-    images = Frames(images.numbers, images.positions, np.full(len(images), np.nan),
-                    np.full_like(images.positions, np.nan), source="cogef",
+    images = Frames(numbers=images.numbers, positions=images.positions, source="cogef",
                     extras={"extension": images.extras["extension"]})
     # the noisy copies' extras beyond the extension are dropped by concatenate (common keys only)
     frames = lab.label(Frames.concatenate([images, augment(images, copies, amplitude, seed=7)]))

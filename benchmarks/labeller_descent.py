@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rarelearn.chem.labellers import make_labeller
+from rarelearn.chem.geometry import bond_lengths, bonds_of_elements
 from rarelearn.config import campaign_config
 from rarelearn.dataset import Frames, read_frames, write_frames
 from rarelearn.md.hessian import lowest_constrained_mode
@@ -59,8 +60,7 @@ def descent(scan: Frames, pull: tuple[int, int], lab, steps: int, amplitude: flo
         opt = BFGS(a, logfile=None, maxstep=0.1)
         opt.attach(lambda a=a: positions.append(a.positions.copy()), interval=1)
         opt.run(fmax=0.05, steps=steps)
-    p = np.array(positions)
-    frames = Frames(scan.numbers, p, np.full(len(p), np.nan), np.full_like(p, np.nan), source="cogef-steps")
+    frames = Frames(numbers=scan.numbers, positions=np.array(positions), source="cogef-steps")
     return lab.label(frames), float(ext[q]), float(eigenvalue)
 
 
@@ -81,9 +81,8 @@ def main(argv=None) -> int:
         frames, at, eigenvalue = descent(scan, tuple(pot["pull"]), lab, args.steps, args.amplitude)
         ok = frames.subset(np.flatnonzero(frames.ok))
         write_frames(args.dest / f"{mol}.h5", ok)
-        carbons = np.flatnonzero(scan.numbers == 6)
-        longest = [max(np.linalg.norm(x[a] - x[b]) for a in carbons for b in carbons if b == a + 1 and b in carbons)
-                   for x in ok.positions]
+        longest = bond_lengths(ok.numbers, ok.positions,   # the relaxed molecule's C–C bonds
+                               reference_bonds=bonds_of_elements(scan.numbers, scan.positions[0])).max(axis=1)
         print(f"{mol}: last intact image at Δ {at:.3f} Å, labeller's softest eigenvalue {eigenvalue:+.4f} eV/Å²; "
               f"{len(ok)} of {len(frames)} frames; longest C–C {min(longest):.2f}–{max(longest):.2f} Å; "
               f"energy span {KCAL_MOL_PER_EV * (ok.energy.max() - ok.energy.min()):.1f} kcal/mol", flush=True)
